@@ -1,0 +1,34 @@
+# Quick start: `make demo` (set up + run a real demo job) and `make test` (set up + run the tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= runs/demo
+
+.PHONY: setup demo test lint bench clean
+
+$(BIN)/gentool: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# CPU build of torch from this disk where no torch is present; GPU users keep theirs.
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+setup: $(BIN)/gentool
+
+demo: setup
+	$(BIN)/gentool sample --target gmm-ring --sampler dpmpp-2m --steps 10 -n 10000 --out $(DEMO_DIR)/sample
+	$(BIN)/gentool mad-loop --family gaussian --loop fully-synthetic --generations 100 --seeds 1000 --out $(DEMO_DIR)/mad
+	@echo "demo outputs in $(DEMO_DIR)/"
+
+test: setup
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check cli core tests bench
+
+bench: setup
+	$(BIN)/python bench/solvers.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""gentool command-line interface (Typer). Thin: parses options, calls `gentool.core`, renders progress."""
