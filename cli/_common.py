@@ -9,10 +9,16 @@ from typing import Any, TypeVar
 
 import torch
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from gentool.core.errors import BadInput, GentoolError, choose
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 err_console = Console(stderr=True)

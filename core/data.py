@@ -13,7 +13,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-
 from gentool.core.errors import BadInput, choose, require
 
 

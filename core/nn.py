@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
-
 from gentool.core.errors import choose
+from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh,
                                            "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}

@@ -31,7 +31,6 @@ def test_version_and_help() -> None:
 
 def test_data_sets_are_deterministic_and_shaped() -> None:
     import torch
-
     from gentool.core.data import DATASETS, data_dim, sample_data
 
     for name in DATASETS:

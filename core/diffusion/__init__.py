@@ -1,0 +1,38 @@
+"""Diffusion-ODE sampling and small-model training in the EDM sigma-form `x = x_0 + sigma eps`.
+
+res = train_denoiser(x, TrainConfig(), generator=g)
+x, nfe = sample(res.denoiser, 1000, 2, sampler="dpmpp-2m", steps=20, generator=g)
+"""
+
+from gentool.core.diffusion.checkpoints import load_checkpoint, load_denoiser, save_checkpoint
+from gentool.core.diffusion.denoisers import EDMPrecond, EpsDenoiser, VDenoiser, edm_coefficients
+from gentool.core.diffusion.grids import GRIDS, edm_grid, make_grid
+from gentool.core.diffusion.samplers import SAMPLERS, run_sampler, sample
+from gentool.core.diffusion.schedules import SCHEDULES, Schedule, get_schedule
+from gentool.core.diffusion.targets import TARGETS, MixtureTarget, make_target
+from gentool.core.diffusion.training import TrainConfig, TrainResult, train_denoiser
+
+__all__ = [
+    "train_denoiser",
+    "TrainConfig",
+    "TrainResult",
+    "sample",
+    "run_sampler",
+    "SAMPLERS",
+    "load_denoiser",
+    "load_checkpoint",
+    "save_checkpoint",
+    "EDMPrecond",
+    "EpsDenoiser",
+    "VDenoiser",
+    "edm_coefficients",
+    "GRIDS",
+    "edm_grid",
+    "make_grid",
+    "SCHEDULES",
+    "Schedule",
+    "get_schedule",
+    "TARGETS",
+    "MixtureTarget",
+    "make_target",
+]

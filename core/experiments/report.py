@@ -1,0 +1,196 @@
+"""Reports: merge every completed run of a sweep into one tidy table and draw comparison plots.
+
+Tidy table: one row per JSONL row (`*.jsonl` in a run directory) or per `metrics.json`, with
+columns `point`, `source`, the sweep parameters, `seed`, then the row's own fields.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from gentool.core.errors import BadInput
+from gentool.core.experiments.sweep import DONE, POINT
+from gentool.core.io import atomic_savefig, atomic_write_json, atomic_write_text, read_json, read_jsonl
+
+X_COLUMNS = ("generation", "step", "iter", "round")
+NFE_COLUMN = "nfe"
+NOT_METRICS = {"seconds", "samples_per_s", "seed", "n_train", NFE_COLUMN, *X_COLUMNS}
+
+
+def completed_runs(sweep_dir: str | Path) -> list[Path]:
+    """Run directories of `sweep_dir` carrying a completion marker, sorted by name."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise BadInput(f"sweep directory not found: {sweep_dir}")
+    return sorted(d for d in sweep_dir.iterdir() if (d / DONE).is_file() and (d / POINT).is_file())
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    """Keep scalar fields; lists/dicts are dropped from the tidy table."""
+    return {k: v for k, v in row.items() if isinstance(v, str | int | float | bool) or v is None}
+
+
+def run_rows(run_dir: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """(parameter columns, tidy rows) of one completed run directory."""
+    point = read_json(run_dir / POINT)
+    base = {"point": point["point_id"], **point["params"], "seed": point["seed"]}
+    rows = []
+    for path in sorted(run_dir.glob("*.jsonl")):
+        rows += [{**base, "source": path.name, **_flat(r)} for r in read_jsonl(path)]
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        rows.append({**base, "source": metrics.name, **_flat(read_json(metrics))})
+    return list(point["params"]), rows
+
+
+def merge(sweep_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """(sweep parameter names, tidy rows of all completed runs)."""
+    runs = completed_runs(sweep_dir)
+    if not runs:
+        raise BadInput(f"no completed runs in {sweep_dir} (run `gentool sweep` first)")
+    params: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        names, run_rows_ = run_rows(run)
+        params += [n for n in names if n not in params]
+        rows += run_rows_
+    return params, rows
+
+
+def columns(rows: Iterable[dict[str, Any]], params: list[str]) -> list[str]:
+    """Column order: point, source, parameters, seed, then the rows' fields in first-seen order."""
+    cols = ["point", "source", *params, "seed"]
+    for row in rows:
+        cols += [k for k in row if k not in cols]
+    return cols
+
+
+def write_table(out_dir: str | Path, params: list[str], rows: list[dict[str, Any]]) -> tuple[Path, Path]:
+    """Write `report.csv` and `report.json` (atomically); return their paths."""
+    out_dir = Path(out_dir)
+    cols = columns(rows, params)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    csv_path = atomic_write_text(out_dir / "report.csv", buf.getvalue())
+    json_path = atomic_write_json(out_dir / "report.json", {"parameters": params, "columns": cols,
+                                                            "rows": rows})
+    return csv_path, json_path
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def metric_names(rows: list[dict[str, Any]], params: list[str]) -> list[str]:
+    """Numeric row fields that are metrics (not parameters, counters or timings)."""
+    skip = {*params, *NOT_METRICS}
+    names: list[str] = []
+    for row in rows:
+        names += [k for k, v in row.items() if k not in skip and k not in names and _numeric(v)]
+    return names
+
+
+def _final_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows at the largest generation/step/iter of a run's source (all of them when there is no x)."""
+    x = next((c for c in X_COLUMNS if any(c in r for r in rows)), None)
+    if x is None:
+        return rows
+    last = max(r[x] for r in rows if _numeric(r.get(x)))
+    return [r for r in rows if r.get(x) == last]
+
+
+def summary(params: list[str], rows: list[dict[str, Any]], max_metrics: int = 6
+            ) -> tuple[list[str], list[list[Any]]]:
+    """(header, rows) of a per-run summary: parameters, sweep seed, source, final x and the mean of
+    each metric over the rows at the final generation/step/iter (e.g. over a run's inner seeds)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["point"], row["source"])].append(row)
+    finals = {key: _final_rows(group) for key, group in groups.items()}
+    metrics = metric_names([r for f in finals.values() for r in f], params)[:max_metrics]
+    x = next((c for c in X_COLUMNS if any(c in r for r in rows)), None)
+    header = [*params, "point seed", "source", *([x] if x else []), *metrics]
+    body = []
+    for (point, source), final in finals.items():
+        first = final[0]
+        means = []
+        for m in metrics:
+            vals = [r[m] for r in final if _numeric(r.get(m))]
+            means.append(sum(vals) / len(vals) if vals else "")
+        seed = _point_seed(point)
+        body.append([*(first.get(p, "") for p in params), seed, source,
+                     *([first.get(x, "")] if x else []), *means])
+    return header, body
+
+
+def _point_seed(point_id: str) -> str:
+    """The sweep seed encoded in a point id (`...__seed-S`), or ''."""
+    last = point_id.rsplit("__", 1)[-1]
+    return last[len("seed-"):] if last.startswith("seed-") else ""
+
+
+def _group_label(row: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(f"{k}={row.get(k)}" for k in keys) or "all"
+
+
+def _mean_curves(rows: list[dict[str, Any]], x: str, y: str, keys: list[str]
+                 ) -> dict[str, tuple[list[float], list[float]]]:
+    """label -> (xs, mean over seeds of y at each x) for rows grouped by `keys`."""
+    acc: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if _numeric(row.get(x)) and _numeric(row.get(y)):
+            acc[_group_label(row, keys)][row[x]].append(row[y])
+    return {label: (sorted(pts), [sum(pts[k]) / len(pts[k]) for k in sorted(pts)])
+            for label, pts in acc.items()}
+
+
+def _plot(curves: dict[str, tuple[list[float], list[float]]], x: str, y: str, path: Path,
+          log: bool = False) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (xs, ys) in sorted(curves.items()):
+        ax.plot(xs, ys, marker="o", ms=3, label=label)
+    if log:
+        ax.set_xscale("log")
+        if all(v > 0 for _, ys in curves.values() for v in ys):
+            ax.set_yscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_report(out_dir: str | Path, params: list[str], rows: list[dict[str, Any]],
+                max_metrics: int = 6) -> list[Path]:
+    """Comparison plots: each metric vs generation/step/iter per sweep value (mean over seeds),
+    and each metric vs NFE per sampler (or per the non-step parameters) for one-row-per-run metrics."""
+    out_dir = Path(out_dir)
+    paths = []
+    for x in X_COLUMNS:
+        sel = [r for r in rows if x in r]
+        if sel:
+            for y in metric_names(sel, params)[:max_metrics]:
+                paths.append(_plot(_mean_curves(sel, x, y, params), x, y, out_dir / f"{y}_vs_{x}.png"))
+            break
+    sel = [r for r in rows if NFE_COLUMN in r]
+    if sel:
+        keys = ["sampler"] if "sampler" in params else [p for p in params if p != "steps"]
+        for y in metric_names(sel, params)[:max_metrics]:
+            curves = _mean_curves(sel, NFE_COLUMN, y, keys)
+            paths.append(_plot(curves, NFE_COLUMN, y, out_dir / f"{y}_vs_nfe.png", log=True))
+    return paths

@@ -1,0 +1,65 @@
+"""Gaussian closed forms: moments, Bures-Wasserstein W2 and the Frechet distance."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from gentool.core.errors import BadInput, require
+from gentool.core.metrics._checks import as_pair, as_samples
+
+
+def mean_cov(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample mean `(d,)` and unbiased covariance `(d, d)` (divides by n - 1) of `x (n, d)`, n >= 2."""
+    x = as_samples(x)
+    require(x.shape[0] >= 2, f"mean_cov needs at least 2 samples, got shape {tuple(x.shape)}")
+    mean = x.mean(dim=0)
+    xc = x - mean
+    return mean, xc.T @ xc / (x.shape[0] - 1)
+
+
+def sqrtm_psd(s: torch.Tensor) -> torch.Tensor:
+    """Symmetric square root of (batches of) PSD matrices by `eigh`; negative eigenvalues clipped to 0."""
+    s = (s + s.transpose(-1, -2)) / 2
+    vals, vecs = torch.linalg.eigh(s)
+    return (vecs * vals.clamp_min(0).sqrt().unsqueeze(-2)) @ vecs.transpose(-1, -2)
+
+
+def gaussian_w2_squared(m1: torch.Tensor, s1: torch.Tensor, m2: torch.Tensor,
+                        s2: torch.Tensor) -> torch.Tensor:
+    """Batched Bures formula `W2^2 = |m1 - m2|^2 + tr(S1 + S2 - 2 (S2^1/2 S1 S2^1/2)^1/2)`.
+
+    Means `(..., d)`, covariances `(..., d, d)`; returns shape `(...)` (differentiable, any device/dtype).
+    """
+    r2 = sqrtm_psd(s2)
+    cross = sqrtm_psd(r2 @ s1 @ r2)
+    tr = torch.diagonal(s1 + s2 - 2 * cross, dim1=-2, dim2=-1).sum(-1)
+    return (((m1 - m2) ** 2).sum(-1) + tr).clamp_min(0)
+
+
+def _as_moments(m: torch.Tensor | np.ndarray, s: torch.Tensor | np.ndarray,
+                name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean `(d,)` and covariance `(d, d)` as finite float64 CPU tensors, else `BadInput`."""
+    mt, st = torch.as_tensor(m).double().cpu(), torch.as_tensor(s).double().cpu()
+    if mt.dim() != 1 or st.shape != (mt.shape[0], mt.shape[0]):
+        shapes = f"{tuple(mt.shape)} and {tuple(st.shape)}"
+        raise BadInput(f"{name}: mean must be (d,) and covariance (d, d), got {shapes}")
+    finite = bool(torch.isfinite(mt).all() and torch.isfinite(st).all())
+    require(finite, f"{name} contains NaN or infinite values")
+    return mt, st
+
+
+def gaussian_w2(m1: torch.Tensor, s1: torch.Tensor, m2: torch.Tensor, s2: torch.Tensor) -> float:
+    """W2 (not squared) between `N(m1, S1)` and `N(m2, S2)` by the Bures closed form, in float64."""
+    a, sa = _as_moments(m1, s1, "first Gaussian")
+    b, sb = _as_moments(m2, s2, "second Gaussian")
+    if a.shape != b.shape:
+        raise BadInput(f"Gaussians of different dimension: means {tuple(a.shape)} and {tuple(b.shape)}")
+    return float(gaussian_w2_squared(a, sa, b, sb).sqrt())
+
+
+def frechet_distance(fx: torch.Tensor, fy: torch.Tensor) -> float:
+    """Frechet distance (FID-style, squared): `W2^2` between Gaussians fitted (unbiased cov) to `fx`, `fy`."""
+    fx, fy = as_pair(fx, fy, ("fx", "fy"))
+    m1, s1 = mean_cov(fx.double())
+    m2, s2 = mean_cov(fy.double())
+    return float(gaussian_w2_squared(m1, s1, m2, s2))

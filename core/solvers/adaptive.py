@@ -1,0 +1,201 @@
+"""Adaptive embedded Runge–Kutta integration with a per-sample step size.
+
+Every sample b carries its own time t_b, step size h_b, error history and counters. One iteration
+tries a step for all samples at once:
+
+    h_try = min(h_b, |target_b - t_b|)            (step clipping: land exactly on save times / t_end;
+                                                   after such a landing the unclipped h_b is kept)
+    x'    = x + h * sum_i b_i k_i,   e = h * sum_i (b_i - b_low_i) k_i
+    err_b = sqrt(mean_j (e_j / (atol + rtol * max(|x_j|, |x'_j|)))^2)      (over the non-batch dims)
+    accept_b = active_b and err_b <= 1 and x' finite
+
+and updates x, t, the first-same-as-last stage and the controller state with `torch.where` — never a
+Python branch on tensor values. Finished samples (reached t_end, or out of steps) get h = 0, are frozen,
+and their NFE stops counting, so a sample's result and statistics do not depend on its batch-mates.
+The host synchronises once per `chunk` iterations, to test "all done".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from gentool.core.solvers.controllers import ERR_FLOOR, StepController
+from gentool.core.solvers.errors import MaxStepsExceeded, NonFiniteState
+from gentool.core.solvers.tableau import ButcherTableau
+from gentool.core.solvers.term import Field, broadcast_to_state
+
+CHUNK = 8
+H_UNDERFLOW = 1e-13  # relative to max(|t|, 1): below this the step size has collapsed
+
+
+def rms_norm(v: torch.Tensor) -> torch.Tensor:
+    """Per-sample root-mean-square over all non-batch dims: (B, ...) -> (B,)."""
+    return v.reshape(v.shape[0], -1).pow(2).mean(dim=1).sqrt()
+
+
+@dataclass
+class AdaptiveState:
+    """Per-sample solver state; every field is a device tensor with leading dim B."""
+
+    x: torch.Tensor
+    k1: torch.Tensor
+    t: torch.Tensor
+    h: torch.Tensor  # step-size magnitude
+    err_prev: torch.Tensor
+    idx: torch.Tensor  # index of the next target time
+    active: torch.Tensor
+    nfe: torch.Tensor
+    accepted: torch.Tensor
+    rejected: torch.Tensor
+    history: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AdaptiveProblem:
+    """What stays fixed during a solve."""
+
+    f: Field
+    tableau: ButcherTableau
+    targets: torch.Tensor  # (T,) times to land on; the last one is t_end
+    direction: float
+    rtol: float
+    atol: float
+    controller: StepController
+    max_steps: int
+    xs: torch.Tensor | None  # (T, B, ...) buffer for save="times"
+    keep_history: bool
+
+
+def initial_step(f: Field, x0: torch.Tensor, f0: torch.Tensor, t0: torch.Tensor, direction: float,
+                 span: float, tableau: ButcherTableau, rtol: float, atol: float) -> torch.Tensor:
+    """Hairer–Nørsett–Wanner starting step (one extra field call), per sample.
+
+    d0 = ||x0||, d1 = ||f0||, h0 = 0.01 d0/d1 (1e-6 if tiny), d2 = ||f(t0+h0, x0+h0 f0) - f0|| / h0,
+    h1 = (0.01 / max(d1, d2))^(1/(q+1)), h = min(100 h0, h1, |t_end - t0|), norms scaled by atol + rtol|x0|.
+    """
+    scale = atol + rtol * x0.abs()
+    d0, d1 = rms_norm(x0 / scale), rms_norm(f0 / scale)
+    h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
+    x1 = x0 + broadcast_to_state(direction * h0, x0) * f0
+    f1 = f(t0 + direction * h0, x1)
+    d2 = rms_norm((f1 - f0) / scale) / h0
+    dmax = torch.maximum(d1, d2)
+    h1 = torch.where(dmax <= 1e-15, torch.clamp_min(h0 * 1e-3, 1e-6),
+                     (0.01 / dmax).pow(1.0 / (tableau.error_order + 1)))
+    return torch.minimum(torch.minimum(100 * h0, h1), torch.full_like(h0, span))
+
+
+def weighted_sum(ks: list[torch.Tensor], weights: tuple[float, ...]) -> torch.Tensor | None:
+    """`sum_j w_j k_j` over the nonzero weights (fused in-place adds); None when all weights are zero."""
+    terms = [(w, k) for w, k in zip(weights, ks, strict=False) if w != 0.0]
+    if not terms:
+        return None
+    (w0, k0), *rest = terms
+    out = k0 * w0
+    for w, k in rest:
+        out.add_(k, alpha=w)
+    return out
+
+
+def _stages(p: AdaptiveProblem, s: AdaptiveState, hs: torch.Tensor, t_next: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Evaluate the stages; return (x', error vector, last stage k)."""
+    tab, hb = p.tableau, broadcast_to_state(hs, s.x)
+    ks = [s.k1] if tab.fsal else [p.f(s.t, s.x)]
+    x_in = s.x
+    for c, row in zip(tab.c[1:], tab.a[1:], strict=True):
+        incr = weighted_sum(ks, row)
+        x_in = s.x if incr is None else torch.addcmul(s.x, hb, incr)
+        ks.append(p.f(t_next if c == 1.0 else s.t + c * hs, x_in))
+    # first-same-as-last: the last row of `a` equals `b`, so the last stage input is x'
+    x_new = x_in if tab.fsal else torch.addcmul(s.x, hb, weighted_sum(ks, tab.b))
+    return x_new, hb * weighted_sum(ks, tab.b_err), ks[-1]
+
+
+def attempt_step(p: AdaptiveProblem, s: AdaptiveState) -> None:
+    """Try one step for every active sample and update the state in place (masked, no host sync)."""
+    target = p.targets[s.idx.clamp_max(len(p.targets) - 1)]
+    remaining = (target - s.t) * p.direction
+    hits = s.active & (s.h >= remaining)
+    h_try = torch.where(s.active, torch.where(hits, remaining, s.h), torch.zeros_like(s.h))
+    hs = p.direction * h_try
+    t_next = torch.where(hits, target, s.t + hs)
+    x_new, err_vec, k_last = _stages(p, s, hs, t_next)
+    scale = p.atol + p.rtol * torch.maximum(s.x.abs(), x_new.abs())
+    err = rms_norm(err_vec / scale)
+    finite = torch.isfinite(err) & torch.isfinite(x_new).reshape(x_new.shape[0], -1).all(dim=1)
+    err = torch.where(finite, err, torch.full_like(err, float("inf")))  # non-finite trial: reject, shrink
+    accept = s.active & (err <= 1.0)
+    acc_b = broadcast_to_state(accept, s.x)
+    s.nfe += s.active * (p.tableau.stages - (1 if p.tableau.fsal else 0))
+    s.accepted += accept
+    s.rejected += s.active & ~accept
+    s.x = torch.where(acc_b, x_new, s.x)
+    s.t = torch.where(accept, t_next, s.t)
+    if p.tableau.fsal:
+        s.k1 = torch.where(acc_b, k_last, s.k1)
+    fac = p.controller.factor(err, s.err_prev, accept, p.tableau.error_order)
+    landed = accept & hits
+    # a step shortened to land on a target must not shrink the next one: keep the unclipped proposal
+    h_new = torch.where(landed, torch.maximum(h_try * fac, s.h), h_try * fac)
+    s.h = torch.where(s.active, h_new, s.h)
+    s.err_prev = torch.where(accept, err.clamp_min(ERR_FLOOR), s.err_prev)
+    if p.xs is not None:
+        rows, cols = s.idx.clamp_max(len(p.targets) - 1), torch.arange(s.x.shape[0], device=s.x.device)
+        p.xs[rows, cols] = torch.where(broadcast_to_state(landed, s.x), s.x, p.xs[rows, cols])
+    s.idx = s.idx + landed
+    s.active = (s.idx < len(p.targets)) & (s.accepted + s.rejected < p.max_steps)
+    if p.keep_history:
+        s.history.append((s.x, s.t, accept))
+
+
+def collapsed(s: AdaptiveState) -> torch.Tensor:
+    """Active samples whose step size collapsed (NaN/inf field or a singularity): (B,) bool."""
+    return s.active & ~(s.h > H_UNDERFLOW * s.t.abs().clamp_min(1.0))
+
+
+def raise_collapsed(s: AdaptiveState) -> None:
+    """Raise `NonFiniteState` naming the first collapsed sample, its step index and time."""
+    b = int(collapsed(s).nonzero()[0, 0])
+    raise NonFiniteState(
+        f"step size collapsed (non-finite or singular field) for sample {b} at step "
+        f"{int(s.accepted[b] + s.rejected[b])}, t={float(s.t[b]):.6g}")
+
+
+def predicted_steps(p: AdaptiveProblem, s: AdaptiveState) -> torch.Tensor:
+    """max over active samples of ceil(|t_end - t| / h): a lower bound on the iterations still needed."""
+    remaining = (p.targets[-1] - s.t) * p.direction
+    steps = (remaining / s.h.clamp_min(torch.finfo(s.h.dtype).tiny)).ceil()
+    return torch.nan_to_num(torch.where(s.active, steps, 0.0), posinf=CHUNK).max()
+
+
+def integrate(p: AdaptiveProblem, s: AdaptiveState, on_max_steps: str,
+              progress: Callable[..., None] | None) -> AdaptiveState:
+    """Run chunks of at most `CHUNK` masked iterations until every sample is done.
+
+    One host synchronisation per chunk: it reads "how many are active" together with the next chunk
+    length, min(CHUNK, predicted remaining steps), so an easy solve does not run idle iterations.
+    """
+    batch = s.x.shape[0]
+    chunk = int(min(max(float(predicted_steps(p, s)), 1.0), CHUNK))
+    while True:
+        for _ in range(chunk):
+            attempt_step(p, s)
+        n_active, n_reached, n_bad, most, pred = torch.stack(  # the one host sync per chunk
+            [s.active.sum(), (s.idx >= len(p.targets)).sum(), collapsed(s).sum(), s.accepted.max(),
+             predicted_steps(p, s)]).tolist()
+        if progress is not None:
+            progress(int(n_reached), batch, steps=int(most))
+        if n_bad:
+            raise_collapsed(s)
+        if n_active == 0:
+            break
+        chunk = int(min(max(pred, 1.0), CHUNK))
+    if n_reached < batch and on_max_steps == "raise":
+        b = int((s.idx < len(p.targets)).nonzero()[0, 0])
+        raise MaxStepsExceeded(f"max_steps={p.max_steps} exceeded for {batch - int(n_reached)} of {batch} "
+                               f"samples (first: sample {b} at t={float(s.t[b]):.6g}); raise max_steps, "
+                               f"loosen rtol/atol, or pass on_max_steps='return'")
+    return s

@@ -1,0 +1,172 @@
+"""Solver benchmarks: wall time per step of gentool vs torchdiffeq vs a hand-written loop vs the model alone.
+
+Returns rows (dicts); rendering is the caller's job (`gentool bench solvers`, `bench/solvers.py`).
+Fields: `mlp2` = MLP 2->64->64->2 on x, `mlp3` = MLP 3->256->256->256->2 on (x, t), both SiLU.
+The floor is the model alone (same number of calls, same batch): replayed from one CUDA graph on CUDA,
+an eager loop on CPU. Timings are the best of `repeats` runs after one warm-up run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torchdiffeq
+from gentool.core.errors import choose
+from gentool.core.nn import make_generator, mlp
+from gentool.core.solvers.api import ADAPTIVE_METHODS, FIXED_METHODS, odeint
+from gentool.core.solvers.tableau import FIXED_TABLEAUS
+from gentool.core.solvers.term import Field
+from gentool.core.solvers.torchdiffeq_backend import METHOD_NAMES
+
+FIELDS = ("mlp2", "mlp3")
+CPU_BATCH_SIZES = (256, 4096, 65536)
+GPU_BATCH_SIZES = (1024, 65536, 1048576)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure."""
+
+    batch_sizes: tuple[int, ...]
+    steps: int = 50
+    fixed_methods: tuple[str, ...] = ("euler", "rk4")
+    adaptive_methods: tuple[str, ...] = ADAPTIVE_METHODS
+    fields: tuple[str, ...] = FIELDS
+    rtol: float = 1e-5
+    repeats: int = 3
+    seed: int = 0
+
+
+def make_field(name: str, device: torch.device, seed: int) -> Field:
+    """The benchmark field `name` with seeded weights, as `f(t, x)`."""
+    choose("field", name, FIELDS)
+    torch.manual_seed(seed)
+    if name == "mlp2":
+        net = mlp([2, 64, 64, 2], "silu").to(device)
+        return lambda t, x: net(x)
+    net = mlp([3, 256, 256, 256, 2], "silu").to(device)
+    return lambda t, x: net(torch.cat([x, t[:, None]], dim=1))
+
+
+def hand_loop(method: str, f: Field, x: torch.Tensor, grid: Sequence[float]) -> torch.Tensor:
+    """A hand-written eager loop (the classic formulas, Python-float step sizes)."""
+    b, dev, dt = x.shape[0], x.device, x.dtype
+    ts = [torch.full((b,), v, device=dev, dtype=dt) for v in grid]
+    mids = [torch.full((b,), (u + v) / 2, device=dev, dtype=dt)
+            for u, v in zip(grid[:-1], grid[1:], strict=True)]
+    for i in range(len(grid) - 1):
+        h, t0, tm, t1 = grid[i + 1] - grid[i], ts[i], mids[i], ts[i + 1]
+        if method == "euler":
+            x = x + h * f(t0, x)
+        elif method == "midpoint":
+            x = x + h * f(tm, x + (h / 2) * f(t0, x))
+        elif method == "heun":
+            k1 = f(t0, x)
+            x = x + (h / 2) * (k1 + f(t1, x + h * k1))
+        else:
+            k1 = f(t0, x)
+            k2 = f(tm, x + (h / 2) * k1)
+            k3 = f(tm, x + (h / 2) * k2)
+            k4 = f(t1, x + h * k3)
+            x = x + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+    return x
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Best wall time (s) of `repeats` runs after one warm-up."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def model_floor(f: Field, x: torch.Tensor, t: torch.Tensor, calls: int) -> Callable[[], object]:
+    """The model alone, `calls` times: one CUDA graph replay on CUDA, an eager loop on CPU."""
+    if x.device.type != "cuda":
+        return lambda: [f(t, x) for _ in range(calls)]
+    side = torch.cuda.Stream(device=x.device)
+    side.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.cuda.stream(side):
+        f(t, x)
+    torch.cuda.current_stream(x.device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            f(t, x)
+    return graph.replay
+
+
+def fixed_rows(cfg: BenchConfig, device: torch.device, progress: Callable[..., None]) -> list[dict]:
+    """Per-step wall time of every fixed method and batch size, with ratios to the floor."""
+    rows, total = [], len(cfg.fields) * len(cfg.fixed_methods) * len(cfg.batch_sizes)
+    grid = torch.linspace(1.0, 0.0, cfg.steps + 1).tolist()
+    tgrid = torch.tensor(grid, device=device)
+    for field in cfg.fields:
+        f = make_field(field, device, cfg.seed)
+        for method in cfg.fixed_methods:
+            for batch in cfg.batch_sizes:
+                x0 = torch.randn(batch, 2, generator=make_generator(cfg.seed, device), device=device)
+                nfe = FIXED_TABLEAUS[method].stages * cfg.steps
+                times = {
+                    "gentool": lambda: odeint(f, x0, tgrid, method),  # noqa: B023
+                    "torchdiffeq": lambda: torchdiffeq.odeint(  # noqa: B023
+                        lambda t, x: f(t.expand(x.shape[0]), x), x0, tgrid, method=METHOD_NAMES[method]),  # noqa: B023
+                    "hand": lambda: hand_loop(method, f, x0, grid),  # noqa: B023
+                    "floor": model_floor(f, x0, tgrid[0].expand(batch), nfe),
+                }
+                with torch.no_grad():
+                    per_step = {k: best_time(fn, device, cfg.repeats) / cfg.steps for k, fn in times.items()}
+                rows.append({"field": field, "method": method, "batch": batch, "steps": cfg.steps,
+                             **{f"{k}_s": v for k, v in per_step.items()},
+                             **{f"{k}_ratio": v / per_step["floor"] for k, v in per_step.items()}})
+                progress(len(rows), total)
+    return rows
+
+
+def adaptive_rows(cfg: BenchConfig, device: torch.device, progress: Callable[..., None]) -> list[dict]:
+    """NFE and wall time at equal tolerance (rtol, atol = rtol/100) on [0, 1] for the adaptive methods."""
+    rows, total = [], len(cfg.adaptive_methods) * len(cfg.batch_sizes)
+    f = make_field("mlp2", device, cfg.seed)
+    t = torch.tensor([0.0, 1.0], device=device)
+    have_torchode = importlib.util.find_spec("torchode") is not None
+    for method in cfg.adaptive_methods:
+        for batch in cfg.batch_sizes:
+            x0 = torch.randn(batch, 2, generator=make_generator(cfg.seed, device), device=device)
+            row: dict = {"method": method, "batch": batch, "rtol": cfg.rtol}
+            with torch.no_grad():
+                sol = odeint(f, x0, t, method, rtol=cfg.rtol, atol=cfg.rtol / 100)
+                row["gentool_nfe_mean"] = float(sol.nfe.double().mean())
+                row["gentool_nfe_max"] = int(sol.nfe.max())
+                row["gentool_s"] = best_time(lambda: odeint(f, x0, t, method, rtol=cfg.rtol,  # noqa: B023
+                                                            atol=cfg.rtol / 100), device, cfg.repeats)
+                ref = odeint(f, x0, t, method, rtol=cfg.rtol, atol=cfg.rtol / 100, backend="torchdiffeq")
+                row["torchdiffeq_nfe"] = int(ref.nfe[0])
+                row["torchdiffeq_s"] = best_time(lambda: odeint(  # noqa: B023
+                    f, x0, t, method, rtol=cfg.rtol, atol=cfg.rtol / 100, backend="torchdiffeq"),  # noqa: B023
+                    device, cfg.repeats)
+            row["torchode"] = "available (not benchmarked)" if have_torchode else "not installed"
+            rows.append(row)
+            progress(len(rows), total)
+    return rows
+
+
+def check_methods(fixed_methods: Sequence[str], adaptive_methods: Sequence[str]) -> None:
+    """Validate method names (BadInput naming the allowed ones)."""
+    for m in fixed_methods:
+        choose("fixed method", m, FIXED_METHODS)
+    for m in adaptive_methods:
+        choose("adaptive method", m, ADAPTIVE_METHODS)

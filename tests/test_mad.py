@@ -1,0 +1,137 @@
+"""Self-consuming loops: the Gaussian family against SPEC §5 closed forms, loop-type behaviour, the pieces."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from gentool.core.errors import BadInput
+from gentool.core.mad import (
+    LoopConfig,
+    bures_w2,
+    expected_cov_scale,
+    log_variance_drift,
+    make_family,
+    mean_var_scale,
+    next_training_set,
+    run_loop,
+    summarize,
+)
+
+SEEDS = 4000
+
+
+def _by_gen(rows: list[dict], key: str) -> dict[int, np.ndarray]:
+    out: dict[int, list[float]] = {}
+    for r in rows:
+        out.setdefault(r["generation"], []).append(r[key])
+    return {t: np.asarray(v) for t, v in out.items()}
+
+
+def _within(samples: np.ndarray, expected: float, z: float = 4.5) -> None:
+    se = samples.std(ddof=1) / math.sqrt(samples.size)
+    assert abs(samples.mean() - expected) < z * se, (samples.mean(), expected, se)
+
+
+@pytest.fixture(scope="module")
+def unbiased_rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    cfg = LoopConfig(dim=1, generations=10, seeds=SEEDS, n_real=20, n_synth=20, n_test=50)
+    return run_loop(cfg, tmp_path_factory.mktemp("unbiased"))
+
+
+def test_closed_form_values() -> None:
+    assert log_variance_drift(20) == pytest.approx(-0.0536, abs=5e-5)
+    assert expected_cov_scale(3, 0.5, 20) == 0.25
+    assert expected_cov_scale(2, 1.0, 20, "mle") == pytest.approx((19 / 20) ** 2)
+    assert mean_var_scale(5, 1.0, 20) == pytest.approx(5 / 20)
+
+
+def test_unbiased_covariance_mean_is_preserved(unbiased_rows: list[dict]) -> None:
+    """E[σ²_t] = σ₀² for λ = 1 (σ₀² = 1), t = 1..10, over 4000 seeds."""
+    for t, var in _by_gen(unbiased_rows, "trace_cov").items():
+        _within(var, expected_cov_scale(t, 1.0, 20))
+
+
+def test_mean_variance_grows_linearly(unbiased_rows: list[dict]) -> None:
+    """Var μ_t = t σ₀² / n (mean_error = |μ_t| in 1-D)."""
+    for t, err in _by_gen(unbiased_rows, "mean_error").items():
+        _within(err**2, mean_var_scale(t, 1.0, 20))
+
+
+def test_log_variance_drift(unbiased_rows: list[dict]) -> None:
+    """Increments of log σ²_t have mean ψ((n−1)/2) + log(2/(n−1)) = −0.0536 at n = 20."""
+    logv = _by_gen(unbiased_rows, "logdet_cov")
+    inc = np.concatenate([logv[t + 1] - logv[t] for t in range(1, 10)])
+    _within(inc, log_variance_drift(20))
+
+
+def test_unbiased_covariance_with_sampling_bias(tmp_path) -> None:
+    """E[Σ_t] = λ^{t−1} Σ₀ (λ = 0.7, 2-D, compared per diagonal entry through the trace, tr Σ₀ = 3)."""
+    cfg = LoopConfig(dim=2, generations=6, seeds=2000, n_real=20, n_synth=20, lam=0.7, n_test=50)
+    for t, tr in _by_gen(run_loop(cfg, tmp_path), "trace_cov").items():
+        _within(tr, 3.0 * expected_cov_scale(t, 0.7, 20))
+
+
+def test_mle_variance_shrinks(tmp_path) -> None:
+    """MLE: E[σ²_t] = σ₀² ((n−1)/n)^t."""
+    cfg = LoopConfig(dim=1, generations=8, seeds=SEEDS, n_real=10, n_synth=10, cov="mle", n_test=50)
+    for t, var in _by_gen(run_loop(cfg, tmp_path), "trace_cov").items():
+        _within(var, expected_cov_scale(t, 1.0, 10, "mle"))
+
+
+def _w2_at(tmp_path, loop: str, t: int, **kw) -> float:
+    cfg = LoopConfig(dim=2, generations=t, seeds=300, n_real=20, n_synth=20, loop=loop, n_test=50, **kw)
+    rows = run_loop(cfg, tmp_path / loop)
+    return float(np.mean([r["w2_gauss"] for r in rows if r["generation"] == t]))
+
+
+def test_fresh_bounded_replace_grows_accumulate_slower(tmp_path) -> None:
+    replace = _w2_at(tmp_path, "fully-synthetic", 40)
+    fresh = _w2_at(tmp_path, "fresh", 40)
+    accumulate = _w2_at(tmp_path, "accumulate", 40)
+    first = _w2_at(tmp_path / "g1", "fully-synthetic", 1)
+    assert fresh < 1.5 * first < replace / 2
+    assert accumulate < replace / 2
+
+
+def test_summary_ci(tmp_path) -> None:
+    rows = [{"seed": s, "generation": 1, "m": float(s)} for s in range(5)]
+    (row,) = summarize(rows)
+    assert row["mean"] == 2.0 and row["std"] == pytest.approx(math.sqrt(2.5))
+    assert row["ci95_high"] - row["mean"] == pytest.approx(1.96 * math.sqrt(2.5 / 5))
+
+
+def test_bures_matches_scalar_formula() -> None:
+    s1 = torch.tensor([[[4.0, 0.0], [0.0, 1.0]]], dtype=torch.float64)
+    s2 = torch.eye(2, dtype=torch.float64)[None]
+    m = torch.zeros(1, 2, dtype=torch.float64)
+    # commuting covariances: W2² = Σ (√a − √b)² = (2 − 1)² = 1
+    assert float(bures_w2(m + 1, s1, m, s2)) == pytest.approx(math.sqrt(2 + 1))
+
+
+def test_loops_build_training_sets(gen: torch.Generator) -> None:
+    train, real, synth = torch.zeros(2, 5, 1), torch.ones(2, 4, 1), torch.full((2, 6, 1), 2.0)
+    assert next_training_set("fully-synthetic", train, real, synth, None).shape == (2, 6, 1)
+    aug = next_training_set("augment", train, real, synth, None, real_fraction=0.5)
+    assert aug.shape == (2, 6, 1) and float(aug.sum()) == 2 * (3 * 1 + 3 * 2)
+    acc = next_training_set("accumulate", train, real, synth, None, budget=7, generator=gen)
+    assert acc.shape == (2, 7, 1)
+    assert float(next_training_set("accumulate", train, real, synth, None).sum()) == 2 * 6 * 2
+
+
+@pytest.mark.parametrize("name", ["gmm", "kde"])
+def test_mixture_families_shrink_with_lambda(name: str, gen: torch.Generator) -> None:
+    x = torch.randn(1, 400, 2, generator=gen)
+    fam = make_family(name, components=2)
+    model = fam.fit(x, gen)
+    spread = [float(fam.sample(model, 4000, lam, gen).var(1).sum()) for lam in (1.0, 0.1)]
+    assert spread[1] < spread[0]
+    assert math.isfinite(float(fam.nll(model, x[0])))
+
+
+def test_bad_config() -> None:
+    for kw in ({"family": "vae"}, {"loop": "mixed"}, {"lam": 0.0}, {"lam": 1.5}, {"n_synth": 1}):
+        with pytest.raises(BadInput):
+            LoopConfig(**kw).validate()

@@ -1,0 +1,143 @@
+"""MonoFlow (SPEC §3): h registry, exact-ratio KL flow, 2-D Gaussian toy, CLI outputs, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from gentool.cli.main import app
+from gentool.core.errors import BadInput
+from gentool.core.monoflow import (
+    H_FUNCTIONS,
+    AffineGenerator,
+    MonoFlowConfig,
+    get_h,
+    h_prime,
+    sample_generator,
+    train_generator,
+)
+from gentool.core.monoflow.exact import analytic_target, exact_flow, kl_flow_gaussian
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def test_saturation_of_vanilla_vs_ns() -> None:
+    d = torch.tensor([-5.0])
+    assert h_prime(get_h("vanilla"), d, 0.0).item() == pytest.approx(0.0067, abs=5e-5)
+    assert h_prime(get_h("ns"), d).item() == pytest.approx(0.9933, abs=5e-5)
+    assert h_prime(get_h("vanilla"), d, 5.0).item() == pytest.approx(0.5)  # shift C moves it off saturation
+
+
+# f''(r) of f = -log r (reverse KL), r log r (forward KL), (r - 1)^2 (chi2), (sqrt(r) - 1)^2 (Hellinger)
+F_SECOND_DERIVATIVES = [("logit", lambda r: 1 / r**2), ("forward-kl", lambda r: 1 / r),
+                        ("chi2", lambda r: 2 + 0 * r), ("hellinger", lambda r: 0.5 * r**-1.5)]
+
+
+@pytest.mark.parametrize(("name", "f2"), F_SECOND_DERIVATIVES)
+def test_f_divergence_flows_satisfy_h_prime_equals_r2_fpp(name: str, f2) -> None:
+    d = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    r = torch.exp(d)
+    torch.testing.assert_close(h_prime(get_h(name), d), r**2 * f2(r))
+
+
+def test_every_h_is_monotone_increasing() -> None:
+    d = torch.linspace(-8, 8, 101, dtype=torch.float64)
+    for h in H_FUNCTIONS.values():
+        assert bool((h_prime(h, d, 0.0) > 0).all()), h.name
+
+
+def test_exact_kl_flow_keeps_1d_gaussians_gaussian() -> None:
+    target = analytic_target("gaussian-1d")
+    x0 = target.initial.sample(20_000, torch.Generator().manual_seed(0))
+    x1 = exact_flow(x0, target.log_prob, get_h("logit"), 1.0, 20, method="rk4")
+    mean, var = kl_flow_gaussian(2.0, 0.25, 1.0)
+    assert (mean, var) == pytest.approx((0.7358, 0.8985), abs=5e-5)
+    # Sampling error of 20k particles: the empirical mean moves as μ̂₀e^{−t}, the variance as the closed form.
+    se_mean, se_var = 0.5 / math.sqrt(20_000) * math.exp(-1), 0.8985 * math.sqrt(2 / 20_000)
+    assert x1.mean().item() == pytest.approx(mean, abs=4 * se_mean)
+    assert x1.var().item() == pytest.approx(var, abs=4 * se_var)
+    # Given the empirical initial moments the flow is deterministic: match the closed form tightly.
+    m_hat, v_hat = kl_flow_gaussian(x0.mean().item(), x0.var().item(), 1.0)
+    assert x1.mean().item() == pytest.approx(m_hat, abs=1e-6)
+    assert x1.var().item() == pytest.approx(v_hat, rel=1e-5)
+
+
+@pytest.mark.parametrize(("k_gen", "steps"), [(1, 1500), (3, 500)])  # k_gen > 1: distillation loss
+def test_logit_generator_converges_on_2d_gaussian_toy(k_gen: int, steps: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    cov = torch.tensor([[1.0, 0.8], [0.8, 0.89]])
+    x = torch.randn(20_000, 2, generator=g) @ torch.linalg.cholesky(cov).T
+    cfg = MonoFlowConfig(h="logit", steps=steps, k_gen=k_gen, lr_d=2e-3, lr_g=5e-3, hidden=32, depth=2,
+                         batch_size=512)
+    res = train_generator(x, cfg, generator=g, init_generator=AffineGenerator(torch.ones(2), torch.eye(2)))
+    mean, a = res.generator.mean.detach(), res.generator.matrix.detach()
+    assert float(mean.abs().max()) < 0.1
+    assert float((a @ a.T - cov).abs().max()) < 0.15
+    y = sample_generator(res.generator, 10, res.latent_dim, generator=torch.Generator().manual_seed(1))
+    assert y.shape == (10, 2) and res.history[-1]["step"] == steps
+
+
+def test_bad_config_and_data_are_bad_input() -> None:
+    with pytest.raises(BadInput, match="unknown h 'kl'"):
+        MonoFlowConfig(h="kl")
+    with pytest.raises(BadInput, match="lr_g"):
+        MonoFlowConfig(lr_g=0.0)
+    with pytest.raises(BadInput, match="lr_d"):
+        MonoFlowConfig(lr_d=-1e-3)
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(BadInput, match="shape"):
+        train_generator(torch.zeros(10), MonoFlowConfig(steps=1), generator=g)
+    with pytest.raises(BadInput, match="data shape mismatch"):
+        train_generator(torch.zeros(10, 3), MonoFlowConfig(steps=1), generator=g,
+                        init_generator=AffineGenerator(torch.ones(2), torch.eye(2)))
+
+
+@pytest.mark.parametrize(("args", "needle"), [(["--h", "kl"], "unknown h"), (["--lr-g", "0"], "lr_g"),
+                                              (["--lr-d", "-1"], "lr_d"), (["--mode", "gan"], "unknown mode"),
+                                              (["--data", "mnist"], "unknown data set")])
+def test_cli_bad_input_exits_2(tmp_path, args: list[str], needle: str) -> None:
+    res = runner.invoke(app, ["monoflow", *args, "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert needle in res.output and "Traceback" not in res.output
+
+
+def _cli(out, *extra: str, steps: int = 40):
+    return runner.invoke(app, ["monoflow", "--steps", str(steps), "--eval-every", "20", "-n", "300",
+                               "--batch-size", "64", "--out", str(out), *extra])
+
+
+def test_cli_generator_run_writes_outputs_and_resume_matches_straight_run(tmp_path) -> None:
+    straight, split = tmp_path / "a", tmp_path / "b"
+    assert _cli(straight).exit_code == 0
+    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "final.png", "snapshots/step_0000020.png"):
+        assert (straight / name).exists(), name
+    assert json.loads((straight / "config.json").read_text())["config"]["h"] == "logit"
+    assert _cli(split, steps=20).exit_code == 0
+    assert _cli(split, "--resume").exit_code == 0
+    a = torch.load(straight / "checkpoint.pt", weights_only=False)["generator"]
+    b = torch.load(split / "checkpoint.pt", weights_only=False)["generator"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(r) for r in (split / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [20, 40]
+
+
+def test_cli_resume_with_other_data_shape_is_bad_input(tmp_path) -> None:
+    assert _cli(tmp_path).exit_code == 0
+    res = _cli(tmp_path, "--data", "digits", "--resume")
+    assert res.exit_code == 2 and "does not match" in res.output
+
+
+@pytest.mark.parametrize("extra", [["--mode", "particles", "--solver-steps", "2", "--method", "heun"],
+                                   ["--mode", "exact", "--target", "gaussian-2d", "--method", "rk4"]])
+def test_cli_particle_and_exact_modes(tmp_path, extra: list[str]) -> None:
+    res = _cli(tmp_path, *extra)
+    assert res.exit_code == 0, res.output
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 40 and torch.isfinite(ckpt["particles"]).all()
+    if "exact" in extra:  # KL flow: dμ/dt = −Σ_p⁻¹ μ, so μ(2) = expm(−2 Σ_p⁻¹)(1, 1) up to sampling error
+        expected = torch.linalg.matrix_exp(-2 * torch.linalg.inv(torch.tensor([[1.0, 0.8], [0.8, 0.89]])))
+        expected = expected @ torch.ones(2)
+        assert float((ckpt["particles"].mean(0) - expected).abs().max()) < 0.1
