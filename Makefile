@@ -17,6 +17,7 @@ $(BIN)/gentool: pyproject.toml
 setup: $(BIN)/gentool
 
 demo: setup
+	rm -rf $(DEMO_DIR)
 	$(BIN)/gentool sample --target gmm-ring --sampler dpmpp-2m --steps 10 -n 10000 --out $(DEMO_DIR)/sample
 	$(BIN)/gentool mad-loop --family gaussian --loop fully-synthetic --generations 100 --seeds 1000 --out $(DEMO_DIR)/mad
 	@echo "demo outputs in $(DEMO_DIR)/"
