@@ -13,7 +13,6 @@ from gentool.core.mad.closed_forms import (
            expected_cov_scale,
            log_variance_drift,
            mean_var_scale,
-           sqrtm_psd,
 )
 from gentool.core.mad.families import FAMILIES, make_family
 from gentool.core.mad.loops import LOOPS, next_training_set
@@ -33,5 +32,4 @@ from gentool.core.mad.runner import (
 __all__ = ["DATA", "FAMILIES", "LOOPS", "LoopConfig", "bures_w2", "config_dict", "expected_cov_scale",
            "gaussian_truth", "generation_rng", "log_variance_drift", "make_family", "make_reference",
            "mean_var_scale", "next_training_set", "plot_metric_curves", "plot_snapshots", "run_loop",
-           "sqrtm_psd",
            "summarize", "summary_csv"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+from gentool.core.metrics.gaussian import gaussian_w2_squared
 from scipy.special import digamma
 
 
@@ -30,16 +31,7 @@ def log_variance_drift(n: int, lam: float = 1.0) -> float:
     return math.log(lam) + float(digamma((n - 1) / 2)) + math.log(2 / (n - 1))
 
 
-def sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
-    """Symmetric PSD square root of a batch `(..., d, d)` by eigendecomposition (eigenvalues ≥ 0)."""
-    w, v = torch.linalg.eigh(0.5 * (a + a.transpose(-1, -2)))
-    return (v * w.clamp_min(0).sqrt().unsqueeze(-2)) @ v.transpose(-1, -2)
-
-
 def bures_w2(m1: torch.Tensor, s1: torch.Tensor, m2: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
-    """Batched exact W2 between Gaussians (not squared):
-    `W2² = |m1 − m2|² + tr(S1 + S2 − 2 (S2^{1/2} S1 S2^{1/2})^{1/2})`; shapes `(..., d)`, `(..., d, d)`."""
-    r2 = sqrtm_psd(s2)
-    cross = sqrtm_psd(r2 @ s1 @ r2)
-    tr = torch.diagonal(s1 + s2 - 2 * cross, dim1=-2, dim2=-1).sum(-1)
-    return (((m1 - m2) ** 2).sum(-1) + tr).clamp_min(0).sqrt()
+    """Batched exact W2 between Gaussians (not squared): the square root of
+    `gentool.core.metrics.gaussian.gaussian_w2_squared`; shapes `(..., d)`, `(..., d, d)`."""
+    return gaussian_w2_squared(m1, s1, m2, s2).sqrt()

@@ -37,7 +37,7 @@ class GaussianFamily:
     def sample(self, model: dict[str, torch.Tensor], n: int, lam: float, generator: torch.Generator
                ) -> torch.Tensor:
         """`μ + √λ Σ^{1/2} ε`, ε ~ N(0, I) (symmetric square root, robust to singular Σ)."""
-        from gentool.core.mad.closed_forms import sqrtm_psd
+        from gentool.core.metrics.gaussian import sqrtm_psd
 
         mean, cov = model["mean"], model["cov"]
         eps = torch.randn(mean.shape[0], n, mean.shape[1], generator=generator, dtype=mean.dtype)
