@@ -22,7 +22,7 @@ from gentool.core.monoflow import (
 from gentool.core.monoflow.evaluate import sample_metrics, scatter_png
 from gentool.core.monoflow.exact import TARGETS, analytic_target
 from gentool.core.monoflow.particles import ExactRun, exact_steps, init_particle_run, particle_steps
-from gentool.core.nn import make_generator
+from gentool.core.nn import make_generator, seeded
 
 MODES = ("generator", "particles", "exact")
 CKPT = "checkpoint.pt"
@@ -42,8 +42,7 @@ def _build(mode: str, data: str, target: str, n: int, n_train: int, cfg: MonoFlo
     if mode == "particles":
         x0 = torch.randn(n, x_train.shape[1], generator=rng).to(device)
         return init_particle_run(x0, cfg, seed=seed), x_train, ref, rng, data
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         run = init_generator_run(x_train.shape[1], cfg, device=device)
     return run, x_train, ref, rng, data
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from gentool.core.errors import choose
@@ -26,3 +27,17 @@ def mlp(sizes: Sequence[int], activation: str = "silu") -> nn.Sequential:
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A seeded `torch.Generator` on `device`."""
     return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def draw_seed(generator: torch.Generator) -> int:
+    """A 62-bit integer seed drawn from `generator` (advances it by one draw)."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block (typically building a network) with torch's RNG seeded to `seed`; the global CPU RNG
+    state is restored afterwards, so weight initialisation depends on `seed` alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

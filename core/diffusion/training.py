@@ -15,6 +15,7 @@ import torch
 from gentool.core.diffusion.denoisers import EDMPrecond
 from gentool.core.diffusion.models import make_net
 from gentool.core.errors import require
+from gentool.core.nn import draw_seed, seeded
 from gentool.core.progress import Progress, no_progress
 
 
@@ -113,9 +114,7 @@ def train_denoiser(
     progress = progress or no_progress
     x_train = x_train.to(device=device, dtype=torch.float32)
     sd = cfg.sigma_data if cfg.sigma_data is not None else float(x_train.std())
-    init_seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    with torch.random.fork_rng(devices=[]):  # weights from `generator`, not the global RNG
-        torch.manual_seed(init_seed)
+    with seeded(draw_seed(generator)):  # weights from `generator`, not the global RNG
         model = EDMPrecond(make_net(cfg.arch, x_train.shape[1], cfg.width, cfg.depth), sd).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)

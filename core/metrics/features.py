@@ -12,7 +12,7 @@ from gentool.core.data import digits_split
 from gentool.core.errors import BadInput
 from gentool.core.io import atomic_torch_save
 from gentool.core.metrics._checks import as_samples
-from gentool.core.nn import make_generator, mlp
+from gentool.core.nn import make_generator, mlp, seeded
 from torch import nn
 
 SIZES = (64, 128, 64, 10)
@@ -28,8 +28,7 @@ def cache_path() -> Path:
 
 def _new_model(seed: int) -> nn.Sequential:
     """The 64-128-64-10 ReLU MLP with weights initialised from `seed` (global RNG state left untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return mlp(SIZES, "relu")
 
 

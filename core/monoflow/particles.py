@@ -16,6 +16,7 @@ from gentool.core.monoflow.config import MonoFlowConfig
 from gentool.core.monoflow.discriminator import discriminator_step, make_discriminator, velocity
 from gentool.core.monoflow.exact import LogProb, exact_flow
 from gentool.core.monoflow.h import get_h
+from gentool.core.nn import seeded
 from gentool.core.progress import Progress, no_progress
 from gentool.core.solvers import FIXED_METHODS, odeint
 from torch import nn
@@ -52,8 +53,7 @@ class ParticleRun:
 def init_particle_run(x0: torch.Tensor, cfg: MonoFlowConfig, *, seed: int) -> ParticleRun:
     """Particles start at `x0 (n, d)`; the discriminator is initialised from `seed`."""
     choose("method (particle mode needs a fixed-step method)", cfg.method, FIXED_METHODS)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         disc = make_discriminator(x0.shape[1], cfg.hidden, cfg.depth).to(x0.device)
     opt = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     return ParticleRun(cfg, x0.float().clone(), disc, opt)

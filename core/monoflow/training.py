@@ -16,7 +16,7 @@ from gentool.core.errors import require
 from gentool.core.monoflow.config import MonoFlowConfig
 from gentool.core.monoflow.discriminator import discriminator_step, logit, make_discriminator, velocity
 from gentool.core.monoflow.h import get_h
-from gentool.core.nn import mlp
+from gentool.core.nn import draw_seed, mlp, seeded
 from gentool.core.progress import Progress, no_progress
 from torch import nn
 
@@ -150,9 +150,7 @@ def train_generator(x_train: torch.Tensor, cfg: MonoFlowConfig, *, generator: to
     """
     _check_train_data(x_train)
     x_train = x_train.to(device=device, dtype=torch.float32)
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(draw_seed(generator)):
         run = init_generator_run(x_train.shape[1], cfg, device=device, init_generator=init_generator)
     probe = torch.Generator(device=generator.device).manual_seed(0)
     out_dim = sample_generator(run.generator, 1, run.latent_dim, generator=probe).shape[1]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torchdiffeq
 from gentool.core.errors import choose
-from gentool.core.nn import make_generator, mlp
+from gentool.core.nn import make_generator, mlp, seeded
 from gentool.core.solvers.api import ADAPTIVE_METHODS, FIXED_METHODS, odeint
 from gentool.core.solvers.tableau import FIXED_TABLEAUS
 from gentool.core.solvers.term import Field
@@ -44,11 +44,10 @@ class BenchConfig:
 def make_field(name: str, device: torch.device, seed: int) -> Field:
     """The benchmark field `name` with seeded weights, as `f(t, x)`."""
     choose("field", name, FIELDS)
-    torch.manual_seed(seed)
+    with seeded(seed):
+        net = mlp([2, 64, 64, 2] if name == "mlp2" else [3, 256, 256, 256, 2], "silu").to(device)
     if name == "mlp2":
-        net = mlp([2, 64, 64, 2], "silu").to(device)
         return lambda t, x: net(x)
-    net = mlp([3, 256, 256, 256, 2], "silu").to(device)
     return lambda t, x: net(torch.cat([x, t[:, None]], dim=1))
 
 
