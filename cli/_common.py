@@ -19,12 +19,23 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 F = TypeVar("F", bound=Callable[..., Any])
 err_console = Console(stderr=True)
 console = Console()
 
 EXIT_BAD_INPUT = 2
+
+
+def print_table(table: Table) -> None:
+    """Print a rich table; when stdout is not a terminal (a log file, a pipe) print it at its natural
+    width instead of squeezing it into 80 columns, so no number is cut off."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    Console(width=max(console.width, natural)).print(table)
 
 
 def fail(message: str) -> typer.Exit:

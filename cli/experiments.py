@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from gentool.cli._common import console, handle_errors, progress_bar
+from gentool.cli._common import console, handle_errors, print_table, progress_bar
 from gentool.core.errors import BadInput
 from gentool.core.experiments.recipe import Recipe, load_recipe, option_args, resolve_command
 from gentool.core.experiments.report import merge, plot_report, summary, write_table
@@ -114,7 +114,7 @@ def report_cmd(
         table.add_column(name)
     for line in body:
         table.add_row(*(_fmt(v) for v in line))
-    console.print(table)
+    print_table(table)
     paths = plot_report(out_dir, params, rows) if plots else []
     console.print(f"wrote {csv_path}, {json_path}" + (f" and {len(paths)} plots" if paths else ""),
                   highlight=False)

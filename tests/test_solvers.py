@@ -106,6 +106,44 @@ def test_van_der_pol_each_sample_as_if_alone(method: str) -> None:
         torch.testing.assert_close(alone.x[0], batch.x[i], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("method", ADAPTIVE_METHODS)
+@pytest.mark.parametrize("rtol", [1e-3, 1e-8])
+def test_no_field_calls_after_every_sample_is_done(method: str, rtol: float) -> None:
+    """Chunks between host syncs never run idle: the batch calls f exactly as often as its busiest sample."""
+    mu = torch.linspace(0, 10, 6, dtype=F64)
+    calls = []
+
+    def counted(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return van_der_pol(mu)(t, x)
+
+    x0 = torch.stack([torch.linspace(0.5, 2.0, 6, dtype=F64), torch.zeros(6, dtype=F64)], dim=1)
+    for t in ([0.0, 2.0], [0.0, 0.5, 1.0, 2.0]):
+        calls.clear()
+        sol = odeint(counted, x0, torch.tensor(t, dtype=F64), method, rtol=rtol, atol=rtol / 100, save="times")
+        assert len(calls) == int(sol.nfe.max())
+
+
+def test_per_sample_steps_track_torchode() -> None:
+    """torchode also steps each sample on its own: same Van der Pol batch, same accepted-step profile.
+
+    torchode's Dopri5 uses a different embedded 4th-order estimator (slightly smaller errors), so the
+    counts are close rather than equal; a batch-shared step size would give every sample the same count.
+    """
+    pytest.importorskip("torchode")
+    from gentool.core.solvers.benchmark import torchode_solve
+
+    mu = torch.linspace(0, 25, 8, dtype=F64)
+    x0 = torch.stack([torch.linspace(0.5, 2.0, 8, dtype=F64), torch.zeros(8, dtype=F64)], dim=1)
+    ours = odeint(van_der_pol(mu), x0, torch.tensor([0.0, 3.0], dtype=F64), "dopri5", rtol=1e-7, atol=1e-9,
+                  controller="integral")
+    theirs, accepted, _ = torchode_solve(van_der_pol(mu), x0, 3.0, 1e-7, 1e-9)
+    torch.testing.assert_close(ours.x, theirs, rtol=0, atol=1e-6)
+    ratio = ours.accepted.double() / accepted.double()
+    assert bool(((ratio > 0.9) & (ratio < 1.2)).all()), ratio.tolist()
+    assert accepted.max() > 3 * accepted.min()
+
+
 def tanh_field(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.tanh(x.flip(1)) * torch.cos(t)[:, None] - 0.3 * x
 
@@ -187,6 +225,17 @@ def test_non_finite_state_names_step_and_time() -> None:
     poisoned = lambda t, x: torch.where(t[:, None] > 0.5, torch.full_like(x, float("nan")), -x)  # noqa: E731
     with pytest.raises(NonFiniteState, match=r"t=0\.5"):
         odeint(poisoned, x0.double(), t.double(), "dopri5")
+
+
+def test_finiteness_check_survives_overflowing_sums() -> None:
+    big = torch.full((4, 2), 3e38)  # float32: finite entries whose sum overflows
+    assert solver_api.all_finite(big)
+    assert not solver_api.all_finite(torch.tensor([[1.0, float("inf")]]))
+    assert not solver_api.all_finite(torch.tensor([[float("nan"), 0.0]]))
+    sol = odeint(lambda t, x: torch.zeros_like(x), big, torch.linspace(0, 1, 3), "heun")
+    assert torch.equal(sol.x, big)
+    with pytest.raises(NonFiniteState, match="initial state"):
+        odeint(decay, torch.tensor([[float("inf")]]), torch.linspace(0, 1, 3), "euler")
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [

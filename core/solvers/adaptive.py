@@ -17,6 +17,7 @@ The host synchronises once per `chunk` iterations, to test "all done".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -165,9 +166,17 @@ def raise_collapsed(s: AdaptiveState) -> None:
 
 
 def predicted_steps(p: AdaptiveProblem, s: AdaptiveState) -> torch.Tensor:
-    """max over active samples of ceil(|t_end - t| / h): a lower bound on the iterations still needed."""
-    remaining = (p.targets[-1] - s.t) * p.direction
-    steps = (remaining / s.h.clamp_min(torch.finfo(s.h.dtype).tiny)).ceil()
+    """A lower bound on the iterations still needed: max over active samples of the fewest steps that
+    can cover r = |t_end - t| when the step size may grow by at most g = fac_max per step,
+
+        n_b = ceil(log(1 + r_b (g - 1) / h_b) / log g)       (h + g h + ... + g^(n-1) h >= r).
+
+    Running a chunk of at most this many iterations never runs an iteration after every sample is done.
+    """
+    g = p.controller.fac_max
+    remaining = ((p.targets[-1] - s.t) * p.direction).clamp_min(0.0)
+    ratio = remaining / s.h.clamp_min(torch.finfo(s.h.dtype).tiny)
+    steps = (torch.log1p(ratio * (g - 1.0)) / math.log(g)).ceil()
     return torch.nan_to_num(torch.where(s.active, steps, 0.0), posinf=CHUNK).max()
 
 
@@ -176,7 +185,8 @@ def integrate(p: AdaptiveProblem, s: AdaptiveState, on_max_steps: str,
     """Run chunks of at most `CHUNK` masked iterations until every sample is done.
 
     One host synchronisation per chunk: it reads "how many are active" together with the next chunk
-    length, min(CHUNK, predicted remaining steps), so an easy solve does not run idle iterations.
+    length, min(CHUNK, a lower bound on the remaining steps), so no chunk runs an iteration in which
+    every sample is already done (each one would cost a full set of stage evaluations).
     """
     batch = s.x.shape[0]
     chunk = int(min(max(float(predicted_steps(p, s)), 1.0), CHUNK))

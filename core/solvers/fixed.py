@@ -12,6 +12,7 @@ or inside a CUDA graph capture (see `cuda_graph.py`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,9 +48,14 @@ def _combination(weights: Sequence[float], h: float) -> Combination:
     return tuple((j, h * w) for j, w in enumerate(weights) if w != 0.0)
 
 
-def make_plan(tableau: ButcherTableau, grid: Sequence[float], batch: int, dtype: torch.dtype,
+@functools.lru_cache(maxsize=64)
+def make_plan(tableau: ButcherTableau, grid: tuple[float, ...], batch: int, dtype: torch.dtype,
               device: torch.device) -> FixedPlan:
-    """Precompute stage times and scaled coefficients for every step of `grid` (Python floats, float64)."""
+    """Precompute stage times and scaled coefficients for every step of `grid` (Python floats, float64).
+
+    Memoised: a plan is immutable (its stage times are expanded, read-only views), so repeated solves on
+    the same grid, batch size, dtype and device (a sampler called in a loop) reuse it.
+    """
     n, s = len(grid) - 1, tableau.stages
     times = [grid[i + 1] if c == 1.0 else grid[i] + c * (grid[i + 1] - grid[i])
              for i in range(n) for c in tableau.c]
