@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import typer
 from gentool.cli._common import handle_errors, print_table, progress_bar, resolve_device
-from gentool.core.errors import require
+from gentool.core.errors import choose, require
 from gentool.core.io import atomic_write_json, write_run_config
 from gentool.core.solvers.benchmark import (
     CPU_BATCH_SIZES,
@@ -17,6 +17,7 @@ from gentool.core.solvers.benchmark import (
     check_methods,
     fixed_rows,
 )
+from gentool.core.solvers.controllers import CONTROLLERS
 from rich.table import Table
 
 bench_app = typer.Typer(help="Benchmarks (wall time against peers, printed as tables).", no_args_is_help=True)
@@ -60,9 +61,10 @@ def adaptive_table(rows: list[dict], device: torch.device) -> Table:
 
     NFE: per-sample mean/max for gentool; field calls on the whole batch for torchdiffeq and torchode.
     """
-    rtol = rows[0]["rtol"] if rows else 0.0
+    rtol, controller = (rows[0]["rtol"], rows[0]["controller"]) if rows else (0.0, "")
     table = Table(title=f"Adaptive solvers on {device}, MLP 2→64→64→2 on [0, 1], "
-                        f"rtol={rtol:g}, atol=rtol/100 (ratios: gentool time / peer time)")
+                        f"rtol={rtol:g}, atol=rtol/100, gentool controller={controller} "
+                        "(ratios: gentool time / peer time)")
     for col in ("method", "batch", "gentool NFE mean", "gentool NFE max", "gentool ms", "torchdiffeq NFE",
                 "torchdiffeq ms", "÷torchdiffeq", "torchode NFE", "torchode ms", "÷torchode"):
         table.add_column(col, justify="left" if col == "method" else "right")
@@ -77,7 +79,7 @@ def adaptive_table(rows: list[dict], device: torch.device) -> Table:
 
 def run_solver_bench(batch_sizes: str | None, steps: int, device_name: str, methods: str, adaptive: str,
                      fields: str, rtol: float, repeats: int, out: Path | None,
-                     show_progress: bool = True) -> dict:
+                     show_progress: bool = True, controller: str = "integral") -> dict:
     """Run the solver benchmark, print both tables; write solvers.json + config.json into `out` if given."""
     device = resolve_device(device_name)
     default = GPU_BATCH_SIZES if device.type == "cuda" else CPU_BATCH_SIZES
@@ -88,7 +90,8 @@ def run_solver_bench(batch_sizes: str | None, steps: int, device_name: str, meth
     fixed_m, adaptive_m = _names(methods), _names(adaptive)
     check_methods(fixed_m, adaptive_m)
     cfg = BenchConfig(batch_sizes=sizes, steps=steps, fixed_methods=fixed_m, adaptive_methods=adaptive_m,
-                      fields=_names(fields), rtol=rtol, repeats=repeats)
+                      fields=_names(fields), rtol=rtol, repeats=repeats,
+                      controller=choose("--controller", controller, CONTROLLERS))
     with progress_bar("fixed-step", enabled=show_progress) as progress:
         fixed = fixed_rows(cfg, device, progress)
     with progress_bar("adaptive", enabled=show_progress) as progress:
@@ -114,11 +117,14 @@ def solvers(
     adaptive: str = typer.Option("bosh3,dopri5", "--adaptive", help="Adaptive methods ('' to skip)."),
     fields: str = typer.Option("mlp2,mlp3", "--fields", help="Fields: mlp2 (2-64-64-2), mlp3 (3-256x3-2)."),
     rtol: float = typer.Option(1e-5, "--rtol", help="Adaptive tolerance (atol = rtol/100)."),
+    controller: str = typer.Option("integral", "--controller", help="gentool's step controller for the "
+                                   "adaptive table: integral (as torchdiffeq and torchode) or pi."),
     repeats: int = typer.Option(3, "--repeats", help="Timed repeats (best is kept) after one warm-up."),
     out: Path = typer.Option(None, "--out", help="Run directory for solvers.json and config.json."),
 ) -> None:
     """Time gentool's solvers against torchdiffeq, a hand-written loop and the model alone."""
-    run_solver_bench(batch_sizes, steps, device, methods, adaptive, fields, rtol, repeats, out)
+    run_solver_bench(batch_sizes, steps, device, methods, adaptive, fields, rtol, repeats, out,
+                     controller=controller)
 
 
 def register(app: typer.Typer) -> None:

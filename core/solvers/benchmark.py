@@ -37,6 +37,7 @@ class BenchConfig:
     adaptive_methods: tuple[str, ...] = ADAPTIVE_METHODS
     fields: tuple[str, ...] = FIELDS
     rtol: float = 1e-5
+    controller: str = "integral"  # gentool's step controller; torchdiffeq and torchode run integral control
     repeats: int = 3
     seed: int = 0
 
@@ -170,7 +171,7 @@ def _adaptive_contenders(f: Field, x0: torch.Tensor, t: torch.Tensor, cfg: Bench
     """
     tol = {"rtol": cfg.rtol, "atol": cfg.rtol / 100}
     runs: dict[str, Callable[[], object]] = {
-        "gentool": lambda: odeint(f, x0, t, method, **tol),
+        "gentool": lambda: odeint(f, x0, t, method, controller=cfg.controller, **tol),
         "torchdiffeq": lambda: odeint(f, x0, t, method, backend="torchdiffeq", **tol)}
     sol, ref = runs["gentool"](), runs["torchdiffeq"]()
     stats = {"gentool_nfe_mean": float(sol.nfe.double().mean()), "gentool_nfe_max": int(sol.nfe.max()),
@@ -196,7 +197,7 @@ def adaptive_rows(cfg: BenchConfig, device: torch.device, progress: Callable[...
             with torch.no_grad():
                 stats, runs = _adaptive_contenders(f, x0, t, cfg, method)
                 times = best_times(runs, device, cfg.repeats)
-            rows.append({"method": method, "batch": batch, "rtol": cfg.rtol, **stats,
+            rows.append({"method": method, "batch": batch, "rtol": cfg.rtol, "controller": cfg.controller, **stats,
                          **{f"{k}_s": v for k, v in times.items()}})
             progress(len(rows), total)
     return rows
