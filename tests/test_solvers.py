@@ -341,12 +341,12 @@ def test_graph_cache_reuses_bounds_and_falls_back(monkeypatch: pytest.MonkeyPatc
         return -x
 
     x0 = torch.ones(2, 1)
-    first = cuda_graph.graphed_solver(field, x0, lambda: None, ("rk4", (0.0, 1.0)), False, strict=False)
-    again = cuda_graph.graphed_solver(field, x0, lambda: None, ("rk4", (0.0, 1.0)), False, strict=False)
+    first = cuda_graph.graphed_solver(field, x0, None, ("rk4", (0.0, 1.0)), False, strict=False)
+    again = cuda_graph.graphed_solver(field, x0, None, ("rk4", (0.0, 1.0)), False, strict=False)
     assert first is again and len(captured) == 1
-    assert cuda_graph.graphed_solver(field, torch.ones(3, 1), lambda: None, ("rk4", ()), False, False) is None
+    assert cuda_graph.graphed_solver(field, torch.ones(3, 1), None, ("rk4", ()), False, False) is None
     with pytest.raises(RuntimeError, match="capturing"):
-        cuda_graph.graphed_solver(field, torch.ones(3, 1), lambda: None, ("euler", ()), False, strict=True)
+        cuda_graph.graphed_solver(field, torch.ones(3, 1), None, ("euler", ()), False, strict=True)
     for n in range(2 * cuda_graph.MAX_GRAPHS_PER_FIELD):
-        cuda_graph.graphed_solver(field, x0, lambda: None, ("rk4", (float(n),)), False, strict=False)
+        cuda_graph.graphed_solver(field, x0, None, ("rk4", (float(n),)), False, strict=False)
     assert len(cuda_graph._CACHE[field]) == cuda_graph.MAX_GRAPHS_PER_FIELD

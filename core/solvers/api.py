@@ -77,21 +77,19 @@ def _solve_fixed(f: Field, x0: torch.Tensor, t: torch.Tensor, grid: list[float],
                  save: str, graph: str, progress: Callable[..., None] | None) -> Solution:
     batch, n = x0.shape[0], len(grid) - 1
     save_all = save != "final"
-    make = lambda: fixed.make_plan(tableau, tuple(grid), batch, x0.dtype, x0.device)  # noqa: E731
+    plan = fixed.make_plan(tableau, tuple(grid), batch, x0.dtype, x0.device)  # memoised
     solver = None
     if _use_graph(graph, x0):
-        solver = graphed_solver(f, x0, make, (tableau.name, tuple(grid)), save_all, strict=graph == "on")
-    plan = None
+        solver = graphed_solver(f, x0, plan, (tableau.name, tuple(grid)), save_all, strict=graph == "on")
     if solver is not None:
         x, xs = solver(x0)
     else:
-        plan = make()
         xs = x0.new_empty((n + 1, *x0.shape)) if save_all else None
         if xs is not None:
             xs[0].copy_(x0)
         x = _run_eager(f, x0, plan, xs, progress)
     if not all_finite(x) or (xs is not None and not all_finite(xs)):
-        _raise_non_finite(f, x0, plan or make(), grid)
+        _raise_non_finite(f, x0, plan, grid)
     if progress is not None:
         progress(n, n)
     nfe, acc, rej = _counts(batch, x0.device, tableau.stages * n, n)

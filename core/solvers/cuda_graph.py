@@ -11,7 +11,6 @@ not move (parameters updated in place are fine); use `graph="off"` otherwise.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,9 +59,9 @@ def capture(f: Field, x0: torch.Tensor, plan: FixedPlan, save_all: bool) -> Grap
     return GraphedSolve(graph, static_x, out, xs, plan)
 
 
-def graphed_solver(f: Field, x0: torch.Tensor, make_plan: Callable[[], FixedPlan], key: tuple,
+def graphed_solver(f: Field, x0: torch.Tensor, plan: FixedPlan, key: tuple,
                    save_all: bool, strict: bool) -> GraphedSolve | None:
-    """The cached graph for `(f, key)`, captured (with a fresh plan) on first use.
+    """The cached graph for `(f, key)`, captured from `plan` on first use.
 
     None when capture fails, unless `strict` (then the capture error propagates).
     """
@@ -75,7 +74,7 @@ def graphed_solver(f: Field, x0: torch.Tensor, make_plan: Callable[[], FixedPlan
         while len(per_field) >= MAX_GRAPHS_PER_FIELD:
             per_field.pop(next(iter(per_field)))
         try:
-            per_field[full_key] = capture(f, x0, make_plan(), save_all)
+            per_field[full_key] = capture(f, x0, plan, save_all)
         except Exception:
             if strict:
                 raise
