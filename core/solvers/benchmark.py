@@ -81,14 +81,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def best_times(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict[str, float]:
-    """Best wall time (s) of each function over `repeats` rounds, after one warm-up run of each.
+def best_times(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int,
+               warmup: bool = True) -> dict[str, float]:
+    """Best wall time (s) of each function over `repeats` rounds, after one warm-up run of each
+    (`warmup=False` when the caller has just run each one already).
 
     The rounds interleave the functions (a, b, c, a, b, c, ...), so a burst of load on a shared machine
     slows one run of every contender instead of all runs of one of them.
     """
-    for fn in fns.values():
-        fn()
+    if warmup:
+        for fn in fns.values():
+            fn()
     best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
         for name, fn in fns.items():
@@ -164,7 +167,7 @@ def torchode_solve(f: Field, x0: torch.Tensor, t_end: float, rtol: float, atol: 
 
 def _adaptive_contenders(f: Field, x0: torch.Tensor, t: torch.Tensor, cfg: BenchConfig, method: str
                          ) -> tuple[dict, dict[str, Callable[[], object]]]:
-    """Step statistics of each contender (one untimed solve each) and the solves to time.
+    """Step statistics of each contender (one untimed solve each, which also warms it up) and the solves to time.
 
     NFE: per-sample mean/max for gentool; field calls on the whole batch for torchdiffeq and torchode
     (torchode: dopri5 only, eager, integral controller; skipped with a reason when absent).
@@ -195,8 +198,8 @@ def adaptive_rows(cfg: BenchConfig, device: torch.device, progress: Callable[...
         for batch in cfg.batch_sizes:
             x0 = torch.randn(batch, 2, generator=make_generator(cfg.seed, device), device=device)
             with torch.no_grad():
-                stats, runs = _adaptive_contenders(f, x0, t, cfg, method)
-                times = best_times(runs, device, cfg.repeats)
+                stats, runs = _adaptive_contenders(f, x0, t, cfg, method)  # ran each contender once
+                times = best_times(runs, device, cfg.repeats, warmup=False)
             rows.append({"method": method, "batch": batch, "rtol": cfg.rtol, "controller": cfg.controller, **stats,
                          **{f"{k}_s": v for k, v in times.items()}})
             progress(len(rows), total)
