@@ -52,7 +52,8 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except GentoolError as exc:
-            raise fail(str(exc)) from None
+            fail(str(exc))
+            raise typer.Exit(exc.exit_code) from None
         except FileNotFoundError as exc:
             raise fail(f"file not found: {exc.filename or exc}") from None
 

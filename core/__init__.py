@@ -4,6 +4,6 @@ Pure functions and small dataclasses. No printing, no global state; devices, dty
 `torch.Generator`s are passed in explicitly. Progress is reported through callbacks.
 """
 
-from gentool.core.errors import BadInput, GentoolError
+from gentool.core.errors import BadInput, GentoolError, Interrupted, NumericalFailure, StorageError
 
-__all__ = ["BadInput", "GentoolError"]
+__all__ = ["BadInput", "GentoolError", "Interrupted", "NumericalFailure", "StorageError"]

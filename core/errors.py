@@ -1,4 +1,15 @@
-"""Exceptions the CLI turns into a one-line message and exit code 2."""
+"""Errors the CLI turns into one line on stderr and a documented exit code (no traceback).
+
+Exit codes (also in README and ARCHITECTURE.md):
+
+    0    success
+    2    BadInput: the user's input is wrong (unknown name, out-of-range value, missing or corrupt file,
+         a run directory that is locked, owned by another command, or holds a different config)
+    3    NumericalFailure: the computation diverged (non-finite state, step size collapse, max steps);
+         the message names the step/unit and the knob to turn
+    4    StorageError: the file system refused a read or write (permissions, full disk, not a directory)
+    130  Interrupted: SIGINT/SIGTERM; the last completed unit is committed and `--resume` continues
+"""
 
 from __future__ import annotations
 
@@ -7,11 +18,33 @@ from collections.abc import Iterable
 
 
 class GentoolError(Exception):
-    """Base class for errors that are the user's to fix (reported without a traceback)."""
+    """Base class for errors reported without a traceback; `exit_code` is the process exit status."""
+
+    exit_code = 1
 
 
 class BadInput(GentoolError, ValueError):
     """Bad input: unknown name, out-of-range number, wrong shape, missing file, non-finite value."""
+
+    exit_code = 2
+
+
+class NumericalFailure(GentoolError, ArithmeticError):
+    """The computation diverged; the message names where (step, time, unit) and what to try."""
+
+    exit_code = 3
+
+
+class StorageError(GentoolError, OSError):
+    """A file-system operation failed (the message names the path and the reason)."""
+
+    exit_code = 4
+
+
+class Interrupted(GentoolError):
+    """The run was stopped by a signal after committing its last completed unit."""
+
+    exit_code = 130
 
 
 def choose(kind: str, value: str, allowed: Iterable[str]) -> str:

@@ -1,13 +1,13 @@
-"""Solver-specific user errors (the CLI reports them on one line, exit code 2)."""
+"""Solver failures: numerical, not the user's input (the CLI exits with `NumericalFailure.exit_code`)."""
 
 from __future__ import annotations
 
-from gentool.core.errors import BadInput, GentoolError
+from gentool.core.errors import NumericalFailure
 
 
-class NonFiniteState(BadInput):
+class NonFiniteState(NumericalFailure):
     """The state became NaN/inf; the message names the step index and time."""
 
 
-class MaxStepsExceeded(GentoolError):
+class MaxStepsExceeded(NumericalFailure):
     """An adaptive solve needed more than `max_steps` steps for some sample."""
