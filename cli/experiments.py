@@ -40,11 +40,8 @@ def run_cmd(
     run = {**rec.run, **run}
     options = {**rec.options, **config}
     make_config(rec.spec.config, options)
-    seed = run.get("seed")
-    run_job(rec.spec, options, out=out, seed=None if seed is None else int(seed),
-            device=str(run.get("device", "auto")), resume=resume,
-            progress=_flag(run.get("progress", True), "progress"),
-            plots=_flag(run.get("plots", True), "plots"))
+    run_job(rec.spec, options, out=out, seed=run.get("seed"), device=run.get("device", "auto"), resume=resume,
+            progress=run.get("progress", True), plots=run.get("plots", True))
 
 
 def _recipe(path: Path, smoke: bool) -> Recipe:

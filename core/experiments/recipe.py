@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gentool.core.config import config_fields, make_config
+from gentool.core.config import coerce, config_fields, make_config
 from gentool.core.errors import BadInput
 from gentool.core.jobs import JOBS
 from gentool.core.run.contract import JobSpec
@@ -91,12 +91,21 @@ def normalize_key(spec: JobSpec, key: str, where: str, run_keys: tuple[str, ...]
     return name
 
 
+RUN_TYPES = {"seed": int, "device": str, "plots": bool, "progress": bool}
+
+
 def split_options(spec: JobSpec, options: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(config options, run settings), keys normalised and checked."""
+    """(config options, run settings), keys normalised and checked; run settings coerced to their types."""
     config, run = {}, {}
     for key, value in options.items():
         name = normalize_key(spec, key, where)
-        (run if name in RUN_KEYS else config)[name] = value
+        if name in RUN_KEYS:
+            try:
+                run[name] = coerce(name, RUN_TYPES[name], value)
+            except BadInput as exc:
+                raise BadInput(f"{where}: {exc}") from None
+        else:
+            config[name] = value
     return config, run
 
 
@@ -173,8 +182,9 @@ def load_recipe(path: str | Path, smoke: bool = False) -> Recipe:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: invalid TOML: {str(exc).splitlines()[0]}") from None
     recipe = parse_recipe(data, path)
-    if smoke:  # validate the full recipe first, then the smoke-sized one
-        recipe = parse_recipe(data, path, smoke=True)
+    if smoke or "smoke" in data:  # the smoke-sized recipe is validated too, even when not asked for
+        smoke_recipe = parse_recipe(data, path, smoke=True)
+        recipe = smoke_recipe if smoke else recipe
     return recipe
 
 

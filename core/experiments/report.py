@@ -36,16 +36,27 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if isinstance(v, str | int | float | bool) or v is None}
 
 
+def _read(path: Path, reader: Any) -> Any:
+    """`reader(path)`, with a corrupt file reported as bad input naming it."""
+    try:
+        return reader(path)
+    except (ValueError, UnicodeDecodeError):
+        raise BadInput(f"{path} is corrupt (not valid JSON); re-run that point or delete it") from None
+
+
 def run_rows(run_dir: Path) -> tuple[list[str], list[dict[str, Any]]]:
     """(parameter columns, tidy rows) of one completed run directory."""
-    point = read_json(run_dir / POINT)
-    base = {"point": point["point_id"], **point["params"], "seed": point["seed"]}
+    point = _read(run_dir / POINT, read_json)
+    try:
+        base = {"point": point["point_id"], **point["params"], "seed": point["seed"]}
+    except (KeyError, TypeError):
+        raise BadInput(f"{run_dir / POINT} is corrupt (missing point_id/params/seed)") from None
     rows = []
     for path in sorted(run_dir.glob("*.jsonl")):
-        rows += [{**base, "source": path.name, **_flat(r)} for r in read_jsonl(path)]
+        rows += [{**base, "source": path.name, **_flat(r)} for r in _read(path, read_jsonl)]
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
-        rows.append({**base, "source": metrics.name, **_flat(read_json(metrics))})
+        rows.append({**base, "source": metrics.name, **_flat(_read(metrics, read_json))})
     return list(point["params"]), rows
 
 
