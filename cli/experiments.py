@@ -8,12 +8,36 @@ import typer
 from gentool.cli._common import handle_errors, print_table, progress_bar, say
 from gentool.cli._jobs import run_job
 from gentool.core.config import coerce, make_config
-from gentool.core.experiments.recipe import Recipe, load_recipe, parse_overrides, split_options
+from gentool.core.errors import BadInput
+from gentool.core.experiments.recipe import Recipe, load_recipe, split_options
 from gentool.core.experiments.report import merge, plot_report, summary, write_table
 from gentool.core.experiments.sweep import EXECUTORS, executor_options, expand, is_complete, run_sweep
 from rich.table import Table
 
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def parse_overrides(args: list[str], where: str = "arguments") -> dict[str, object]:
+    """`--key value`, `--flag` and `--no-flag` arguments (after a recipe) as {key: value} (text or bool)."""
+    out: dict[str, object] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) < 3:
+            raise BadInput(f"{where}: expected --name [value], got {arg!r}")
+        name = arg[2:]
+        if "=" in name:
+            name, value = name.split("=", 1)
+            out[name] = value
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            out[name] = args[i + 1]
+            i += 1
+        elif name.startswith("no-"):
+            out[name[3:]] = False
+        else:
+            out[name] = True
+        i += 1
+    return out
 
 
 def _flag(value: object, name: str) -> bool:
@@ -72,7 +96,7 @@ def sweep_cmd(
     opts = executor_options(rec, executor, parallel=parallel, partition=partition, time=time, gpus=gpus,
                             cpus=cpus)
     sweep_dir = out or Path("runs") / rec.name
-    points = expand(rec, sweep_dir, list(ctx.args))
+    points = expand(rec, sweep_dir, parse_overrides(list(ctx.args)))
     if dry_run:
         for p in points:
             say(f"{'complete' if is_complete(p.run_dir) else 'todo':9s} {p.point_id}")

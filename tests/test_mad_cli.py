@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -70,32 +64,3 @@ def test_monoflow_family_tiny(tmp_path: Path) -> None:
                "--n-test", "200", "--out", str(tmp_path))
     assert res.exit_code == 0, res.output
     assert [r["n_train"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [64, 80]
-
-
-def _args(out: Path) -> list[str]:
-    """Vectorised Gaussian family, 2000 seeds: each generation takes a noticeable fraction of a second."""
-    return ["--family", "gaussian", "--loop", "accumulate", "--budget", "30", "--generations", "10",
-            "--seeds", "2000", "--n-real", "20", "--n-synth", "20", "--n-test", "100", "--no-plots",
-            "--out", str(out)]
-
-
-def test_sigkill_then_resume_matches_clean_run(tmp_path: Path) -> None:
-    """A subprocess killed after its first committed generation, resumed (in-process), equals a clean run."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
-    cmd = [sys.executable, "-m", "gentool.cli.main", "mad-loop", *_args(killed), "--device", "cpu",
-           "--no-progress"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = killed / "units" / "000001.jsonl"
-    deadline = time.monotonic() + 120
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert first.exists() and not (killed / "metrics.jsonl").exists(), "the run must be killed mid-way"
-    assert _run(*_args(killed), "--resume").exit_code == 0
-    assert _run(*_args(clean)).exit_code == 0
-    got, want = (killed / "metrics.jsonl").read_text(), (clean / "metrics.jsonl").read_text()
-    assert got == want
-    assert len(want.splitlines()) == 10 * 2000 and json.loads(want.splitlines()[-1])["generation"] == 10

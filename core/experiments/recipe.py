@@ -186,26 +186,3 @@ def load_recipe(path: str | Path, smoke: bool = False) -> Recipe:
         smoke_recipe = parse_recipe(data, path, smoke=True)
         recipe = smoke_recipe if smoke else recipe
     return recipe
-
-
-def parse_overrides(args: list[str], where: str = "arguments") -> dict[str, Any]:
-    """`--key value`, `--flag` and `--no-flag` arguments (after a recipe) as {key: value} (text or bool)."""
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--") or len(arg) < 3:
-            raise BadInput(f"{where}: expected --name [value], got {arg!r}")
-        name = arg[2:]
-        if "=" in name:
-            name, value = name.split("=", 1)
-            out[name] = value
-        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
-            out[name] = args[i + 1]
-            i += 1
-        elif name.startswith("no-"):
-            out[name[3:]] = False
-        else:
-            out[name] = True
-        i += 1
-    return out

@@ -39,7 +39,7 @@ from gentool.core.run.rundir import snapshot_path
 from gentool.core.solvers import FIXED_METHODS
 
 SIMPLEX_CHUNK = 100
-DIVERGED = 1e8  # particles this far out (relative to the start) have blown up
+DIVERGED = 1e6  # particles this many times farther out than the start and the target: blown up
 
 
 def _vector(value: Any) -> tuple[float, ...]:
@@ -229,7 +229,8 @@ class ParticlesJob(SteppedUnits):
                             bandwidth=cfg.bandwidth, target_samples=self.ref, solver=cfg.solver, log_every=k)
         first, last = res.trace[0], res.trace[-1]
         self.x, self.step = res.x, self.step + k
-        if float(self.x.abs().max()) > DIVERGED * (1.0 + float(self.x0.abs().max())):
+        scale = 1.0 + float(self.x0.abs().max()) + (float(self.ref.abs().max()) if self.ref is not None else 0.0)
+        if not bool(torch.isfinite(self.x).all()) or float(self.x.abs().max()) > DIVERGED * scale:
             raise NumericalFailure(f"particles diverged by step {self.step} (max |x| "
                                    f"{float(self.x.abs().max()):.3g}); reduce step_size (now {cfg.step_size:g})")
         last = {**last, "step": self.step, "t": self.step * cfg.step_size}

@@ -1,6 +1,6 @@
 """The `train` job: EDM training of a small denoiser on a bundled data set; one unit = `checkpoint_every` steps.
 
-Outputs besides the run contract's: `ckpt.pt` (the EMA denoiser checkpoint `gentool sample --model` reads),
+Outputs besides the run contract's: `ckpt.pt` (the EMA denoiser checkpoint that the sample job's `model` setting reads),
 `loss.png`, `metrics.json` (steps, mean loss of the last 100 steps, sigma_data).
 """
 
