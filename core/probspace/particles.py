@@ -78,7 +78,7 @@ class ParticleResult:
 
 def _check_finite(x: torch.Tensor, step: int) -> torch.Tensor:
     if not bool(torch.isfinite(x).all()):
-        raise BadInput(f"particles became non-finite at step {step}; reduce --step-size")
+        raise BadInput(f"particles became non-finite at step {step}; reduce step_size")
     return x
 
 
