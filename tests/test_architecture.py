@@ -71,7 +71,9 @@ def test_core_messages_do_not_name_cli_flags() -> None:
     """Core error messages name settings (`n_synth`), not command-line flags (`--n-synth`)."""
     import re
 
-    flag = re.compile(r"[\"'][^\"'\n]*\s--[a-z][a-z-]+")
+    flag = re.compile(r"(^|[\s(`'\"])--[a-z][a-z-]+")
     for path in CORE_FILES:
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.lstrip().startswith("#"):
+                continue
             assert not flag.search(line), f"{path.relative_to(ROOT)}:{lineno} names a CLI flag: {line.strip()}"

@@ -12,9 +12,9 @@ A recipe looks like::
     sampler = ["euler", "heun"]
     steps = [5, 10, 20]
     seeds = [0, 1]                     # the run's seed
-    [slurm]                            # defaults for `gentool sweep --executor slurm`
+    [slurm]                            # defaults for sweeps on a Slurm cluster
     partition = "gpu"
-    [smoke]                            # overrides applied by --smoke (CI-sized run)
+    [smoke]                            # overrides of the smoke-sized (CI) run
     n = 200
     sweep = { steps = [5] }
 

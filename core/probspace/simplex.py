@@ -120,14 +120,14 @@ def make_objective(name: str, x: torch.Tensor | None = None, *, tau: float = 1.0
     portfolio uses `matrix` as the returns R.
     """
     if ":" in name:
-        require(x is not None, "a Python objective needs --x (or --p0) to fix the dimension")
+        require(x is not None, "a Python objective needs x (or p0) to fix the dimension")
         return _python_objective(name, x.numel())
     choose("objective", name, OBJECTIVES)
     if name in ("quadratic", "portfolio"):
-        require(matrix is not None, f"objective {name!r} needs a matrix (--matrix)")
+        require(matrix is not None, f"objective {name!r} needs a matrix")
     if name == "portfolio":
         return portfolio_objective(matrix)
-    require(x is not None, f"objective {name!r} needs a vector x (--x)")
+    require(x is not None, f"objective {name!r} needs a vector x")
     require(bool(torch.isfinite(x).all()), f"vector x must be finite, got {x.tolist()}")
     if name == "quadratic":
         return quadratic_objective(matrix, x)
