@@ -1,7 +1,7 @@
 """Every gentool job, built from its typed config: the registry the CLI, recipes and sweeps share.
 
     from gentool.core.jobs import run
-    result = run("mad-loop", "runs/mad", generations=20, seeds=100, seed=0)   # = gentool mad-loop ...
+    result = run("mad-loop", "runs/mad", generations=20, seeds=100, seed=0)   # as the mad-loop command
 
     spec = JOBS["mad-loop"]                                   # or step by step:
     job = spec.build(spec.config(generations=20), 0, torch.device("cpu"))
@@ -46,8 +46,8 @@ def get_spec(command: str) -> JobSpec:
 
 def run(command: str, out: str | Path, *, seed: int = 0, device: str = "auto", resume: str = "never",
         plots: bool = True, **settings: Any) -> RunResult:
-    """Run job `command` with `settings` (its config fields) into `out`: the Python twin of
-    `gentool <command> --<setting> ... --out OUT` (same config and seed, same numbers)."""
+    """Run job `command` with `settings` (its config fields) into `out`: the Python twin of the command of the
+    same name (same config and seed, same numbers)."""
     spec = get_spec(command)
     job = spec.build(make_config(spec.config, settings), seed, resolve_device(device))
     return execute(job, out, resume=resume, plots=plots)
