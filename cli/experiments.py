@@ -87,8 +87,7 @@ def sweep_cmd(
     smoke: bool = typer.Option(False, "--smoke", help="Apply the recipe's smoke-table overrides (CI size)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the points and their state, run nothing."),
 ) -> None:
-    """Expand a recipe's sweep grid and run every point as a submitit job: complete points are skipped,
-    points killed mid-run resume from their last completed unit.
+    """Run every point of a recipe's sweep grid as a submitit job (complete points skipped, half-run ones resumed).
 
     Arguments after the recipe (`--name value`) override every point's settings.
     """
