@@ -145,13 +145,16 @@ def make_config(cls: type, options: Mapping[str, Any], where: str = "") -> Any:
         raise BadInput(prefix + str(exc)) from None
 
 
+ARRAY_FILES = (".npy", ".npz", ".csv", ".txt")
+
+
 def parse_vector(value: Any, name: str = "vector") -> tuple[float, ...]:
-    """A vector from `"1,0.5,-1"`, a list of numbers, or a `.npy`/`.txt`/`.csv` file path."""
+    """A vector from `"1,0.5,-1"`, a list of numbers, or a file (see `read_array`)."""
     return tuple(float(v) for v in _array(value, name).ravel())
 
 
 def parse_matrix(value: Any, name: str = "matrix") -> tuple[tuple[float, ...], ...]:
-    """A matrix from rows `"a,b;c,d"`, nested lists, or a `.npy`/`.txt`/`.csv` file path."""
+    """A matrix from rows `"a,b;c,d"`, nested lists, or a file (see `read_array`)."""
     arr = _array(value, name)
     arr = arr.reshape(1, -1) if arr.ndim < 2 else arr
     if arr.ndim != 2:
@@ -159,24 +162,66 @@ def parse_matrix(value: Any, name: str = "matrix") -> tuple[tuple[float, ...], .
     return tuple(tuple(float(v) for v in row) for row in arr)
 
 
+def is_array_file(value: Any) -> bool:
+    """Whether `value` names an array file: `PATH.npy|.csv|.txt`, `PATH.npz` or `PATH.npz:NAME`."""
+    return isinstance(value, str | Path) and _split_key(str(value))[0].suffix in ARRAY_FILES
+
+
+def _split_key(text: str) -> tuple[Path, str | None]:
+    """`PATH.npz:NAME` -> (PATH.npz, NAME); anything else -> (path, None)."""
+    head, sep, key = text.rpartition(":")
+    return (Path(head), key) if sep and Path(head).suffix == ".npz" else (Path(text), None)
+
+
+def read_arrays(path: str | Path, name: str) -> Any:
+    """The numbers in a file: `.npy` (one array), `.csv` (comma-separated rows), `.txt` (whitespace-separated
+    rows), or `.npz` (a dict of its arrays). A missing or unreadable file is `BadInput` naming `name`."""
+    import numpy as np
+
+    path = Path(path)
+    if path.suffix not in ARRAY_FILES:
+        raise BadInput(f"{name}: {path} is not an array file (allowed: {', '.join(ARRAY_FILES)})")
+    if not path.is_file():
+        raise BadInput(f"{name}: file not found: {path}")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {k: np.asarray(archive[k], dtype=float) for k in archive.files}
+            if not arrays:
+                raise ValueError("the archive holds no array")
+            return arrays
+        if path.suffix == ".npy":
+            return np.asarray(np.load(path, allow_pickle=False), dtype=float)
+        return np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=1, dtype=float)
+    except (ValueError, OSError, TypeError, EOFError) as exc:
+        raise BadInput(f"{name}: cannot read {path}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+
+
+def read_array(value: str | Path, name: str) -> Any:
+    """One array from a file: `PATH.npy|.csv|.txt`, `PATH.npz` holding exactly one array, or `PATH.npz:NAME`."""
+    path, key = _split_key(str(value))
+    arrays = read_arrays(path, name)
+    if not isinstance(arrays, dict):
+        return arrays
+    if key is None and len(arrays) == 1:
+        return next(iter(arrays.values()))
+    if key not in arrays:
+        raise BadInput(f"{name}: {path} holds arrays {', '.join(arrays)}; name one as {path}:NAME")
+    return arrays[key]
+
+
 def _array(value: Any, name: str) -> Any:
     import numpy as np
 
-    if isinstance(value, str) and Path(value).suffix in (".npy", ".txt", ".csv"):
-        path = Path(value)
-        if not path.is_file():
-            raise BadInput(f"{name}: file not found: {path}")
-        try:
-            return np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter="," if
-                                                                          path.suffix == ".csv" else None, ndmin=1)
-        except (ValueError, OSError) as exc:
-            raise BadInput(f"{name}: cannot read {path}: {str(exc).splitlines()[0]}") from None
+    if is_array_file(value):
+        return read_array(value, name)
     if isinstance(value, str):
         rows = [r for r in value.split(";")]
         try:
             parsed = [[float(v) for v in r.split(",") if v.strip()] for r in rows]
         except ValueError:
-            raise BadInput(f"{name} must be comma-separated numbers (rows separated by ';'), got {value!r}") from None
+            raise BadInput(f"{name} must be comma-separated numbers (rows separated by ';') or an array file "
+                           f"({', '.join(ARRAY_FILES)}), got {value!r}") from None
         if any(len(r) != len(parsed[0]) for r in parsed) or not parsed[0]:
             raise BadInput(f"{name} rows must be non-empty and of equal length, got {value!r}")
         arr = np.array(parsed, dtype=float)
