@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from gentool.core.errors import BadInput
 
@@ -33,3 +35,27 @@ def check_simplex(p: torch.Tensor, name: str = "point", tol: float = 1e-6) -> to
         raise BadInput(f"{name} ({vals}) is not on the probability simplex: entries must be >= 0 and sum "
                        f"to 1 (sum={float(p.sum()):.6g})")
     return p
+
+
+def prox_entropy_simplex(v: torch.Tensor, lam: float, iters: int = 100) -> torch.Tensor:
+    """Euclidean prox of the entropy on the simplex: `argmin_{q ∈ Δ} ½‖q − v‖² + λ Σ q log q` (λ > 0).
+
+    Stationarity `q_i − v_i + λ(log q_i + 1) + μ = 0` gives `q_i = λ ω(u_i)`, `u_i = (v_i − μ)/λ − 1 − log λ`,
+    with ω the Wright omega function (ω + log ω = u). `s(μ) = Σ q_i(μ)` is decreasing and convex, so Newton's
+    method on `s(μ) = 1` (`s′ = −Σ ω/(1 + ω)`) started left of the root, where every q_i ≥ 1/n, climbs to it
+    monotonically.
+    """
+    from scipy.special import wrightomega
+
+    n = v.numel()
+    vn = v.detach().cpu().numpy()
+    c = 1.0 / n + lam * math.log(1.0 / n)  # q + λ log q at q = 1/n
+    mu = float(vn.min()) - lam - c  # every q_i ≥ 1/n here: s(μ) ≥ 1
+    for _ in range(iters):
+        w = wrightomega((vn - mu) / lam - 1.0 - math.log(lam)).real
+        excess = lam * float(w.sum()) - 1.0
+        if excess <= 1e-15:
+            break
+        mu += excess / float((w / (1.0 + w)).sum())
+    q = torch.as_tensor(lam * w, dtype=v.dtype, device=v.device)
+    return q / q.sum()
