@@ -40,6 +40,23 @@ def print_table(table: Table) -> None:
     Console(width=max(console.width, natural)).print(table)
 
 
+def rows_table(rows: list[dict[str, Any]], title: str = "") -> Table:
+    """A rich table of rows (the first row's keys are the columns; floats with 4 significant digits)."""
+    table = Table(title=title or None)
+    for key in rows[0]:
+        table.add_column(key.replace("_", " "), justify="left" if isinstance(rows[0][key], str) else "right")
+    for row in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else "-" if v is None else str(v)
+                        for v in row.values()))
+    return table
+
+
+def warn(text: str) -> None:
+    """`warning: text` as one line on stderr."""
+    sys.stderr.write("warning: " + " ".join(str(text).split()) + "\n")
+    sys.stderr.flush()
+
+
 def say(text: str) -> None:
     """Print a line of results to stdout literally (paths and user values are not markup)."""
     sys.stdout.write(text + "\n")

@@ -5,7 +5,8 @@ fields (`--n-synth` for `n_synth`, help text, default and allowed values from `g
 plus the run options every job shares: `--out`, `--seed`, `--device`, `--resume`, `--progress/--no-progress`,
 `--plots/--no-plots`. The command only parses: options given on the command line are handed to
 `make_config` (which coerces and validates them in core), the job is built and `execute`d, and the headline
-numbers are printed. With `--resume`, options not given on the command line take the stored run's values.
+numbers are printed (a summary's `table`, a list of rows, as a table; its `warning` as a line on stderr).
+With `--resume`, options not given on the command line take the stored run's values.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from gentool.cli._common import format_numbers, handle_errors, progress_bar, say
+from gentool.cli._common import format_numbers, handle_errors, print_table, progress_bar, rows_table, say, warn
 from gentool.core.config import config_fields, field_types, make_config
 from gentool.core.io import read_json
 from gentool.core.run import JobSpec, execute, resolve_device
@@ -103,8 +104,14 @@ def run_job(spec: JobSpec, given: dict[str, Any], *, out: Path, seed: int | None
     with progress_bar(spec.command, enabled=progress) as bar:
         result = execute(job, out, resume="require" if resume else "never", progress=bar, plots=plots)
     seconds = time.perf_counter() - start
-    say(f"{spec.command}: {result.units_done} units in {seconds:.2f} s; {format_numbers(result.summary)}")
+    summary = dict(result.summary)
+    table, warning = summary.pop("table", None), summary.pop("warning", None)
+    say(f"{spec.command}: {result.units_done} units in {seconds:.2f} s; {format_numbers(summary)}")
+    if table:
+        print_table(rows_table(table))
     say(f"run directory: {out}")
+    if warning:
+        warn(warning)
     return result.summary
 
 

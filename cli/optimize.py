@@ -1,4 +1,4 @@
-"""`gentool optimize simplex|particles`: options generated from the optimize jobs' configs."""
+"""`gentool optimize simplex|compare|particles`: options generated from the optimize jobs' configs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ optimize_app = typer.Typer(help="Optimise over probability distributions: the si
 
 
 def register(app: typer.Typer) -> None:
-    """Add `gentool optimize simplex|particles`."""
+    """Add `gentool optimize simplex|compare|particles`."""
     register_job(optimize_app, JOBS["optimize simplex"], "simplex")
+    register_job(optimize_app, JOBS["optimize compare"], "compare")
     register_job(optimize_app, JOBS["optimize particles"], "particles")
     app.add_typer(optimize_app, name="optimize")

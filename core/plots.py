@@ -111,6 +111,22 @@ def curves(path: str | Path, series: Mapping[str, Sequence[Mapping[str, Any]]], 
     return save(fig, path)
 
 
+def convergence(path: str | Path, series: Mapping[str, Sequence[Mapping[str, Any]]], key: str,
+                xs: Mapping[str, str]) -> Path:
+    """One panel per x in `xs` (row field -> axis label): `key` (log scale) against it, one curve per label
+    of `series` (e.g. the gap of each method against iterations and against seconds)."""
+    fig, axes = subplots(1, len(xs), width=4.8)
+    for ax, (x, label) in zip(axes.flat, xs.items(), strict=False):
+        for name, rows in series.items():
+            pts = [r for r in rows if _finite(r.get(key)) and _finite(r.get(x)) and r[key] > 0]
+            ax.plot([r[x] for r in pts], [r[key] for r in pts], label=name)
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel(key)
+        ax.legend(fontsize=7)
+    return save(fig, path)
+
+
 def bar(path: str | Path, values: Any, xlabel: str = "i", ylabel: str = "p_i") -> Path:
     """A bar chart of a vector."""
     fig, axes = subplots(width=4.5)

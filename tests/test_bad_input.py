@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from gentool.cli.main import app
 from typer.testing import CliRunner
@@ -109,16 +110,45 @@ SIMPLEX = [
     (["--log-every", "0"], 2, "log_every must be an integer"),
     (["--p0", "0.5,0.5,0.5"], 2, "initial point p0"),
     (["--p0", "0.5,0.5"], 2, "p0 has 2 entries"),
-    (["--objective", "os:getcwd"], 2, "objective 'os:getcwd' raised TypeError"),
-    (["--objective", "os:sep"], 2, "objective 'os:sep' raised TypeError"),
+    (["--objective", "os:getcwd"], 2, "objective 'os:getcwd' takes no argument"),
+    (["--objective", "os:sep"], 2, "objective 'os:sep' is not a function"),
+    (["--objective", "os:fspath"], 2, "objective 'os:fspath' raised TypeError"),
     (["--objective", "no_such_module_xyz:f"], 2, "cannot import objective"),
     (["--objective", "kl", "--x", "0.5,0.6"], 2, "not on the probability simplex"),
     (["--objective", "quadratic"], 2, "needs a matrix"),
     (["--objective", "quadratic", "--matrix", "1,2;3"], 2, "rows must be non-empty and of equal length"),
     (["--objective", "quadratic", "--x", "0,0", "--matrix", "0,1;1,0"], 2, "must be PSD"),
-    (["--objective", "portfolio", "--matrix", "1,-1;2,2"], 2, "positive (m, n) array"),
+    (["--objective", "portfolio", "--matrix", "1,-1;2,2"], 2, "positive, finite (m, n) array"),
     (["--objective", "softmax", "--tau", "0"], 2, "tau must be a finite number > 0"),
     (["--objective", "quadratic", "--matrix", "OUT/none.npy"], 2, "file not found"),
+    (["--objective", "quadratic", "--matrix", "NPZ2"], 2, "holds arrays a, b; name one as"),
+    (["--objective", "quadratic", "--matrix", "NPZ2:c"], 2, "holds arrays a, b; name one as"),
+    (["--objective", "quadratic", "--x", "0,0,0", "--matrix", "NPZ2:a"], 2, "needs matrix A (n, n) and x = b (n,)"),
+    (["--x", "BADCSV"], 2, "x: cannot read"),
+    (["--x", "BIN.npy"], 2, "x: file not found"),
+    (["--p0", "NPZ2:b"], 2, "p0 has 2 entries, the objective has 3"),
+    (["--method", "softmax-gd"], 2, "softmax-gd cannot solve objective 'sparsemax'"),
+    (["--objective", "softmax", "--method", "exponentiated-gradient", "--p0", "1,0,0"], 2,
+     "zero entries of the initial point p0 stay zero"),
+    (["--data", "NPZ2"], 2, "data is only read by a module:function objective"),
+    (["--dim", "4"], 2, "dim is only read by a module:function objective"),
+    (["--objective", "os:getcwd", "--dim", "0"], 2, "dim must be an integer"),
+    (["--objective", "os:getcwd", "--data", "FILE"], 2, "is not an array file"),
+    (["--objective", "os:getcwd", "--data", "OUT/none.npz"], 2, "data: file not found"),
+    (["--objective", "os:getcwd", "--data", "NPZ2"], 2, "takes 0 argument(s) but data was given"),
+    (["--backtrack", "--lr", "-2"], 2, "lr must be a finite number > 0"),
+    (["--out", "FILE"], 4, "is an existing file"),
+]
+
+COMPARE = [
+    (["--methods", "newton"], 2, "unknown methods 'newton'"),
+    (["--methods", "frank-wolfe,softmax-gd"], 2, "softmax-gd cannot solve objective 'sparsemax'"),
+    (["--steps", "armijo"], 2, "unknown steps 'armijo'"),
+    (["--methods", ""], 2, "methods must name at least one method"),
+    (["--iters", "-1"], 2, "iters must be an integer"),
+    (["--tol", "inf"], 2, "tol must be a finite number"),
+    (["--objective", "kl", "--x", "0.5,0.6"], 2, "not on the probability simplex"),
+    (["--x", "OUT/x.csv"], 2, "file not found"),
     (["--out", "FILE"], 4, "is an existing file"),
 ]
 
@@ -226,6 +256,8 @@ def _setup(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "empty").write_bytes(b"")
     (tmp_path / "bin").write_bytes(bytes(range(256)))
     (tmp_path / "emptydir").mkdir()
+    (tmp_path / "bad.csv").write_text("1,a\n")
+    np.savez(tmp_path / "two.npz", a=np.eye(2), b=np.array([0.5, 0.5]))
     recipe = tmp_path / "recipe.toml"
     recipe.write_text('command = "optimize simplex"\n[options]\niters = 3\nprogress = false\n'
                       '[sweep]\nmethod = ["frank-wolfe"]\n')
@@ -236,14 +268,15 @@ def _setup(tmp_path: Path) -> dict[str, str]:
     (corrupt / "metrics.jsonl").write_text('{"iter": 0, "gap": 1.0, "obj')
     return {"OUT": str(tmp_path / "out"), "FILE": str(tmp_path / "file"), "EMPTY": str(tmp_path / "empty"),
             "BIN": str(tmp_path / "bin"), "RECIPE": str(recipe), "EMPTYDIR": str(tmp_path / "emptydir"),
-            "CORRUPT": str(tmp_path / "corrupt")}
+            "CORRUPT": str(tmp_path / "corrupt"), "NPZ2": str(tmp_path / "two.npz"),
+            "BADCSV": str(tmp_path / "bad.csv")}
 
 
 def _expand(args: list[str], names: dict[str, str]) -> list[str]:
     out = []
     for a in args:
         for key in sorted(names, key=len, reverse=True):
-            if a == key or a.startswith(key + "/"):
+            if a == key or a.startswith((key + "/", key + ":")):
                 a = names[key] + a[len(key):]
                 break
         out.append(a)
@@ -288,6 +321,11 @@ def test_monoflow(tmp_path: Path, args: list[str], code: int, fragment: str) -> 
 @pytest.mark.parametrize(("args", "code", "fragment"), SIMPLEX, ids=_ids(SIMPLEX))
 def test_optimize_simplex(tmp_path: Path, args: list[str], code: int, fragment: str) -> None:
     _check(tmp_path, ["optimize", "simplex", "--no-progress"], args, code, fragment)
+
+
+@pytest.mark.parametrize(("args", "code", "fragment"), COMPARE, ids=_ids(COMPARE))
+def test_optimize_compare(tmp_path: Path, args: list[str], code: int, fragment: str) -> None:
+    _check(tmp_path, ["optimize", "compare", "--no-progress"], args, code, fragment)
 
 
 @pytest.mark.parametrize(("args", "code", "fragment"), PARTICLES, ids=_ids(PARTICLES))

@@ -20,7 +20,7 @@ runner = CliRunner()
 SIMPLEX = """
 command = "optimize simplex"
 [options]
-objective = "sparsemax"
+objective = "softmax"
 x = [1, 0.5, -1]
 iters = 20
 progress = false

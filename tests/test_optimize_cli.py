@@ -35,7 +35,7 @@ def test_simplex_sparsemax_frank_wolfe(tmp_path) -> None:
 @pytest.mark.parametrize(("method", "lr"), [("exponentiated-gradient", "0.5"), ("projected-gradient", "0.05"),
                                              ("softmax-gd", "2.0")])
 def test_simplex_methods_cli(tmp_path, method: str, lr: str) -> None:
-    """Linear + entropy: every method returns softmax(x) (projected gradient needs a step < 1/L ~ min p)."""
+    """Linear + entropy: every method returns softmax(x), from any initial step lr."""
     res = _run("simplex", "--objective", "softmax", "--x", "1,0.5,-1", "--method", method, "--iters", "3000",
                "--tol", "1e-10", "--lr", lr, "--log-every", "100", "--out", str(tmp_path), "--no-progress")
     assert res.exit_code == 0, res.output

@@ -14,7 +14,6 @@ one-line description. Adding a command is adding a module here with a `SPEC` and
 from __future__ import annotations
 
 import importlib
-
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,8 @@ from gentool.core.run.contract import JobSpec
 from gentool.core.run.device import resolve_device
 from gentool.core.run.execute import RunResult, execute
 
-JOB_SPECS = ("sample:SPEC", "train:SPEC", "monoflow:SPEC", "optimize:SIMPLEX", "optimize:PARTICLES",
-             "mad:SPEC")
+JOB_SPECS = ("sample:SPEC", "train:SPEC", "monoflow:SPEC", "simplex:SIMPLEX", "simplex:COMPARE",
+             "optimize:PARTICLES", "mad:SPEC")
 
 
 def _load() -> dict[str, JobSpec]:

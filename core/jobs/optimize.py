@@ -1,14 +1,11 @@
-"""The `optimize simplex` and `optimize particles` jobs.
+"""The `optimize particles` job (the simplex jobs are in `gentool.core.jobs.simplex`).
 
-Simplex: one unit = `chunk` iterations of a first-order method (stops early once the Frank–Wolfe gap ≤ tol);
-outputs `final.npz` (p, gap, iters, converged), `objective.png`, `distribution.png`.
 Particles: one unit = `log_every` steps of a particle method; rows are the trace (objective, mean, var, mmd2);
 outputs `final.npz` (x, x0, snapshots), `objective.png`, `snapshots.png`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,128 +13,27 @@ from typing import Any
 import numpy as np
 import torch
 from gentool.core import plots
-from gentool.core.config import check_float, check_int, parse_matrix, parse_vector, setting
+from gentool.core.config import check_float, check_int, parse_vector, setting
 from gentool.core.errors import NumericalFailure, choose, require
 from gentool.core.io import atomic_save_npz
 from gentool.core.nn import make_generator
 from gentool.core.probspace import (
-    FW_STEPS,
-    METHODS,
-    OBJECTIVES,
     PARTICLE_METHODS,
     TARGETS,
     FreeEnergy,
-    check_simplex,
     kl_energy,
-    make_objective,
     make_target,
     run_particles,
 )
-from gentool.core.probspace.simplex import SimplexRun
 from gentool.core.run.contract import JobSpec, Row, SteppedUnits
 from gentool.core.run.rundir import snapshot_path
 from gentool.core.solvers import FIXED_METHODS
 
-SIMPLEX_CHUNK = 100
 DIVERGED = 1e6  # particles this many times farther out than the start and the target: blown up
 
 
 def _vector(value: Any) -> tuple[float, ...]:
     return parse_vector(value, "vector")
-
-
-@dataclass(frozen=True)
-class SimplexConfig:
-    """Minimise a convex objective over the probability simplex (SPEC §4)."""
-
-    objective: str = setting("sparsemax", f"Built-in ({', '.join(OBJECTIVES)}) or module:function returning "
-                             "F, grad or (F, grad).")
-    x: tuple[float, ...] | None = setting((1.0, 0.5, -1.0), "Vector x (sparsemax/softmax), target q (kl) or b "
-                                          "(quadratic); fixes the dimension of a module:function objective: "
-                                          "'1,0.5,-1' or a .npy/.txt/.csv file.", parse=_vector, metavar="VECTOR")
-    matrix: tuple[tuple[float, ...], ...] | None = setting(
-        None, "Matrix A (quadratic) or returns R (portfolio): 'a,b;c,d' or a .npy/.txt/.csv file.",
-        parse=parse_matrix, metavar="MATRIX")
-    tau: float = setting(1.0, "Entropy temperature of the softmax objective.")
-    p0: tuple[float, ...] | None = setting(None, "Initial point on the simplex (default uniform).", parse=_vector,
-                                           metavar="VECTOR")
-    method: str = setting("frank-wolfe", "Optimiser.", choices=tuple(METHODS))
-    step: str = setting("open-loop", "Frank-Wolfe step rule.", choices=FW_STEPS)
-    lr: float = setting(0.5, "Step size of the gradient methods.")
-    iters: int = setting(1000, "Maximum iterations.")
-    tol: float = setting(1e-8, "Stop once the gap p·∇F − min ∇F <= tol (negative: never stop early).")
-    log_every: int = setting(1, "Trace every this many iterations.")
-
-    def __post_init__(self) -> None:
-        choose("method", self.method, METHODS)
-        choose("step", self.step, FW_STEPS)
-        check_float("tau", self.tau, 0.0, lo_open=True)
-        check_float("lr", self.lr, 0.0, lo_open=True)
-        check_float("tol", self.tol)
-        check_int("iters", self.iters, 0, 10**9)
-        check_int("log_every", self.log_every, 1)
-        obj = self.make_objective()
-        uniform = torch.full((obj.dim,), 1.0 / obj.dim, dtype=torch.float64)
-        obj.value(uniform), obj.grad(uniform)  # a custom objective that fails or returns junk fails here
-        if self.p0 is not None:
-            start = check_simplex(torch.tensor(self.p0, dtype=torch.float64), "initial point p0")
-            require(start.numel() == obj.dim, f"p0 has {start.numel()} entries, the objective has {obj.dim}")
-
-    def make_objective(self) -> Any:
-        vec = None if self.x is None else torch.tensor(self.x, dtype=torch.float64)
-        if vec is None and self.p0 is not None:
-            vec = torch.tensor(self.p0, dtype=torch.float64)
-        matrix = None if self.matrix is None else torch.tensor(self.matrix, dtype=torch.float64)
-        return make_objective(self.objective, vec, tau=self.tau, matrix=matrix)
-
-
-class SimplexJob:
-    """State: the `SimplexRun` (point, iteration, convergence)."""
-
-    command = "optimize simplex"
-    hint = "lower lr"
-
-    def __init__(self, config: SimplexConfig, seed: int = 0, device: torch.device | str = "cpu") -> None:
-        self.config, self.seed, self.device = config, int(seed), torch.device("cpu")
-        p0 = None if config.p0 is None else torch.tensor(config.p0, dtype=torch.float64)
-        self.run = SimplexRun(config.make_objective(), config.method, p0=p0, iters=config.iters, tol=config.tol,
-                              lr=config.lr, step=config.step, log_every=config.log_every)
-
-    @property
-    def units_total(self) -> int:
-        return math.ceil((self.config.iters + 1) / SIMPLEX_CHUNK)
-
-    @property
-    def units_done(self) -> int:
-        return math.ceil(self.run.t / SIMPLEX_CHUNK) if not self.run.finished else self.units_total
-
-    @property
-    def done(self) -> bool:
-        return self.run.finished
-
-    def advance(self) -> list[Row]:
-        rows = self.run.iterate(SIMPLEX_CHUNK)
-        if not bool(torch.isfinite(self.run.p).all()):
-            raise NumericalFailure(f"the iterate became non-finite at iteration {self.run.t}; lower lr")
-        return rows
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.run.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.run.load_state_dict(state)
-
-    def samples(self) -> dict[str, Any]:
-        return {"p": self.run.p}
-
-    def finish(self, out: Path, rows: list[Row], plots_on: bool) -> Row:
-        run = self.run
-        atomic_save_npz(out / "final.npz", p=run.p.numpy(), gap=run.gap, iters=run.t, converged=run.converged)
-        if plots_on:
-            plots.curves(out / "objective.png", {"trace": rows}, "iter", ["objective", "gap"], log_keys=["gap"])
-            plots.bar(out / "distribution.png", run.p)
-        return {"p": ", ".join(f"{v:.6g}" for v in run.p.tolist()), "gap": run.gap, "iters": run.t,
-                "converged": run.converged}
 
 
 @dataclass(frozen=True)
@@ -263,8 +159,6 @@ class ParticlesJob(SteppedUnits):
         return {k: v for k, v in rows[-1].items() if k in ("objective", "mmd2", "t")}
 
 
-SIMPLEX = JobSpec("optimize simplex", SimplexConfig, SimplexJob,
-                  "Minimise a convex objective over the probability simplex.")
 PARTICLES = JobSpec("optimize particles", ParticlesConfig, ParticlesJob,
                     "Move particles along a Wasserstein gradient flow (KL to a target, potential/interaction/"
                     "entropy).")
