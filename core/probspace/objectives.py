@@ -128,7 +128,7 @@ def quadratic_objective(a: Tensor, b: Tensor) -> SimplexObjective:
 
 def portfolio_objective(returns: Tensor) -> SimplexObjective:
     """Log-optimal portfolio `F(p) = −(1/m) Σ_j log(r_j·p)` for returns `R (m, n) > 0`,
-    `∇F = −(1/m) Σ_j r_j/(r_j·p)` (smooth on Δ because every r_j·p ≥ min R > 0)."""
+    `∇F = −(1/m) Rᵀ(1/(Rp))` (smooth on Δ because every r_j·p ≥ min R > 0)."""
     require(returns.ndim == 2 and bool((returns > 0).all()) and bool(torch.isfinite(returns).all()),
             "portfolio returns (matrix) must be a positive, finite (m, n) array")
     m = returns.shape[0]
@@ -139,8 +139,7 @@ def portfolio_objective(returns: Tensor) -> SimplexObjective:
         return lambda eta: float(-(rd / (rp + eta * rd)).mean())
 
     return SimplexObjective("portfolio", lambda p: -torch.log(returns @ p).mean(),
-                            lambda p: -(returns / (returns @ p)[:, None]).sum(0) / m, returns.shape[1],
-                            smooth_ray=ray)
+                            lambda p: -(returns.T @ (1.0 / (returns @ p))) / m, returns.shape[1], smooth_ray=ray)
 
 
 def _import(spec: str) -> Callable[..., Any]:
