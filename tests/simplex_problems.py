@@ -70,7 +70,7 @@ def problem(name: str, n: int, seed: int = 0) -> tuple[object, np.ndarray]:
         x = rng.normal(size=n)
         return make_objective("softmax", as_tensor(x)), softmax(x)
     if name == "kl":
-        q = softmax(rng.normal(size=n))
+        q = softmax(rng.uniform(-3.0, 3.0, size=n))
         return make_objective("kl", as_tensor(q)), q
     if name == "quadratic":
         a, b, p = planted_quadratic(rng, n)
