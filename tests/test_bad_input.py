@@ -217,7 +217,12 @@ REPORT = [
     (["OUT"], 2, "sweep directory not found"),
     (["FILE"], 2, "sweep directory not found"),
     (["EMPTYDIR"], 2, "no completed runs"),
-    (["CORRUPT"], 2, "is corrupt"),
+    (["CORRUPT"], 2, "is corrupt (not valid JSON)"),
+    (["BADPOINT"], 2, "is corrupt (missing point_id/params/seed)"),
+    (["BADMETRICS"], 2, "metrics.json is corrupt"),
+    (["CORRUPT", "--out", "FILE"], 2, "is corrupt"),
+    (["--no-such-option"], 2, "No such option"),
+    ([], 2, "Missing argument"),
 ]
 
 
@@ -234,9 +239,17 @@ def _setup(tmp_path: Path) -> dict[str, str]:
     (corrupt / "DONE.json").write_text("{}")
     (corrupt / "point.json").write_text('{"point_id": "p", "params": {}, "seed": 0}')
     (corrupt / "metrics.jsonl").write_text('{"iter": 0, "gap": 1.0, "obj')
+    for name, point, metrics in (("badpoint", "[1, 2]", "{}"), ("badmetrics", '{"point_id": "p", "params": {}, '
+                                                                              '"seed": 0}', "{not json")):
+        d = tmp_path / name / "p"
+        d.mkdir(parents=True)
+        (d / "DONE.json").write_text("{}")
+        (d / "point.json").write_text(point)
+        (d / "metrics.json").write_text(metrics)
     return {"OUT": str(tmp_path / "out"), "FILE": str(tmp_path / "file"), "EMPTY": str(tmp_path / "empty"),
             "BIN": str(tmp_path / "bin"), "RECIPE": str(recipe), "EMPTYDIR": str(tmp_path / "emptydir"),
-            "CORRUPT": str(tmp_path / "corrupt")}
+            "CORRUPT": str(tmp_path / "corrupt"), "BADPOINT": str(tmp_path / "badpoint"),
+            "BADMETRICS": str(tmp_path / "badmetrics")}
 
 
 def _expand(args: list[str], names: dict[str, str]) -> list[str]:
