@@ -31,7 +31,7 @@ def test_gaussian_run_writes_outputs(tmp_path: Path) -> None:
                                                                                   for t in range(1, 6)}
     assert sum("recall" in r for r in rows) == 10
     header = (tmp_path / "summary.csv").read_text().splitlines()[0]
-    assert header == "generation,metric,count,mean,std,ci95_low,ci95_high"
+    assert header == "generation,metric,count,mean,std,sem,ci95_low,ci95_high,q05,q25,median,q75,q95"
     assert read_json(tmp_path / "config.json")["config"]["family"] == "gaussian"
     assert (tmp_path / "metrics.png").stat().st_size > 0 and (tmp_path / "snapshots.png").stat().st_size > 0
 
@@ -64,7 +64,7 @@ def test_diffusion_family_tiny(tmp_path: Path) -> None:
 
 
 def test_monoflow_family_tiny(tmp_path: Path) -> None:
-    res = _run("--family", "monoflow", "--data", "ring", "--loop", "accumulate", "--budget", "80",
+    res = _run("--family", "monoflow", "--data", "ring", "--loop", "reservoir", "--budget", "80",
                "--generations", "2", "--n-real", "64", "--n-synth", "64", "--train-steps", "10",
                "--metrics", "sliced_w2",
                "--n-test", "200", "--out", str(tmp_path))
@@ -74,7 +74,7 @@ def test_monoflow_family_tiny(tmp_path: Path) -> None:
 
 def _args(out: Path) -> list[str]:
     """Vectorised Gaussian family, 2000 seeds: each generation takes a noticeable fraction of a second."""
-    return ["--family", "gaussian", "--loop", "accumulate", "--budget", "30", "--generations", "10",
+    return ["--family", "gaussian", "--loop", "accumulate-subsample", "--budget", "30", "--generations", "10",
             "--seeds", "2000", "--n-real", "20", "--n-synth", "20", "--n-test", "100", "--no-plots",
             "--out", str(out)]
 
