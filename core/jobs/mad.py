@@ -96,11 +96,11 @@ def _band(s: dict[str, Any], centre: str, low: str, high: str) -> dict[str, Any]
 
 
 def _decade_keys(summary: list[dict[str, Any]]) -> list[str]:
-    """Metrics whose mean or median magnitudes span more than `DECADES` decades (drawn on a log axis)."""
+    """Positive metrics whose means and medians span more than `DECADES` decades (drawn on a log axis)."""
     spans: dict[str, list[float]] = {}
     for s in summary:
-        spans.setdefault(s["metric"], []).extend(abs(s[c]) for c in ("mean", "median") if abs(s[c]) > 0)
-    return [k for k, v in spans.items() if len(v) > 1 and np.log10(max(v) / min(v)) > DECADES]
+        spans.setdefault(s["metric"], []).extend(s[c] for c in ("mean", "median"))
+    return [k for k, v in spans.items() if len(v) > 1 and min(v) > 0 and np.log10(max(v) / min(v)) > DECADES]
 
 
 def build(config: MadConfig, seed: int, device: torch.device) -> MadJob:

@@ -25,11 +25,11 @@ def distribution_metrics(family: Any, model: Any, synth: torch.Tensor, ref: Refe
     synthetic sample's)."""
     mean, cov = family.moments(model, synth)
     err = mean - ref.mean
-    logdet = torch.linalg.slogdet(cov)[1]
+    logdet, logdet0 = torch.linalg.slogdet(cov)[1], torch.linalg.slogdet(ref.cov)[1]
     trace = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1)
     out = {"w2_gauss": bures_w2(mean, cov, ref.mean, ref.cov), "mean_error": err.norm(dim=-1),
            "sq_mean_error": (err**2).sum(-1), "trace_cov": trace, "logdet_cov": logdet,
-           "trace_ratio": trace / torch.trace(ref.cov), "det_ratio": torch.exp(logdet - torch.linalg.slogdet(ref.cov)[1])}
+           "trace_ratio": trace / torch.trace(ref.cov), "det_ratio": torch.exp(logdet - logdet0)}
     if family.has_density:
         out["nll"] = family.nll(model, ref.test)
     if ref.modes is not None:
