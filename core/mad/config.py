@@ -162,8 +162,8 @@ class MadConfig:
             check_float(f"real_fraction (generation {t})", f, 0.0, 1.0, hi_open=True)
             synth = plan.n_synth[t - 2] * self.from_previous
             k = real_count(plan.n_real[t - 1], synth, f)
-            require(self.loop == "fresh" or k <= max(plan.n_real), f"real_fraction {f} needs {k} real points at "
-                    f"generation {t} > n_real {max(plan.n_real)}")
+            require(k <= plan.n_real[t - 1], f"real_fraction {f} needs {k} real points at generation {t} > n_real "
+                    f"{plan.n_real[t - 1]}")
             require(synth - k >= 1, f"real_fraction {f} leaves no synthetic points at generation {t}")
         if self.family == "linear-regression":
             require(set(plan.n_synth) == {plan.n_real[0]}, "linear-regression relabels the first generation's "
