@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from gentool.core.metrics.gaussian import gaussian_w2_squared
@@ -122,7 +123,7 @@ def regression_curves(t_max: int, d: int, n: int, noise: float, lam: float, accu
     return {"test_error": Curve(values, f"E[test_error] = {label}")}
 
 
-def closed_form_curves(cfg: object) -> dict[str, Curve]:
+def closed_form_curves(cfg: Any) -> dict[str, Curve]:
     """Every closed form that applies to a `MadConfig`: the Gaussian family on Gaussian data in a fully-synthetic
     loop (`gaussian_curves`), linear regression with Replace or Accumulate (`regression_curves`); else none."""
     from gentool.core.mad.truth import gaussian_truth

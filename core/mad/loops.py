@@ -63,8 +63,6 @@ class Replace:
     """`fully-synthetic`: `D_{t+1} = S_t`."""
 
     name: str = "fully-synthetic"
-    keeps_history: bool = False
-    uses_real: bool = False
 
     def kept(self, data: torch.Tensor, step: Step) -> torch.Tensor:
         return step.synth.to(data.dtype)
@@ -78,7 +76,6 @@ class Mix(Replace):
     """`augment` (a prefix of the fixed real set) or `fresh` (a new real draw): `D_{t+1} = real ∪ S_t`."""
 
     name: str = "augment"
-    uses_real: bool = True
 
     def kept(self, data: torch.Tensor, step: Step) -> torch.Tensor:
         return mix(step.real.to(data.dtype), step.synth, step.real_fraction)
@@ -89,7 +86,6 @@ class Accumulate(Replace):
     """`accumulate`: `D_{t+1} = D_t ∪ S_t`, all of it fitted."""
 
     name: str = "accumulate"
-    keeps_history: bool = True
 
     def kept(self, data: torch.Tensor, step: Step) -> torch.Tensor:
         return torch.cat([data, step.synth.to(data.dtype)], dim=1)
@@ -110,7 +106,6 @@ class Reservoir(Replace):
     """`reservoir`: `D_{t+1} = budget` uniform points of `D_t ∪ S_t` (discarded points never come back)."""
 
     name: str = "reservoir"
-    keeps_history: bool = True
 
     def kept(self, data: torch.Tensor, step: Step) -> torch.Tensor:
         pool = torch.cat([data, step.synth.to(data.dtype)], dim=1)

@@ -9,6 +9,7 @@ like a benchmark's test split.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ class RealData:
         return torch.cat([x, y[..., None]], dim=-1)
 
 
-def real_data(cfg: object) -> RealData:
+def real_data(cfg: Any) -> RealData:
     """The `RealData` a `MadConfig` describes (true coefficients `w* ~ N(0, I_d)` from a fixed stream)."""
     if cfg.data != "gaussian":
         return RealData(cfg.data, data_noise=cfg.data_noise)
