@@ -157,6 +157,7 @@ MAD = [
     (["--n-real", "1"], 2, "n_real must be in [2, 100000000] at every generation, got 1"),
     (["--generations", "0"], 2, "generations must be an integer in [1, 100000]"),
     (["--generations", "1e20"], 2, "generations must be an int"),
+    (["--n-real", "10 ** 10 ** 100"], 2, "n_real must be a number, a list of numbers or an expression in t"),
     (["--generations", "100000000000000000000"], 2, "generations must be an integer in [1, 100000]"),
     (["--seeds", "0"], 2, "seeds must be an integer"),
     (["--metric-seeds", "-1"], 2, "metric_seeds must be an integer >= 0"),

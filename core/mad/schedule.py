@@ -43,7 +43,10 @@ def _evaluate(node: ast.AST, t: int) -> float:
     if isinstance(node, ast.Name) and node.id == "t":
         return t
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        return _BINARY[type(node.op)](_evaluate(node.left, t), _evaluate(node.right, t))
+        left, right = _evaluate(node.left, t), _evaluate(node.right, t)
+        if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > 1e12):
+            raise ValueError("power out of range")  # 10 ** 10 ** 100 would never finish
+        return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
         value = _evaluate(node.operand, t)
         return -value if isinstance(node.op, ast.USub) else value
