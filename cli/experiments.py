@@ -10,7 +10,7 @@ from gentool.cli._jobs import run_job
 from gentool.core.config import coerce, make_config
 from gentool.core.errors import BadInput
 from gentool.core.experiments.recipe import Recipe, load_recipe, split_options
-from gentool.core.experiments.report import merge, plot_report, summary, write_table
+from gentool.core.experiments.report import compare_runs, merge, plot_report, summary, write_table
 from gentool.core.experiments.sweep import EXECUTORS, executor_options, expand, is_complete, run_sweep
 from rich.table import Table
 
@@ -118,11 +118,23 @@ def _fmt(value: object) -> str:
 
 @handle_errors
 def report_cmd(
-    sweep_dir: Path = typer.Argument(..., help="Sweep directory written by `gentool sweep`."),
-    out: Path = typer.Option(None, help="Where to write report.csv/json and plots (default SWEEP_DIR)."),
+    paths: list[Path] = typer.Argument(..., help="A sweep directory written by `gentool sweep`, or with --compare "
+                                       "the run directories to overlay."),
+    compare: bool = typer.Option(False, "--compare", help="Overlay completed runs (any job): each metric's mean "
+                                 "vs generation/step with its 95% CI band, one curve per run."),
+    metrics: str = typer.Option(None, help="--compare: comma-separated metrics (default: all)."),
+    out: Path = typer.Option(None, help="Where to write report.csv/json and plots (default SWEEP_DIR; with "
+                             "--compare the first run directory)."),
     plots: bool = typer.Option(True, help="Write comparison plots."),
 ) -> None:
-    """Merge every completed run's JSONL and metrics.json into report.csv/report.json; print and plot."""
+    """Merge every completed run's JSONL and metrics.json into report.csv/report.json; print and plot.
+    With --compare, overlay several run directories instead (compare.csv, compare.png)."""
+    if compare:
+        _compare(paths, metrics, out or paths[0], plots)
+        return
+    if len(paths) != 1:
+        raise BadInput(f"report takes one sweep directory (or --compare RUN...), got {len(paths)}")
+    sweep_dir = paths[0]
     params, rows = merge(sweep_dir)
     out_dir = out or sweep_dir
     csv_path, json_path = write_table(out_dir, params, rows)
@@ -133,8 +145,20 @@ def report_cmd(
     for line in body:
         table.add_row(*(_fmt(v) for v in line))
     print_table(table)
-    paths = plot_report(out_dir, params, rows) if plots else []
-    say(f"wrote {csv_path}, {json_path}" + (f" and {len(paths)} plots" if paths else ""))
+    paths_ = plot_report(out_dir, params, rows) if plots else []
+    say(f"wrote {csv_path}, {json_path}" + (f" and {len(paths_)} plots" if paths_ else ""))
+
+
+def _compare(runs: list[Path], metrics: str | None, out: Path, plots: bool) -> None:
+    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    header, body, written = compare_runs(runs, out, names, plots=plots)
+    table = Table(title=f"{len(runs)} runs, final values")
+    for name in header:
+        table.add_column(name)
+    for line in body:
+        table.add_row(*(_fmt(v) for v in line))
+    print_table(table)
+    say("wrote " + ", ".join(str(p) for p in written))
 
 
 def register(app: typer.Typer) -> None:

@@ -183,18 +183,21 @@ MAD = [
     (["--lam", "0"], 2, "lam must be a finite number in (0, 1]"),
     (["--lam", "1.2"], 2, "lam must be a finite number in (0, 1]"),
     (["--lam", "nan"], 2, "lam must be a finite number"),
-    (["--n-synth", "1"], 2, "n_synth must be an integer"),
-    (["--n-real", "1"], 2, "n_real must be an integer"),
+    (["--n-synth", "1"], 2, "n_synth must be in [2, 100000000] at every generation, got 1"),
+    (["--n-real", "1"], 2, "n_real must be in [2, 100000000] at every generation, got 1"),
     (["--generations", "0"], 2, "generations must be an integer in [1, 100000]"),
     (["--generations", "1e20"], 2, "generations must be an int"),
+    (["--n-real", "10 ** 10 ** 100"], 2, "n_real must be a number, a list of numbers or an expression in t"),
     (["--generations", "100000000000000000000"], 2, "generations must be an integer in [1, 100000]"),
     (["--seeds", "0"], 2, "seeds must be an integer"),
     (["--metric-seeds", "-1"], 2, "metric_seeds must be an integer >= 0"),
     (["--bandwidth", "wide"], 2, "unknown bandwidth 'wide'"),
     (["--family", "kde", "--bandwidth", "-1"], 2, "bandwidth must be > 0"),
     (["--family", "gmm", "--components", "0"], 2, "components must be >= 1"),
-    (["--loop", "accumulate", "--budget", "1"], 2, "budget must be an integer"),
-    (["--real-fraction", "1"], 2, "real_fraction must be a finite number in [0, 1)"),
+    (["--loop", "accumulate-subsample", "--budget", "1"], 2, "budget must be an integer"),
+    (["--loop", "accumulate", "--budget", "10"], 2, "budget applies to the accumulate-subsample"),
+    (["--loop", "augment", "--real-fraction", "1"], 2, "must be a finite number in [0, 1), got 1.0"),
+    (["--real-fraction", "0.5"], 2, "real_fraction applies to the augment and fresh loops"),
     (["--metrics", "fid"], 2, "unknown metric 'fid'"),
     (["--cov", "ledoit"], 2, "unknown cov 'ledoit'"),
     (["--n-test", "1"], 2, "n_test must be an integer"),
@@ -247,7 +250,12 @@ REPORT = [
     (["OUT"], 2, "sweep directory not found"),
     (["FILE"], 2, "sweep directory not found"),
     (["EMPTYDIR"], 2, "no completed runs"),
-    (["CORRUPT"], 2, "is corrupt"),
+    (["CORRUPT"], 2, "is corrupt (not valid JSON)"),
+    (["BADPOINT"], 2, "is corrupt (missing point_id/params/seed)"),
+    (["BADMETRICS"], 2, "metrics.json is corrupt"),
+    (["CORRUPT", "--out", "FILE"], 2, "is corrupt"),
+    (["--no-such-option"], 2, "No such option"),
+    ([], 2, "Missing argument"),
 ]
 
 
@@ -266,9 +274,17 @@ def _setup(tmp_path: Path) -> dict[str, str]:
     (corrupt / "DONE.json").write_text("{}")
     (corrupt / "point.json").write_text('{"point_id": "p", "params": {}, "seed": 0}')
     (corrupt / "metrics.jsonl").write_text('{"iter": 0, "gap": 1.0, "obj')
+    for name, point, metrics in (("badpoint", "[1, 2]", "{}"), ("badmetrics", '{"point_id": "p", "params": {}, '
+                                                                              '"seed": 0}', "{not json")):
+        d = tmp_path / name / "p"
+        d.mkdir(parents=True)
+        (d / "DONE.json").write_text("{}")
+        (d / "point.json").write_text(point)
+        (d / "metrics.json").write_text(metrics)
     return {"OUT": str(tmp_path / "out"), "FILE": str(tmp_path / "file"), "EMPTY": str(tmp_path / "empty"),
             "BIN": str(tmp_path / "bin"), "RECIPE": str(recipe), "EMPTYDIR": str(tmp_path / "emptydir"),
-            "CORRUPT": str(tmp_path / "corrupt"), "NPZ2": str(tmp_path / "two.npz"),
+            "CORRUPT": str(tmp_path / "corrupt"), "BADPOINT": str(tmp_path / "badpoint"),
+            "BADMETRICS": str(tmp_path / "badmetrics"), "NPZ2": str(tmp_path / "two.npz"),
             "BADCSV": str(tmp_path / "bad.csv")}
 
 

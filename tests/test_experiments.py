@@ -159,3 +159,15 @@ def test_expand_grid_smoke_and_overrides(tmp_path: Path) -> None:
         expand(recipe, tmp_path / "s", {"toll": "1e-3"})
     with pytest.raises(BadInput, match="tol must be a finite number"):
         expand(recipe, tmp_path / "s", {"tol": "nan"})
+
+
+def test_the_same_recipe_runs_from_python_and_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gentool.core.experiments import run_recipe
+
+    monkeypatch.chdir(tmp_path)
+    path = _recipe(tmp_path)
+    res = run_recipe(path, tmp_path / "py", iters=7, seed=1)
+    assert res.rows[-1]["iter"] == 7 and res.out == tmp_path / "py"
+    cli = runner.invoke(app, ["run", str(path), "--iters", "7", "--seed", "1", "--out", str(tmp_path / "cli")])
+    assert cli.exit_code == 0, cli.output
+    assert (tmp_path / "py" / "metrics.jsonl").read_text() == (tmp_path / "cli" / "metrics.jsonl").read_text()

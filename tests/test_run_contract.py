@@ -169,8 +169,8 @@ def test_sigint_commits_says_how_to_resume_and_exits_130(tmp_path: Path) -> None
 # ---- SIGKILL + resume equals an uninterrupted run, for every long job ----------------------------------
 
 KILLED = {
-    "mad-loop": ["mad-loop", "--family", "gaussian", "--loop", "accumulate", "--budget", "30", "--generations",
-                 "12", "--seeds", "2000", "--n-real", "20", "--n-synth", "20", "--n-test", "100"],
+    "mad-loop": ["mad-loop", "--family", "gaussian", "--loop", "accumulate-subsample", "--budget", "30",
+                 "--generations", "12", "--seeds", "2000", "--n-real", "20", "--n-synth", "20", "--n-test", "100"],
     "train": ["train", "--steps", "1500", "--checkpoint-every", "50", "--width", "32", "--depth", "2",
               "--batch", "64", "--n-train", "500"],
     "monoflow": ["monoflow", "--steps", "400", "--eval-every", "20", "-n", "200", "--batch-size", "64",

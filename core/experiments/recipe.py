@@ -186,3 +186,18 @@ def load_recipe(path: str | Path, smoke: bool = False) -> Recipe:
         smoke_recipe = parse_recipe(data, path, smoke=True)
         recipe = smoke_recipe if smoke else recipe
     return recipe
+
+
+def run_recipe(path: str | Path, out: str | Path | None = None, *, smoke: bool = False, resume: str = "never",
+               **overrides: Any) -> Any:
+    """Run a recipe's job (its options table; any sweep table is ignored) from Python, as `gentool run` does:
+    `overrides` (settings or run settings seed/device/plots) win over the recipe; the run directory defaults
+    to `runs/<recipe name>`. Returns the `RunResult`."""
+    from gentool.core.run import execute, resolve_device
+
+    recipe = load_recipe(path, smoke=smoke)
+    config, run = split_options(recipe.spec, {**recipe.options, **recipe.run, **overrides}, "overrides")
+    job = recipe.spec.build(make_config(recipe.spec.config, config), run.get("seed", 0),
+                            resolve_device(run.get("device", "auto")))
+    return execute(job, Path("runs") / recipe.name if out is None else out, resume=resume,
+                   plots=run.get("plots", True))
