@@ -134,8 +134,8 @@ def test_missing_recipe_and_report_dir_exit_2(tmp_path: Path) -> None:
     assert runner.invoke(app, ["report", str(tmp_path / "empty")]).exit_code == 2
 
 
-@pytest.mark.skipif(shutil.which("srun") is not None, reason="slurm is available here")
-def test_slurm_executor_without_slurm_is_exit_2(tmp_path: Path) -> None:
+def test_slurm_executor_without_slurm_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun, no sbatch
     res = runner.invoke(app, ["sweep", str(_recipe(tmp_path)), "--executor", "slurm", "--partition", "gpu",
                               "--out", str(tmp_path / "s")])
     assert res.exit_code == 2 and "executor 'slurm' is not available here" in res.output
