@@ -82,17 +82,19 @@ def read_status(sweep_dir: str | Path) -> dict[str, dict[str, Any]]:
     return points if isinstance(points, dict) else {}
 
 
-def _status_entry(result: PointResult) -> dict[str, Any]:
+def _status_entry(result: PointResult, executor: str) -> dict[str, Any]:
     state = {FAILED: FAILED, RUNNING: RUNNING}.get(result.state, COMPLETE)
     entry: dict[str, Any] = {"state": state, "job_id": result.job_id}
+    if result.job_id:
+        entry["executor"] = executor
     if state == FAILED:
         entry.update(exit_code=result.exit_code, reason=result.message)
     return entry
 
 
-def write_status(sweep_dir: Path, results: list[PointResult]) -> None:
-    """Record every point's state (`status.json`, atomically)."""
-    atomic_write_json(sweep_dir / STATUS, {"points": {r.point_id: _status_entry(r) for r in results}})
+def write_status(sweep_dir: Path, results: list[PointResult], executor: str) -> None:
+    """Record every point's state and the executor of its job (`status.json`, atomically)."""
+    atomic_write_json(sweep_dir / STATUS, {"points": {r.point_id: _status_entry(r, executor) for r in results}})
 
 
 def failures(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -100,15 +102,15 @@ def failures(sweep_dir: str | Path) -> list[dict[str, Any]]:
     return [{"point": pid, "exit_code": e.get("exit_code", 1), "reason": e.get("reason", ""),
              "job_id": e.get("job_id", "")}
             for pid, e in read_status(sweep_dir).items()
-            if e.get("state") == FAILED and not is_complete(Path(sweep_dir) / pid)]
+            if isinstance(e, dict) and e.get("state") == FAILED and not is_complete(Path(sweep_dir) / pid)]
 
 
 def recorded_jobs(todo: list[Point], sweep_dir: Path) -> dict[str, str]:
     """Point id -> Slurm job id recorded as `running` by an earlier run of the sweep."""
     status = read_status(sweep_dir)
-    jobs = {p.point_id: status.get(p.point_id, {}).get("job_id") for p in todo}
-    return {pid: str(job) for pid, job in jobs.items()
-            if job and status[pid].get("state") == RUNNING}
+    entries = {p.point_id: status[p.point_id] for p in todo if isinstance(status.get(p.point_id), dict)}
+    return {pid: str(e["job_id"]) for pid, e in entries.items()
+            if e.get("job_id") and e.get("state") == RUNNING and e.get("executor") == "slurm"}
 
 
 def reattach(todo: list[Point], sweep_dir: Path, opts: ExecutorOptions) -> list[Submitted]:
@@ -154,7 +156,7 @@ def _run(points: list[Point], info: dict[str, Any], sweep_dir: Path, opts: Execu
     fresh = [p for p in todo if p.point_id not in attached]
     if fresh:
         subs += _submit_new(fresh, info, sweep_dir / SUBMITIT, opts, name)
-    write_status(sweep_dir, results + [r for s in subs for r in still_running(s)])
+    write_status(sweep_dir, results + [r for s in subs for r in still_running(s)], opts.executor)
 
     def collect(batch: list[PointResult]) -> None:
         results.extend(batch)
@@ -172,7 +174,7 @@ def _run(points: list[Point], info: dict[str, Any], sweep_dir: Path, opts: Execu
     results += [r for s in subs for r in still_running(s) if r.point_id not in finished]
     order = {p.point_id: i for i, p in enumerate(points)}
     results.sort(key=lambda r: order[r.point_id])
-    write_status(sweep_dir, results)
+    write_status(sweep_dir, results, opts.executor)
     return SweepOutcome(results, stopped)
 
 
