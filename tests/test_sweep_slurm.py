@@ -58,6 +58,9 @@ def test_parse_squeue_and_sacct_as_slurm_prints_them() -> None:
                                "13|NODE_FAIL\n")
     assert states == {"12_0": "CANCELLED by 0", "12_1": "COMPLETED", "12_2": "PENDING", "12_3": "PENDING",
                       "12_4": "PENDING", "12_6": "PENDING", "12_8": "PENDING", "13": "NODE_FAIL"}
+    # an array cancelled while a task was pending: the range record follows the tasks' own records
+    states = slurm.parse_sacct("1_0|CANCELLED by 0\n1_1|COMPLETED\n1_[0-2%2]|CANCELLED by 0\n")
+    assert states == {"1_0": "CANCELLED by 0", "1_1": "COMPLETED", "1_2": "CANCELLED by 0"}
     assert slurm.array_ids(["12_0", "12_1", "13", "12_2"]) == ["12", "13"]
 
 

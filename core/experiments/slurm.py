@@ -57,20 +57,21 @@ def queued(job_ids: Iterable[str]) -> dict[str, str] | None:
 
 
 def parse_sacct(text: str) -> dict[str, str]:
-    """`sacct --allocations --parsable2 --noheader --format=JobID,State` output as {job id: state}; ranges of
-    array tasks (`123_[2-5%1]`) are expanded, states keep their detail (`CANCELLED by 0`)."""
-    states: dict[str, str] = {}
+    """`sacct --allocations --parsable2 --noheader --format=JobID,State` output as {job id: state}. A range
+    of array tasks (`123_[2-5%1]`, the record of tasks that never ran on their own) gives its state to each
+    task without a record of its own; states keep their detail (`CANCELLED by 0`)."""
+    own: dict[str, str] = {}
+    ranged: dict[str, str] = {}
     for line in text.splitlines():
-        job, _, state = line.partition("|")
-        match = re.fullmatch(r"(\d+)_\[([\d,\-]+)(?:%\d+)?\]", job.strip())
+        job, _, state = (part.strip() for part in line.partition("|"))
+        match = re.fullmatch(r"(\d+)_\[([\d,\-]+)(?:%\d+)?\]", job)
         if not match:
-            states[job.strip()] = state.strip()
+            own[job] = state
             continue
         for part in match.group(2).split(","):
             low, _, high = part.partition("-")
-            for task in range(int(low), int(high or low) + 1):
-                states[f"{match.group(1)}_{task}"] = state.strip()
-    return states
+            ranged.update({f"{match.group(1)}_{task}": state for task in range(int(low), int(high or low) + 1)})
+    return {**ranged, **own}
 
 
 def final_states(job_ids: Iterable[str], wait_s: float = FINAL_STATE_WAIT_S) -> dict[str, str] | None:
