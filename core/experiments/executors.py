@@ -123,7 +123,8 @@ def slurm_parameters(opts: ExecutorOptions, name: str) -> dict[str, Any]:
 
 
 def sbatch_lines(opts: ExecutorOptions, name: str, folder: Path, n_jobs: int) -> list[str]:
-    """The `#SBATCH` lines of the job array submitit would send for `n_jobs` points."""
+    """The `#SBATCH` lines of the job array submitit would send for `n_jobs` points (made by the function
+    that writes submitit's own sbatch scripts, so they are exactly what `submit` sends; it needs no Slurm)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     params = slurm_parameters(opts, name)

@@ -21,7 +21,7 @@ from gentool.core.experiments.points import FAILED, RUNNING, Point, PointResult
 STDERR_LINES = 3
 LOCAL_POLL_S = 0.2
 SLURM_POLL_S = (1.0, 30.0)  # first and longest pause between two squeue calls
-NOISE = ("submitit INFO", "submitit DEBUG")  # submitit's own progress log lines are not a reason
+NOISE = ("submitit INFO", "submitit DEBUG", "submitit WARNING")  # submitit's own log lines are no reason
 
 
 @dataclass(eq=False)
