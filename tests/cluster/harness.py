@@ -89,6 +89,14 @@ def start_gentool(*args: object, log: Path, env: dict[str, str] | None = None) -
     return subprocess.Popen([GENTOOL, *map(str, args)], stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
 
 
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def output(res: subprocess.CompletedProcess[str]) -> str:
     return res.stdout + res.stderr
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from gentool.core.experiments.sweep import read_status
-from harness import Cluster, assert_same_as_reference, gentool, output, start_gentool, wait_until
+from harness import Cluster, alive, assert_same_as_reference, gentool, output, start_gentool, wait_until
 
 FRESH, ACCUMULATE, SYNTHETIC = "loop-fresh__seed-0", "loop-accumulate__seed-0", "loop-fully-synthetic__seed-0"
 
@@ -33,14 +33,6 @@ def holder_pid(run_dir: Path) -> int:
     """The process that holds a run directory's lock (its lock file names it: `gentool CMD (pid N)`)."""
     text = (run_dir / ".gentool.lock").read_text()
     return int(text.rsplit("pid ", 1)[1].rstrip(")"))
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def sweep_args(recipe: Path, out: Path, *extra: object) -> list[object]:
@@ -93,6 +85,7 @@ def test_slurmd_stopped_longer_than_slurmd_timeout_sweep_completes(cluster: Clus
     try:
         for pid in (slurmd, *workers):
             os.kill(pid, signal.SIGSTOP)
+        committed = unit_mtimes(out / FRESH)
         wait_until(lambda: cluster.node_state().startswith("down"), 90, "Slurm to declare the node down", poll=1)
     finally:
         os.kill(slurmd, signal.SIGCONT)
@@ -107,6 +100,7 @@ def test_slurmd_stopped_longer_than_slurmd_timeout_sweep_completes(cluster: Clus
     states = [(r["JobID"], r["State"]) for r in cluster.sacct(jobs, duplicates=True)]
     for job in jobs:
         assert [s for j, s in states if j == job] == ["NODE_FAIL", "COMPLETED"], states  # requeued once
+    assert {k: v for k, v in unit_mtimes(out / FRESH).items() if k in committed} == committed  # resumed
     assert_same_as_reference(out, reference)
 
 

@@ -9,20 +9,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from harness import HERE, Cluster
+from harness import HERE, Cluster, alive
 
 DAEMONS = ("slurmd", "slurmctld", "slurmdbd", "mysql/mariadb", "munge/munged")
 
 
 def _pids(state_dir: Path) -> dict[str, int]:
     return {d: int((state_dir / "run" / f"{d}.pid").read_text()) for d in DAEMONS}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_second_cluster_beside_the_first_stops_only_its_own_daemons(cluster: Cluster) -> None:
@@ -41,6 +34,6 @@ def test_second_cluster_beside_the_first_stops_only_its_own_daemons(cluster: Clu
     finally:
         subprocess.run(["bash", str(HERE / "stop-slurm.sh"), str(other)], capture_output=True, timeout=120)
         shutil.rmtree(other, ignore_errors=True)
-    assert not any(map(_alive, theirs.values())), theirs
-    assert all(map(_alive, _pids(cluster.state_dir).values()))
+    assert not any(map(alive, theirs.values())), theirs
+    assert all(map(alive, _pids(cluster.state_dir).values()))
     assert cluster.node_state() in ("idle", "mixed", "allocated")
