@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-cluster lint bench clean
 
 $(BIN)/gentool: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+
+# Sweeps on a real Slurm (tests/cluster): starts a private single-node Slurm (root; installs Debian's
+# slurm-wlm, munge and mariadb-server when missing), runs every recipe's smoke sweep and the fault tests
+# on it, then stops exactly the daemons it started.
+test-cluster: setup
+	$(BIN)/python -m pytest tests/cluster --slurm -n 0 -q --durations=0
 
 lint: setup
 	$(BIN)/ruff check cli core tests bench

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import typer
 from gentool.cli._common import handle_errors, print_table, progress_bar, say
 from gentool.cli._jobs import run_job
 from gentool.core.config import coerce, make_config
-from gentool.core.errors import BadInput
+from gentool.core.errors import BadInput, Interrupted
+from gentool.core.experiments.executors import EXECUTORS
+from gentool.core.experiments.points import FAILED, RAN, RUNNING, SKIPPED
 from gentool.core.experiments.recipe import Recipe, load_recipe, split_options
 from gentool.core.experiments.report import compare_runs, merge, plot_report, summary, write_table
-from gentool.core.experiments.sweep import EXECUTORS, executor_options, expand, is_complete, run_sweep
+from gentool.core.experiments.sweep import (
+    INTERRUPTED,
+    TIMEOUT,
+    SweepOutcome,
+    executor_options,
+    expand,
+    failures,
+    plan,
+    run_sweep,
+)
 from rich.table import Table
 
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -78,38 +90,64 @@ def sweep_cmd(
     recipe: Path = typer.Argument(..., help="Recipe TOML file with a sweep table."),
     out: Path = typer.Option(None, help="Sweep directory (default runs/<recipe name>)."),
     executor: str = typer.Option("local", help=f"submitit executor: {', '.join(EXECUTORS)}."),
-    parallel: int = typer.Option(None, help="Parallel jobs (local: default CPU count; slurm: array "
-                                            "parallelism, default slurm.array_parallelism or 16)."),
-    partition: str = typer.Option(None, help="Slurm partition (default slurm.partition)."),
+    parallel: int = typer.Option(None, "--array-parallelism", "--parallel",
+                                 help="Jobs running at once (slurm: array parallelism, default "
+                                      "slurm.array_parallelism or 16; local: default CPU count)."),
+    partition: str = typer.Option(None, help="Slurm partition (default slurm.partition, else the cluster's)."),
     time: int = typer.Option(None, "--time", help="Job time limit in minutes (default slurm.time or 60)."),
     gpus: int = typer.Option(None, help="GPUs per job (slurm; default slurm.gpus or 0)."),
     cpus: int = typer.Option(None, help="CPUs per job (default slurm.cpus or 1)."),
+    mem: str = typer.Option(None, help="Memory per job with its unit, e.g. 4G or 500M (slurm; default "
+                                       "slurm.mem_gb, else estimated from the recipe's sample counts)."),
+    timeout: float = typer.Option(None, help="Stop waiting after this many seconds; jobs still queued or "
+                                             "running keep going and a re-run of the sweep waits for them."),
     smoke: bool = typer.Option(False, "--smoke", help="Apply the recipe's smoke-table overrides (CI size)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List the points and their state, run nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the points, their state and the job "
+                                                          "parameters (slurm: #SBATCH lines); submit nothing."),
 ) -> None:
-    """Run every point of a recipe's sweep grid as a submitit job (complete points skipped, half-run ones resumed).
+    """Expand a recipe's sweep grid and run every point as a submitit job (slurm: one array task per point).
 
-    Arguments after the recipe (`--name value`) override every point's settings.
+    A re-run skips complete points, waits for points whose Slurm job is still queued or running, resumes
+    points killed mid-run from their last completed unit and starts the rest. Arguments after the recipe
+    (`--name value`) override every point's settings.
     """
     rec = _recipe(recipe, smoke)
-    opts = executor_options(rec, executor, parallel=parallel, partition=partition, time=time, gpus=gpus,
-                            cpus=cpus)
     sweep_dir = out or Path("runs") / rec.name
     points = expand(rec, sweep_dir, parse_overrides(list(ctx.args)))
+    opts = executor_options(rec, points, executor, parallel=parallel, partition=partition, time=time, gpus=gpus,
+                            cpus=cpus, mem=mem)
+    if timeout is not None and timeout <= 0:
+        raise BadInput(f"timeout must be a positive number of seconds, got {timeout}")
     if dry_run:
-        for p in points:
-            say(f"{'complete' if is_complete(p.run_dir) else 'todo':9s} {p.point_id}")
+        for line in plan(rec, points, sweep_dir, opts):
+            say(line)
         return
     with progress_bar(f"sweep {rec.name}") as progress:
-        results = run_sweep(rec, points, sweep_dir, opts, progress=progress)
-    failed = [r for r in results if r.exit_code]
-    ran = sum(1 for r in results if not r.message.startswith("skipped"))
-    say(f"{len(points)} points: {ran} run, {len(points) - ran} skipped (complete), {len(failed)} failed -> "
-        f"{sweep_dir}")
-    for r in failed:
-        say(f"failed {r.point_id}: exit {r.exit_code}: {r.message}")
-    if failed:  # exit 1: some points failed (each reason above); a re-run resumes them
-        raise typer.Exit(1)
+        outcome = run_sweep(rec, points, sweep_dir, opts, progress=progress, timeout_s=timeout)
+    raise typer.Exit(_report_sweep(outcome, sweep_dir, timeout))
+
+
+def _report_sweep(outcome: SweepOutcome, sweep_dir: Path, timeout: float | None) -> int:
+    """Print the sweep's summary, each failure with its reason and each unfinished job; return the exit
+    code: 0 all complete, 1 some point failed or still runs, 130 interrupted."""
+    count = Counter(r.state for r in outcome.results)
+    say(f"{len(outcome.results)} points: {count[RAN]} completed, {count[SKIPPED]} skipped (complete already), "
+        f"{count[FAILED]} failed, {count[RUNNING]} still queued or running -> {sweep_dir}")
+    for r in outcome.results:
+        job = f" (job {r.job_id})" if r.job_id else ""
+        if r.state == FAILED:
+            say(f"failed {r.point_id}{job}: exit {r.exit_code}: {r.message}")
+        elif r.state == RUNNING:
+            say(f"running {r.point_id}{job}")
+    if outcome.stopped:
+        why = f"gave up waiting after {timeout:g} s" if outcome.stopped == TIMEOUT else "interrupted"
+        say(f"{why}: the queued and running jobs keep going; re-run the same sweep to wait for them "
+            "(they are not submitted again)")
+    if count[FAILED]:
+        say("re-run the same sweep to retry the failed points (each resumes from its last completed unit)")
+    if outcome.stopped == INTERRUPTED:
+        return Interrupted.exit_code
+    return 1 if count[FAILED] or count[RUNNING] else 0
 
 
 def _fmt(value: object) -> str:
@@ -128,7 +166,8 @@ def report_cmd(
     plots: bool = typer.Option(True, help="Write comparison plots."),
 ) -> None:
     """Merge every completed run's JSONL and metrics.json into report.csv/report.json; print and plot.
-    With --compare, overlay several run directories instead (compare.csv, compare.png)."""
+    With --compare, overlay several run directories instead (compare.csv, compare.png). Points the sweep
+    recorded as failed (and that have not completed since) are listed with their reasons, also in report.json."""
     if compare:
         _compare(paths, metrics, out or paths[0], plots)
         return
@@ -137,7 +176,8 @@ def report_cmd(
     sweep_dir = paths[0]
     params, rows = merge(sweep_dir)
     out_dir = out or sweep_dir
-    csv_path, json_path = write_table(out_dir, params, rows)
+    failed = failures(sweep_dir)
+    csv_path, json_path = write_table(out_dir, params, rows, failed)
     header, body = summary(params, rows)
     table = Table(title=f"{sweep_dir} ({len({r['point'] for r in rows})} runs, {len(rows)} rows)")
     for name in header:
@@ -146,6 +186,9 @@ def report_cmd(
         table.add_row(*(_fmt(v) for v in line))
     print_table(table)
     paths_ = plot_report(out_dir, params, rows) if plots else []
+    for f in failed:
+        say(f"failed {f['point']}" + (f" (job {f['job_id']})" if f["job_id"] else "") +
+            f": exit {f['exit_code']}: {f['reason']}")
     say(f"wrote {csv_path}, {json_path}" + (f" and {len(paths_)} plots" if paths_ else ""))
 
 

@@ -239,7 +239,7 @@ SWEEP = [
     (["OUT/nope.toml"], 2, "recipe not found"),
     (["BIN"], 2, "invalid TOML"),
     (["RECIPE", "--executor", "slurmm"], 2, "did you mean 'slurm'"),
-    (["RECIPE", "--parallel", "0"], 2, "parallel must be >= 1"),
+    (["RECIPE", "--parallel", "0"], 2, "parallel must be an integer >= 1"),
     (["RECIPE", "--tol", "nan"], 2, "tol must be a finite number"),
     (["RECIPE", "--toll", "1"], 2, "did you mean 'tol'"),
     (["RECIPE", "--out", "FILE"], 4, "is an existing file"),

@@ -47,7 +47,7 @@ def test_sweep_4x2_local_executor_then_report_merges_8_runs(tmp_path: Path) -> N
     res = runner.invoke(app, ["sweep", str(_recipe(tmp_path)), "--executor", "local", "--parallel", "2",
                               "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert "8 points: 8 run, 0 skipped" in res.output
+    assert "8 points: 8 completed, 0 skipped" in res.output
     assert len(_done(out)) == 8
     assert list((out / "submitit").glob("*_result.pkl")), "jobs did not go through submitit's local executor"
     point = json.loads((out / "method-softmax-gd__seed-1" / "point.json").read_text())
@@ -80,7 +80,7 @@ def test_killed_sweep_rerun_completes_only_missing_points(tmp_path: Path) -> Non
     shutil.rmtree(out / "method-softmax-gd__seed-1")
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert "4 points: 2 run, 2 skipped" in res.output
+    assert "4 points: 2 completed, 2 skipped" in res.output
     after = _done(out)
     assert set(after) == set(before)
     rerun = {k for k in after if after[k] != before[k]}
@@ -135,8 +135,8 @@ def test_missing_recipe_and_report_dir_exit_2(tmp_path: Path) -> None:
     assert runner.invoke(app, ["report", str(tmp_path / "empty")]).exit_code == 2
 
 
-@pytest.mark.skipif(shutil.which("srun") is not None, reason="slurm is available here")
-def test_slurm_executor_without_slurm_is_exit_2(tmp_path: Path) -> None:
+def test_slurm_executor_without_slurm_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun, no sbatch
     res = runner.invoke(app, ["sweep", str(_recipe(tmp_path)), "--executor", "slurm", "--partition", "gpu",
                               "--out", str(tmp_path / "s")])
     assert res.exit_code == 2 and "executor 'slurm' is not available here" in res.output

@@ -243,4 +243,5 @@ def test_leftover_temporaries_are_removed_on_resume(tmp_path: Path) -> None:
     (out / "units" / ".000002.jsonl.x.tmp").write_text("{")
     assert _cli(*MAD_SMALL, "--out", str(out), "--resume").exit_code == 0
     assert not list(out.rglob(".*.tmp"))
-    assert json.loads((out / "DONE.json").read_text())["command"] == "mad-loop"
+    done = json.loads((out / "DONE.json").read_text())
+    assert done["command"] == "mad-loop" and done["units"] == 3

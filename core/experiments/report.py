@@ -82,8 +82,10 @@ def columns(rows: Iterable[dict[str, Any]], params: list[str]) -> list[str]:
     return cols
 
 
-def write_table(out_dir: str | Path, params: list[str], rows: list[dict[str, Any]]) -> tuple[Path, Path]:
-    """Write `report.csv` and `report.json` (atomically); return their paths."""
+def write_table(out_dir: str | Path, params: list[str], rows: list[dict[str, Any]],
+                failed: list[dict[str, Any]] | None = None) -> tuple[Path, Path]:
+    """Write `report.csv` and `report.json` (atomically; `failed`: the sweep's failed points with their
+    reasons, see `sweep.failures`); return their paths."""
     out_dir = Path(out_dir)
     cols = columns(rows, params)
     buf = io.StringIO()
@@ -92,7 +94,7 @@ def write_table(out_dir: str | Path, params: list[str], rows: list[dict[str, Any
     writer.writerows(rows)
     csv_path = atomic_write_text(out_dir / "report.csv", buf.getvalue())
     json_path = atomic_write_json(out_dir / "report.json", {"parameters": params, "columns": cols,
-                                                            "rows": rows})
+                                                            "rows": rows, "failed": failed or []})
     return csv_path, json_path
 
 

@@ -1,221 +1,207 @@
-"""Sweeps: expand a recipe's grid into points and run each as a submitit job.
+"""Sweeps: run every point of a recipe's grid as a submitit job, survive faults, record what happened.
 
-Each point gets its own run directory `SWEEP_DIR/<point id>` and a `point.json` (recipe, parameters, seed,
-environment); the job itself is built from the recipe's config and `execute`d there with `resume="auto"`, so
-a re-run sweep skips complete points (their `DONE.json`), resumes points that were killed mid-run from their
-last committed unit, and starts the ones that never ran. No point goes through the command line.
+    points = expand(recipe, "runs/x")
+    outcome = run_sweep(recipe, points, "runs/x", executor_options(recipe, points, "slurm"))
+
+The sweep directory (locked while a sweep works in it) holds `config.json` (recipe and executor), one run
+directory per point (see `points`), submitit's folder and `status.json`: each point's state (`complete`,
+`failed` with its exit code and reason, or `running` with the id of its job). A re-run of the sweep
+
+- skips complete points (their `DONE.json`),
+- waits for points whose Slurm job, submitted by an earlier run that was killed, interrupted or stopped
+  waiting (`timeout_s`), is still queued or running, instead of submitting them again,
+- submits the others: a half-written point resumes from its last committed unit, the rest start.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gentool.core.config import make_config
-from gentool.core.errors import BadInput, GentoolError, choose
-from gentool.core.experiments.recipe import Recipe, grid_options, split_options
-from gentool.core.io import atomic_write_json, environment_info, read_json
-from gentool.core.jobs import JOBS
-from gentool.core.run import execute, open_run_dir, resolve_device
-from gentool.core.run.rundir import DONE
+from gentool.core.errors import BadInput
+from gentool.core.experiments import slurm
+from gentool.core.experiments.executors import (
+    ExecutorOptions,
+    chunks,
+    executor_options,
+    job_name,
+    make_executor,
+    sbatch_lines,
+    submit,
+)
+from gentool.core.experiments.points import (
+    FAILED,
+    POINT,
+    RUNNING,
+    SKIPPED,
+    Point,
+    PointResult,
+    expand,
+    is_complete,
+    run_points,
+)
+from gentool.core.experiments.recipe import Recipe
+from gentool.core.experiments.waiting import Submitted, still_running, wait
+from gentool.core.io import atomic_write_json, read_json
+from gentool.core.run.rundir import DONE, open_run_dir
 
-POINT = "point.json"
-EXECUTORS = ("local", "slurm", "debug")
+__all__ = ["DONE", "POINT", "STATUS", "ExecutorOptions", "Point", "PointResult", "SweepOutcome", "executor_options",
+           "expand", "failures", "is_complete", "plan", "read_status", "run_sweep"]
+
+STATUS = "status.json"
+SUBMITIT = "submitit"
+COMPLETE = "complete"
+TIMEOUT, INTERRUPTED = "timeout", "interrupted"
 
 
 @dataclass(frozen=True)
-class Point:
-    """One grid point: its id (directory name), swept parameters, seed, full config options and run settings."""
+class SweepOutcome:
+    """One result per point (in grid order), and why the sweep stopped waiting early: '' (every job
+    ended), `timeout` or `interrupted` (then the unfinished points are `running`)."""
 
-    point_id: str
-    command: str
-    params: dict[str, Any]
-    seed: int | None
-    options: dict[str, Any]
-    run: dict[str, Any]
-    run_dir: str
+    results: list[PointResult]
+    stopped: str = ""
 
 
-@dataclass(frozen=True)
-class PointResult:
-    """Outcome of running one point: exit code (0 = success), wall seconds and, on failure, the reason."""
-
-    point_id: str
-    exit_code: int
-    seconds: float
-    message: str = ""
+def recipe_info(recipe: Recipe) -> dict[str, Any]:
+    """What a point records about its recipe."""
+    return {"path": str(recipe.path), "command": recipe.command, "options": recipe.options, "run": recipe.run,
+            "sweep": recipe.sweep, "seeds": recipe.seeds}
 
 
-def _slug(value: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-") or "x"
-
-
-def point_id(params: dict[str, Any], seed: int | None) -> str:
-    """Directory name of a point: `key-value__key-value__seed-S` (stable, filesystem-safe)."""
-    parts = [f"{_slug(k)}-{_slug(v)}" for k, v in params.items()]
-    if seed is not None:
-        parts.append(f"seed-{seed}")
-    return "__".join(parts) or "base"
-
-
-def expand(recipe: Recipe, sweep_dir: str | Path, overrides: dict[str, Any] | None = None) -> list[Point]:
-    """The recipe's grid (cartesian product of sweep lists × seeds) as points under `sweep_dir`;
-    `overrides` (setting -> value) apply to every point."""
-    spec = JOBS[recipe.command]
-    extra_config, extra_run = split_options(spec, overrides or {}, "overrides")
-    seeds: list[int | None] = list(recipe.seeds) or [None]
-    points = []
-    for options in grid_options(recipe):
-        params = {k: options[k] for k in recipe.sweep}
-        config = {k: v for k, v in {**options, **extra_config}.items() if k != "device"}
-        run = {**recipe.run, **({"device": options["device"]} if "device" in options else {}), **extra_run}
-        make_config(spec.config, config, "overrides")  # a bad override fails before anything runs
-        for seed in seeds:
-            pid = point_id(params, seed)
-            points.append(Point(pid, recipe.command, params, seed, config,
-                                {**run, **({"seed": seed} if seed is not None else {})},
-                                str(Path(sweep_dir) / pid)))
-    return points
-
-
-def is_complete(run_dir: str | Path) -> bool:
-    """True when the point's run has finished (`DONE.json`)."""
-    return (Path(run_dir) / DONE).is_file()
-
-
-def run_point(point: Point, recipe_info: dict[str, Any]) -> PointResult:
-    """Run (or resume) one point unless complete; failures are returned with their one-line reason."""
-    if is_complete(point.run_dir):
-        return PointResult(point.point_id, 0, 0.0, "skipped (complete)")
-    start = time.perf_counter()
+def read_status(sweep_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Point id -> its last recorded state (`status.json`; empty when there is none)."""
+    path = Path(sweep_dir) / STATUS
     try:
-        spec = JOBS[point.command]
-        config = make_config(spec.config, point.options)
-        seed = int(point.run.get("seed", 0))
-        job = spec.build(config, seed, resolve_device(point.run.get("device", "auto")))
-        run_dir = Path(point.run_dir)
-        atomic_write_json(run_dir / POINT, {**asdict(point), "recipe": recipe_info, "env": environment_info()})
-        execute(job, run_dir, resume="auto", plots=bool(point.run.get("plots", True)))
-    except GentoolError as exc:
-        return PointResult(point.point_id, exc.exit_code, time.perf_counter() - start, str(exc))
-    except Exception as exc:  # noqa: BLE001 - an unexpected failure of one point must not stop the sweep
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        return PointResult(point.point_id, 1, time.perf_counter() - start,
-                           f"{type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})")
-    return PointResult(point.point_id, 0, time.perf_counter() - start)
+        points = read_json(path).get("points", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return points if isinstance(points, dict) else {}
 
 
-def run_points(points: list[Point], recipe_info: dict[str, Any]) -> list[PointResult]:
-    """Run a chunk of points sequentially (the body of one submitit job)."""
-    return [run_point(p, recipe_info) for p in points]
+def _status_entry(result: PointResult, executor: str) -> dict[str, Any]:
+    state = {FAILED: FAILED, RUNNING: RUNNING}.get(result.state, COMPLETE)
+    entry: dict[str, Any] = {"state": state, "job_id": result.job_id}
+    if result.job_id:
+        entry["executor"] = executor
+    if state == FAILED:
+        entry.update(exit_code=result.exit_code, reason=result.message)
+    return entry
 
 
-@dataclass(frozen=True)
-class ExecutorOptions:
-    """How to run jobs: executor kind, parallel jobs, and cluster resources (slurm)."""
-
-    executor: str = "local"
-    parallel: int | None = None
-    partition: str | None = None
-    time: int = 60
-    gpus: int = 0
-    cpus: int = 1
-    mem_gb: float | None = None
+def write_status(sweep_dir: Path, results: list[PointResult], executor: str) -> None:
+    """Record every point's state and the executor of its job (`status.json`, atomically)."""
+    atomic_write_json(sweep_dir / STATUS, {"points": {r.point_id: _status_entry(r, executor) for r in results}})
 
 
-def executor_options(recipe: Recipe, executor: str, **flags: Any) -> ExecutorOptions:
-    """Merge the recipe's [slurm] table with command-line flags (flags that are not None win)."""
-    choose("executor", executor, EXECUTORS)
-    table = dict(recipe.slurm)
-    if "array_parallelism" in table:
-        table["parallel"] = table.pop("array_parallelism")
-    merged = {**table, **{k: v for k, v in flags.items() if v is not None}}
-    opts = ExecutorOptions(executor=executor, **merged)
-    if opts.parallel is not None and opts.parallel < 1:
-        raise BadInput(f"parallel must be >= 1, got {opts.parallel}")
-    return opts
+def failures(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """The points recorded as failed that have not completed since: point, exit code, reason, job id."""
+    return [{"point": pid, "exit_code": e.get("exit_code", 1), "reason": e.get("reason", ""),
+             "job_id": e.get("job_id", "")}
+            for pid, e in read_status(sweep_dir).items()
+            if isinstance(e, dict) and e.get("state") == FAILED and not is_complete(Path(sweep_dir) / pid)]
 
 
-def _chunks(points: list[Point], opts: ExecutorOptions) -> list[list[Point]]:
-    """Slurm: one array task per point. Local/debug: at most `parallel` jobs (default: CPU count)."""
-    if opts.executor == "slurm":
-        return [[p] for p in points]
-    n = max(1, min(len(points), opts.parallel or os.cpu_count() or 1))
-    return [points[i::n] for i in range(n)]
+def recorded_jobs(todo: list[Point], sweep_dir: Path) -> dict[str, str]:
+    """Point id -> Slurm job id recorded as `running` by an earlier run of the sweep."""
+    status = read_status(sweep_dir)
+    entries = {p.point_id: status[p.point_id] for p in todo if isinstance(status.get(p.point_id), dict)}
+    return {pid: str(e["job_id"]) for pid, e in entries.items()
+            if e.get("job_id") and e.get("state") == RUNNING and e.get("executor") == "slurm"}
 
 
-def make_executor(folder: Path, opts: ExecutorOptions) -> Any:
-    """A `submitit.AutoExecutor` for `opts` (slurm_* parameters are ignored by the other clusters)."""
-    import submitit
+def reattach(todo: list[Point], sweep_dir: Path, opts: ExecutorOptions) -> list[Submitted]:
+    """Jobs of an earlier run of this sweep still queued or running (Slurm only), one per point."""
+    if opts.executor != "slurm":
+        return []
+    jobs = recorded_jobs(todo, sweep_dir)
+    if not jobs:
+        return []
+    live = slurm.queued(jobs.values())
+    if live is None:
+        raise BadInput(f"cannot ask Slurm whether the jobs of the earlier sweep in {sweep_dir} still run "
+                       f"(squeue failed); retry once the Slurm controller answers")
+    return [Submitted([p], jobs[p.point_id]) for p in todo if jobs.get(p.point_id) in live]
 
-    try:
-        executor = submitit.AutoExecutor(folder=folder, cluster=opts.executor)
-    except RuntimeError as exc:  # e.g. no srun on this machine
-        raise BadInput(f"executor {opts.executor!r} is not available here ({exc}); "
-                       f"allowed here: local, debug") from None
-    params: dict[str, Any] = {"timeout_min": opts.time, "cpus_per_task": opts.cpus}
-    if opts.executor == "slurm":
-        params.update(gpus_per_node=opts.gpus, slurm_array_parallelism=opts.parallel or 16)
-        if opts.partition:
-            params["slurm_partition"] = opts.partition
-        if opts.mem_gb:
-            params["mem_gb"] = opts.mem_gb
-    executor.update_parameters(**params)
-    return executor
+
+def _submit_new(points: list[Point], info: dict[str, Any], folder: Path, opts: ExecutorOptions, name: str
+                ) -> list[Submitted]:
+    parts = chunks(points, opts)
+    jobs = submit(make_executor(folder, opts, name), run_points, parts, info)
+    return [Submitted(part, str(job.job_id), job) for part, job in zip(parts, jobs, strict=True)]
 
 
 def run_sweep(recipe: Recipe, points: list[Point], sweep_dir: str | Path, opts: ExecutorOptions,
-              progress: Callable[..., None] | None = None) -> list[PointResult]:
-    """Submit every incomplete point through submitit, wait, and return one result per point.
-
-    The sweep directory is locked while the sweep waits (a second `gentool sweep` into it is refused)."""
+              progress: Callable[..., None] | None = None, timeout_s: float | None = None) -> SweepOutcome:
+    """Run every incomplete point (see the module docstring) and wait for them, at most `timeout_s`
+    seconds; the sweep directory is locked meanwhile (a second `gentool sweep` into it is refused)."""
+    sweep_dir = Path(sweep_dir)
     with open_run_dir(sweep_dir, "sweep") as rd:
-        info = {"path": str(recipe.path), "command": recipe.command, "options": recipe.options,
-                "run": recipe.run, "sweep": recipe.sweep, "seeds": recipe.seeds}
+        info = recipe_info(recipe)
         rd.write_config({"recipe": info, "executor": asdict(opts), "points": [p.point_id for p in points]},
                         None, None)
-        return _submit(points, info, Path(sweep_dir), opts, progress)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        return _run(points, info, sweep_dir, opts, job_name(recipe), deadline, progress)
 
 
-def _submit(points: list[Point], info: dict[str, Any], sweep_dir: Path, opts: ExecutorOptions,
-            progress: Callable[..., None] | None) -> list[PointResult]:
+def _run(points: list[Point], info: dict[str, Any], sweep_dir: Path, opts: ExecutorOptions, name: str,
+         deadline: float | None, progress: Callable[..., None] | None) -> SweepOutcome:
+    results = [PointResult(p.point_id, 0, 0.0, "complete already", SKIPPED) for p in points if is_complete(p.run_dir)]
     todo = [p for p in points if not is_complete(p.run_dir)]
-    results = [PointResult(p.point_id, 0, 0.0, "skipped (complete)") for p in points if p not in todo]
-    if progress:
-        progress(len(results), len(points))
-    if todo:
-        chunks = _chunks(todo, opts)
-        executor = make_executor(sweep_dir / "submitit", opts)
-        jobs = executor.map_array(run_points, chunks, [info] * len(chunks))
-        for job, chunk in zip(jobs, chunks, strict=True):
-            results += _job_results(job, chunk)
-            if progress:
-                progress(len(results), len(points))
-    order = {p.point_id: i for i, p in enumerate(points)}
-    return sorted(results, key=lambda r: order[r.point_id])
+    subs = reattach(todo, sweep_dir, opts)
+    attached = {p.point_id for s in subs for p in s.points}
+    fresh = [p for p in todo if p.point_id not in attached]
+    if fresh:
+        subs += _submit_new(fresh, info, sweep_dir / SUBMITIT, opts, name)
+    write_status(sweep_dir, results + [r for s in subs for r in still_running(s)], opts.executor)
 
+    def collect(batch: list[PointResult]) -> None:
+        results.extend(batch)
+        if progress:
+            progress(len(results), len(points))
 
-def _job_results(job: Any, chunk: list[Point]) -> list[PointResult]:
-    """The job's results, or one failure per point when the job itself died (killed, timeout)."""
+    collect([])
+    stopped = ""
     try:
-        return list(job.result())
-    except Exception as exc:  # noqa: BLE001 - submitit raises its own failure types
-        first = str(exc).strip().splitlines()
-        msg = f"job {job.job_id} failed: {first[-1] if first else type(exc).__name__}"
-        return [PointResult(p.point_id, 1, 0.0, msg) for p in chunk]
+        _, pending = wait(subs, opts.executor, sweep_dir / SUBMITIT, deadline, on_results=collect)
+        stopped = TIMEOUT if pending else ""
+    except KeyboardInterrupt:
+        stopped = INTERRUPTED
+    finished = {r.point_id for r in results}
+    results += [r for s in subs for r in still_running(s) if r.point_id not in finished]
+    order = {p.point_id: i for i, p in enumerate(points)}
+    results.sort(key=lambda r: order[r.point_id])
+    write_status(sweep_dir, results, opts.executor)
+    return SweepOutcome(results, stopped)
 
 
-def sweep_status(points: list[Point]) -> dict[str, bool]:
-    """Point id -> complete?"""
-    return {p.point_id: is_complete(p.run_dir) for p in points}
+def _point_state(point: Point, queued: dict[str, str]) -> str:
+    if is_complete(point.run_dir):
+        return COMPLETE
+    job = queued.get(point.point_id)
+    return f"queued (job {job})" if job else "todo"
 
 
-def read_point(run_dir: str | Path) -> dict[str, Any]:
-    """The `point.json` of a run directory."""
-    return read_json(Path(run_dir) / POINT)
+def plan(recipe: Recipe, points: list[Point], sweep_dir: str | Path, opts: ExecutorOptions) -> list[str]:
+    """What `run_sweep` would do, as lines: each point's state (complete / queued in an earlier run's job /
+    todo) and how the todo points would be submitted (Slurm: the `#SBATCH` lines)."""
+    sweep_dir = Path(sweep_dir)
+    todo = [p for p in points if not is_complete(p.run_dir)]
+    jobs = recorded_jobs(todo, sweep_dir) if opts.executor == "slurm" else {}
+    live = (slurm.queued(jobs.values()) or {}) if jobs else {}
+    queued = {pid: job for pid, job in jobs.items() if job in live}
+    lines = [f"{_point_state(p, queued):<9s} {p.point_id}" for p in points]
+    fresh = [p for p in todo if p.point_id not in queued]
+    lines.append(f"{len(points)} points: {len(points) - len(todo)} complete, {len(queued)} queued, "
+                 f"{len(fresh)} to submit -> {sweep_dir}")
+    if not fresh:
+        return lines
+    n_jobs = len(chunks(fresh, opts))
+    if opts.executor == "slurm":
+        lines.append(f"sbatch: {'an array of ' if n_jobs > 1 else ''}{n_jobs} job(s), one per point, with")
+        return lines + sbatch_lines(opts, job_name(recipe), sweep_dir / SUBMITIT, n_jobs)
+    lines.append(f"{opts.executor}: {n_jobs} job(s), {opts.cpus} CPU(s) and a {opts.time} min time limit each")
+    return lines

@@ -143,7 +143,7 @@ def _loop(rd: RunDirectory, job: Job, rows: list[Row], resumed: bool, progress: 
                 progress(job.units_done, job.units_total, **_headline(new))
         with stop.committing():
             summary = job.finish(out, rows, plots)
-            rd.finish(rows, summary, time.perf_counter() - start)
+            rd.finish(rows, job.units_done, summary, time.perf_counter() - start)
     return RunResult(out, rows, summary, job.units_done, resumed, time.perf_counter() - start)
 
 

@@ -169,11 +169,11 @@ class RunDirectory:
         if remove_dir and not [p for p in self.path.iterdir() if p.name != LOCK]:
             shutil.rmtree(self.path, ignore_errors=True)
 
-    def finish(self, rows: list[dict[str, Any]], summary: Mapping[str, Any], seconds: float) -> None:
+    def finish(self, rows: list[dict[str, Any]], units: int, summary: Mapping[str, Any], seconds: float) -> None:
         """Write `metrics.jsonl` and the completion marker."""
         atomic_write_text(self.path / "metrics.jsonl", jsonl_text(rows))
-        atomic_write_json(self.path / DONE, {"command": self.command, "units": len({r.get("unit") for r in rows}),
-                                             "seconds": seconds, "summary": dict(summary)})
+        atomic_write_json(self.path / DONE, {"command": self.command, "units": units, "seconds": seconds,
+                                             "summary": dict(summary)})
 
 
 def _read_stored(out: Path) -> dict[str, Any] | None:
