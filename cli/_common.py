@@ -1,15 +1,19 @@
-"""Shared CLI plumbing: one-line errors with exit code 2, rich progress, device selection."""
+"""Shared CLI plumbing: one-line errors with documented exit codes, rich progress, tables.
+
+Exit codes: 2 bad input, 3 numerical failure, 4 file-system error, 130 interrupted (see
+`gentool.core.errors`). Error text is written to stderr literally (no markup is interpreted).
+"""
 
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import torch
 import typer
-from gentool.core.errors import BadInput, GentoolError, choose
+from gentool.core.errors import BadInput, GentoolError, Interrupted, StorageError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -25,8 +29,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 err_console = Console(stderr=True)
 console = Console()
 
-EXIT_BAD_INPUT = 2
-
 
 def print_table(table: Table) -> None:
     """Print a rich table; when stdout is not a terminal (a log file, a pipe) print it at its natural
@@ -38,51 +40,75 @@ def print_table(table: Table) -> None:
     Console(width=max(console.width, natural)).print(table)
 
 
-def fail(message: str) -> typer.Exit:
-    """Print `error: message` on one line to stderr and return the exit-2 exception to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_BAD_INPUT)
+def say(text: str) -> None:
+    """Print a line of results to stdout literally (paths and user values are not markup)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, code: int = BadInput.exit_code) -> typer.Exit:
+    """Write `error: message` as one line to stderr; return the `typer.Exit(code)` to raise."""
+    sys.stderr.write("error: " + " ".join(str(message).split()) + "\n")
+    sys.stderr.flush()
+    return typer.Exit(code)
+
+
+def error_exit(exc: BaseException) -> typer.Exit:
+    """The one-line report and exit code of an exception raised by a command."""
+    if isinstance(exc, Interrupted):
+        return fail(f"{exc}; continue with --resume", exc.exit_code)
+    if isinstance(exc, GentoolError):
+        return fail(str(exc), exc.exit_code)
+    if isinstance(exc, KeyboardInterrupt):
+        return fail("interrupted", Interrupted.exit_code)
+    if isinstance(exc, FileNotFoundError):
+        return fail(f"file not found: {exc.filename or exc}", BadInput.exit_code)
+    assert isinstance(exc, OSError)
+    where = f": {exc.filename}" if exc.filename else ""
+    return fail(f"file system error{where}: {exc.strerror or exc}", StorageError.exit_code)
 
 
 def handle_errors(fn: F) -> F:
-    """Decorator for commands: user errors become one line on stderr and exit code 2, no traceback."""
+    """Decorator for commands: expected failures become one line on stderr and their exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except GentoolError as exc:
-            fail(str(exc))
-            raise typer.Exit(exc.exit_code) from None
-        except FileNotFoundError as exc:
-            raise fail(f"file not found: {exc.filename or exc}") from None
+        except (GentoolError, OSError, KeyboardInterrupt) as exc:
+            raise error_exit(exc) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> cuda if available else cpu; `cuda` without a GPU is bad input."""
-    choose("device", name.split(":")[0], ["auto", "cpu", "cuda"])
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInput(f"device {name!r} requested but CUDA is not available; allowed here: auto, cpu")
-    return torch.device(name)
-
-
 @contextmanager
 def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[..., None]]:
-    """Yield a `progress(done, total, **info)` callback rendered as a rich progress bar on stderr."""
+    """Yield a `progress(done, total, **info)` callback rendered as a rich progress bar on stderr.
+
+    The bar appears at the first update, so a command that fails before doing any work prints only its
+    one-line error.
+    """
     if not enabled:
         yield lambda done, total, **info: None
         return
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=err_console, transient=False) as prog:
-        task = prog.add_task(description, total=None, info="")
+    prog = Progress(*columns, console=err_console, transient=False)
+    task = prog.add_task(description.replace("[", "\\["), total=None, info="")
 
-        def update(done: int, total: int, **info: float) -> None:
-            text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
-            prog.update(task, completed=done, total=total, info=text)
+    def update(done: int, total: int, **info: float) -> None:
+        if not prog.live.is_started:
+            prog.start()
+        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+        prog.update(task, completed=done, total=total, info=text.replace("[", "\\["))
 
+    try:
         yield update
+    finally:
+        if prog.live.is_started:
+            prog.stop()
+
+
+def format_numbers(values: dict[str, Any]) -> str:
+    """`key=value` pairs, floats with 4 significant digits."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 import typer
-from gentool.cli._common import handle_errors, print_table, progress_bar, resolve_device
+from gentool.cli._common import handle_errors, print_table, progress_bar
 from gentool.core.errors import choose, require
-from gentool.core.io import atomic_write_json, write_run_config
+from gentool.core.io import atomic_write_json
+from gentool.core.run import open_run_dir, resolve_device
 from gentool.core.solvers.benchmark import (
     CPU_BATCH_SIZES,
     GPU_BATCH_SIZES,
@@ -101,8 +102,9 @@ def run_solver_bench(batch_sizes: str | None, steps: int, device_name: str, meth
         print_table(adaptive_table(adapt, device))
     result = {"fixed": fixed, "adaptive": adapt}
     if out is not None:
-        write_run_config(out, {"bench": "solvers", **cfg.__dict__}, seed=cfg.seed, device=device)
-        atomic_write_json(out / "solvers.json", result)
+        with open_run_dir(out, "bench solvers") as rd:
+            rd.write_config({"bench": "solvers", **cfg.__dict__}, cfg.seed, device)
+            atomic_write_json(out / "solvers.json", result)
     return result
 
 

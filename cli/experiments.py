@@ -5,27 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from gentool.cli._common import console, handle_errors, print_table, progress_bar
-from gentool.core.errors import BadInput
-from gentool.core.experiments.recipe import Recipe, load_recipe, option_args, resolve_command
+from gentool.cli._common import handle_errors, print_table, progress_bar, say
+from gentool.cli._jobs import run_job
+from gentool.core.config import coerce, make_config
+from gentool.core.experiments.recipe import Recipe, load_recipe, parse_overrides, split_options
 from gentool.core.experiments.report import merge, plot_report, summary, write_table
-from gentool.core.experiments.sweep import (
-    DEFAULT_APP,
-    EXECUTORS,
-    executor_options,
-    expand,
-    invoke,
-    load_app,
-    run_sweep,
-)
-from rich.markup import escape
+from gentool.core.experiments.sweep import EXECUTORS, executor_options, expand, is_complete, run_sweep
 from rich.table import Table
 
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-def _recipe(path: Path, smoke: bool) -> Recipe:
-    return load_recipe(path, load_app(DEFAULT_APP), smoke=smoke)
+def _flag(value: object, name: str) -> bool:
+    return bool(coerce(name, bool, value))
 
 
 @handle_errors
@@ -34,23 +26,29 @@ def run_cmd(
     recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     smoke: bool = typer.Option(False, "--smoke", help="Apply the recipe's smoke-table overrides (CI size)."),
 ) -> None:
-    """Run a recipe's command with its options table (any sweep table is ignored; use `gentool sweep`).
+    """Run a recipe's job with its options table (any sweep table is ignored; use `gentool sweep`).
 
-    Arguments after the recipe are passed to the command and win over recipe values,
-    e.g. `gentool run recipes/x.toml --steps 5`. The run directory defaults to runs/<recipe name>.
+    Arguments after the recipe (`--name value`, `--flag`, `--no-flag`) win over recipe values, e.g.
+    `gentool run recipes/x.toml --steps 5`; also `--out`, `--seed`, `--device`, `--resume`. The run
+    directory defaults to runs/<recipe name>.
     """
-    rec = _recipe(recipe, smoke)
-    root = load_app(DEFAULT_APP)
-    cmd = resolve_command(root, rec.command)
-    options = dict(rec.options)
-    options.setdefault("out", str(Path("runs") / rec.name))
-    argv = [*rec.command, *option_args(cmd, options), *ctx.args]
-    console.print(f"[bold]gentool {escape(' '.join(argv))}[/]", highlight=False, soft_wrap=True)
-    code, message = invoke(root, argv)
-    if code:
-        if message:
-            raise BadInput(message)
-        raise typer.Exit(code)
+    rec = load_recipe(recipe, smoke=smoke)
+    extra = parse_overrides(list(ctx.args))
+    out = Path(str(extra.pop("out", Path("runs") / rec.name)))
+    resume = _flag(extra.pop("resume", False), "resume")
+    config, run = split_options(rec.spec, extra, "arguments")
+    run = {**rec.run, **run}
+    options = {**rec.options, **config}
+    make_config(rec.spec.config, options)
+    seed = run.get("seed")
+    run_job(rec.spec, options, out=out, seed=None if seed is None else int(seed),
+            device=str(run.get("device", "auto")), resume=resume,
+            progress=_flag(run.get("progress", True), "progress"),
+            plots=_flag(run.get("plots", True), "plots"))
+
+
+def _recipe(path: Path, smoke: bool) -> Recipe:
+    return load_recipe(path, smoke=smoke)
 
 
 @handle_errors
@@ -68,29 +66,29 @@ def sweep_cmd(
     smoke: bool = typer.Option(False, "--smoke", help="Apply the recipe's smoke-table overrides (CI size)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the points and their state, run nothing."),
 ) -> None:
-    """Expand a recipe's sweep grid and run every point as a submitit job; completed points are skipped.
+    """Expand a recipe's sweep grid and run every point as a submitit job: complete points are skipped,
+    points killed mid-run resume from their last completed unit.
 
-    Arguments after the recipe are appended to every point's command line.
+    Arguments after the recipe (`--name value`) override every point's settings.
     """
     rec = _recipe(recipe, smoke)
     opts = executor_options(rec, executor, parallel=parallel, partition=partition, time=time, gpus=gpus,
                             cpus=cpus)
     sweep_dir = out or Path("runs") / rec.name
-    points = expand(rec, load_app(DEFAULT_APP), sweep_dir, ctx.args)
+    points = expand(rec, sweep_dir, list(ctx.args))
     if dry_run:
         for p in points:
-            state = "complete" if (Path(p.run_dir) / "DONE.json").is_file() else "todo"
-            console.print(f"{state:9s} {p.point_id}", highlight=False)
+            say(f"{'complete' if is_complete(p.run_dir) else 'todo':9s} {p.point_id}")
         return
     with progress_bar(f"sweep {rec.name}") as progress:
         results = run_sweep(rec, points, sweep_dir, opts, progress=progress)
     failed = [r for r in results if r.exit_code]
     ran = sum(1 for r in results if not r.message.startswith("skipped"))
-    console.print(f"{len(points)} points: {ran} run, {len(points) - ran} skipped (complete), "
-                  f"{len(failed)} failed -> {sweep_dir}", highlight=False)
+    say(f"{len(points)} points: {ran} run, {len(points) - ran} skipped (complete), {len(failed)} failed -> "
+        f"{sweep_dir}")
     for r in failed:
-        console.print(f"[red]failed[/] {r.point_id}: exit {r.exit_code} {r.message}", highlight=False)
-    if failed:
+        say(f"failed {r.point_id}: exit {r.exit_code}: {r.message}")
+    if failed:  # exit 1: some points failed (each reason above); a re-run resumes them
         raise typer.Exit(1)
 
 
@@ -116,8 +114,7 @@ def report_cmd(
         table.add_row(*(_fmt(v) for v in line))
     print_table(table)
     paths = plot_report(out_dir, params, rows) if plots else []
-    console.print(f"wrote {csv_path}, {json_path}" + (f" and {len(paths)} plots" if paths else ""),
-                  highlight=False)
+    say(f"wrote {csv_path}, {json_path}" + (f" and {len(paths)} plots" if paths else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -19,19 +19,29 @@ from typing import Any
 
 import numpy as np
 import torch
+from gentool.core.errors import StorageError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically (temp file in the same directory + fsync + rename)."""
+    """Write `data` to `path` atomically (temp file in the same directory + fsync + rename).
+
+    A file-system failure (permissions, full disk, a parent that is a file) is a `StorageError` naming `path`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -70,10 +80,14 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def jsonl_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Rows as JSON Lines text (sorted keys; tensors and arrays become lists)."""
+    return "".join(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in rows)
+
+
 def atomic_write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     """Write all `rows` as JSON Lines atomically (the whole file is replaced)."""
-    text = "".join(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in rows)
-    return atomic_write_text(path, text)
+    return atomic_write_text(path, jsonl_text(rows))
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -140,11 +154,3 @@ def environment_info(device: str | torch.device | None = None) -> dict[str, Any]
     else:
         info["device_name"] = platform.processor() or platform.machine()
     return info
-
-
-def write_run_config(run_dir: str | Path, config: Mapping[str, Any], seed: int | None,
-                     device: str | torch.device | None = None) -> Path:
-    """Write `config.json` = {config, seed, env (versions, device), argv} into `run_dir`."""
-    return atomic_write_json(Path(run_dir) / "config.json", {
-        "config": dict(config), "seed": seed, "env": environment_info(device), "argv": sys.argv,
-    })

@@ -8,15 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-import typer
 from gentool.cli.main import app
 from gentool.core.errors import BadInput
-from gentool.core.experiments.recipe import load_recipe, option_args, resolve_command
+from gentool.core.experiments.recipe import load_recipe, parse_overrides
 from gentool.core.experiments.sweep import DONE, expand
 from typer.testing import CliRunner
 
 runner = CliRunner()
-ROOT = typer.main.get_command(app)
 
 SIMPLEX = """
 command = "optimize simplex"
@@ -73,12 +71,12 @@ def test_killed_sweep_rerun_completes_only_missing_points(tmp_path: Path) -> Non
     args = ["sweep", str(_recipe(tmp_path, small)), "--smoke", "--executor", "debug", "--out", str(out)]
     assert runner.invoke(app, args).exit_code == 0
     before = _done(out)
-    # A kill leaves points without their marker: one half-written, one never started.
+    # A kill leaves points without their marker: one half-written (and a temp file of a torn write), one never
+    # started.
     (out / "method-frank-wolfe__seed-0" / DONE).unlink()
-    (out / "method-frank-wolfe__seed-0" / "trace.jsonl").write_text('{"iter": 0, "gap": 1.0, "obj')
-    for path in (out / "method-softmax-gd__seed-1").iterdir():
-        path.unlink()
-    (out / "method-softmax-gd__seed-1").rmdir()
+    (out / "method-frank-wolfe__seed-0" / "metrics.jsonl").unlink()
+    (out / "method-frank-wolfe__seed-0" / ".metrics.jsonl.x1.tmp").write_text('{"iter": 0, "gap": 1.0, "obj')
+    shutil.rmtree(out / "method-softmax-gd__seed-1")
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "4 points: 2 run, 2 skipped" in res.output
@@ -86,16 +84,17 @@ def test_killed_sweep_rerun_completes_only_missing_points(tmp_path: Path) -> Non
     assert set(after) == set(before)
     rerun = {k for k in after if after[k] != before[k]}
     assert rerun == {"method-frank-wolfe__seed-0", "method-softmax-gd__seed-1"}
-    rows = [json.loads(line) for line in (out / "method-frank-wolfe__seed-0" / "trace.jsonl").open()]
+    rows = [json.loads(line) for line in (out / "method-frank-wolfe__seed-0" / "metrics.jsonl").open()]
     assert rows[0]["iter"] == 0 and len(rows) >= 2
+    assert not list((out / "method-frank-wolfe__seed-0").glob(".*.tmp"))
 
 
 @pytest.mark.parametrize(("text", "needle"), [
     (SIMPLEX.replace("iters = 20", "itres = 20"),
-     "unknown option for 'simplex' 'itres' (did you mean 'iters'?)"),
+     "unknown setting of 'optimize simplex' 'itres' (did you mean 'iters'?)"),
     (SIMPLEX.replace('method = ["frank', 'methd = ["frank'), "'methd' (did you mean 'method'?)"),
     (SIMPLEX.replace("[smoke]", "[smokee]"), "unknown top-level key 'smokee' (did you mean 'smoke'?)"),
-    (SIMPLEX.replace('"optimize simplex"', '"optimize simplx"'), "unknown command 'simplx'"),
+    (SIMPLEX.replace('"optimize simplex"', '"optimize simplx"'), "unknown command 'optimize simplx'"),
     (SIMPLEX.replace("seeds = [0, 1]", "seeds = []"), "sweep.seeds must be a non-empty list"),
     ("command = [", "invalid TOML"),
 ])
@@ -117,7 +116,7 @@ def test_run_appends_cli_flags_that_win(tmp_path: Path, monkeypatch: pytest.Monk
     assert res.exit_code == 0, res.output
     config = json.loads((tmp_path / "runs" / "simplex" / "config.json").read_text())
     assert config["config"]["iters"] == 3 and config["config"]["method"] == "softmax-gd"
-    trace = (tmp_path / "runs" / "simplex" / "trace.jsonl").read_text().splitlines()
+    trace = (tmp_path / "runs" / "simplex" / "metrics.jsonl").read_text().splitlines()
     assert len(trace) == 4  # iterations 0..3
 
 
@@ -144,18 +143,18 @@ def test_slurm_executor_without_slurm_is_exit_2(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "did you mean 'slurm'" in res.output
 
 
-def test_expand_grid_smoke_and_option_args(tmp_path: Path) -> None:
-    recipe = load_recipe(_recipe(tmp_path), ROOT)
-    points = expand(recipe, ROOT, tmp_path / "s", ["--tol", "1e-3"])
+def test_expand_grid_smoke_and_overrides(tmp_path: Path) -> None:
+    recipe = load_recipe(_recipe(tmp_path))
+    points = expand(recipe, tmp_path / "s", ["--tol", "1e-3"])
     assert len(points) == 8 and len({p.run_dir for p in points}) == 8
-    argv = points[0].argv
-    assert argv[:2] == ["optimize", "simplex"]
-    assert argv[-2:] == ["--out", str(tmp_path / "s" / points[0].point_id)]
-    assert "--no-progress" in argv and argv[argv.index("--x") + 1] == "1,0.5,-1"
-    assert argv[argv.index("--seed") + 1] in ("0", "1") and "--tol" in argv
-    smoke = load_recipe(_recipe(tmp_path), ROOT, smoke=True)
+    assert points[0].run_dir == str(tmp_path / "s" / points[0].point_id)
+    assert points[0].options["x"] == [1, 0.5, -1] and points[0].options["tol"] == "1e-3"
+    assert {p.run["seed"] for p in points} == {0, 1} and points[0].run["progress"] is False
+    smoke = load_recipe(_recipe(tmp_path), smoke=True)
     assert smoke.options["iters"] == 5 and recipe.options["iters"] == 20
-    cmd = resolve_command(ROOT, "optimize simplex")
-    assert option_args(cmd, {"progress": True, "log_every": 2}) == ["--progress", "--log-every", "2"]
-    with pytest.raises(BadInput, match="needs a subcommand"):
-        resolve_command(ROOT, "optimize")
+    assert parse_overrides(["--progress", "--log-every", "2", "--no-plots", "--x=1,2"]) == {
+        "progress": True, "log-every": "2", "plots": False, "x": "1,2"}
+    with pytest.raises(BadInput, match="did you mean 'tol'"):
+        expand(recipe, tmp_path / "s", ["--toll", "1e-3"])
+    with pytest.raises(BadInput, match="tol must be a finite number"):
+        expand(recipe, tmp_path / "s", ["--tol", "nan"])

@@ -8,17 +8,23 @@ import numpy as np
 import pytest
 import torch
 from gentool.core.errors import BadInput
+from gentool.core.jobs.mad import MadJob
 from gentool.core.mad import (
-    LoopConfig,
+    MadConfig,
     bures_w2,
     expected_cov_scale,
     log_variance_drift,
     make_family,
     mean_var_scale,
     next_training_set,
-    run_loop,
     summarize,
 )
+from gentool.core.run import execute
+
+
+def run_loop(cfg: MadConfig, out) -> list[dict]:
+    """The loop's rows, run through the run contract into `out`."""
+    return execute(MadJob(cfg, seed=0), out, plots=False).rows
 
 SEEDS = 4000
 
@@ -37,7 +43,7 @@ def _within(samples: np.ndarray, expected: float, z: float = 4.5) -> None:
 
 @pytest.fixture(scope="module")
 def unbiased_rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    cfg = LoopConfig(dim=1, generations=10, seeds=SEEDS, n_real=20, n_synth=20, n_test=50)
+    cfg = MadConfig(dim=1, generations=10, seeds=SEEDS, n_real=20, n_synth=20, n_test=50)
     return run_loop(cfg, tmp_path_factory.mktemp("unbiased"))
 
 
@@ -69,20 +75,20 @@ def test_log_variance_drift(unbiased_rows: list[dict]) -> None:
 
 def test_unbiased_covariance_with_sampling_bias(tmp_path) -> None:
     """E[Σ_t] = λ^{t−1} Σ₀ (λ = 0.7, 2-D, compared per diagonal entry through the trace, tr Σ₀ = 3)."""
-    cfg = LoopConfig(dim=2, generations=6, seeds=2000, n_real=20, n_synth=20, lam=0.7, n_test=50)
+    cfg = MadConfig(dim=2, generations=6, seeds=2000, n_real=20, n_synth=20, lam=0.7, n_test=50)
     for t, tr in _by_gen(run_loop(cfg, tmp_path), "trace_cov").items():
         _within(tr, 3.0 * expected_cov_scale(t, 0.7, 20))
 
 
 def test_mle_variance_shrinks(tmp_path) -> None:
     """MLE: E[σ²_t] = σ₀² ((n−1)/n)^t."""
-    cfg = LoopConfig(dim=1, generations=8, seeds=SEEDS, n_real=10, n_synth=10, cov="mle", n_test=50)
+    cfg = MadConfig(dim=1, generations=8, seeds=SEEDS, n_real=10, n_synth=10, cov="mle", n_test=50)
     for t, var in _by_gen(run_loop(cfg, tmp_path), "trace_cov").items():
         _within(var, expected_cov_scale(t, 1.0, 10, "mle"))
 
 
 def _w2_at(tmp_path, loop: str, t: int, **kw) -> float:
-    cfg = LoopConfig(dim=2, generations=t, seeds=300, n_real=20, n_synth=20, loop=loop, n_test=50, **kw)
+    cfg = MadConfig(dim=2, generations=t, seeds=300, n_real=20, n_synth=20, loop=loop, n_test=50, **kw)
     rows = run_loop(cfg, tmp_path / loop)
     return float(np.mean([r["w2_gauss"] for r in rows if r["generation"] == t]))
 
@@ -116,7 +122,7 @@ def test_loops_build_training_sets(gen: torch.Generator) -> None:
     assert next_training_set("fully-synthetic", train, real, synth, None).shape == (2, 6, 1)
     aug = next_training_set("augment", train, real, synth, None, real_fraction=0.5)
     assert aug.shape == (2, 6, 1) and float(aug.sum()) == 2 * (3 * 1 + 3 * 2)
-    acc = next_training_set("accumulate", train, real, synth, None, budget=7, generator=gen)
+    acc = next_training_set("accumulate", train, real, synth, None, budget=7, gens=[gen, gen])
     assert acc.shape == (2, 7, 1)
     assert float(next_training_set("accumulate", train, real, synth, None).sum()) == 2 * 6 * 2
 
@@ -125,8 +131,8 @@ def test_loops_build_training_sets(gen: torch.Generator) -> None:
 def test_mixture_families_shrink_with_lambda(name: str, gen: torch.Generator) -> None:
     x = torch.randn(1, 400, 2, generator=gen)
     fam = make_family(name, components=2)
-    model = fam.fit(x, gen)
-    spread = [float(fam.sample(model, 4000, lam, gen).var(1).sum()) for lam in (1.0, 0.1)]
+    model = fam.fit(x, [gen])
+    spread = [float(fam.sample(model, 4000, lam, [gen]).var(1).sum()) for lam in (1.0, 0.1)]
     assert spread[1] < spread[0]
     assert math.isfinite(float(fam.nll(model, x[0])))
 
@@ -134,4 +140,4 @@ def test_mixture_families_shrink_with_lambda(name: str, gen: torch.Generator) ->
 def test_bad_config() -> None:
     for kw in ({"family": "vae"}, {"loop": "mixed"}, {"lam": 0.0}, {"lam": 1.5}, {"n_synth": 1}):
         with pytest.raises(BadInput):
-            LoopConfig(**kw).validate()
+            MadConfig(**kw)

@@ -86,7 +86,7 @@ def test_sigkill_then_resume_matches_clean_run(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "gentool.cli.main", "mad-loop", *_args(killed), "--device", "cpu",
            "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = killed / "generations" / "gen_00001.jsonl"
+    first = killed / "units" / "000001.jsonl"
     deadline = time.monotonic() + 120
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -97,7 +97,7 @@ def test_bad_config_and_data_are_bad_input() -> None:
 
 @pytest.mark.parametrize(("args", "needle"), [(["--h", "kl"], "unknown h"), (["--lr-g", "0"], "lr_g"),
                                               (["--lr-d", "-1"], "lr_d"), (["--mode", "gan"], "unknown mode"),
-                                              (["--data", "mnist"], "unknown data set")])
+                                              (["--data", "mnist"], "unknown data")])
 def test_cli_bad_input_exits_2(tmp_path, args: list[str], needle: str) -> None:
     res = runner.invoke(app, ["monoflow", *args, "--out", str(tmp_path)])
     assert res.exit_code == 2
@@ -112,13 +112,13 @@ def _cli(out, *extra: str, steps: int = 40):
 def test_cli_generator_run_writes_outputs_and_resume_matches_straight_run(tmp_path) -> None:
     straight, split = tmp_path / "a", tmp_path / "b"
     assert _cli(straight).exit_code == 0
-    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "final.png", "snapshots/step_0000020.png"):
+    for name in ("config.json", "metrics.jsonl", "state.pt", "samples.npz", "final.png", "snapshots/000001.npz"):
         assert (straight / name).exists(), name
     assert json.loads((straight / "config.json").read_text())["config"]["h"] == "logit"
     assert _cli(split, steps=20).exit_code == 0
     assert _cli(split, "--resume").exit_code == 0
-    a = torch.load(straight / "checkpoint.pt", weights_only=False)["generator"]
-    b = torch.load(split / "checkpoint.pt", weights_only=False)["generator"]
+    a = torch.load(straight / "state.pt", weights_only=False)["job"]["generator"]
+    b = torch.load(split / "state.pt", weights_only=False)["job"]["generator"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = [json.loads(r) for r in (split / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [20, 40]
@@ -127,7 +127,7 @@ def test_cli_generator_run_writes_outputs_and_resume_matches_straight_run(tmp_pa
 def test_cli_resume_with_other_data_shape_is_bad_input(tmp_path) -> None:
     assert _cli(tmp_path).exit_code == 0
     res = _cli(tmp_path, "--data", "digits", "--resume")
-    assert res.exit_code == 2 and "does not match" in res.output
+    assert res.exit_code == 2 and "settings differ from the stored run: data" in res.output
 
 
 @pytest.mark.parametrize("extra", [["--mode", "particles", "--solver-steps", "2", "--method", "heun"],
@@ -135,7 +135,7 @@ def test_cli_resume_with_other_data_shape_is_bad_input(tmp_path) -> None:
 def test_cli_particle_and_exact_modes(tmp_path, extra: list[str]) -> None:
     res = _cli(tmp_path, *extra)
     assert res.exit_code == 0, res.output
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "state.pt", weights_only=False)["job"]
     assert ckpt["step"] == 40 and torch.isfinite(ckpt["particles"]).all()
     if "exact" in extra:  # KL flow: dμ/dt = −Σ_p⁻¹ μ, so μ(2) = expm(−2 Σ_p⁻¹)(1, 1) up to sampling error
         expected = torch.linalg.matrix_exp(-2 * torch.linalg.inv(torch.tensor([[1.0, 0.8], [0.8, 0.89]])))

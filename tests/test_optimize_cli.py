@@ -24,7 +24,7 @@ def test_simplex_sparsemax_frank_wolfe(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     p = np.load(out / "final.npz")["p"]
     np.testing.assert_allclose(p, [0.75, 0.25, 0.0], atol=1e-8)
-    trace = read_jsonl(out / "trace.jsonl")
+    trace = read_jsonl(out / "metrics.jsonl")
     assert trace[0]["iter"] == 0 and trace[-1]["gap"] <= 1e-5 and len(trace) == trace[-1]["iter"] + 1
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["method"] == "frank-wolfe" and cfg["seed"] == 0 and "torch" in cfg["env"]
@@ -45,7 +45,7 @@ def test_simplex_methods_cli(tmp_path, method: str, lr: str) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--objective", "kl", "--x", "0.5,0.6"], "not on the probability simplex"),
-    (["--x", "1,0.5,-1", "--p0", "0.5,0.5,0.5"], "initial point --p0"),
+    (["--x", "1,0.5,-1", "--p0", "0.5,0.5,0.5"], "initial point p0"),
     (["--objective", "sparsmax", "--x", "1,2"], "unknown objective"),
     (["--x", "1,2", "--method", "newton"], "unknown method"),
     (["--x", "1,nan,2"], "must be finite"),
@@ -79,7 +79,7 @@ def test_particles_outputs(tmp_path, method: str) -> None:
     data = np.load(out / "final.npz")
     assert data["x"].shape == (100, 2) and np.isfinite(data["x"]).all()
     assert list(data["snapshot_steps"])[0] == 0 and data["snapshots"].shape[1:] == (100, 2)
-    trace = read_jsonl(out / "trace.jsonl")
+    trace = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in trace] == [0, 5, 10, 15, 20] and all("mmd2" in r for r in trace)
     assert json.loads((out / "config.json").read_text())["seed"] == 3
     for png in ("objective.png", "snapshots.png"):
@@ -99,11 +99,11 @@ def test_particles_same_seed_same_result(tmp_path) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--target", "moon"], "unknown target"),
-    (["--method", "hmc"], "unknown particle method"),
-    (["--n", "1"], "--n must be >= 2"),
-    (["--step-size", "-1"], "step size must be a positive number"),
+    (["--method", "hmc"], "unknown method"),
+    (["--n", "1"], "n must be an integer in [2, "),
+    (["--step-size", "-1"], "step_size must be a finite number > 0"),
     (["--method", "mmd-flow", "--target", "double-well"], "needs a target with an exact sampler"),
-    (["--target", "gmm-ring", "--init-mean", "1,2,3"], "--init-mean has 3 entries"),
+    (["--target", "gmm-ring", "--init-mean", "1,2,3"], "init_mean has 3 entries"),
 ])
 def test_particles_bad_input(tmp_path, args: list[str], message: str) -> None:
     out = tmp_path / "bad"

@@ -105,7 +105,7 @@ def test_train_then_sample_model_and_resume(tmp_path) -> None:
         (["sample", "--target", "gaussian", "--steps", "0"], "steps"),
         (["sample", "--target", "gaussian", "--grid", "uniform-t", "--schedule", "vp-square"], "schedule"),
         (["sample", "--model", "MISSING/ckpt.pt"], "not found"),
-        (["train", "--data", "spiral"], "data set"),
+        (["train", "--data", "spiral"], "unknown data"),
         (["train", "--data", "moons", "--steps", "0"], "steps"),
     ],
 )

@@ -10,10 +10,11 @@ from gentool.core.diffusion.grids import GRIDS, edm_grid, make_grid
 from gentool.core.diffusion.samplers import SAMPLERS, run_sampler, sample
 from gentool.core.diffusion.schedules import SCHEDULES, Schedule, get_schedule
 from gentool.core.diffusion.targets import TARGETS, MixtureTarget, make_target
-from gentool.core.diffusion.training import TrainConfig, TrainResult, train_denoiser
+from gentool.core.diffusion.training import DenoiserTrainer, TrainConfig, TrainResult, train_denoiser
 
 __all__ = [
     "train_denoiser",
+    "DenoiserTrainer",
     "TrainConfig",
     "TrainResult",
     "sample",

@@ -8,10 +8,9 @@ from typing import Any
 import torch
 from gentool.core.diffusion.denoisers import EDMPrecond
 from gentool.core.diffusion.models import make_net
+from gentool.core.diffusion.training import KIND
 from gentool.core.errors import BadInput
 from gentool.core.io import atomic_torch_save
-
-KIND = "gentool-denoiser"
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

@@ -1,6 +1,9 @@
 """EDM training of a small denoiser: `log sigma ~ N(P_mean, P_std^2)`,
 loss weight `lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2`,
-loss `E lambda ||D(x + sigma n, sigma) - x||^2`; EMA weights.
+loss `E lambda ||D(x + sigma n, sigma) - x||^2`; EMA weights; learning rate `lr (1 + cos(pi k / K)) / 2`.
+
+`DenoiserTrainer` advances training by any number of steps and round-trips its whole state (weights, EMA,
+optimiser, step, losses, RNG), so a run split into chunks and resumed equals an uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
@@ -12,14 +15,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from gentool.core.config import check_float, check_int
 from gentool.core.diffusion.denoisers import EDMPrecond
-from gentool.core.diffusion.models import make_net
-from gentool.core.errors import require
+from gentool.core.diffusion.models import ARCHS, make_net
+from gentool.core.errors import NumericalFailure, choose
 from gentool.core.nn import draw_seed, seeded
 from gentool.core.progress import Progress, no_progress
 
+KIND = "gentool-denoiser"
+DIVERGED_LOSS = 1e8  # the EDM loss is O(1) by construction; beyond this the weights have blown up
 
-@dataclass
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Defaults for 2-D toys on CPU: MLP 3x128, 3000 steps, batch 512, Adam lr 1e-3 (cosine), EMA 0.999."""
 
@@ -30,21 +37,23 @@ class TrainConfig:
     batch: int = 512
     lr: float = 1e-3
     ema: float = 0.999
-    cosine: bool = True  # lr follows lr * (1 + cos(pi step / steps)) / 2
+    cosine: bool = True
     p_mean: float = -1.2
     p_std: float = 1.2
     sigma_data: float | None = None  # None: the data's standard deviation
 
-    def validate(self) -> None:
-        require(
-            self.steps >= 1 and self.batch >= 1,
-            f"steps and batch must be >= 1, got {self.steps}, {self.batch}",
-        )
-        require(
-            self.width >= 1 and self.depth >= 1,
-            f"width and depth must be >= 1, got {self.width}, {self.depth}",
-        )
-        require(self.lr > 0 and 0 <= self.ema < 1, f"need lr > 0 and 0 <= ema < 1, got {self.lr}, {self.ema}")
+    def __post_init__(self) -> None:
+        choose("arch", self.arch, ARCHS)
+        check_int("steps", self.steps, 1)
+        check_int("batch", self.batch, 1)
+        check_int("width", self.width, 1)
+        check_int("depth", self.depth, 1)
+        check_float("lr", self.lr, 0.0, lo_open=True)
+        check_float("ema", self.ema, 0.0, 1.0, hi_open=True)
+        check_float("p_mean", self.p_mean)
+        check_float("p_std", self.p_std, 0.0, lo_open=True)
+        if self.sigma_data is not None:
+            check_float("sigma_data", self.sigma_data, 0.0, lo_open=True)
 
 
 @dataclass
@@ -58,9 +67,7 @@ class TrainResult:
     state: dict[str, Any] = field(default_factory=dict)
 
 
-def edm_loss(
-    model: EDMPrecond, x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator
-) -> torch.Tensor:
+def edm_loss(model: EDMPrecond, x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
     """One minibatch of the EDM loss."""
     rnd = torch.randn(x.shape[0], generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
     sigma = (rnd * cfg.p_std + cfg.p_mean).exp()
@@ -71,79 +78,89 @@ def edm_loss(
     return (weight * err).mean()
 
 
-def _snapshot(
-    cfg: TrainConfig,
-    model: EDMPrecond,
-    ema: EDMPrecond,
-    opt: torch.optim.Optimizer,
-    step: int,
-    losses: list[float],
-    generator: torch.Generator,
-) -> dict[str, Any]:
-    return {
-        "kind": "gentool-denoiser",
-        "config": asdict(cfg),
-        "dim": model.dim,
-        "sigma_data": model.sigma_data,
-        "model": copy.deepcopy(model.state_dict()),
-        "ema": copy.deepcopy(ema.state_dict()),
-        "step": step,
-        "optimizer": copy.deepcopy(opt.state_dict()),
-        "rng": generator.get_state(),
-        "losses": list(losses),
-    }
+class DenoiserTrainer:
+    """Training state of one denoiser on `x_train (n, d)`; batches and noise come from `generator`."""
+
+    def __init__(self, x_train: torch.Tensor, cfg: TrainConfig, *, generator: torch.Generator,
+                 device: torch.device | str = "cpu") -> None:
+        self.cfg, self.generator, self.device = cfg, generator, device
+        self.x = x_train.to(device=device, dtype=torch.float32)
+        sd = cfg.sigma_data if cfg.sigma_data is not None else float(self.x.std())
+        with seeded(draw_seed(generator)):  # weights from `generator`, not the global RNG
+            self.model = EDMPrecond(make_net(cfg.arch, self.x.shape[1], cfg.width, cfg.depth), sd).to(device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.step, self.losses = 0, []
+
+    def _lr(self) -> float:
+        if not self.cfg.cosine:
+            return self.cfg.lr
+        return self.cfg.lr * 0.5 * (1 + math.cos(math.pi * self.step / self.cfg.steps))
+
+    def train(self, n_steps: int, progress: Progress | None = None) -> list[float]:
+        """Take `n_steps` optimiser steps (fewer if `cfg.steps` is reached); returns their losses.
+
+        Raises `NumericalFailure` naming the step when the loss is non-finite or explodes."""
+        progress = progress or no_progress
+        new: list[float] = []
+        for _ in range(min(n_steps, self.cfg.steps - self.step)):
+            idx = torch.randint(0, self.x.shape[0], (self.cfg.batch,), generator=self.generator,
+                                device=self.generator.device).to(self.device)
+            for group in self.opt.param_groups:
+                group["lr"] = self._lr()
+            loss = edm_loss(self.model, self.x[idx], self.cfg, self.generator)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            with torch.no_grad():
+                decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))  # warm-up
+                for pe, pm in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                    pe.lerp_(pm, 1 - decay)
+            self.step += 1
+            value = float(loss.detach())
+            if not math.isfinite(value) or value > DIVERGED_LOSS:
+                raise NumericalFailure(f"training diverged at step {self.step} (loss {value:.3g}); lower lr "
+                                       f"(now {self.cfg.lr:g})")
+            self.losses.append(value)
+            new.append(value)
+            progress(self.step, self.cfg.steps, loss=value)
+        return new
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint dict (`kind` gentool-denoiser): config, weights, EMA, optimiser, step, losses, RNG."""
+        return {"kind": KIND, "config": asdict(self.cfg), "dim": self.model.dim,
+                "sigma_data": self.model.sigma_data, "model": copy.deepcopy(self.model.state_dict()),
+                "ema": copy.deepcopy(self.ema.state_dict()), "step": self.step,
+                "optimizer": copy.deepcopy(self.opt.state_dict()), "rng": self.generator.get_state(),
+                "losses": list(self.losses)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.step, self.losses = int(state["step"]), list(state["losses"])
+        self.generator.set_state(state["rng"])
+
+    def result(self) -> TrainResult:
+        return TrainResult(self.ema.eval(), self.model, list(self.losses), self.state_dict())
 
 
-def train_denoiser(
-    x_train: torch.Tensor,
-    cfg: TrainConfig,
-    *,
-    generator: torch.Generator,
-    device: torch.device | str = "cpu",
-    progress: Progress | None = None,
-    resume: dict[str, Any] | None = None,
-    checkpoint: Callable[[dict[str, Any]], None] | None = None,
-    checkpoint_every: int = 0,
-) -> TrainResult:
-    """Train an EDM-preconditioned denoiser on `x_train (n, d)`; batches and noise come from `generator`.
+def train_denoiser(x_train: torch.Tensor, cfg: TrainConfig, *, generator: torch.Generator,
+                   device: torch.device | str = "cpu", progress: Progress | None = None,
+                   resume: dict[str, Any] | None = None,
+                   checkpoint: Callable[[dict[str, Any]], None] | None = None,
+                   checkpoint_every: int = 0) -> TrainResult:
+    """Train an EDM-preconditioned denoiser on `x_train (n, d)` to `cfg.steps` steps.
 
     `resume` (a checkpoint dict) restores weights, EMA, optimizer, step, losses and generator state, so
     training continues bit-identically. `checkpoint(state)` is called every `checkpoint_every` steps.
     """
-    cfg.validate()
-    progress = progress or no_progress
-    x_train = x_train.to(device=device, dtype=torch.float32)
-    sd = cfg.sigma_data if cfg.sigma_data is not None else float(x_train.std())
-    with seeded(draw_seed(generator)):  # weights from `generator`, not the global RNG
-        model = EDMPrecond(make_net(cfg.arch, x_train.shape[1], cfg.width, cfg.depth), sd).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step, losses = 0, []
+    trainer = DenoiserTrainer(x_train, cfg, generator=generator, device=device)
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        ema.load_state_dict(resume["ema"])
-        opt.load_state_dict(resume["optimizer"])
-        step, losses = int(resume["step"]), list(resume["losses"])
-        generator.set_state(resume["rng"])
-    while step < cfg.steps:
-        idx = torch.randint(
-            0, x_train.shape[0], (cfg.batch,), generator=generator, device=generator.device
-        ).to(device)
-        if cfg.cosine:
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        loss = edm_loss(model, x_train[idx], cfg, generator)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            decay = min(cfg.ema, (1 + step) / (10 + step))  # warm-up: early weights do not linger
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - decay)
-        step += 1
-        losses.append(float(loss.detach()))
-        progress(step, cfg.steps, loss=losses[-1])
-        if checkpoint is not None and checkpoint_every > 0 and step % checkpoint_every == 0:
-            checkpoint(_snapshot(cfg, model, ema, opt, step, losses, generator))
-    state = _snapshot(cfg, model, ema, opt, step, losses, generator)
-    return TrainResult(ema.eval(), model, losses, state)
+        trainer.load_state_dict(resume)
+    every = checkpoint_every if checkpoint is not None and checkpoint_every > 0 else cfg.steps
+    while trainer.step < cfg.steps:
+        trainer.train(every - trainer.step % every, progress)
+        if checkpoint is not None and checkpoint_every > 0 and trainer.step % checkpoint_every == 0:
+            checkpoint(trainer.state_dict())
+    return trainer.result()

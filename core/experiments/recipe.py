@@ -1,54 +1,56 @@
-"""Recipes: one TOML file naming a gentool subcommand, its options, and optionally a sweep.
+"""Recipes: one TOML file naming a gentool job, its settings, and optionally a sweep.
 
 A recipe looks like::
 
     description = "Sampler error vs NFE on the GMM ring"
-    command = "sample"                 # or "optimize simplex", "mad-loop", ...
-    [options]                          # keys are the command's option names
+    command = "sample"                 # a job of `gentool.core.jobs.JOBS`: "optimize simplex", "mad-loop", ...
+    [options]                          # the job's config fields (dashes or underscores) and run settings
     target = "gmm-ring"
     n = 10000
+    device = "cpu"                     # run settings: seed, device, plots
     [sweep]                            # grids: the cartesian product is run
     sampler = ["euler", "heun"]
     steps = [5, 10, 20]
-    seeds = [0, 1]                     # mapped onto the command's --seed
+    seeds = [0, 1]                     # the run's seed
     [slurm]                            # defaults for `gentool sweep --executor slurm`
     partition = "gpu"
     [smoke]                            # overrides applied by --smoke (CI-sized run)
     n = 200
     sweep = { steps = [5] }
 
-Option keys are validated against the real click command (so recipes cannot drift from
-the CLI); an unknown key is a `BadInput` naming the nearest valid name.
+Keys are checked against the job's config dataclass, so recipes cannot drift from the code; an unknown key
+is a `BadInput` naming the nearest valid one. The same recipe runs through `gentool run`, `gentool sweep` and
+`run_recipe` in Python.
 """
 
 from __future__ import annotations
 
 import difflib
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gentool.core.config import config_fields, make_config
 from gentool.core.errors import BadInput
-
-Command = Any  # a click (or typer-vendored click) command; only duck-typed attributes are used
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from gentool.core.jobs import JOBS
+from gentool.core.run.contract import JobSpec
 
 TOP_LEVEL_KEYS = ("command", "description", "options", "sweep", "slurm", "smoke")
 SLURM_KEYS = ("partition", "time", "gpus", "cpus", "array_parallelism", "mem_gb")
+RUN_KEYS = ("seed", "device", "plots", "progress")
 SEEDS_KEY = "seeds"
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A validated recipe: `command` is the subcommand path, `options` map option name -> value."""
+    """A validated recipe: the job `command`, its `options` (config field -> value), run settings (`seed`,
+    `device`, `plots`), the sweep grid and seeds, Slurm defaults."""
 
     path: Path
-    command: tuple[str, ...]
+    command: str
     options: dict[str, Any]
+    run: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, list[Any]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
     slurm: dict[str, Any] = field(default_factory=dict)
@@ -59,6 +61,10 @@ class Recipe:
         """The recipe's file stem (default run-directory name)."""
         return self.path.stem
 
+    @property
+    def spec(self) -> JobSpec:
+        return JOBS[self.command]
+
 
 def _unknown(kind: str, key: str, allowed: list[str], where: str) -> BadInput:
     near = difflib.get_close_matches(key, allowed, n=1)
@@ -66,56 +72,32 @@ def _unknown(kind: str, key: str, allowed: list[str], where: str) -> BadInput:
     return BadInput(f"{where}: unknown {kind} {key!r}{hint}; allowed: {', '.join(sorted(allowed))}")
 
 
-def resolve_command(root: Command, command: str | tuple[str, ...], where: str = "recipe"
-                    ) -> Command:
-    """Walk `root` (a click group) down the words of `command` ("optimize simplex") to a leaf command."""
-    words = tuple(command.split()) if isinstance(command, str) else command
-    if not words:
-        raise BadInput(f"{where}: 'command' is empty")
-    node = root
-    for word in words:
-        sub = getattr(node, "commands", {})
-        if word not in sub:
-            raise _unknown("command", word, list(sub), where)
-        node = sub[word]
-    if getattr(node, "commands", None) is not None:
-        raise BadInput(f"{where}: command {' '.join(words)!r} needs a subcommand: {', '.join(node.commands)}")
-    return node
+def job_spec(command: Any, where: str = "recipe") -> JobSpec:
+    """The job named by a recipe's `command` string."""
+    if not isinstance(command, str) or not command.strip():
+        raise BadInput(f"{where}: missing 'command' (a string such as \"sample\" or \"optimize simplex\")")
+    name = " ".join(command.split())
+    if name not in JOBS:
+        raise _unknown("command", name, list(JOBS), where)
+    return JOBS[name]
 
 
-def command_options(cmd: Command) -> dict[str, Any]:
-    """Option name (click's python name, underscores) -> click option, `help` excluded."""
-    return {p.name: p for p in cmd.params if p.param_type_name == "option" and p.name and p.name != "help"}
-
-
-def normalize_key(cmd: Command, key: str, where: str) -> str:
-    """Map a recipe key (dashes or underscores) to the command's option name, or raise BadInput."""
-    options = command_options(cmd)
-    name = key.replace("-", "_")
-    if name not in options:
-        raise _unknown(f"option for {cmd.name!r}", key, [n.replace("_", "-") for n in options], where)
+def normalize_key(spec: JobSpec, key: str, where: str, run_keys: tuple[str, ...] = RUN_KEYS) -> str:
+    """A recipe key (dashes or underscores) as a config field or run-setting name, or `BadInput`."""
+    names = [f.name for f in config_fields(spec.config)] + list(run_keys)
+    name = str(key).replace("-", "_")
+    if name not in names:
+        raise _unknown(f"setting of {spec.command!r}", str(key), [n.replace("_", "-") for n in names], where)
     return name
 
 
-def option_args(cmd: Command, options: dict[str, Any]) -> list[str]:
-    """Command-line arguments for `options` (name -> value).
-
-    Flags become `--x` / `--no-x`; lists join with ',' (e.g. `x = [1, 0.5]` -> `--x 1,0.5`).
-    """
-    params = command_options(cmd)
-    args: list[str] = []
-    for name, value in options.items():
-        param = params[name]
-        flag = next((o for o in param.opts if o.startswith("--")), param.opts[0])
-        if param.is_flag:
-            if value:
-                args.append(flag)
-            elif param.secondary_opts:
-                args.append(param.secondary_opts[0])
-            continue
-        text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
-        args += [flag, text]
-    return args
+def split_options(spec: JobSpec, options: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config options, run settings), keys normalised and checked."""
+    config, run = {}, {}
+    for key, value in options.items():
+        name = normalize_key(spec, key, where)
+        (run if name in RUN_KEYS else config)[name] = value
+    return config, run
 
 
 def _check_table(value: Any, key: str, where: str) -> dict[str, Any]:
@@ -124,20 +106,18 @@ def _check_table(value: Any, key: str, where: str) -> dict[str, Any]:
     return value
 
 
-def _parse_sweep(cmd: Command, table: dict[str, Any], where: str) -> tuple[dict[str, list], list[int]]:
+def _parse_sweep(spec: JobSpec, table: dict[str, Any], where: str) -> tuple[dict[str, list], list[int]]:
     grid: dict[str, list[Any]] = {}
     seeds: list[int] = []
     for key, values in table.items():
         if not isinstance(values, list) or not values:
             raise BadInput(f"{where}: sweep.{key} must be a non-empty list, got {values!r}")
         if key == SEEDS_KEY:
-            if "seed" not in command_options(cmd):
-                raise BadInput(f"{where}: sweep.seeds given but {cmd.name!r} has no --seed option")
-            if not all(isinstance(s, int) for s in values):
+            if not all(isinstance(s, int) and not isinstance(s, bool) for s in values):
                 raise BadInput(f"{where}: sweep.seeds must be integers, got {values!r}")
             seeds = list(values)
             continue
-        grid[normalize_key(cmd, key, f"{where}: sweep")] = list(values)
+        grid[normalize_key(spec, key, f"{where}: sweep", run_keys=("device",))] = list(values)
     return grid, seeds
 
 
@@ -151,38 +131,71 @@ def _apply_smoke(data: dict[str, Any], where: str) -> dict[str, Any]:
     return merged
 
 
-def parse_recipe(data: dict[str, Any], root: Command, path: Path, smoke: bool = False) -> Recipe:
-    """Validate a parsed recipe table against the CLI tree `root`; `smoke` applies the [smoke] overrides."""
+def parse_recipe(data: dict[str, Any], path: Path, smoke: bool = False) -> Recipe:
+    """Validate a parsed recipe table; `smoke` applies the [smoke] overrides. Every point's config is built
+    once here, so a bad value anywhere in the grid is reported before anything runs."""
     where = str(path)
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             raise _unknown("top-level key", key, list(TOP_LEVEL_KEYS), where)
-    if "command" not in data or not isinstance(data["command"], str):
-        raise BadInput(f"{where}: missing 'command' (a string such as \"sample\" or \"optimize simplex\")")
-    cmd = resolve_command(root, data["command"], where)
+    spec = job_spec(data.get("command"), where)
     if smoke:
         data = _apply_smoke(data, where)
-    raw = _check_table(data.get("options", {}), "options", where)
-    options = {normalize_key(cmd, k, f"{where}: options"): v for k, v in raw.items()}
-    grid, seeds = _parse_sweep(cmd, _check_table(data.get("sweep", {}), "sweep", where), where)
+    config, run = split_options(spec, _check_table(data.get("options", {}), "options", where), f"{where}: options")
+    grid, seeds = _parse_sweep(spec, _check_table(data.get("sweep", {}), "sweep", where), where)
     slurm = _check_table(data.get("slurm", {}), "slurm", where)
     for key in slurm:
         if key not in SLURM_KEYS:
             raise _unknown("slurm key", key, list(SLURM_KEYS), where)
-    return Recipe(path=path, command=tuple(data["command"].split()), options=options, sweep=grid,
-                  seeds=seeds, slurm=dict(slurm), description=str(data.get("description", "")))
+    recipe = Recipe(path=path, command=spec.command, options=config, run=run, sweep=grid, seeds=seeds,
+                    slurm=dict(slurm), description=str(data.get("description", "")))
+    for options in grid_options(recipe):
+        make_config(spec.config, {k: v for k, v in options.items() if k != "device"}, where)
+    return recipe
 
 
-def load_recipe(path: str | Path, root: Command, smoke: bool = False) -> Recipe:
+def grid_options(recipe: Recipe) -> list[dict[str, Any]]:
+    """The config options of every grid point (the cartesian product of the sweep lists)."""
+    import itertools
+
+    keys = list(recipe.sweep)
+    return [{**recipe.options, **dict(zip(keys, values, strict=True))}
+            for values in itertools.product(*(recipe.sweep[k] for k in keys))]
+
+
+def load_recipe(path: str | Path, smoke: bool = False) -> Recipe:
     """Read and validate the TOML recipe at `path` (missing file / bad TOML / bad key -> BadInput)."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"recipe not found: {path}")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInput(f"{path}: invalid TOML: {exc}") from None
-    recipe = parse_recipe(data, root, path)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: invalid TOML: {str(exc).splitlines()[0]}") from None
+    recipe = parse_recipe(data, path)
     if smoke:  # validate the full recipe first, then the smoke-sized one
-        recipe = parse_recipe(data, root, path, smoke=True)
+        recipe = parse_recipe(data, path, smoke=True)
     return recipe
+
+
+def parse_overrides(args: list[str], where: str = "arguments") -> dict[str, Any]:
+    """`--key value`, `--flag` and `--no-flag` arguments (after a recipe) as {key: value} (text or bool)."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) < 3:
+            raise BadInput(f"{where}: expected --name [value], got {arg!r}")
+        name = arg[2:]
+        if "=" in name:
+            name, value = name.split("=", 1)
+            out[name] = value
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            out[name] = args[i + 1]
+            i += 1
+        elif name.startswith("no-"):
+            out[name[3:]] = False
+        else:
+            out[name] = True
+        i += 1
+    return out

@@ -1,48 +1,50 @@
 """Sweeps: expand a recipe's grid into points and run each as a submitit job.
 
-Each point gets its own run directory `SWEEP_DIR/<point id>` (passed to the command as
-`--out`), a `point.json` (recipe, parameters, seed, arguments, environment) and, once the
-command has exited with status 0, an atomically written completion marker `DONE.json`.
-Re-running a sweep skips every point whose marker exists, so a killed sweep resumes with
-only the missing points.
+Each point gets its own run directory `SWEEP_DIR/<point id>` and a `point.json` (recipe, parameters, seed,
+environment); the job itself is built from the recipe's config and `execute`d there with `resume="auto"`, so
+a re-run sweep skips complete points (their `DONE.json`), resumes points that were killed mid-run from their
+last committed unit, and starts the ones that never ran. No point goes through the command line.
 """
 
 from __future__ import annotations
 
-import importlib
-import itertools
 import os
 import re
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gentool.core.errors import BadInput, choose
-from gentool.core.experiments.recipe import Command, Recipe, option_args, resolve_command
-from gentool.core.io import atomic_write_json, environment_info, read_json, write_run_config
+from gentool.core.config import make_config
+from gentool.core.errors import BadInput, GentoolError, choose
+from gentool.core.experiments.recipe import Recipe, grid_options, parse_overrides, split_options
+from gentool.core.io import atomic_write_json, environment_info, read_json
+from gentool.core.jobs import JOBS
+from gentool.core.run import execute, open_run_dir, resolve_device
+from gentool.core.run.rundir import DONE
 
-DONE = "DONE.json"
 POINT = "point.json"
 EXECUTORS = ("local", "slurm", "debug")
-DEFAULT_APP = "gentool.cli.main:app"
 
 
 @dataclass(frozen=True)
 class Point:
-    """One grid point: its id (directory name), swept parameters, seed and full argv."""
+    """One grid point: its id (directory name), swept parameters, seed, full config options and run settings."""
 
     point_id: str
+    command: str
     params: dict[str, Any]
     seed: int | None
-    argv: list[str]
+    options: dict[str, Any]
+    run: dict[str, Any]
     run_dir: str
 
 
 @dataclass(frozen=True)
 class PointResult:
-    """Outcome of running one point: exit code (0 = success) and wall seconds."""
+    """Outcome of running one point: exit code (0 = success), wall seconds and, on failure, the reason."""
 
     point_id: str
     exit_code: int
@@ -62,81 +64,56 @@ def point_id(params: dict[str, Any], seed: int | None) -> str:
     return "__".join(parts) or "base"
 
 
-def expand(recipe: Recipe, root: Command, sweep_dir: str | Path,
-           extra_args: list[str] | None = None) -> list[Point]:
-    """The recipe's grid (cartesian product of sweep lists × seeds) as points under `sweep_dir`."""
-    cmd = resolve_command(root, recipe.command)
-    keys = list(recipe.sweep)
+def expand(recipe: Recipe, sweep_dir: str | Path, extra_args: list[str] | None = None) -> list[Point]:
+    """The recipe's grid (cartesian product of sweep lists × seeds) as points under `sweep_dir`;
+    `extra_args` (`--key value` ...) override every point's settings."""
+    spec = JOBS[recipe.command]
+    extra_config, extra_run = split_options(spec, parse_overrides(extra_args or []), "extra arguments")
     seeds: list[int | None] = list(recipe.seeds) or [None]
     points = []
-    for values in itertools.product(*(recipe.sweep[k] for k in keys)):
-        params = dict(zip(keys, values, strict=True))
+    for options in grid_options(recipe):
+        params = {k: options[k] for k in recipe.sweep}
+        config = {k: v for k, v in {**options, **extra_config}.items() if k != "device"}
+        run = {**recipe.run, **({"device": options["device"]} if "device" in options else {}), **extra_run}
+        make_config(spec.config, config, "extra arguments")  # a bad override fails before anything runs
         for seed in seeds:
-            options = {**recipe.options, **params}
-            if seed is not None:
-                options["seed"] = seed
             pid = point_id(params, seed)
-            run_dir = str(Path(sweep_dir) / pid)
-            argv = [*recipe.command, *option_args(cmd, options), *(extra_args or []), "--out", run_dir]
-            points.append(Point(pid, params, seed, argv, run_dir))
+            points.append(Point(pid, recipe.command, params, seed, config,
+                                {**run, **({"seed": seed} if seed is not None else {})},
+                                str(Path(sweep_dir) / pid)))
     return points
 
 
 def is_complete(run_dir: str | Path) -> bool:
-    """True when the point's completion marker exists."""
+    """True when the point's run has finished (`DONE.json`)."""
     return (Path(run_dir) / DONE).is_file()
 
 
-def load_app(app_ref: str) -> Command:
-    """Import `module:attribute` (a Typer app or click command) and return its click command."""
-    module, _, attr = app_ref.partition(":")
-    obj = getattr(importlib.import_module(module), attr)
-    if callable(getattr(obj, "main", None)) and hasattr(obj, "params"):
-        return obj
-    import typer
-
-    return typer.main.get_command(obj)
-
-
-def invoke(root: Command, argv: list[str]) -> tuple[int, str]:
-    """Run the CLI in-process with `argv`; return (exit code, error text)."""
-    import typer
-
-    try:
-        rv = root.main(argv, prog_name="gentool", standalone_mode=False)
-    except typer.Exit as exc:
-        return int(exc.exit_code), ""
-    except typer.Abort:
-        return 1, "aborted"
-    except Exception as exc:
-        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click usage errors
-            return int(exc.exit_code), exc.format_message()
-        raise
-    except SystemExit as exc:
-        return int(exc.code or 0), ""
-    return (rv if isinstance(rv, int) else 0), ""
-
-
-def run_point(point: Point, recipe_info: dict[str, Any], app_ref: str = DEFAULT_APP) -> PointResult:
-    """Run one point unless complete; record `point.json` and, on success, the `DONE.json` marker."""
+def run_point(point: Point, recipe_info: dict[str, Any]) -> PointResult:
+    """Run (or resume) one point unless complete; failures are returned with their one-line reason."""
     if is_complete(point.run_dir):
         return PointResult(point.point_id, 0, 0.0, "skipped (complete)")
-    run_dir = Path(point.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / POINT, {**asdict(point), "recipe": recipe_info, "env": environment_info()})
     start = time.perf_counter()
-    code, message = invoke(load_app(app_ref), point.argv)
-    seconds = time.perf_counter() - start
-    if code == 0:
-        atomic_write_json(run_dir / DONE, {"point_id": point.point_id, "params": point.params,
-                                           "seed": point.seed, "seconds": seconds})
-    return PointResult(point.point_id, code, seconds, message)
+    try:
+        spec = JOBS[point.command]
+        config = make_config(spec.config, point.options)
+        seed = int(point.run.get("seed", 0))
+        job = spec.build(config, seed, resolve_device(point.run.get("device", "auto")))
+        run_dir = Path(point.run_dir)
+        atomic_write_json(run_dir / POINT, {**asdict(point), "recipe": recipe_info, "env": environment_info()})
+        execute(job, run_dir, resume="auto", plots=bool(point.run.get("plots", True)))
+    except GentoolError as exc:
+        return PointResult(point.point_id, exc.exit_code, time.perf_counter() - start, str(exc))
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure of one point must not stop the sweep
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return PointResult(point.point_id, 1, time.perf_counter() - start,
+                           f"{type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})")
+    return PointResult(point.point_id, 0, time.perf_counter() - start)
 
 
-def run_points(points: list[Point], recipe_info: dict[str, Any], app_ref: str = DEFAULT_APP
-               ) -> list[PointResult]:
+def run_points(points: list[Point], recipe_info: dict[str, Any]) -> list[PointResult]:
     """Run a chunk of points sequentially (the body of one submitit job)."""
-    return [run_point(p, recipe_info, app_ref) for p in points]
+    return [run_point(p, recipe_info) for p in points]
 
 
 @dataclass(frozen=True)
@@ -194,14 +171,20 @@ def make_executor(folder: Path, opts: ExecutorOptions) -> Any:
 
 
 def run_sweep(recipe: Recipe, points: list[Point], sweep_dir: str | Path, opts: ExecutorOptions,
-              app_ref: str = DEFAULT_APP, progress: Callable[..., None] | None = None
-              ) -> list[PointResult]:
-    """Submit every incomplete point through submitit, wait, and return one result per point."""
-    sweep_dir = Path(sweep_dir)
-    info = {"path": str(recipe.path), "command": " ".join(recipe.command), "options": recipe.options,
-            "sweep": recipe.sweep, "seeds": recipe.seeds}
-    write_run_config(sweep_dir, {"recipe": info, "executor": asdict(opts),
-                                 "points": [p.point_id for p in points]}, seed=None)
+              progress: Callable[..., None] | None = None) -> list[PointResult]:
+    """Submit every incomplete point through submitit, wait, and return one result per point.
+
+    The sweep directory is locked while the sweep waits (a second `gentool sweep` into it is refused)."""
+    with open_run_dir(sweep_dir, "sweep") as rd:
+        info = {"path": str(recipe.path), "command": recipe.command, "options": recipe.options,
+                "run": recipe.run, "sweep": recipe.sweep, "seeds": recipe.seeds}
+        rd.write_config({"recipe": info, "executor": asdict(opts), "points": [p.point_id for p in points]},
+                        None, None)
+        return _submit(points, info, Path(sweep_dir), opts, progress)
+
+
+def _submit(points: list[Point], info: dict[str, Any], sweep_dir: Path, opts: ExecutorOptions,
+            progress: Callable[..., None] | None) -> list[PointResult]:
     todo = [p for p in points if not is_complete(p.run_dir)]
     results = [PointResult(p.point_id, 0, 0.0, "skipped (complete)") for p in points if p not in todo]
     if progress:
@@ -209,7 +192,7 @@ def run_sweep(recipe: Recipe, points: list[Point], sweep_dir: str | Path, opts: 
     if todo:
         chunks = _chunks(todo, opts)
         executor = make_executor(sweep_dir / "submitit", opts)
-        jobs = executor.map_array(run_points, chunks, [info] * len(chunks), [app_ref] * len(chunks))
+        jobs = executor.map_array(run_points, chunks, [info] * len(chunks))
         for job, chunk in zip(jobs, chunks, strict=True):
             results += _job_results(job, chunk)
             if progress:

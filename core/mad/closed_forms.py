@@ -31,6 +31,15 @@ def log_variance_drift(n: int, lam: float = 1.0) -> float:
     return math.log(lam) + float(digamma((n - 1) / 2)) + math.log(2 / (n - 1))
 
 
+def closed_form_curves(family: str, data: str, loop: str, n_real: int, n_synth: int, lam: float, cov: str,
+                       trace0: float, generations: int) -> dict[str, list[float]]:
+    """Expected `trace_cov` at generations 1..T for the Gaussian family on Gaussian data in a fully-synthetic
+    loop with n_real = n_synth (`tr Σ₀ · expected_cov_scale`); empty where no closed form applies."""
+    if family != "gaussian" or data != "gaussian" or loop != "fully-synthetic" or n_real != n_synth:
+        return {}
+    return {"trace_cov": [trace0 * expected_cov_scale(t, lam, n_synth, cov) for t in range(1, generations + 1)]}
+
+
 def bures_w2(m1: torch.Tensor, s1: torch.Tensor, m2: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
     """Batched exact W2 between Gaussians (not squared): the square root of
     `gentool.core.metrics.gaussian.gaussian_w2_squared`; shapes `(..., d)`, `(..., d, d)`."""

@@ -1,9 +1,12 @@
 """Model families for self-consuming loops: fit on a training set, sample with sampling bias λ ∈ (0, 1].
 
-Every family works on batches over seeds: `fit(x (S, n, d), g)` and `sample(model, n, lam, g) -> (S, n, d)`.
-Only `gaussian` is vectorised (`vectorised = True`); the others take `S = 1`.
+Every family works on a batch of seeds: `fit(x (S, n, d), gens)` and `sample(model, n, lam, gens)` with one
+`torch.Generator` per seed, so a seed's numbers never depend on how many seeds run beside it. Only `gaussian`
+is vectorised over seeds (`vectorised = True`); the others are called with S = 1.
 λ (SPEC §5): Gaussian → N(μ, λΣ); GMM → each component N(μ_k, λΣ_k) (shrink toward the component mean);
 KDE → bandwidth × √λ; diffusion → initial noise × √λ; MonoFlow GAN → latent N(0, λI).
+`moments(model, synth)` gives the mean `(S, d)` and covariance `(S, d, d)` the metrics use: the fitted ones for
+the Gaussian family, the synthetic sample's for the others.
 """
 
 from __future__ import annotations
@@ -14,9 +17,29 @@ from typing import Any
 
 import numpy as np
 import torch
-from gentool.core.errors import BadInput, choose, require
+from gentool.core.errors import choose, require
+from gentool.core.metrics.gaussian import mean_cov, sqrtm_psd
 
 FAMILIES = ("gaussian", "gmm", "kde", "diffusion", "monoflow")
+Generators = list[torch.Generator]
+
+
+def normal(gens: Generators, n: int, d: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """`(S, n, d)` standard normal draws, row s from `gens[s]`."""
+    return torch.stack([torch.randn(n, d, generator=g, dtype=dtype) for g in gens])
+
+
+def sample_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched sample mean `(S, d)` and unbiased covariance `(S, d, d)` of `x (S, n, d)` (float64)."""
+    return mean_cov(x.double(), ddof=1)
+
+
+@dataclass(frozen=True)
+class GaussianModel:
+    """Fitted Gaussians, one per seed: `mean (S, d)`, `cov (S, d, d)`."""
+
+    mean: torch.Tensor
+    cov: torch.Tensor
 
 
 @dataclass
@@ -27,36 +50,34 @@ class GaussianFamily:
     vectorised: bool = True
     has_density: bool = True
 
-    def fit(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        n = x.shape[1]
-        mean = x.mean(1)
-        xc = x - mean[:, None]
-        ddof = 1 if self.cov == "unbiased" else 0
-        return {"mean": mean, "cov": xc.transpose(1, 2) @ xc / (n - ddof)}
+    def fit(self, x: torch.Tensor, gens: Generators) -> GaussianModel:
+        mean, cov = mean_cov(x, ddof=1 if self.cov == "unbiased" else 0)
+        return GaussianModel(mean, cov)
 
-    def sample(self, model: dict[str, torch.Tensor], n: int, lam: float, generator: torch.Generator
-               ) -> torch.Tensor:
+    def sample(self, model: GaussianModel, n: int, lam: float, gens: Generators) -> torch.Tensor:
         """`μ + √λ Σ^{1/2} ε`, ε ~ N(0, I) (symmetric square root, robust to singular Σ)."""
-        from gentool.core.metrics.gaussian import sqrtm_psd
+        eps = normal(gens, n, model.mean.shape[-1], model.mean.dtype).to(model.mean.device)
+        return model.mean[:, None] + math.sqrt(lam) * eps @ sqrtm_psd(model.cov)
 
-        mean, cov = model["mean"], model["cov"]
-        eps = torch.randn(mean.shape[0], n, mean.shape[1], generator=generator, dtype=mean.dtype)
-        return mean[:, None] + math.sqrt(lam) * eps.to(mean.device) @ sqrtm_psd(cov)
+    def moments(self, model: GaussianModel, synth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return model.mean.double(), model.cov.double()
 
-    def nll(self, model: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def nll(self, model: GaussianModel, x: torch.Tensor) -> torch.Tensor:
         """Held-out negative log-likelihood per seed, `x (m, d)` → `(S,)`, from the held-out moments:
         `½ [tr(Σ⁻¹ (C + (m − μ)(m − μ)ᵀ)) + log det Σ + d log 2π]` with `m`, `C` the mean and MLE covariance
         of `x` (singular Σ → inf)."""
-        mean, cov = model["mean"], model["cov"]
-        xd = x.to(mean.dtype)
-        m = xd.mean(0)
-        c = (xd - m).T @ (xd - m) / xd.shape[0]
-        diff = m - mean
-        scatter = c + diff[:, :, None] * diff[:, None, :]
+        mean, cov = model.mean, model.cov
+        m, c = mean_cov(x.to(mean.dtype)[None], ddof=0)
+        diff = m[0] - mean
+        scatter = c[0] + diff[:, :, None] * diff[:, None, :]
         w, v = torch.linalg.eigh(cov)
         quad = (torch.diagonal(v.transpose(1, 2) @ scatter @ v, dim1=1, dim2=2) / w).sum(-1)
         out = 0.5 * (quad + torch.log(w).sum(-1) + mean.shape[-1] * math.log(2 * math.pi))
         return torch.where((w > 0).all(-1), out, torch.full_like(out, math.inf))
+
+
+def _sample_moments(model: Any, synth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return sample_moments(synth)
 
 
 @dataclass
@@ -66,27 +87,36 @@ class GMMFamily:
     components: int = 8
     vectorised: bool = False
     has_density: bool = True
+    moments = staticmethod(_sample_moments)
 
-    def fit(self, x: torch.Tensor, generator: torch.Generator) -> Any:
+    def fit(self, x: torch.Tensor, gens: Generators) -> Any:
         from sklearn.mixture import GaussianMixture
 
-        require(x.shape[1] >= self.components, f"gmm needs at least --components={self.components} points, "
+        require(x.shape[1] >= self.components, f"gmm needs at least components={self.components} points, "
                 f"got {x.shape[1]}")
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gens[0]))
         gm = GaussianMixture(self.components, covariance_type="full", reg_covar=1e-6, random_state=seed)
         return gm.fit(x[0].double().cpu().numpy())
 
-    def sample(self, model: Any, n: int, lam: float, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, model: Any, n: int, lam: float, gens: Generators) -> torch.Tensor:
         """Component `k ~ Cat(w)`, then `μ_k + √λ L_k ε` with `L_k L_kᵀ = Σ_k`."""
         w = torch.as_tensor(model.weights_, dtype=torch.float64)
-        k = torch.multinomial(w, n, replacement=True, generator=generator)
+        k = torch.multinomial(w, n, replacement=True, generator=gens[0])
         chol = torch.linalg.cholesky(torch.as_tensor(model.covariances_))
-        eps = torch.randn(n, chol.shape[-1], generator=generator, dtype=torch.float64)
+        eps = torch.randn(n, chol.shape[-1], generator=gens[0], dtype=torch.float64)
         x = torch.as_tensor(model.means_)[k] + math.sqrt(lam) * (chol[k] @ eps[..., None])[..., 0]
         return x[None].float()
 
     def nll(self, model: Any, x: torch.Tensor) -> torch.Tensor:
         return torch.tensor([-float(np.mean(model.score_samples(x.double().cpu().numpy())))])
+
+
+@dataclass(frozen=True)
+class KDEModel:
+    """Kernel centres `points (n, d)` and kernel Cholesky factor `chol (d, d)`."""
+
+    points: torch.Tensor
+    chol: torch.Tensor
 
 
 @dataclass
@@ -97,27 +127,26 @@ class KDEFamily:
     bandwidth: str | float = "scott"
     vectorised: bool = False
     has_density: bool = True
+    moments = staticmethod(_sample_moments)
 
-    def fit(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def fit(self, x: torch.Tensor, gens: Generators) -> KDEModel:
         pts = x[0].double()
         n, d = pts.shape
         if isinstance(self.bandwidth, float):
-            return {"points": pts, "chol": self.bandwidth * torch.eye(d, dtype=torch.float64)}
+            return KDEModel(pts, self.bandwidth * torch.eye(d, dtype=torch.float64))
         h = n ** (-1 / (d + 4)) if self.bandwidth == "scott" else (n * (d + 2) / 4) ** (-1 / (d + 4))
         cov = torch.atleast_2d(torch.cov(pts.T)) + 1e-12 * torch.eye(d, dtype=torch.float64)
-        return {"points": pts, "chol": h * torch.linalg.cholesky(cov)}
+        return KDEModel(pts, h * torch.linalg.cholesky(cov))
 
-    def sample(self, model: dict[str, torch.Tensor], n: int, lam: float, generator: torch.Generator
-               ) -> torch.Tensor:
+    def sample(self, model: KDEModel, n: int, lam: float, gens: Generators) -> torch.Tensor:
         """A uniformly chosen data point plus kernel noise with bandwidth × √λ."""
-        pts, chol = model["points"], model["chol"]
-        idx = torch.randint(0, pts.shape[0], (n,), generator=generator)
-        eps = torch.randn(n, pts.shape[1], generator=generator, dtype=torch.float64)
-        return (pts[idx] + math.sqrt(lam) * eps @ chol.T)[None].float()
+        idx = torch.randint(0, model.points.shape[0], (n,), generator=gens[0])
+        eps = torch.randn(n, model.points.shape[1], generator=gens[0], dtype=torch.float64)
+        return (model.points[idx] + math.sqrt(lam) * eps @ model.chol.T)[None].float()
 
-    def nll(self, model: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        pts, chol = model["points"], model["chol"]
+    def nll(self, model: KDEModel, x: torch.Tensor) -> torch.Tensor:
         """`−mean log (1/n) Σ_i N(x; p_i, LLᵀ)` over held-out points."""
+        pts, chol = model.points, model.chol
         diff = x.double()[:, None, :] - pts[None]
         z = torch.linalg.solve_triangular(chol, diff.reshape(-1, pts.shape[1]).T, upper=False).T
         sq = (z**2).sum(-1).reshape(x.shape[0], pts.shape[0])
@@ -137,21 +166,22 @@ class DiffusionFamily:
     device: str = "cpu"
     vectorised: bool = False
     has_density: bool = False
+    moments = staticmethod(_sample_moments)
 
-    def fit(self, x: torch.Tensor, generator: torch.Generator) -> Any:
+    def fit(self, x: torch.Tensor, gens: Generators) -> Any:
         from gentool.core.diffusion import TrainConfig, train_denoiser
 
         cfg = TrainConfig(steps=self.train_steps, batch=min(512, x.shape[1]))
-        res = train_denoiser(x[0].float(), cfg, generator=generator, device=self.device)
+        res = train_denoiser(x[0].float(), cfg, generator=gens[0], device=self.device)
         return res.denoiser, x.shape[-1]
 
-    def sample(self, model: Any, n: int, lam: float, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, model: Any, n: int, lam: float, gens: Generators) -> torch.Tensor:
         from gentool.core.diffusion import sample
 
         denoiser, dim = model
         with torch.no_grad():
             x, _ = sample(denoiser, n, dim, sampler=self.sampler, steps=self.steps,
-                          generator=generator, device=self.device, init_scale=math.sqrt(lam))
+                          generator=gens[0], device=self.device, init_scale=math.sqrt(lam))
         return x[None].float().cpu()
 
 
@@ -163,18 +193,19 @@ class MonoFlowFamily:
     device: str = "cpu"
     vectorised: bool = False
     has_density: bool = False
+    moments = staticmethod(_sample_moments)
 
-    def fit(self, x: torch.Tensor, generator: torch.Generator) -> Any:
+    def fit(self, x: torch.Tensor, gens: Generators) -> Any:
         from gentool.core.monoflow import MonoFlowConfig, train_generator
 
         cfg = MonoFlowConfig(steps=self.train_steps, batch_size=min(256, x.shape[1]))
-        return train_generator(x[0].float(), cfg, generator=generator, device=self.device)
+        return train_generator(x[0].float(), cfg, generator=gens[0], device=self.device)
 
-    def sample(self, model: Any, n: int, lam: float, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, model: Any, n: int, lam: float, gens: Generators) -> torch.Tensor:
         from gentool.core.monoflow import sample_generator
 
         with torch.no_grad():
-            x = sample_generator(model.generator, n, model.latent_dim, generator=generator,
+            x = sample_generator(model.generator, n, model.latent_dim, generator=gens[0],
                                  latent_scale=math.sqrt(lam))
         return x[None].float().cpu()
 
@@ -182,24 +213,30 @@ class MonoFlowFamily:
 def make_family(name: str, *, cov: str = "unbiased", components: int = 8, bandwidth: str | float = "scott",
                 train_steps: int = 2000, sampler: str = "dpmpp-2m", steps: int = 20, device: str = "cpu"
                 ) -> Any:
-    """Build a family by name (`FAMILIES`), validating its options."""
+    """Build a family by name (`FAMILIES`), validating its options (messages name the settings)."""
     choose("family", name, FAMILIES)
-    choose("covariance estimator", cov, ("unbiased", "mle"))
+    choose("cov", cov, ("unbiased", "mle"))
     if name == "gaussian":
         return GaussianFamily(cov=cov)
     if name == "gmm":
-        require(components >= 1, f"--components must be >= 1, got {components}")
+        require(isinstance(components, int) and components >= 1, f"components must be >= 1, got {components}")
         return GMMFamily(components=components)
     if name == "kde":
         if isinstance(bandwidth, float):
-            require(bandwidth > 0, f"--bandwidth must be > 0, got {bandwidth}")
+            require(math.isfinite(bandwidth) and bandwidth > 0, f"bandwidth must be > 0, got {bandwidth}")
         else:
             choose("bandwidth rule", bandwidth, ("scott", "silverman"))
         return KDEFamily(bandwidth=bandwidth)
-    require(train_steps >= 1 and steps >= 1,
-            f"--train-steps and --steps must be >= 1, got {train_steps}, {steps}")
+    require(train_steps >= 1 and steps >= 1, f"train_steps and steps must be >= 1, got {train_steps}, {steps}")
     if name == "diffusion":
+        from gentool.core.diffusion import SAMPLERS
+
+        choose("sampler", sampler, SAMPLERS)
         return DiffusionFamily(train_steps=train_steps, sampler=sampler, steps=steps, device=device)
-    if name == "monoflow":
-        return MonoFlowFamily(train_steps=train_steps, device=device)
-    raise BadInput(f"unknown family {name!r}")
+    return MonoFlowFamily(train_steps=train_steps, device=device)
+
+
+def family_from_config(cfg: Any, device: str = "cpu") -> Any:
+    """The family a `MadConfig` describes."""
+    return make_family(cfg.family, cov=cfg.cov, components=cfg.components, bandwidth=cfg.bandwidth,
+                       train_steps=cfg.train_steps, sampler=cfg.sampler, steps=cfg.steps, device=device)

@@ -28,18 +28,19 @@ def mix(real: torch.Tensor, synth: torch.Tensor, real_fraction: float | None) ->
     return torch.cat([real[:, :k], synth[:, :keep].to(real.dtype)], dim=1)
 
 
-def subsample(x: torch.Tensor, budget: int, generator: torch.Generator) -> torch.Tensor:
-    """Keep `budget` of the `n` points of each seed, uniformly without replacement, per seed."""
+def subsample(x: torch.Tensor, budget: int, gens: list[torch.Generator]) -> torch.Tensor:
+    """Keep `budget` of the `n` points of each seed, uniformly without replacement (seed s draws from
+    `gens[s]`)."""
     if x.shape[1] <= budget:
         return x
-    order = torch.rand(x.shape[0], x.shape[1], generator=generator).argsort(dim=1)
+    order = torch.stack([torch.rand(x.shape[1], generator=g) for g in gens]).argsort(dim=1)
     idx = order[:, :budget].sort(dim=1).values
     return torch.gather(x, 1, idx.to(x.device)[..., None].expand(-1, -1, x.shape[2]))
 
 
 def next_training_set(loop: str, train: torch.Tensor, real: torch.Tensor, synth: torch.Tensor,
                       fresh_real: torch.Tensor | None, *, real_fraction: float | None = None,
-                      budget: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                      budget: int | None = None, gens: list[torch.Generator] | None = None) -> torch.Tensor:
     """`D_{t+1}` for loop type `loop` from the current training set `train`, the fixed real set `real`,
     the synthetic sample `synth` and (for `fresh`) a new real draw `fresh_real`."""
     if loop == "fully-synthetic":
@@ -47,7 +48,12 @@ def next_training_set(loop: str, train: torch.Tensor, real: torch.Tensor, synth:
     if loop == "augment":
         return mix(real, synth, real_fraction)
     if loop == "fresh":
-        assert fresh_real is not None
+        if fresh_real is None:
+            raise ValueError("the fresh loop needs a new real draw")
         return mix(fresh_real, synth, real_fraction)
     pool = torch.cat([train, synth.to(train.dtype)], dim=1)
-    return pool if budget is None else subsample(pool, budget, generator)
+    if budget is None:
+        return pool
+    if gens is None:
+        raise ValueError("subsampling to a budget needs one generator per seed")
+    return subsample(pool, budget, gens)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 from gentool.core.errors import BadInput, require
-from gentool.core.metrics._checks import as_pair, as_samples
+from gentool.core.metrics._checks import as_pair
 
 
-def mean_cov(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample mean `(d,)` and unbiased covariance `(d, d)` (divides by n - 1) of `x (n, d)`, n >= 2."""
-    x = as_samples(x)
-    require(x.shape[0] >= 2, f"mean_cov needs at least 2 samples, got shape {tuple(x.shape)}")
-    mean = x.mean(dim=0)
-    xc = x - mean
-    return mean, xc.T @ xc / (x.shape[0] - 1)
+def mean_cov(x: torch.Tensor, ddof: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample mean `(..., d)` and covariance `(..., d, d)` of samples `x (..., n, d)`, dividing by `n - ddof`
+    (ddof 1: unbiased, 0: maximum likelihood). Batched over leading dims; needs n > ddof."""
+    x = torch.as_tensor(x)
+    require(x.dim() >= 2 and x.shape[-2] > ddof, f"mean_cov needs samples (..., n, d) with n > {ddof}, got shape "
+            f"{tuple(x.shape)}")
+    if not x.is_floating_point():
+        x = x.double()
+    mean = x.mean(dim=-2)
+    xc = x - mean.unsqueeze(-2)
+    return mean, xc.transpose(-1, -2) @ xc / (x.shape[-2] - ddof)
 
 
 def sqrtm_psd(s: torch.Tensor) -> torch.Tensor:

@@ -194,6 +194,52 @@ def _check_grad(g: torch.Tensor, p: torch.Tensor, t: int) -> torch.Tensor:
     return g
 
 
+class SimplexRun:
+    """An iterative solve in progress: point `p`, iteration `t`, and whether it has converged.
+
+    `iterate(k)` runs up to `k` iterations and returns the trace rows `{iter, objective, gap}` of the logged
+    ones (every `log_every`-th, the first, and the last); the run stops at gap ≤ `tol` or after `iters`.
+    """
+
+    def __init__(self, obj: SimplexObjective, method: str, *, p0: torch.Tensor | None = None, iters: int = 1000,
+                 tol: float = 0.0, lr: float = 0.1, step: str = "open-loop", log_every: int = 1) -> None:
+        self.stepper = METHODS[choose("method", method, METHODS)]
+        choose("Frank-Wolfe step rule", step, FW_STEPS)
+        require(iters >= 0, f"iters must be >= 0, got {iters}")
+        require(lr > 0 and math.isfinite(lr), f"step size lr must be a positive number, got {lr}")
+        require(math.isfinite(tol), f"tol must be a finite number (negative: never stop early), got {tol}")
+        require(log_every >= 1, f"log_every must be >= 1, got {log_every}")
+        p = torch.full((obj.dim,), 1.0 / obj.dim, dtype=torch.float64) if p0 is None else p0.to(torch.float64)
+        self.p = check_simplex(p.clone(), "initial point p0")
+        self.obj, self.iters, self.tol, self.lr, self.step_rule, self.log_every = obj, iters, tol, lr, step, log_every
+        self.t, self.converged, self.finished, self.gap = 0, False, False, math.inf
+
+    def iterate(self, k: int) -> list[dict[str, Any]]:
+        """Up to `k` iterations (each: gradient, gap, log, stop test, step)."""
+        rows: list[dict[str, Any]] = []
+        for _ in range(k):
+            if self.finished:
+                break
+            g = _check_grad(self.obj.grad(self.p), self.p, self.t)
+            self.gap = fw_gap(self.p, g)
+            self.converged = self.gap <= self.tol
+            self.finished = self.converged or self.t == self.iters
+            if self.t % self.log_every == 0 or self.finished:
+                rows.append({"iter": self.t, "objective": float(self.obj.value(self.p)), "gap": self.gap})
+            if self.finished:
+                break
+            self.p = self.stepper(self.obj, self.p, g, self.t, self.lr, self.step_rule)
+            self.t += 1
+        return rows
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"p": self.p, "t": self.t, "converged": self.converged, "finished": self.finished, "gap": self.gap}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.p, self.t = state["p"], int(state["t"])
+        self.converged, self.finished, self.gap = bool(state["converged"]), bool(state["finished"]), state["gap"]
+
+
 def solve_simplex(obj: SimplexObjective, method: str, *, p0: torch.Tensor | None = None, iters: int = 1000,
                   tol: float = 0.0, lr: float = 0.1, step: str = "open-loop", log_every: int = 1,
                   progress: Callable[..., None] | None = None) -> SimplexResult:
@@ -203,24 +249,11 @@ def solve_simplex(obj: SimplexObjective, method: str, *, p0: torch.Tensor | None
     `lr` is the step size of the gradient methods; `step` the Frank–Wolfe rule (open-loop 2/(t+2) or
     line-search).
     """
-    stepper = METHODS[choose("method", method, METHODS)]
-    choose("Frank-Wolfe step rule", step, FW_STEPS)
-    require(iters >= 0, f"iters must be >= 0, got {iters}")
-    require(lr > 0 and math.isfinite(lr), f"step size lr must be a positive number, got {lr}")
-    require(log_every >= 1, f"log_every must be >= 1, got {log_every}")
-    p = torch.full((obj.dim,), 1.0 / obj.dim, dtype=torch.float64) if p0 is None else p0.to(torch.float64)
-    p = check_simplex(p.clone(), "initial point p0")
-    res = SimplexResult(p)
-    for t in range(iters + 1):
-        g = _check_grad(obj.grad(p), p, t)
-        gap = fw_gap(p, g)
-        done = gap <= tol or t == iters
-        if t % log_every == 0 or done:
-            res.trace.append({"iter": t, "objective": float(obj.value(p)), "gap": gap})
-        if progress is not None and (t % log_every == 0 or done):
-            progress(t, iters, gap=gap)
-        if done:
-            res.p, res.iters, res.converged = p, t, gap <= tol
-            return res
-        p = stepper(obj, p, g, t, lr, step)
+    run = SimplexRun(obj, method, p0=p0, iters=iters, tol=tol, lr=lr, step=step, log_every=log_every)
+    res = SimplexResult(run.p)
+    while not run.finished:
+        res.trace += run.iterate(log_every)
+        if progress is not None:
+            progress(run.t, iters, gap=run.gap)
+    res.p, res.iters, res.converged = run.p, run.t, run.converged
     return res

@@ -1,0 +1,131 @@
+"""One way to register a command: its options are generated from the job's config dataclass.
+
+For a `JobSpec` (command, config dataclass, builder) this makes a Typer command whose options are the config's
+fields (`--n-synth` for `n_synth`, help text, default and allowed values from `gentool.core.config.setting`)
+plus the run options every job shares: `--out`, `--seed`, `--device`, `--resume`, `--progress/--no-progress`,
+`--plots/--no-plots`. The command only parses: options given on the command line are handed to
+`make_config` (which coerces and validates them in core), the job is built and `execute`d, and the headline
+numbers are printed. With `--resume`, options not given on the command line take the stored run's values.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import typing
+from pathlib import Path
+from typing import Any
+
+import typer
+from gentool.cli._common import format_numbers, handle_errors, progress_bar, say
+from gentool.core.config import config_fields, field_types, make_config
+from gentool.core.io import read_json
+from gentool.core.run import JobSpec, execute, resolve_device
+from gentool.core.run.device import DEVICES
+
+RUN_OPTIONS = ("out", "seed", "device", "resume", "progress", "plots")
+
+
+def _metavar(hint: Any, choices: tuple[str, ...] | None) -> str:
+    if choices:
+        return "NAME"
+    base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if typing.get_origin(hint) is tuple:
+        return "LIST"
+    return {int: "INT", float: "FLOAT", Path: "PATH"}.get(base[0], "TEXT")
+
+
+def _help(field: Any) -> str:
+    meta = field.metadata
+    text = meta.get("help", "")
+    if meta.get("choices"):
+        text += f" One of: {', '.join(meta['choices'])}."
+    default = field.default
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    return _escape(text + (f" [default: {shown}]" if shown not in (None, "") else ""))
+
+
+def _escape(text: str) -> str:
+    """Help text is rendered by rich: keep square brackets literal."""
+    return text.replace("[", "\\[")
+
+
+def _field_parameter(field: Any, hint: Any) -> inspect.Parameter:
+    flag = "--" + field.name.replace("_", "-")
+    names = [flag, field.metadata["short"]] if field.metadata.get("short") else [flag]
+    if hint is bool:
+        option = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=_help(field), show_default=False)
+        annotation: Any = bool | None
+    else:
+        option = typer.Option(None, *names, help=_help(field), show_default=False,
+                              metavar=field.metadata.get("metavar") or _metavar(hint, field.metadata.get("choices")))
+        annotation = str | None
+    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+
+def _run_parameters(spec: JobSpec) -> list[inspect.Parameter]:
+    def opt(name: str, default: Any, annotation: Any, *decls: str, help: str) -> inspect.Parameter:
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                 default=typer.Option(default, *decls, help=help))
+
+    return [
+        opt("out", Path(spec.default_out), Path, "--out", help="Run directory (locked while the run works in it)."),
+        opt("seed", None, int | None, "--seed", help=_escape("Random seed [default: 0; with --resume: the stored "
+                                                             "seed].")),
+        opt("device", "auto", str, "--device", help=f"One of: {', '.join(DEVICES)}."),
+        opt("resume", False, bool, "--resume", help="Continue the run in --out from its last completed unit "
+            "(options not given keep their stored values; others must match)."),
+        opt("progress", True, bool, "--progress/--no-progress", help="Show a progress bar."),
+        opt("plots", True, bool, "--plots/--no-plots", help="Write the figures."),
+    ]
+
+
+def options_for_resume(out: Path, given: dict[str, Any], seed: int | None) -> tuple[dict[str, Any], int | None]:
+    """With `--resume`: the stored config overlaid with the options given on the command line."""
+    path = out / "config.json"
+    if not path.is_file():
+        return given, seed
+    try:
+        stored = read_json(path)
+        return {**stored["config"], **given}, stored["seed"] if seed is None else seed
+    except (ValueError, KeyError, TypeError):
+        return given, seed  # `execute` reports the unreadable config on one line
+
+
+def run_job(spec: JobSpec, given: dict[str, Any], *, out: Path, seed: int | None, device: str, resume: bool,
+            progress: bool, plots: bool) -> dict[str, Any]:
+    """Build the config from the given options, build the job, execute it, print its headline numbers."""
+    if resume:
+        given, seed = options_for_resume(out, given, seed)
+    config = make_config(spec.config, given)
+    job = spec.build(config, 0 if seed is None else seed, resolve_device(device))
+    start = time.perf_counter()
+    with progress_bar(spec.command, enabled=progress) as bar:
+        result = execute(job, out, resume="require" if resume else "never", progress=bar, plots=plots)
+    seconds = time.perf_counter() - start
+    say(f"{spec.command}: {result.units_done} units in {seconds:.2f} s; {format_numbers(result.summary)}")
+    say(f"run directory: {out}")
+    return result.summary
+
+
+def job_command(spec: JobSpec) -> Any:
+    """A Typer command function for `spec` (register it with `app.command(name)(...)`)."""
+    hints = field_types(spec.config)
+    fields = config_fields(spec.config)
+
+    @handle_errors
+    def command(**kwargs: Any) -> None:
+        given = {f.name: kwargs[f.name] for f in fields if kwargs[f.name] is not None}
+        run_job(spec, given, **{k: kwargs[k] for k in RUN_OPTIONS})
+
+    params = [_field_parameter(f, hints[f.name]) for f in fields] + _run_parameters(spec)
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = spec.help
+    command.__name__ = spec.command.replace(" ", "_").replace("-", "_")
+    return command
+
+
+def register_job(app: typer.Typer, spec: JobSpec, name: str | None = None) -> None:
+    """Add `spec` as command `name` (default: the last word of its command) to `app`."""
+    app.command(name or spec.command.split()[-1])(job_command(spec))

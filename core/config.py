@@ -1,0 +1,231 @@
+"""Typed config dataclasses: declaring fields, coercing values from TOML or command-line text, validating.
+
+A job's config is a frozen dataclass whose fields are declared with `setting(...)` (default, help text,
+allowed values, whether a resumed run may raise it). The same dataclass is what a recipe's `[options]`
+table, a CLI command and a Python call construct, so names and checks live in one place:
+
+    make_config(MadConfig, {"n-synth": "20", "loop": "accumulate"})   # dashes or underscores; text or values
+
+Validation runs in each dataclass's `__post_init__` with the `check_*` helpers below, and every message
+names the field (`n_synth must be an integer >= 2, got 1`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from gentool.core.errors import BadInput, choose
+
+Parser = Callable[[Any], Any]
+
+
+def setting(default: Any, help: str, *, choices: Iterable[str] | None = None, extendable: bool = False,
+            parse: Parser | None = None, short: str | None = None, metavar: str | None = None) -> Any:
+    """A config field: `help` is shown by the CLI; `choices` are the allowed values (listed in help and
+    errors); `extendable` settings (run lengths) may grow when a run is resumed; `parse` turns text or a
+    TOML value into the field's value; `short` is a one-letter CLI alias such as "-n"."""
+    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "extendable": extendable,
+            "parse": parse, "short": short, "metavar": metavar}
+    if isinstance(default, list | dict | set):
+        raise TypeError("use a tuple or None for container defaults")
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def config_fields(cls: type) -> list[dataclasses.Field]:
+    """The dataclass fields of a config class, in declaration order."""
+    return list(dataclasses.fields(cls))
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type hints of the config class's fields."""
+    return typing.get_type_hints(cls)
+
+
+def extendable_fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in config_fields(cls) if f.metadata.get("extendable"))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """The config as a JSON-friendly dict (tuples become lists, paths strings)."""
+    return {f.name: _plain(getattr(cfg, f.name)) for f in config_fields(type(cfg))}
+
+
+def _split(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [value]
+
+
+def _scalar(kind: type, name: str, value: Any) -> Any:
+    """Coerce one value to int, float, str, bool or Path (text from the command line, or TOML values)."""
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "yes", "1", "on"):
+                return True
+            if text in ("false", "no", "0", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value) if not isinstance(value, str) else int(value.strip())
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind is Path:
+            return Path(str(value))
+        return str(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"{name} must be {'a' if kind is not int else 'an'} {kind.__name__}, got {value!r}") from None
+
+
+def coerce(name: str, hint: Any, value: Any) -> Any:
+    """Coerce `value` to the type `hint` (scalars, `X | None`, `tuple[X, ...]`, `Literal[...]`)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+            return None
+        return coerce(name, inner[0], value) if len(inner) == 1 else value
+    if origin is tuple:
+        kind = args[0] if args else str
+        return tuple(coerce(name, kind, v) for v in _split(value))
+    if origin is typing.Literal:
+        return choose(name, str(value), [str(a) for a in args])
+    if hint in (int, float, str, bool, Path):
+        return _scalar(hint, name, value)
+    return value
+
+
+def make_config(cls: type, options: Mapping[str, Any], where: str = "") -> Any:
+    """Build config `cls` from `options` (keys with dashes or underscores; values text or typed).
+
+    Unknown keys are `BadInput` naming the nearest field; values are coerced by the field types (or a
+    field's `parse`), then the dataclass validates itself.
+    """
+    fields = {f.name: f for f in config_fields(cls)}
+    hints = field_types(cls)
+    prefix = f"{where}: " if where else ""
+    kwargs: dict[str, Any] = {}
+    for key, value in options.items():
+        name = str(key).replace("-", "_")
+        if name not in fields:
+            try:
+                choose("setting", str(key), [n.replace("_", "-") for n in fields])
+            except BadInput as exc:
+                raise BadInput(prefix + str(exc)) from None
+        parse = fields[name].metadata.get("parse")
+        try:
+            kwargs[name] = parse(value) if parse is not None and value is not None else coerce(name, hints[name], value)
+        except BadInput as exc:
+            raise BadInput(prefix + str(exc)) from None
+    try:
+        return cls(**kwargs)
+    except BadInput as exc:
+        raise BadInput(prefix + str(exc)) from None
+
+
+def parse_vector(value: Any, name: str = "vector") -> tuple[float, ...]:
+    """A vector from `"1,0.5,-1"`, a list of numbers, or a `.npy`/`.txt`/`.csv` file path."""
+    return tuple(float(v) for v in _array(value, name).ravel())
+
+
+def parse_matrix(value: Any, name: str = "matrix") -> tuple[tuple[float, ...], ...]:
+    """A matrix from rows `"a,b;c,d"`, nested lists, or a `.npy`/`.txt`/`.csv` file path."""
+    arr = _array(value, name)
+    arr = arr.reshape(1, -1) if arr.ndim < 2 else arr
+    if arr.ndim != 2:
+        raise BadInput(f"{name} must be 2-D, got shape {arr.shape}")
+    return tuple(tuple(float(v) for v in row) for row in arr)
+
+
+def _array(value: Any, name: str) -> Any:
+    import numpy as np
+
+    if isinstance(value, str) and Path(value).suffix in (".npy", ".txt", ".csv"):
+        path = Path(value)
+        if not path.is_file():
+            raise BadInput(f"{name}: file not found: {path}")
+        try:
+            return np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter="," if
+                                                                          path.suffix == ".csv" else None, ndmin=1)
+        except (ValueError, OSError) as exc:
+            raise BadInput(f"{name}: cannot read {path}: {str(exc).splitlines()[0]}") from None
+    if isinstance(value, str):
+        rows = [r for r in value.split(";")]
+        try:
+            parsed = [[float(v) for v in r.split(",") if v.strip()] for r in rows]
+        except ValueError:
+            raise BadInput(f"{name} must be comma-separated numbers (rows separated by ';'), got {value!r}") from None
+        if any(len(r) != len(parsed[0]) for r in parsed) or not parsed[0]:
+            raise BadInput(f"{name} rows must be non-empty and of equal length, got {value!r}")
+        arr = np.array(parsed, dtype=float)
+        return arr[0] if len(rows) == 1 else arr
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise BadInput(f"{name} must be numbers, got {value!r}") from None
+
+
+# ---- validation helpers (raise BadInput naming the field) -------------------------------------------
+
+def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> None:
+    """An integer in [lo, hi] (either bound optional)."""
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    ok = ok and (lo is None or value >= lo) and (hi is None or value <= hi)
+    if not ok:
+        raise BadInput(f"{name} must be an integer {_bounds(lo, hi)}, got {value!r}")
+
+
+def check_float(name: str, value: Any, lo: float | None = None, hi: float | None = None, *,
+                lo_open: bool = False, hi_open: bool = False) -> None:
+    """A finite number in the interval given by lo/hi (closed unless `lo_open`/`hi_open`)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value < hi if hi_open else value <= hi
+    if not ok:
+        raise BadInput(f"{name} must be a finite number {_interval(lo, hi, lo_open, hi_open)}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[str]) -> None:
+    choose(name, value, allowed)
+
+
+def _bounds(lo: int | None, hi: int | None) -> str:
+    if lo is not None and hi is not None:
+        return f"in [{lo}, {hi}]"
+    if lo is not None:
+        return f">= {lo}"
+    return f"<= {hi}" if hi is not None else ""
+
+
+def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
+    if lo is None and hi is None:
+        return ""
+    if hi is None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    if lo is None:
+        return f"{'<' if hi_open else '<='} {hi:g}"
+    return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"

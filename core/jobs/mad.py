@@ -1,0 +1,102 @@
+"""The `mad-loop` job: one unit is one generation of every seed (see `gentool.core.mad.simulation`).
+
+Outputs besides the run contract's: `summary.csv` (per generation and metric: mean, std, 95% CI over seeds),
+`metrics.png` (with the closed form where one exists) and `snapshots.png` (first seed's samples at the
+first, middle and last generation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gentool.core import plots
+from gentool.core.io import atomic_write_text
+from gentool.core.mad.closed_forms import closed_form_curves
+from gentool.core.mad.config import MadConfig
+from gentool.core.mad.reference import gaussian_truth
+from gentool.core.mad.simulation import Simulation
+from gentool.core.mad.summary import summarize, summary_csv
+from gentool.core.run.contract import JobSpec, Row
+from gentool.core.run.rundir import snapshot_path
+
+HEADLINE = ("w2_gauss", "recall", "trace_cov")
+
+
+class MadJob:
+    """`generations` units; state: the training sets of every seed and the first seed's last sample."""
+
+    command = "mad-loop"
+    hint = "the fitted models degenerated (a collapsed covariance or bandwidth): raise lam, bandwidth or n_synth"
+    snapshot_every = 1
+
+    def __init__(self, config: MadConfig, seed: int = 0, device: torch.device | str = "cpu") -> None:
+        self.config, self.seed, self.device = config, int(seed), torch.device(device)
+        self.sim = Simulation(config, self.seed, self.device)
+        self._first: torch.Tensor | None = None
+
+    @property
+    def units_total(self) -> int:
+        return self.config.generations
+
+    @property
+    def units_done(self) -> int:
+        return self.sim.generation
+
+    @property
+    def done(self) -> bool:
+        return self.units_done >= self.units_total
+
+    def advance(self) -> list[Row]:
+        rows, self._first = self.sim.step()
+        return rows
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.sim.state_dict(), "first": self._first}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sim.load_state_dict(state)
+        self._first = state.get("first")
+
+    def samples(self) -> dict[str, Any] | None:
+        return None if self._first is None else {"x": self._first.float()}
+
+    def finish(self, out: Path, rows: list[Row], plots_on: bool) -> Row:
+        atomic_write_text(out / "summary.csv", summary_csv(rows))
+        if plots_on:
+            self._plots(out, rows)
+        last = [r for r in rows if r["generation"] == self.units_total]
+        return {k: float(np.mean([r[k] for r in last if k in r])) for k in HEADLINE if any(k in r for r in last)}
+
+    def _plots(self, out: Path, rows: list[Row]) -> None:
+        cfg = self.config
+        summary = summarize(rows)
+        keys = sorted({s["metric"] for s in summary} - {"n_train"})
+        trace0 = float(torch.trace(gaussian_truth(cfg.dim)[1]))
+        overlay = closed_form_curves(cfg.family, cfg.data, cfg.loop, cfg.n_real, cfg.n_synth, cfg.lam, cfg.cov,
+                                     trace0, cfg.generations)
+        plots.curves(out / "metrics.png", {"mean ± 95% CI": [_band(s) for s in summary]}, "generation", keys,
+                     overlay=overlay, overlay_label="closed form E[trace_cov]")
+        picks = sorted({1, (cfg.generations + 1) // 2, cfg.generations})
+        panels = [(f"generation {t}", np.load(snapshot_path(out, t))["x"]) for t in picks
+                  if snapshot_path(out, t).is_file()]
+        reference = self.sim.ref.test if cfg.d == 2 else None
+        if panels:
+            plots.sample_panels(out / "snapshots.png", panels, reference)
+
+
+def _band(s: dict[str, Any]) -> dict[str, Any]:
+    """A summary row as a plottable point: the metric's mean with its 95% CI band."""
+    k = s["metric"]
+    return {"metric": k, "generation": s["generation"], k: s["mean"], f"{k}_low": s["ci95_low"],
+            f"{k}_high": s["ci95_high"]}
+
+
+def build(config: MadConfig, seed: int, device: torch.device) -> MadJob:
+    return MadJob(config, seed, device)
+
+
+SPEC = JobSpec("mad-loop", MadConfig, build,
+               "Self-consuming loop: refit a model family on its own samples and track the drift.")

@@ -1,0 +1,116 @@
+"""The `train` job: EDM training of a small denoiser on a bundled data set; one unit = `checkpoint_every` steps.
+
+Outputs besides the run contract's: `ckpt.pt` (the EMA denoiser checkpoint `gentool sample --model` reads),
+`loss.png`, `metrics.json` (steps, mean loss of the last 100 steps, sigma_data).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from gentool.core import plots
+from gentool.core.config import check_int, setting
+from gentool.core.data import DATASETS, sample_data
+from gentool.core.diffusion.checkpoints import save_checkpoint
+from gentool.core.diffusion.models import ARCHS
+from gentool.core.diffusion.training import DenoiserTrainer, TrainConfig
+from gentool.core.errors import choose
+from gentool.core.io import atomic_write_json
+from gentool.core.nn import make_generator
+from gentool.core.run.contract import JobSpec, Row
+
+
+@dataclass(frozen=True)
+class TrainJobConfig:
+    """What `gentool train` trains: data, network and optimisation (see `TrainConfig` for the loss)."""
+
+    data: str = setting("moons", "Training data.", choices=DATASETS)
+    n_train: int = setting(20000, "Training points drawn (digits: sampled from the 1437-image split).")
+    arch: str = setting("auto", "Network: mlp, conv, or auto (conv for digits, else mlp).",
+                        choices=("auto", *ARCHS))
+    width: int = setting(128, "Hidden width (MLP units / conv channels).")
+    depth: int = setting(3, "Hidden layers.")
+    steps: int = setting(3000, "Total optimisation steps (a resumed run may raise it).", extendable=True)
+    batch: int = setting(512, "Minibatch size.")
+    lr: float = setting(1e-3, "Adam learning rate (cosine decay to 0 over steps).")
+    ema: float = setting(0.999, "EMA decay of the sampled weights, in [0, 1).")
+    checkpoint_every: int = setting(500, "Steps per unit: rows, checkpoint and progress every this many steps.")
+
+    def __post_init__(self) -> None:
+        choose("data", self.data, DATASETS)
+        check_int("n_train", self.n_train, 2, 10**8)
+        check_int("checkpoint_every", self.checkpoint_every, 1)
+        self.train_config()  # validates the network and optimiser settings
+
+    def train_config(self) -> TrainConfig:
+        arch = ("conv" if self.data == "digits" else "mlp") if self.arch == "auto" else self.arch
+        return TrainConfig(arch=arch, width=self.width, depth=self.depth, steps=self.steps, batch=self.batch,
+                           lr=self.lr, ema=self.ema)
+
+
+class TrainJob:
+    """State: the `DenoiserTrainer` (weights, EMA, optimiser, step, losses, RNG)."""
+
+    command = "train"
+    hint = "lower lr"
+
+    def __init__(self, config: TrainJobConfig, seed: int = 0, device: torch.device | str = "cpu") -> None:
+        self.config, self.seed, self.device = config, int(seed), torch.device(device)
+        x = sample_data(config.data, config.n_train, make_generator(self.seed))
+        self.trainer = DenoiserTrainer(x, config.train_config(), generator=make_generator(self.seed + 1, device),
+                                       device=self.device)
+
+    @property
+    def units_total(self) -> int:
+        return math.ceil(self.config.steps / self.config.checkpoint_every)
+
+    @property
+    def units_done(self) -> int:
+        return math.ceil(self.trainer.step / self.config.checkpoint_every)
+
+    @property
+    def done(self) -> bool:
+        return self.trainer.step >= self.config.steps
+
+    def advance(self) -> list[Row]:
+        every = self.config.checkpoint_every
+        losses = self.trainer.train(every - self.trainer.step % every)
+        return [{"step": self.trainer.step, "loss": sum(losses) / len(losses),
+                 "lr": self.trainer.opt.param_groups[0]["lr"]}]
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.trainer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trainer.load_state_dict(state)
+
+    def samples(self) -> None:
+        return None
+
+    def finish(self, out: Path, rows: list[Row], plots_on: bool) -> Row:
+        cfg, losses = self.config, self.trainer.losses
+        save_checkpoint(out / "ckpt.pt", {**self.trainer.state_dict(), "data": cfg.data, "seed": self.seed,
+                                          "n_train": cfg.n_train})
+        tail = losses[-min(100, len(losses)):]
+        summary = {"steps": len(losses), "final_loss_mean100": sum(tail) / len(tail),
+                   "sigma_data": self.trainer.model.sigma_data}
+        atomic_write_json(out / "metrics.json", summary)
+        if plots_on:
+            k = max(1, len(losses) // 50)
+            smooth = [{"step": i + k, "loss": sum(losses[i:i + k]) / len(losses[i:i + k])}
+                      for i in range(0, len(losses), k)]
+            plots.curves(out / "loss.png", {"loss": [{"step": i + 1, "loss": v} for i, v in enumerate(losses)],
+                                             f"mean over {k}": smooth}, "step", ["loss"], log_keys=["loss"])
+        return summary
+
+
+def build(config: TrainJobConfig, seed: int, device: torch.device) -> TrainJob:
+    return TrainJob(config, seed, device)
+
+
+SPEC = JobSpec("train", TrainJobConfig, build,
+               "Train an EDM-preconditioned denoiser (MLP for 2-D toys, small conv net for digits).")

@@ -1,0 +1,130 @@
+"""Every gentool figure, drawn with matplotlib's Agg backend and saved atomically (one module for all plots).
+
+Samples are drawn by kind: 1-D → histogram, 2-D (or more) → scatter of the first two coordinates (the
+reference in grey), square images (64 = 8×8 digits, any `side²` with `image_side`) → a tile grid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gentool.core.io import atomic_savefig
+
+
+def subplots(rows: int = 1, cols: int = 1, *, width: float = 4.2, height: float = 3.2) -> tuple[Any, Any]:
+    """A figure with a `rows × cols` array of axes (always 2-D), on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+
+
+def save(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Save atomically and close the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = atomic_savefig(fig, path, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
+def as_numpy(x: Any) -> np.ndarray:
+    """Tensors (any device) and arrays as a float numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def image_side(dim: int) -> int | None:
+    """The side of a square image with `dim` pixels (None when `dim` is not a square > 4)."""
+    side = math.isqrt(dim)
+    return side if side * side == dim and dim > 4 else None
+
+
+def image_grid(ax: Any, x: Any, *, max_tiles: int = 100, low: float = -1.0, high: float = 1.0) -> None:
+    """Up to `max_tiles` flattened square images as one tiled picture (values clipped to [low, high])."""
+    x = as_numpy(x)
+    side = image_side(x.shape[1]) or 1
+    k = max(1, min(int(math.isqrt(max_tiles)), int(math.isqrt(len(x)))))
+    tiles = np.clip(x[: k * k], low, high).reshape(k, k, side, side).transpose(0, 2, 1, 3)
+    ax.imshow(tiles.reshape(side * k, side * k), cmap="gray_r", vmin=low, vmax=high)
+    ax.axis("off")
+
+
+def draw_samples(ax: Any, x: Any, reference: Any | None = None, title: str = "") -> None:
+    """Histogram (1-D), image grid (square images) or scatter (first two coordinates) of `x`."""
+    x = as_numpy(x)
+    if x.shape[1] == 1:
+        data = [x[:, 0]] if reference is None else [as_numpy(reference)[:, 0], x[:, 0]]
+        ax.hist(data, bins=60, density=True, label=["data", "samples"][-len(data):])
+    elif image_side(x.shape[1]) and x.shape[1] != 2:
+        image_grid(ax, x)
+    else:
+        if reference is not None:
+            ref = as_numpy(reference)
+            ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.75")
+        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.6)
+    ax.set_title(title, fontsize=9)
+
+
+def sample_panels(path: str | Path, panels: Sequence[tuple[str, Any]], reference: Any | None = None) -> Path:
+    """One panel per `(title, samples)`, each over the same reference."""
+    fig, axes = subplots(1, max(1, len(panels)), width=3.4, height=3.4)
+    for ax, (title, x) in zip(axes[0], panels, strict=False):
+        draw_samples(ax, x, reference, title)
+    return save(fig, path)
+
+
+def curves(path: str | Path, series: Mapping[str, Sequence[Mapping[str, Any]]], x: str,
+           keys: Sequence[str], *, log_keys: Sequence[str] = (), overlay: Mapping[str, Sequence[float]] | None = None,
+           overlay_label: str = "closed form") -> Path:
+    """One panel per key: `series[label]` rows plotted as `key` vs `x`; rows with `key_low`/`key_high` get a
+    band. `overlay[key]` (values at x = 1, 2, ...) is drawn dashed and named by `overlay_label`; keys in
+    `log_keys` (or whose values span more than three decades) get a log y-axis."""
+    cols = min(3, max(1, len(keys)))
+    fig, axes = subplots(-(-len(keys) // cols) or 1, cols)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        values: list[float] = []
+        for label, rows in series.items():
+            pts = [r for r in rows if _finite(r.get(key)) and _finite(r.get(x))]
+            xs, ys = [r[x] for r in pts], [r[key] for r in pts]
+            values += ys
+            ax.plot(xs, ys, label=label)
+            if pts and f"{key}_low" in pts[0]:
+                ax.fill_between(xs, [r[f"{key}_low"] for r in pts], [r[f"{key}_high"] for r in pts], alpha=0.25)
+        if overlay and key in overlay:
+            ax.plot(np.arange(1, len(overlay[key]) + 1), overlay[key], "k--", label=overlay_label)
+        if key in log_keys or _spans_decades(values):
+            ax.set_yscale("log")
+        ax.set_title(key)
+        ax.set_xlabel(x)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    return save(fig, path)
+
+
+def bar(path: str | Path, values: Any, xlabel: str = "i", ylabel: str = "p_i") -> Path:
+    """A bar chart of a vector."""
+    fig, axes = subplots(width=4.5)
+    v = as_numpy(values).ravel()
+    axes[0, 0].bar(range(v.size), v)
+    axes[0, 0].set_xlabel(xlabel)
+    axes[0, 0].set_ylabel(ylabel)
+    return save(fig, path)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _spans_decades(values: Sequence[float], decades: float = 3.0) -> bool:
+    pos = [v for v in values if v > 0]
+    return len(pos) == len(values) and len(pos) > 1 and math.log10(max(pos) / min(pos)) > decades

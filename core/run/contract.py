@@ -1,0 +1,82 @@
+"""The `Job` protocol every long-running gentool job implements (MAD loops, MonoFlow, training, sampling,
+optimisers). A job is built from a typed config dataclass, a seed and a device; `execute` owns everything
+that touches the run directory, so a job never writes files itself except through `finish`.
+
+Unit semantics: `advance()` performs one unit of work (a generation, a chunk of training steps, a batch of
+samples) and returns its metric rows. After a unit, `state_dict()` must capture everything needed to
+continue bit-identically (weights, optimiser state, RNG states, particles), because `execute` may
+checkpoint it and a later process may `load_state_dict` it and carry on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+
+Row = dict[str, Any]
+
+
+@runtime_checkable
+class Job(Protocol):
+    """One run of one command.
+
+    `command`: the owner name written into the run directory ("mad-loop", "train", ...).
+    `config`: the (frozen) config dataclass; with `seed` it defines the numbers.
+    `units_total`: the planned number of units (an upper bound when the job can stop early).
+    `units_done`: units completed so far (restored by `load_state_dict`).
+    `done`: True when no unit is left (`units_done == units_total`, or an early stop such as convergence).
+    """
+
+    command: ClassVar[str]
+    config: Any
+    seed: int
+
+    @property
+    def units_total(self) -> int: ...
+
+    @property
+    def units_done(self) -> int: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    def advance(self) -> list[Row]:
+        """Run one unit; return its rows (plain numbers and strings)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue after the last completed unit."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`."""
+        ...
+
+    def samples(self) -> dict[str, Any] | None:
+        """Arrays describing the current result (written as `samples.npz` at every checkpoint), or None."""
+        ...
+
+    def finish(self, out: Path, rows: list[Row], plots: bool) -> Row:
+        """Write the final artefacts (summaries, figures) into `out` atomically; return the headline numbers."""
+        ...
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """How to build one command's job."""
+
+    command: str
+    config: type
+    build: Callable[[Any, int, torch.device], Job]
+    help: str
+    out_default: str = ""  # default run directory ("runs/<command>" when empty)
+
+    @property
+    def default_out(self) -> str:
+        return self.out_default or "runs/" + self.command.replace(" ", "-")
+
+
