@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from gentool.core.solvers import cache
 from gentool.core.solvers.plan import Step
-from gentool.core.solvers.runner import History, Stepper, advance
+from gentool.core.solvers.runner import History, Stepper
 from gentool.core.solvers.term import Field
 
 MAX_COMPILED_PER_OWNER = 64
@@ -60,6 +60,17 @@ class _Compiled:
         return self.eager(*args)
 
 
+def traced_advance(f: Field, x: torch.Tensor, hist: History, step: Step, noise: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, History]:
+    """`runner.advance` with the combinations as plain arithmetic (`Combination.traced`), for tracing."""
+    regs = [x, *hist]
+    if step.noise is not None:
+        regs.append(noise[step.noise])
+    for st in step.stages:
+        regs.append(f(st.time, st.inputs.traced(regs)))
+    return step.update.traced(regs), tuple(regs[j] for j in step.keep)
+
+
 def compiled_stepper(scope: cache.CacheScope) -> Stepper:
     """A stepper that runs each step through the compiled function of its shape (cached per scope)."""
     compiled = cache.entries(scope.owner, "compiled")
@@ -69,7 +80,7 @@ def compiled_stepper(scope: cache.CacheScope) -> Stepper:
         key = (scope.tag, step.shape)
         fn = compiled.get(key)
         if fn is None:
-            fn = cache.put(compiled, key, _Compiled(advance, f"advance_{len(compiled)}"), MAX_COMPILED_PER_OWNER)
+            fn = cache.put(compiled, key, _Compiled(traced_advance, f"step_{len(compiled)}"), MAX_COMPILED_PER_OWNER)
         return fn(f, x, hist, step, noise)
 
     return stepper

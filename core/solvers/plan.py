@@ -21,6 +21,7 @@ kernel for each combination, once, on the host (float64 Python floats): the loop
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+import itertools
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -92,64 +93,99 @@ def step(stages: Sequence[StageSpec], update: Mapping[Reg, float], keep: Sequenc
 
 
 class Head(IntEnum):
-    """The first kernel of a combination (the remaining terms are fused in-place adds)."""
+    """How a combination starts; every later term is one fused in-place kernel of the same kind."""
 
-    COPY = 0  # out = r_i                      (no kernel)
-    ADD = 1  # out = r_i + w r_j              (coefficient of r_i is 1)
-    LERP = 2  # out = w r_i + (1 - w) r_j     (two coefficients summing to 1)
-    SCALE = 3  # out = w r_i
+    COPY = 0  # out = r_first                                  (one term with coefficient 1: no kernel)
+    ADD = 1  # out = r_first + w r_j, then out += w r_k        (a coefficient is exactly 1)
+    LERP = 2  # out = lerp(r_first, r_j, w), then out.lerp_   (coefficients sum to 1: an affine combination)
+    SCALE = 3  # out = w r_first, then out += w r_k
 
 
-AFFINE_TOL = 4e-16  # |c_i + c_j - 1| below this: one lerp kernel instead of a multiply and an add
+AFFINE_RTOL = 1e-14  # |sum c - 1| <= AFFINE_RTOL * sum |c|: evaluated as a chain of lerps
+MIN_PARTIAL = 1e-6  # a lerp chain needs its partial sums away from 0 (relative to max |c|)
 
 
 @dataclass(frozen=True)
 class Combination:
-    """`head(regs) + sum_(j, c) in rest  c regs[j]` over a step's flat register list."""
+    """`sum_(j, c) in terms  c regs[j]` over a step's flat register list.
 
+    Eagerly it costs n - 1 kernels for n terms when a coefficient is 1 (`ADD`: adds with `alpha`) or when
+    the coefficients sum to 1 (`LERP`: with partial sums S_k = c_1 + ... + c_k, the chain
+    out_k = lerp(out_{k-1}, r_k, c_k / S_k) is exactly sum c_k r_k; every denoiser-form sampler update is
+    of this kind), else n (`SCALE`). `traced` is the plain-arithmetic form compiled steps use.
+    """
+
+    terms: tuple[tuple[int, float], ...]
     head: Head
-    i: int
-    j: int
-    w: float
-    rest: tuple[tuple[int, float], ...]
+    first: int
+    scale: float
+    ops: tuple[tuple[int, float], ...]
 
     def __call__(self, regs: Sequence[torch.Tensor]) -> torch.Tensor:
         if self.head is Head.COPY:
-            return regs[self.i]
-        if self.head is Head.ADD:
-            out = torch.add(regs[self.i], regs[self.j], alpha=self.w)
-        elif self.head is Head.LERP:
-            out = torch.lerp(regs[self.j], regs[self.i], self.w)
+            return regs[self.first]
+        ops = self.ops
+        if self.head is Head.SCALE:
+            out = torch.mul(regs[self.first], self.scale)
         else:
-            out = torch.mul(regs[self.i], self.w)
-        for j, c in self.rest:
-            out.add_(regs[j], alpha=c)
+            (j, w), *ops = ops
+            out = (torch.add(regs[self.first], regs[j], alpha=w) if self.head is Head.ADD
+                   else torch.lerp(regs[self.first], regs[j], w))
+        for j, w in ops:
+            if self.head is Head.LERP:
+                out.lerp_(regs[j], w)
+            else:
+                out.add_(regs[j], alpha=w)
+        return out
+
+    def traced(self, regs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The same sum as plain arithmetic (for torch.compile: coefficients become graph inputs instead
+        of the constants `alpha=` would force, and inductor fuses the terms into one kernel)."""
+        if self.head is Head.COPY:
+            return regs[self.first]
+        (j0, c0), *rest = self.terms
+        out = regs[j0] * c0
+        for j, c in rest:
+            out = out + regs[j] * c
         return out
 
     @property
-    def shape(self) -> tuple:
-        """The combination without its coefficients (what a compiled step specialises on)."""
-        return (self.head, self.i, self.j, tuple(j for j, _ in self.rest))
+    def shape(self) -> tuple[int, ...]:
+        """The registers read, without coefficients (what a compiled step specialises on)."""
+        return (-1, self.first) if self.head is Head.COPY else tuple(j for j, _ in self.terms)
+
+
+def _lerp_chain(flat: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...] | None:
+    """For an affine combination, the term order whose partial sums stay farthest from 0, as
+    (first register, ((r_k, c_k / S_k), ...)); None when every order has a partial sum near 0."""
+    best, best_score = None, MIN_PARTIAL * max(abs(c) for _, c in flat)
+    for order in itertools.permutations(flat):
+        partial = list(itertools.accumulate(c for _, c in order))
+        score = min(abs(v) for v in partial[:-1])
+        if score > best_score:
+            best, best_score = (order, partial), score
+    if best is None:
+        return None
+    order, partial = best
+    return ((order[0][0], 1.0), *((j, c / p) for (j, c), p in zip(order[1:], partial[1:], strict=True)))
 
 
 def combination(flat: Sequence[tuple[int, float]]) -> Combination:
     """The cheapest kernel sequence for `sum c_j regs[j]` (at least one term)."""
     if not flat:
         raise ValueError("a combination needs at least one nonzero term")
+    flat = tuple(flat)
+    if len(flat) == 1 and flat[0][1] == 1.0:
+        return Combination(flat, Head.COPY, flat[0][0], 1.0, ())
     unit = next((n for n, (_, c) in enumerate(flat) if c == 1.0), None)
-    if len(flat) == 1:
-        (i, c), = flat
-        return Combination(Head.COPY if c == 1.0 else Head.SCALE, i, i, c, ())
     if unit is not None:
-        i = flat[unit][0]
-        rest = [t for n, t in enumerate(flat) if n != unit]
-        return Combination(Head.ADD, i, rest[0][0], rest[0][1], tuple(rest[1:]))
-    for a in range(len(flat)):
-        for b in range(a + 1, len(flat)):
-            if abs(flat[a][1] + flat[b][1] - 1.0) <= AFFINE_TOL:
-                rest = tuple(t for n, t in enumerate(flat) if n not in (a, b))
-                return Combination(Head.LERP, flat[a][0], flat[b][0], flat[a][1], rest)
-    return Combination(Head.SCALE, flat[0][0], flat[0][0], flat[0][1], tuple(flat[1:]))
+        rest = tuple(t for n, t in enumerate(flat) if n != unit)
+        return Combination(flat, Head.ADD, flat[unit][0], 1.0, rest)
+    total, size = sum(c for _, c in flat), sum(abs(c) for _, c in flat)
+    chain = _lerp_chain(flat) if len(flat) > 1 and abs(total - 1.0) <= AFFINE_RTOL * size else None
+    if chain is not None:
+        return Combination(flat, Head.LERP, chain[0][0], 1.0, chain[1:])
+    return Combination(flat, Head.SCALE, flat[0][0], flat[0][1], flat[1:])
 
 
 @dataclass(frozen=True)
