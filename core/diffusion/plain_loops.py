@@ -42,7 +42,8 @@ def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, ge
 def sample_ddim(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, generator=None, eta: float = 1.0
                 ) -> tuple[torch.Tensor, int]:
     """DDIM with stochasticity eta (eta = 1: DDPM ancestral), in sigma-form:
-    `s_up = min(s', eta sqrt(s'^2 (s^2 - s'^2) / s^2))`, `s_down = sqrt(s'^2 - s_up^2)`, `x <- D + s_down d + s_up z`."""
+    `s_up = min(s', eta sqrt(s'^2 (s^2 - s'^2) / s^2))`, `s_down = sqrt(s'^2 - s_up^2)`,
+    `x <- D + s_down d + s_up z`."""
     for s, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
         den = _den(denoiser, x, s)
         s_up = min(s_next, eta * math.sqrt(max(s_next**2 * (s**2 - s_next**2) / s**2, 0.0)))

@@ -20,8 +20,8 @@ kernel for each combination, once, on the host (float64 Python floats): the loop
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
 import itertools
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
