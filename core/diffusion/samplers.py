@@ -79,14 +79,14 @@ def _method(name: str, value: Any) -> str:
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A sampler: its plan builder (None for `ode`), the term it evaluates, NFE per step, order, options."""
+    """A sampler: its plan builder (None for `ode`), the term it evaluates, NFE per step, its observed
+    convergence order on the EDM grid, and its options (default, validator)."""
 
     name: str
     build: Callable[..., list] | None
     term: type
     nfe_per_step: str
     order: str
-    about: str
     options: Mapping[str, tuple[Any, Callable[[str, Any], Any]]] = field(default_factory=dict)
 
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,35 +100,30 @@ class SamplerSpec:
         return max(1, (nfe + 1) // 2) if self.nfe_per_step.startswith("2") else nfe
 
 
+ORDER_1_TO_3 = {"order": (2, _between(1, 3, integer=True))}
+ORDER_1_TO_4 = {"order": (4, _between(1, 4, integer=True))}
 SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
-    SamplerSpec("euler", plans.euler_steps, DenoisedTerm, "1", "1", "Euler = DDIM (eta 0)"),
-    SamplerSpec("ddim", plans.ddim_steps, DenoisedTerm, "1", "1", "DDIM with noise eta (1: DDPM ancestral)",
-                {"eta": (1.0, _between(0.0, math.inf))}),
-    SamplerSpec("heun", plans.heun_steps, DenoisedTerm, "2 (last 1)", "2", "EDM Heun"),
-    SamplerSpec("dpmpp-2m", plans.dpmpp_2m_steps, DenoisedTerm, "1", "2", "DPM-Solver++(2M)"),
-    SamplerSpec("dpmpp-3m", plans.dpmpp_3m_steps, DenoisedTerm, "1", "3",
-                "DPM-Solver++(3M), third-order d2 weight"),
-    SamplerSpec("amed", plans.amed_steps, DenoisedTerm, "2 (last 1)", "2", "mean-value step at s'^r s^(1-r)",
-                {"r": (0.5, _between(1e-9, 1 - 1e-9))}),
-    SamplerSpec("unipc", plans.unipc_steps, DenoisedTerm, "1", "order+1", "UniPC-bh2 predictor-corrector",
-                {"order": (2, _between(1, 3, integer=True))}),
-    SamplerSpec("ipndm", plans.ipndm_steps, DirectionTerm, "1", "2 (uniform grid: order)",
-                "iPNDM: Adams–Bashforth in sigma, fixed weights", {"order": (4, _between(1, 4, integer=True))}),
-    SamplerSpec("ipndm-v", plans.ipndm_v_steps, DirectionTerm, "1", "order",
-                "iPNDM with variable-step weights", {"order": (4, _between(1, 4, integer=True))}),
-    SamplerSpec("ode", None, LogSigmaTerm, "adaptive", "method", "PF-ODE in log sigma by a core solver",
+    SamplerSpec("euler", plans.euler_steps, DenoisedTerm, "1", "1"),
+    SamplerSpec("ddim", plans.ddim_steps, DenoisedTerm, "1", "1", {"eta": (1.0, _between(0.0, math.inf))}),
+    SamplerSpec("heun", plans.heun_steps, DenoisedTerm, "2, last 1", "2"),
+    SamplerSpec("dpmpp-2m", plans.dpmpp_2m_steps, DenoisedTerm, "1", "2"),
+    SamplerSpec("dpmpp-3m", plans.dpmpp_3m_steps, DenoisedTerm, "1", "3"),
+    SamplerSpec("amed", plans.amed_steps, DenoisedTerm, "2, last 1", "2", {"r": (0.5, _between(1e-9, 1 - 1e-9))}),
+    SamplerSpec("unipc", plans.unipc_steps, DenoisedTerm, "1", "order+1", ORDER_1_TO_3),
+    SamplerSpec("ipndm", plans.ipndm_steps, DirectionTerm, "1", "2", ORDER_1_TO_4),
+    SamplerSpec("ipndm-v", plans.ipndm_v_steps, DirectionTerm, "1", "order", ORDER_1_TO_4),
+    SamplerSpec("ode", None, LogSigmaTerm, "adaptive", "-",
                 {"method": ("dopri5", _method), "rtol": (1e-5, _positive), "atol": (1e-5, _positive)}),
 )}
 
 
 def sampler_table() -> str:
-    """A fixed-width table of the samplers: name, NFE per step, order, options (defaults)."""
-    rows = [("sampler", "NFE/step", "order", "options", "")]
+    """A fixed-width table of the samplers: name, NFE per step, observed order, options (defaults)."""
+    rows = [("sampler", "NFE/step", "order", "options")]
     for s in SAMPLERS.values():
-        opts = ", ".join(f"{k}={d}" for k, (d, _) in s.options.items()) or "-"
-        rows.append((s.name, s.nfe_per_step, s.order, opts, s.about))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[4] for r in rows)
+        rows.append((s.name, s.nfe_per_step, s.order, ", ".join(f"{k}={d}" for k, (d, _) in s.options.items())))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[3] for r in rows)
 
 
 def _check_sigmas(sigmas: torch.Tensor | list[float]) -> tuple[float, ...]:
