@@ -32,7 +32,7 @@ def rmse(target, x0: torch.Tensor, ref: torch.Tensor, sampler: str, steps: int, 
 
 def table(title: str, counts: list[int], by_nfe: bool, target, x0, ref, seed: int) -> None:
     print(f"\n{title}")
-    print(f"{'sampler':<16}" + "".join(f"{c:>14}" for c in counts))
+    print(f"{'sampler':<16}" + "".join(f"{c:>15}" for c in counts))
     for sampler, opts in SAMPLER_RUNS:
         cells = []
         for c in counts:
@@ -40,7 +40,7 @@ def table(title: str, counts: list[int], by_nfe: bool, target, x0, ref, seed: in
             err, nfe = rmse(target, x0, ref, sampler, steps, seed, **opts)
             cells.append(f"{err:.3g} ({nfe})")
         label = sampler + "".join(f" {k}={v:g}" for k, v in opts.items())
-        print(f"{label:<16}" + "".join(f"{c:>14}" for c in cells))
+        print(f"{label:<16}" + "".join(f"{c:>15}" for c in cells))
 
 
 def main() -> None:
