@@ -331,13 +331,12 @@ def test_graph_cache_reuses_bounds_and_falls_back(monkeypatch: pytest.MonkeyPatc
     """The cache logic of the CUDA-graph path, with capture stubbed out (runs without a GPU)."""
     from gentool.core.solvers import cache, cuda_graph
     from gentool.core.solvers.fixed import tableau_plan
-    from gentool.core.solvers.runner import advance
     from gentool.core.solvers.tableau import FIXED_TABLEAUS
 
     captured: list[tuple] = []
 
     def fake_capture(f: object, x0: torch.Tensor, plan: object, noise: object, save_all: bool,
-                     stepper: object) -> tuple:
+                     program: object) -> tuple:
         if x0.shape[0] == 3:
             raise RuntimeError("operation not permitted when stream is capturing")
         captured.append((x0.shape, save_all))
@@ -350,8 +349,7 @@ def test_graph_cache_reuses_bounds_and_falls_back(monkeypatch: pytest.MonkeyPatc
 
     def solver(x0: torch.Tensor, grid: tuple[float, ...], strict: bool = False) -> object:
         plan = tableau_plan(FIXED_TABLEAUS["rk4"], grid, x0.shape[0], x0.dtype, x0.device)
-        return cuda_graph.graphed_solver(field, x0, plan, None, False, cache.CacheScope(field), advance,
-                                         False, strict)
+        return cuda_graph.graphed_solver(field, x0, plan, None, False, cache.CacheScope(field), None, strict)
 
     x0 = torch.ones(2, 1)
     first, again = solver(x0, (0.0, 1.0)), solver(x0, (0.0, 1.0))

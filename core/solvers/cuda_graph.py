@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import torch
 from gentool.core.solvers import cache
+from gentool.core.solvers.compile import CompiledPlan
 from gentool.core.solvers.plan import Plan
-from gentool.core.solvers.runner import Stepper, advance, run_steps
+from gentool.core.solvers.runner import advance, run_steps
 from gentool.core.solvers.term import Field
 
 WARMUP_STEPS = 3
@@ -42,49 +43,54 @@ class GraphedSolve:
         return self.out.clone(), None if self.xs is None else self.xs.clone()
 
 
-def warm_up(f: Field, x: torch.Tensor, plan: Plan, noise: torch.Tensor | None, stepper: Stepper) -> None:
-    """Run on a side stream before capture: lazy library init (cuBLAS handles, ...); with a compiled
-    stepper, one full solve, so every step shape is compiled (and recompiled with dynamic floats) before
-    capture starts."""
+def warm_up(f: Field, x: torch.Tensor, plan: Plan, noise: torch.Tensor | None, program: CompiledPlan | None
+            ) -> None:
+    """Run on a side stream before capture: lazy library init (cuBLAS handles, ...); with a compiled plan,
+    one full solve, so every segment is compiled (and autotuned) before capture starts."""
     side = torch.cuda.Stream(device=x.device)
     side.wait_stream(torch.cuda.current_stream(x.device))
     with torch.cuda.stream(side):
-        if stepper is advance:
+        if program is None:
             for _ in range(WARMUP_STEPS):
                 advance(f, x, (), plan.steps[0], noise)
         else:
-            run_steps(f, x, plan, noise, None, stepper=stepper)
+            program.run(f, x, noise, None)
     torch.cuda.current_stream(x.device).wait_stream(side)
 
 
+def _run(f: Field, x: torch.Tensor, plan: Plan, noise: torch.Tensor | None, xs: torch.Tensor | None,
+         program: CompiledPlan | None) -> torch.Tensor:
+    return run_steps(f, x, plan, noise, xs)[0] if program is None else program.run(f, x, noise, xs)
+
+
 def capture(f: Field, x0: torch.Tensor, plan: Plan, noise: torch.Tensor | None, save_all: bool,
-            stepper: Stepper) -> GraphedSolve:
-    """Warm up, then record the full loop over steps into one graph."""
+            program: CompiledPlan | None) -> GraphedSolve:
+    """Warm up, then record the full solve into one graph."""
     static_x = x0.clone()
     static_noise = None if noise is None else noise.clone()
     xs = x0.new_empty((len(plan.steps) + 1, *x0.shape)) if save_all else None
-    warm_up(f, static_x, plan, static_noise, stepper)
+    warm_up(f, static_x, plan, static_noise, program)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         if xs is not None:
             xs[0].copy_(static_x)
-        out, _ = run_steps(f, static_x, plan, static_noise, xs, stepper=stepper)
+        out = _run(f, static_x, plan, static_noise, xs, program)
     return GraphedSolve(graph, static_x, static_noise, out, xs, plan)
 
 
 def graphed_solver(f: Field, x0: torch.Tensor, plan: Plan, noise: torch.Tensor | None, save_all: bool,
-                   scope: cache.CacheScope, stepper: Stepper, compiled: bool, strict: bool) -> GraphedSolve | None:
+                   scope: cache.CacheScope, program: CompiledPlan | None, strict: bool) -> GraphedSolve | None:
     """The cached graph for (scope, plan, ...), captured on first use.
 
     None when capture fails (the field syncs with the host, allocates on the CPU, ...), unless `strict`
     (then the capture error propagates). A failed key is remembered and not retried.
     """
     graphs = cache.entries(scope.owner, "graphs")
-    key = (scope.tag, plan.key, tuple(x0.shape), x0.dtype, x0.device, save_all, compiled,
+    key = (scope.tag, plan.key, tuple(x0.shape), x0.dtype, x0.device, save_all, program is not None,
            torch.is_inference_mode_enabled())
     if key not in graphs:
         try:
-            solve = capture(f, x0, plan, noise, save_all, stepper)
+            solve = capture(f, x0, plan, noise, save_all, program)
         except Exception:
             if strict:
                 raise

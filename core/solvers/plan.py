@@ -112,7 +112,7 @@ class Combination:
     Eagerly it costs n - 1 kernels for n terms when a coefficient is 1 (`ADD`: adds with `alpha`) or when
     the coefficients sum to 1 (`LERP`: with partial sums S_k = c_1 + ... + c_k, the chain
     out_k = lerp(out_{k-1}, r_k, c_k / S_k) is exactly sum c_k r_k; every denoiser-form sampler update is
-    of this kind), else n (`SCALE`). `traced` is the plain-arithmetic form compiled steps use.
+    of this kind), else n (`SCALE`). Compiled plans use `terms` as plain arithmetic instead (`compile.py`).
     """
 
     terms: tuple[tuple[int, float], ...]
@@ -136,17 +136,6 @@ class Combination:
                 out.lerp_(regs[j], w)
             else:
                 out.add_(regs[j], alpha=w)
-        return out
-
-    def traced(self, regs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The same sum as plain arithmetic (for torch.compile: coefficients become graph inputs instead
-        of the constants `alpha=` would force, and inductor fuses the terms into one kernel)."""
-        if self.head is Head.COPY:
-            return regs[self.first]
-        (j0, c0), *rest = self.terms
-        out = regs[j0] * c0
-        for j, c in rest:
-            out = out + regs[j] * c
         return out
 
     @property
@@ -214,13 +203,15 @@ class Plan:
     """All steps of a solve on one grid for one batch size, dtype and device.
 
     `key` identifies the plan in caches (name, options, grid, batch, dtype, device); `grid` holds the
-    times t_0..t_N (sigma for samplers); `noise_draws` standard normal states (B, ...) are consumed, one
-    per step that uses Z; `nfe` is the number of term evaluations per sample.
+    times t_0..t_N (sigma for samplers); `times` (nfe, B) every stage time in order (each `Stage.time` is
+    a row of it); `noise_draws` standard normal states (B, ...) are consumed, one per step that uses Z;
+    `nfe` is the number of term evaluations per sample.
     """
 
     key: Hashable
     steps: tuple[Step, ...]
     grid: tuple[float, ...]
+    times: torch.Tensor
     noise_draws: int
     nfe: int
 
@@ -250,7 +241,8 @@ def make_plan(key: Hashable, specs: Sequence[StepSpec], grid: Sequence[float], b
     if len(specs) != len(grid) - 1:
         raise ValueError(f"{len(specs)} steps for a grid of {len(grid)} points")
     times = [st.time for spec in specs for st in spec.stages]
-    flat_times = torch.tensor(times, dtype=dtype, device=device).unsqueeze(1).expand(len(times), batch).unbind(0)
+    all_times = torch.tensor(times, dtype=dtype, device=device).unsqueeze(1).expand(len(times), batch)
+    flat_times = all_times.unbind(0)
     steps, n_hist, draws, at = [], 0, 0, 0
     for spec in specs:
         noise = _uses_noise(spec)
@@ -264,4 +256,4 @@ def make_plan(key: Hashable, specs: Sequence[StepSpec], grid: Sequence[float], b
         keep = tuple(_index(r, n_hist, noise, n) for r in spec.keep)
         steps.append(Step(tuple(stages), update, keep, draws if noise else None))
         draws, n_hist = draws + int(noise), len(keep)
-    return Plan(key, tuple(steps), tuple(float(t) for t in grid), draws, len(times))
+    return Plan(key, tuple(steps), tuple(float(t) for t in grid), all_times, draws, len(times))

@@ -29,7 +29,6 @@ from gentool.core.solvers.saving import Solution
 from gentool.core.solvers.term import Field
 
 History = tuple[torch.Tensor, ...]
-Stepper = Callable[[Field, torch.Tensor, History, Step, "torch.Tensor | None"], tuple[torch.Tensor, History]]
 PROGRESS_UPDATES = 50
 
 
@@ -45,14 +44,13 @@ def advance(f: Field, x: torch.Tensor, hist: History, step: Step, noise: torch.T
 
 
 def run_steps(f: Field, x: torch.Tensor, plan: Plan, noise: torch.Tensor | None, xs: torch.Tensor | None,
-              hist: History = (), start: int = 0, stop: int | None = None, stepper: Stepper = advance
-              ) -> tuple[torch.Tensor, History]:
+              hist: History = (), start: int = 0, stop: int | None = None) -> tuple[torch.Tensor, History]:
     """Steps `start..stop-1` from (x, hist); the state after step i goes to `xs[i + 1]` if given.
 
     No host synchronisation happens here, so this loop can be captured in a CUDA graph.
     """
     for i in range(start, len(plan.steps) if stop is None else stop):
-        x, hist = stepper(f, x, hist, plan.steps[i], noise)
+        x, hist = advance(f, x, hist, plan.steps[i], noise)
         if xs is not None:
             xs[i + 1].copy_(x)
     return x, hist
@@ -107,13 +105,13 @@ def use_graph(graph: str, x0: torch.Tensor) -> bool:
 
 
 def _run_eager(f: Field, x: torch.Tensor, plan: Plan, noise: torch.Tensor | None, xs: torch.Tensor | None,
-               progress: Callable[..., None] | None, stepper: Stepper) -> torch.Tensor:
+               progress: Callable[..., None] | None) -> torch.Tensor:
     n = len(plan.steps)
     if progress is None:
-        return run_steps(f, x, plan, noise, xs, stepper=stepper)[0]
+        return run_steps(f, x, plan, noise, xs)[0]
     chunk, hist = max(1, n // PROGRESS_UPDATES), ()
     for start in range(0, n, chunk):
-        x, hist = run_steps(f, x, plan, noise, xs, hist, start, min(n, start + chunk), stepper)
+        x, hist = run_steps(f, x, plan, noise, xs, hist, start, min(n, start + chunk))
         progress(min(n, start + chunk), n)
     return x
 
@@ -125,26 +123,27 @@ def solve_plan(f: Field, x0: torch.Tensor, plan: Plan, *, noise: torch.Tensor | 
     """Run `plan` from x0 (B, ...) with term `f(t (B,), x)`; `noise` (plan.noise_draws, B, ...) if stochastic.
 
     `save`: "final", or "times"/"trajectory" (the state after every step, xs of shape (N+1, B, ...)).
-    `graph` ("auto", "on", "off"): the CUDA-graph path (needs CUDA and no autograd). `compile`: compiled
-    steps. `scope` owns cached graphs and compiled steps (default: the field itself). A non-finite result
-    raises `NonFiniteState` naming the step and its `label` times, with `hint` as the remedy.
+    `graph` ("auto", "on", "off"): the CUDA-graph path (needs CUDA and no autograd). `compile`: the plan
+    runs as compiled segments (`compile.py`; progress is then reported at the end). `scope` owns cached
+    graphs and compiled code (default: the field itself). A non-finite result raises `NonFiniteState`
+    naming the step and its `label` times, with `hint` as the remedy.
     """
-    from gentool.core.solvers.compile import compiled_stepper
+    from gentool.core.solvers.compile import compiled_plan
     from gentool.core.solvers.cuda_graph import graphed_solver
 
     scope = scope or CacheScope(f)
     n, save_all = len(plan.steps), save != "final"
-    stepper = compiled_stepper(scope) if compile else advance
+    program = compiled_plan(plan, scope) if compile else None
     solver = None
     if use_graph(graph, x0):
-        solver = graphed_solver(f, x0, plan, noise, save_all, scope, stepper, compile, strict=graph == "on")
+        solver = graphed_solver(f, x0, plan, noise, save_all, scope, program, strict=graph == "on")
     if solver is not None:
         x, xs = solver(x0, noise)
     else:
         xs = x0.new_empty((n + 1, *x0.shape)) if save_all else None
         if xs is not None:
             xs[0].copy_(x0)
-        x = _run_eager(f, x0, plan, noise, xs, progress, stepper)
+        x = program.run(f, x0, noise, xs) if program is not None else _run_eager(f, x0, plan, noise, xs, progress)
     if not all_finite(x) or (xs is not None and not all_finite(xs)):
         raise_non_finite(f, x0, plan, noise, label, hint)
     if progress is not None:
