@@ -18,6 +18,7 @@ from gentool.core.io import atomic_write_json
 from gentool.core.run import open_run_dir, resolve_device
 from gentool.core.solvers import CompileFallbackWarning
 from gentool.core.solvers.benchmark import (
+    CLOCKS,
     CPU_BATCH_SIZES,
     GPU_BATCH_SIZES,
     BenchConfig,
@@ -184,8 +185,10 @@ def sampler_table(rows: list[dict], device: torch.device) -> Table:
     graph = any("graph_s" in r for r in rows)
     compiled = any("compiled_s" in r for r in rows)
     floor = "CUDA-graph floor" if device.type == "cuda" else "model-alone eager floor"
-    table = Table(title=f"Samplers on {device}: µs per step of D(x, σ) = MLP(\\[x, log σ]) 3→64→64→2, float32 "
-                        f"(floor: the {floor}); endpoint RMSE on the gmm-ring, float64, vs the DOP853 reference")
+    clock = "CPU-time" if rows and rows[0].get("clock") == "cpu" else "wall-time"
+    table = Table(title=f"Samplers on {device}: {clock} µs per step of D(x, σ) = MLP(\\[x, log σ]) 3→64→64→2, "
+                        f"float32 (floor: the {floor}); endpoint RMSE on the gmm-ring, float64, vs the DOP853 "
+                        "reference")
     cols: list[tuple[str, Callable[[dict], Any]]] = [
         ("sampler", lambda r: r["sampler"]), ("batch", lambda r: f"{r['batch']:,}"),
         ("NFE", lambda r: str(r["nfe"])), ("steps", lambda r: str(r["steps"])),
@@ -211,9 +214,15 @@ def sampler_table(rows: list[dict], device: torch.device) -> Table:
 
 
 def run_sampler_bench(batch_sizes: str | None, nfe: str, samplers: str, device_name: str, compile: bool,
-                      repeats: int, accuracy_n: int, out: Path | None, show_progress: bool = True) -> dict:
+                      repeats: int, accuracy_n: int, out: Path | None, show_progress: bool = True,
+                      clock: str = "wall", threads: int | None = None) -> dict:
     """Run the sampler benchmark and print its table; write samplers.json + config.json into `out` if given."""
     device = resolve_device(device_name)
+    choose("--clock", clock, CLOCKS)
+    require(clock == "wall" or device.type == "cpu", "--clock cpu is for CPU runs; allowed on CUDA: wall")
+    if threads is not None:
+        require(threads >= 1, f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
     default = sbench.GPU_BATCH_SIZES if device.type == "cuda" else sbench.CPU_BATCH_SIZES
     names = _names(samplers) if samplers else sbench.PLAN_SAMPLERS
     sbench.check_samplers(names)
@@ -221,7 +230,7 @@ def run_sampler_bench(batch_sizes: str | None, nfe: str, samplers: str, device_n
     require(accuracy_n >= 1, f"--accuracy-n must be >= 1, got {accuracy_n}")
     cfg = sbench.SamplerBenchConfig(batch_sizes=_ints(batch_sizes, "--batch-sizes") if batch_sizes else default,
                                     nfes=_ints(nfe, "--nfe"), samplers=names, compile=compile, repeats=repeats,
-                                    accuracy_n=accuracy_n)
+                                    accuracy_n=accuracy_n, clock=clock)
     say(header(device))
     with compile_warnings():
         with progress_bar("accuracy (gmm-ring)", enabled=show_progress) as progress:
@@ -249,10 +258,14 @@ def samplers(
     compile: bool = typer.Option(False, "--compile", help="Also time gentool with torch.compile (inductor)."),
     repeats: int = typer.Option(3, "--repeats", help="Timed repeats (best is kept) after one warm-up."),
     accuracy_n: int = typer.Option(2000, "--accuracy-n", help="Samples for the gmm-ring endpoint RMSE."),
+    clock: str = typer.Option("wall", "--clock", help="wall, or cpu: process CPU time (CPU runs; with "
+                              "--threads 1 on a shared machine, time-slicing by other processes does not count)."),
+    threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
     out: Path = typer.Option(None, "--out", help="Run directory for samplers.json and config.json."),
 ) -> None:
     """Time every plan sampler (gentool eager, graph, compiled; model alone; plain loop) next to its accuracy."""
-    run_sampler_bench(batch_sizes, nfe, samplers, device, compile, repeats, accuracy_n, out)
+    run_sampler_bench(batch_sizes, nfe, samplers, device, compile, repeats, accuracy_n, out, clock=clock,
+                      threads=threads)
 
 
 def register(app: typer.Typer) -> None:

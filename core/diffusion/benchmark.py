@@ -41,6 +41,7 @@ class SamplerBenchConfig:
     repeats: int = 3
     accuracy_n: int = 2000
     seed: int = 0
+    clock: str = "wall"  # "cpu": process CPU time (see `best_times`)
 
 
 class MLPDenoiser(torch.nn.Module):
@@ -107,9 +108,10 @@ def sampler_rows(cfg: SamplerBenchConfig, device: torch.device, errors: dict[tup
                 plan = sampler_plan(name, tuple(sigmas.tolist()), tuple(sorted(SAMPLERS[name].resolve({}).items())),
                                     batch, x0.dtype, device)  # the plan run_sampler will use (memoised)
                 with torch.no_grad():
-                    times = best_times(_contenders(cfg, name, den, x0, sigmas, plan.nfe), device, cfg.repeats)
+                    times = best_times(_contenders(cfg, name, den, x0, sigmas, plan.nfe), device, cfg.repeats,
+                                       clock=cfg.clock)
                 per_step = {k: v / steps for k, v in times.items()}
-                rows.append({"sampler": name, "batch": batch, "nfe": plan.nfe, "steps": steps,
+                rows.append({"sampler": name, "batch": batch, "nfe": plan.nfe, "steps": steps, "clock": cfg.clock,
                              "endpoint_rmse": errors[name, nfe], **{f"{k}_s": v for k, v in per_step.items()}})
                 progress(len(rows), total)
     return rows

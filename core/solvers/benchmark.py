@@ -90,14 +90,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def best_times(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int,
-               warmup: bool = True) -> dict[str, float]:
-    """Best wall time (s) of each function over `repeats` rounds, after one warm-up run of each
+               warmup: bool = True, clock: str = "wall") -> dict[str, float]:
+    """Best time (s) of each function over `repeats` rounds, after one warm-up run of each
     (`warmup=False` when the caller has just run each one already).
 
     The rounds interleave the functions (a, b, c, a, b, c, ...), so a burst of load on a shared machine
-    slows one run of every contender instead of all runs of one of them.
+    slows one run of every contender instead of all runs of one of them. `clock="cpu"` measures the
+    process's CPU time instead of wall time (CPU only): with one torch thread, time-slicing by other
+    processes on a shared machine then does not count.
     """
+    timer = CLOCKS[clock]
     if warmup:
         for fn in fns.values():
             fn()
@@ -105,10 +111,10 @@ def best_times(fns: dict[str, Callable[[], object]], device: torch.device, repea
     for _ in range(repeats):
         for name, fn in fns.items():
             _sync(device)
-            start = time.perf_counter()
+            start = timer()
             fn()
             _sync(device)
-            best[name] = min(best[name], time.perf_counter() - start)
+            best[name] = min(best[name], timer() - start)
     return best
 
 

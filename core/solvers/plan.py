@@ -205,7 +205,8 @@ class Plan:
     `key` identifies the plan in caches (name, options, grid, batch, dtype, device); `grid` holds the
     times t_0..t_N (sigma for samplers); `times` (nfe, B) every stage time in order (each `Stage.time` is
     a row of it); `noise_draws` standard normal states (B, ...) are consumed, one per step that uses Z;
-    `nfe` is the number of term evaluations per sample.
+    `nfe` is the number of term evaluations per sample; `grid_tensor` and `counts` ((nfe, steps, 0) as a
+    (3, 1) long tensor) are the device tensors a `Solution` is built from.
     """
 
     key: Hashable
@@ -214,6 +215,8 @@ class Plan:
     times: torch.Tensor
     noise_draws: int
     nfe: int
+    grid_tensor: torch.Tensor
+    counts: torch.Tensor
 
 
 def _index(reg: Reg, n_hist: int, noise: bool, n_stages: int) -> int:
@@ -256,4 +259,6 @@ def make_plan(key: Hashable, specs: Sequence[StepSpec], grid: Sequence[float], b
         keep = tuple(_index(r, n_hist, noise, n) for r in spec.keep)
         steps.append(Step(tuple(stages), update, keep, draws if noise else None))
         draws, n_hist = draws + int(noise), len(keep)
-    return Plan(key, tuple(steps), tuple(float(t) for t in grid), all_times, draws, len(times))
+    grid_tensor = torch.tensor([float(t) for t in grid], dtype=dtype, device=device)
+    counts = torch.tensor([[len(times)], [len(steps)], [0]], dtype=torch.long, device=device)
+    return Plan(key, tuple(steps), tuple(float(t) for t in grid), all_times, draws, len(times), grid_tensor, counts)

@@ -6,8 +6,8 @@ synchronisation (so it can be captured); `solve_plan` wraps it with everything a
 
 * the CUDA-graph path (`cuda_graph.py`): whole solve captured once per (owner, plan, shape, dtype,
   device), replayed;
-* `compile=True` (`compile.py`): each distinct step shape is `torch.compile`d (field and combinations
-  fused by inductor);
+* `compile=True` (`compile.py`): the plan runs as compiled segments of same-shape steps (field and
+  combinations fused by inductor);
 * the finiteness check: one reduction at the end; on failure an eager re-run names the first bad step,
   its times and the knob to turn;
 * saving (`final`, or the state after every step), progress callbacks, per-sample NFE.
@@ -152,10 +152,9 @@ def solve_plan(f: Field, x0: torch.Tensor, plan: Plan, *, noise: torch.Tensor | 
 
 
 def plan_solution(x: torch.Tensor, xs: torch.Tensor | None, x0: torch.Tensor, plan: Plan) -> Solution:
-    batch, dev = x0.shape[0], x0.device
-    full = lambda v: torch.full((batch,), v, dtype=torch.long, device=dev)  # noqa: E731
-    grid = torch.tensor(plan.grid, dtype=x0.dtype, device=dev)
-    return Solution(x=x, xs=xs, ts=grid if xs is not None else grid[-1].expand(batch), nfe=full(plan.nfe),
-                    accepted=full(len(plan.steps)), rejected=full(0),
-                    reached=torch.ones(batch, dtype=torch.bool, device=dev))
-
+    """The `Solution` of a plan solve: every sample took the plan's steps and NFE."""
+    batch = x0.shape[0]
+    nfe, accepted, rejected = plan.counts.expand(3, batch).clone()
+    ts = plan.grid_tensor.clone() if xs is not None else plan.grid_tensor[-1].expand(batch).clone()
+    return Solution(x=x, xs=xs, ts=ts, nfe=nfe, accepted=accepted, rejected=rejected,
+                    reached=torch.ones(batch, dtype=torch.bool, device=x0.device))
