@@ -8,12 +8,36 @@ import typer
 from gentool.cli._common import handle_errors, print_table, progress_bar, say
 from gentool.cli._jobs import run_job
 from gentool.core.config import coerce, make_config
-from gentool.core.experiments.recipe import Recipe, load_recipe, parse_overrides, split_options
-from gentool.core.experiments.report import merge, plot_report, summary, write_table
+from gentool.core.errors import BadInput
+from gentool.core.experiments.recipe import Recipe, load_recipe, split_options
+from gentool.core.experiments.report import compare_runs, merge, plot_report, summary, write_table
 from gentool.core.experiments.sweep import EXECUTORS, executor_options, expand, is_complete, run_sweep
 from rich.table import Table
 
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def parse_overrides(args: list[str], where: str = "arguments") -> dict[str, object]:
+    """`--key value`, `--flag` and `--no-flag` arguments (after a recipe) as {key: value} (text or bool)."""
+    out: dict[str, object] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) < 3:
+            raise BadInput(f"{where}: expected --name [value], got {arg!r}")
+        name = arg[2:]
+        if "=" in name:
+            name, value = name.split("=", 1)
+            out[name] = value
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            out[name] = args[i + 1]
+            i += 1
+        elif name.startswith("no-"):
+            out[name[3:]] = False
+        else:
+            out[name] = True
+        i += 1
+    return out
 
 
 def _flag(value: object, name: str) -> bool:
@@ -40,11 +64,8 @@ def run_cmd(
     run = {**rec.run, **run}
     options = {**rec.options, **config}
     make_config(rec.spec.config, options)
-    seed = run.get("seed")
-    run_job(rec.spec, options, out=out, seed=None if seed is None else int(seed),
-            device=str(run.get("device", "auto")), resume=resume,
-            progress=_flag(run.get("progress", True), "progress"),
-            plots=_flag(run.get("plots", True), "plots"))
+    run_job(rec.spec, options, out=out, seed=run.get("seed"), device=run.get("device", "auto"), resume=resume,
+            progress=run.get("progress", True), plots=run.get("plots", True))
 
 
 def _recipe(path: Path, smoke: bool) -> Recipe:
@@ -66,8 +87,7 @@ def sweep_cmd(
     smoke: bool = typer.Option(False, "--smoke", help="Apply the recipe's smoke-table overrides (CI size)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the points and their state, run nothing."),
 ) -> None:
-    """Expand a recipe's sweep grid and run every point as a submitit job: complete points are skipped,
-    points killed mid-run resume from their last completed unit.
+    """Run every point of a recipe's sweep grid as a submitit job (complete points skipped, half-run ones resumed).
 
     Arguments after the recipe (`--name value`) override every point's settings.
     """
@@ -75,7 +95,7 @@ def sweep_cmd(
     opts = executor_options(rec, executor, parallel=parallel, partition=partition, time=time, gpus=gpus,
                             cpus=cpus)
     sweep_dir = out or Path("runs") / rec.name
-    points = expand(rec, sweep_dir, list(ctx.args))
+    points = expand(rec, sweep_dir, parse_overrides(list(ctx.args)))
     if dry_run:
         for p in points:
             say(f"{'complete' if is_complete(p.run_dir) else 'todo':9s} {p.point_id}")
@@ -98,11 +118,23 @@ def _fmt(value: object) -> str:
 
 @handle_errors
 def report_cmd(
-    sweep_dir: Path = typer.Argument(..., help="Sweep directory written by `gentool sweep`."),
-    out: Path = typer.Option(None, help="Where to write report.csv/json and plots (default SWEEP_DIR)."),
+    paths: list[Path] = typer.Argument(..., help="A sweep directory written by `gentool sweep`, or with --compare "
+                                       "the run directories to overlay."),
+    compare: bool = typer.Option(False, "--compare", help="Overlay completed runs (any job): each metric's mean "
+                                 "vs generation/step with its 95% CI band, one curve per run."),
+    metrics: str = typer.Option(None, help="--compare: comma-separated metrics (default: all)."),
+    out: Path = typer.Option(None, help="Where to write report.csv/json and plots (default SWEEP_DIR; with "
+                             "--compare the first run directory)."),
     plots: bool = typer.Option(True, help="Write comparison plots."),
 ) -> None:
-    """Merge every completed run's JSONL and metrics.json into report.csv/report.json; print and plot."""
+    """Merge every completed run's JSONL and metrics.json into report.csv/report.json; print and plot.
+    With --compare, overlay several run directories instead (compare.csv, compare.png)."""
+    if compare:
+        _compare(paths, metrics, out or paths[0], plots)
+        return
+    if len(paths) != 1:
+        raise BadInput(f"report takes one sweep directory (or --compare RUN...), got {len(paths)}")
+    sweep_dir = paths[0]
     params, rows = merge(sweep_dir)
     out_dir = out or sweep_dir
     csv_path, json_path = write_table(out_dir, params, rows)
@@ -113,8 +145,20 @@ def report_cmd(
     for line in body:
         table.add_row(*(_fmt(v) for v in line))
     print_table(table)
-    paths = plot_report(out_dir, params, rows) if plots else []
-    say(f"wrote {csv_path}, {json_path}" + (f" and {len(paths)} plots" if paths else ""))
+    paths_ = plot_report(out_dir, params, rows) if plots else []
+    say(f"wrote {csv_path}, {json_path}" + (f" and {len(paths_)} plots" if paths_ else ""))
+
+
+def _compare(runs: list[Path], metrics: str | None, out: Path, plots: bool) -> None:
+    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    header, body, written = compare_runs(runs, out, names, plots=plots)
+    table = Table(title=f"{len(runs)} runs, final values")
+    for name in header:
+        table.add_column(name)
+    for line in body:
+        table.add_row(*(_fmt(v) for v in line))
+    print_table(table)
+    say("wrote " + ", ".join(str(p) for p in written))
 
 
 def register(app: typer.Typer) -> None:

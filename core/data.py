@@ -1,4 +1,4 @@
-"""Bundled data: 2-D toy distributions (generated) and scikit-learn's 8x8 digits (shipped).
+"""Bundled data: 2-D toy distributions (generated), scikit-learn's toy generators and 8x8 digits (shipped).
 
 Nothing is downloaded. Every sampler takes an explicit `torch.Generator` and returns a
 float tensor of shape `(n, d)` on the requested device/dtype.
@@ -130,12 +130,38 @@ def _digits(n: int, g: torch.Generator, split: str = "train") -> torch.Tensor:
     return x[idx]
 
 
+def sklearn_seed(generator: torch.Generator) -> int:
+    """The `random_state` handed to scikit-learn: one integer in [0, 2³¹ − 1) drawn from `generator`."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+
+
+SKLEARN_NOISE = {"sklearn-moons": 0.05, "sklearn-circles": 0.05, "sklearn-blobs": 1.0}
+
+
+def sklearn_toy(name: str, n: int, generator: torch.Generator, noise: float | None = None) -> torch.Tensor:
+    """Exactly `sklearn.datasets.make_moons(n, noise=noise)`, `make_circles(n, noise=noise)` (factor 0.8) or
+    `make_blobs(n, cluster_std=noise)` (3 centres in [-10, 10]², 2-D) with `random_state = sklearn_seed(generator)`:
+    no rescaling, labels dropped. `noise` defaults to `SKLEARN_NOISE[name]` (0.05, 0.05, 1.0)."""
+    from sklearn import datasets
+
+    noise = SKLEARN_NOISE[name] if noise is None else float(noise)
+    seed = sklearn_seed(generator)
+    if name == "sklearn-moons":
+        x, _ = datasets.make_moons(n, noise=noise, random_state=seed)
+    elif name == "sklearn-circles":
+        x, _ = datasets.make_circles(n, noise=noise, random_state=seed)
+    else:
+        x, _ = datasets.make_blobs(n, n_features=2, cluster_std=noise, random_state=seed)
+    return torch.from_numpy(np.asarray(x, dtype=np.float64))
+
+
 TOYS: dict[str, Callable[[int, torch.Generator], torch.Tensor]] = {
     "moons": _moons,
     "swissroll": _swissroll,
     "ring": lambda n, g: ring_mixture().sample(n, g),
     "grid": lambda n, g: grid_mixture().sample(n, g),
     "checkerboard": _checkerboard,
+    **{name: lambda n, g, name=name: sklearn_toy(name, n, g) for name in SKLEARN_NOISE},
 }
 DATASETS: tuple[str, ...] = (*TOYS, "digits")
 
@@ -147,11 +173,16 @@ def data_dim(name: str) -> int:
 
 
 def sample_data(name: str, n: int, generator: torch.Generator, *, split: str = "train",
-                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Draw `n` points of data set `name` (a toy, or `digits` from `split`) as `(n, d)`."""
+                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                noise: float | None = None) -> torch.Tensor:
+    """Draw `n` points of data set `name` (a toy, or `digits` from `split`) as `(n, d)`; `noise` sets the
+    noise of the `sklearn-*` sets (see `sklearn_toy`)."""
     choose("data set", name, DATASETS)
     require(n >= 1, f"number of samples must be >= 1, got {n}")
-    x = _digits(n, generator, split) if name == "digits" else TOYS[name](n, generator)
+    if name in SKLEARN_NOISE:
+        x = sklearn_toy(name, n, generator, noise)
+    else:
+        x = _digits(n, generator, split) if name == "digits" else TOYS[name](n, generator)
     return x.to(device=device, dtype=dtype)
 
 

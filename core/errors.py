@@ -8,7 +8,7 @@ Exit codes (also in README and ARCHITECTURE.md):
     3    NumericalFailure: the computation diverged (non-finite state, step size collapse, max steps);
          the message names the step/unit and the knob to turn
     4    StorageError: the file system refused a read or write (permissions, full disk, not a directory)
-    130  Interrupted: SIGINT/SIGTERM; the last completed unit is committed and `--resume` continues
+    130  Interrupted: SIGINT/SIGTERM; the last completed unit is committed and resuming continues
 """
 
 from __future__ import annotations

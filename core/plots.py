@@ -84,10 +84,11 @@ def sample_panels(path: str | Path, panels: Sequence[tuple[str, Any]], reference
 
 def curves(path: str | Path, series: Mapping[str, Sequence[Mapping[str, Any]]], x: str,
            keys: Sequence[str], *, log_keys: Sequence[str] = (), overlay: Mapping[str, Sequence[float]] | None = None,
-           overlay_label: str = "closed form") -> Path:
+           overlay_label: str = "closed form", overlay_labels: Mapping[str, str] | None = None) -> Path:
     """One panel per key: `series[label]` rows plotted as `key` vs `x`; rows with `key_low`/`key_high` get a
-    band. `overlay[key]` (values at x = 1, 2, ...) is drawn dashed and named by `overlay_label`; keys in
-    `log_keys` (or whose values span more than three decades) get a log y-axis."""
+    band. `overlay[key]` (values at x = 1, 2, ...) is drawn dashed and named by `overlay_labels[key]` (default
+    `overlay_label`); keys in `log_keys` (or whose values span more than three decades) get a log y-axis
+    (symmetric-log when a value is ≤ 0)."""
     cols = min(3, max(1, len(keys)))
     fig, axes = subplots(-(-len(keys) // cols) or 1, cols)
     for ax, key in zip(axes.flat, keys, strict=False):
@@ -100,9 +101,10 @@ def curves(path: str | Path, series: Mapping[str, Sequence[Mapping[str, Any]]], 
             if pts and f"{key}_low" in pts[0]:
                 ax.fill_between(xs, [r[f"{key}_low"] for r in pts], [r[f"{key}_high"] for r in pts], alpha=0.25)
         if overlay and key in overlay:
-            ax.plot(np.arange(1, len(overlay[key]) + 1), overlay[key], "k--", label=overlay_label)
+            label_ = (overlay_labels or {}).get(key, overlay_label)
+            ax.plot(np.arange(1, len(overlay[key]) + 1), overlay[key], "k--", label=label_)
         if key in log_keys or _spans_decades(values):
-            ax.set_yscale("log")
+            ax.set_yscale("log" if all(v > 0 for v in values) else "symlog")
         ax.set_title(key)
         ax.set_xlabel(x)
         ax.legend(fontsize=7)

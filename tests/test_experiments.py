@@ -8,9 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from gentool.cli.experiments import parse_overrides
 from gentool.cli.main import app
 from gentool.core.errors import BadInput
-from gentool.core.experiments.recipe import load_recipe, parse_overrides
+from gentool.core.experiments.recipe import load_recipe
 from gentool.core.experiments.sweep import DONE, expand
 from typer.testing import CliRunner
 
@@ -145,7 +146,7 @@ def test_slurm_executor_without_slurm_is_exit_2(tmp_path: Path) -> None:
 
 def test_expand_grid_smoke_and_overrides(tmp_path: Path) -> None:
     recipe = load_recipe(_recipe(tmp_path))
-    points = expand(recipe, tmp_path / "s", ["--tol", "1e-3"])
+    points = expand(recipe, tmp_path / "s", parse_overrides(["--tol", "1e-3"]))
     assert len(points) == 8 and len({p.run_dir for p in points}) == 8
     assert points[0].run_dir == str(tmp_path / "s" / points[0].point_id)
     assert points[0].options["x"] == [1, 0.5, -1] and points[0].options["tol"] == "1e-3"
@@ -155,6 +156,18 @@ def test_expand_grid_smoke_and_overrides(tmp_path: Path) -> None:
     assert parse_overrides(["--progress", "--log-every", "2", "--no-plots", "--x=1,2"]) == {
         "progress": True, "log-every": "2", "plots": False, "x": "1,2"}
     with pytest.raises(BadInput, match="did you mean 'tol'"):
-        expand(recipe, tmp_path / "s", ["--toll", "1e-3"])
+        expand(recipe, tmp_path / "s", {"toll": "1e-3"})
     with pytest.raises(BadInput, match="tol must be a finite number"):
-        expand(recipe, tmp_path / "s", ["--tol", "nan"])
+        expand(recipe, tmp_path / "s", {"tol": "nan"})
+
+
+def test_the_same_recipe_runs_from_python_and_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gentool.core.experiments import run_recipe
+
+    monkeypatch.chdir(tmp_path)
+    path = _recipe(tmp_path)
+    res = run_recipe(path, tmp_path / "py", iters=7, seed=1)
+    assert res.rows[-1]["iter"] == 7 and res.out == tmp_path / "py"
+    cli = runner.invoke(app, ["run", str(path), "--iters", "7", "--seed", "1", "--out", str(tmp_path / "cli")])
+    assert cli.exit_code == 0, cli.output
+    assert (tmp_path / "py" / "metrics.jsonl").read_text() == (tmp_path / "cli" / "metrics.jsonl").read_text()

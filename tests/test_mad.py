@@ -16,9 +16,9 @@ from gentool.core.mad import (
     log_variance_drift,
     make_family,
     mean_var_scale,
-    next_training_set,
     summarize,
 )
+from gentool.core.mad.loops import LOOP_KINDS, Step
 from gentool.core.run import execute
 
 
@@ -118,13 +118,19 @@ def test_bures_matches_scalar_formula() -> None:
 
 
 def test_loops_build_training_sets(gen: torch.Generator) -> None:
-    train, real, synth = torch.zeros(2, 5, 1), torch.ones(2, 4, 1), torch.full((2, 6, 1), 2.0)
-    assert next_training_set("fully-synthetic", train, real, synth, None).shape == (2, 6, 1)
-    aug = next_training_set("augment", train, real, synth, None, real_fraction=0.5)
+    data, real, synth = torch.zeros(2, 5, 1), torch.ones(2, 4, 1), torch.full((2, 6, 1), 2.0)
+
+    def kept(loop: str, fraction: float | None = None, budget: int | None = None) -> torch.Tensor:
+        return LOOP_KINDS[loop].kept(data, Step(synth, real, fraction, budget, [gen, gen]))
+
+    assert kept("fully-synthetic").shape == (2, 6, 1)
+    aug = kept("augment", 0.5)
     assert aug.shape == (2, 6, 1) and float(aug.sum()) == 2 * (3 * 1 + 3 * 2)
-    acc = next_training_set("accumulate", train, real, synth, None, budget=7, gens=[gen, gen])
-    assert acc.shape == (2, 7, 1)
-    assert float(next_training_set("accumulate", train, real, synth, None).sum()) == 2 * 6 * 2
+    assert kept("reservoir", budget=7).shape == (2, 7, 1)
+    assert float(kept("accumulate").sum()) == 2 * 6 * 2 and kept("accumulate").shape == (2, 11, 1)
+    pool = kept("accumulate-subsample")
+    assert pool.shape == (2, 11, 1)
+    assert LOOP_KINDS["accumulate-subsample"].fit_set(pool, 7, [gen, gen]).shape == (2, 7, 1)
 
 
 @pytest.mark.parametrize("name", ["gmm", "kde"])

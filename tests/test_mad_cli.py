@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +25,7 @@ def test_gaussian_run_writes_outputs(tmp_path: Path) -> None:
                                                                                   for t in range(1, 6)}
     assert sum("recall" in r for r in rows) == 10
     header = (tmp_path / "summary.csv").read_text().splitlines()[0]
-    assert header == "generation,metric,count,mean,std,ci95_low,ci95_high"
+    assert header == "generation,metric,count,mean,std,sem,ci95_low,ci95_high,q05,q25,median,q75,q95"
     assert read_json(tmp_path / "config.json")["config"]["family"] == "gaussian"
     assert (tmp_path / "metrics.png").stat().st_size > 0 and (tmp_path / "snapshots.png").stat().st_size > 0
 
@@ -64,7 +58,7 @@ def test_diffusion_family_tiny(tmp_path: Path) -> None:
 
 
 def test_monoflow_family_tiny(tmp_path: Path) -> None:
-    res = _run("--family", "monoflow", "--data", "ring", "--loop", "accumulate", "--budget", "80",
+    res = _run("--family", "monoflow", "--data", "ring", "--loop", "reservoir", "--budget", "80",
                "--generations", "2", "--n-real", "64", "--n-synth", "64", "--train-steps", "10",
                "--metrics", "sliced_w2",
                "--n-test", "200", "--out", str(tmp_path))
@@ -72,30 +66,33 @@ def test_monoflow_family_tiny(tmp_path: Path) -> None:
     assert [r["n_train"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [64, 80]
 
 
-def _args(out: Path) -> list[str]:
-    """Vectorised Gaussian family, 2000 seeds: each generation takes a noticeable fraction of a second."""
-    return ["--family", "gaussian", "--loop", "accumulate", "--budget", "30", "--generations", "10",
-            "--seeds", "2000", "--n-real", "20", "--n-synth", "20", "--n-test", "100", "--no-plots",
-            "--out", str(out)]
+@pytest.mark.parametrize("args", [("--loop", "accumulate", "--budget", "10"), ("--truth", "spectrum:1"),
+                                  ("--family", "gaussian", "--warm-start"), ("--n-real", "10 * x"),
+                                  ("--loop", "accumulate", "--from-previous", "2")])
+def test_new_settings_bad_input_exit_2(tmp_path: Path, args: tuple[str, ...]) -> None:
+    res = _run(*args, "--out", str(tmp_path))
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
 
 
-def test_sigkill_then_resume_matches_clean_run(tmp_path: Path) -> None:
-    """A subprocess killed after its first committed generation, resumed (in-process), equals a clean run."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
-    cmd = [sys.executable, "-m", "gentool.cli.main", "mad-loop", *_args(killed), "--device", "cpu",
-           "--no-progress"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = killed / "units" / "000001.jsonl"
-    deadline = time.monotonic() + 120
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert first.exists() and not (killed / "metrics.jsonl").exists(), "the run must be killed mid-way"
-    assert _run(*_args(killed), "--resume").exit_code == 0
-    assert _run(*_args(clean)).exit_code == 0
-    got, want = (killed / "metrics.jsonl").read_text(), (clean / "metrics.jsonl").read_text()
-    assert got == want
-    assert len(want.splitlines()) == 10 * 2000 and json.loads(want.splitlines()[-1])["generation"] == 10
+def test_gmm_on_the_25_mode_grid_counts_modes(tmp_path: Path) -> None:
+    res = _run("--family", "gmm", "--data", "grid", "--components", "25", "--generations", "2", "--n-real", "500",
+               "--metrics", "none", "--n-test", "100", "--no-plots", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert all(20 <= r["modes"] <= 25 and 0.005 < r["mode_var"] < 0.02 for r in rows), rows
+
+
+def test_report_compare_overlays_runs(tmp_path: Path) -> None:
+    for loop in ("fully-synthetic", "accumulate"):
+        assert _run("--loop", loop, "--generations", "3", "--seeds", "20", "--n-real", "10", "--n-test", "20",
+                    "--no-plots", "--out", str(tmp_path / loop)).exit_code == 0
+    runs = [str(tmp_path / "fully-synthetic"), str(tmp_path / "accumulate")]
+    res = runner.invoke(app, ["report", "--compare", *runs, "--metrics", "trace_ratio,det_ratio",
+                              "--out", str(tmp_path / "cmp")])
+    assert res.exit_code == 0, res.output
+    table = (tmp_path / "cmp" / "compare.csv").read_text().splitlines()
+    assert table[0] == "run,metric,generation,count,mean,sem,median" and len(table) == 1 + 2 * 2 * 3
+    assert {line.split(",")[0] for line in table[1:]} == {"loop=fully-synthetic", "loop=accumulate"}
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
+    bad = runner.invoke(app, ["report", "--compare", str(tmp_path), "--out", str(tmp_path / "cmp")])
+    assert bad.exit_code == 2 and "no completed run" in bad.output

@@ -11,7 +11,7 @@ from gentool.core.experiments.recipe import load_recipe
 from gentool.core.experiments.sweep import DONE, expand
 from typer.testing import CliRunner
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("**/*.toml"))
 runner = CliRunner()
 
 

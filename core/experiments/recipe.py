@@ -12,9 +12,9 @@ A recipe looks like::
     sampler = ["euler", "heun"]
     steps = [5, 10, 20]
     seeds = [0, 1]                     # the run's seed
-    [slurm]                            # defaults for `gentool sweep --executor slurm`
+    [slurm]                            # defaults for sweeps on a Slurm cluster
     partition = "gpu"
-    [smoke]                            # overrides applied by --smoke (CI-sized run)
+    [smoke]                            # overrides of the smoke-sized (CI) run
     n = 200
     sweep = { steps = [5] }
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gentool.core.config import config_fields, make_config
+from gentool.core.config import coerce, config_fields, make_config
 from gentool.core.errors import BadInput
 from gentool.core.jobs import JOBS
 from gentool.core.run.contract import JobSpec
@@ -91,12 +91,21 @@ def normalize_key(spec: JobSpec, key: str, where: str, run_keys: tuple[str, ...]
     return name
 
 
+RUN_TYPES = {"seed": int, "device": str, "plots": bool, "progress": bool}
+
+
 def split_options(spec: JobSpec, options: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(config options, run settings), keys normalised and checked."""
+    """(config options, run settings), keys normalised and checked; run settings coerced to their types."""
     config, run = {}, {}
     for key, value in options.items():
         name = normalize_key(spec, key, where)
-        (run if name in RUN_KEYS else config)[name] = value
+        if name in RUN_KEYS:
+            try:
+                run[name] = coerce(name, RUN_TYPES[name], value)
+            except BadInput as exc:
+                raise BadInput(f"{where}: {exc}") from None
+        else:
+            config[name] = value
     return config, run
 
 
@@ -173,29 +182,22 @@ def load_recipe(path: str | Path, smoke: bool = False) -> Recipe:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: invalid TOML: {str(exc).splitlines()[0]}") from None
     recipe = parse_recipe(data, path)
-    if smoke:  # validate the full recipe first, then the smoke-sized one
-        recipe = parse_recipe(data, path, smoke=True)
+    if smoke or "smoke" in data:  # the smoke-sized recipe is validated too, even when not asked for
+        smoke_recipe = parse_recipe(data, path, smoke=True)
+        recipe = smoke_recipe if smoke else recipe
     return recipe
 
 
-def parse_overrides(args: list[str], where: str = "arguments") -> dict[str, Any]:
-    """`--key value`, `--flag` and `--no-flag` arguments (after a recipe) as {key: value} (text or bool)."""
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--") or len(arg) < 3:
-            raise BadInput(f"{where}: expected --name [value], got {arg!r}")
-        name = arg[2:]
-        if "=" in name:
-            name, value = name.split("=", 1)
-            out[name] = value
-        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
-            out[name] = args[i + 1]
-            i += 1
-        elif name.startswith("no-"):
-            out[name[3:]] = False
-        else:
-            out[name] = True
-        i += 1
-    return out
+def run_recipe(path: str | Path, out: str | Path | None = None, *, smoke: bool = False, resume: str = "never",
+               **overrides: Any) -> Any:
+    """Run a recipe's job (its options table; any sweep table is ignored) from Python, as `gentool run` does:
+    `overrides` (settings or run settings seed/device/plots) win over the recipe; the run directory defaults
+    to `runs/<recipe name>`. Returns the `RunResult`."""
+    from gentool.core.run import execute, resolve_device
+
+    recipe = load_recipe(path, smoke=smoke)
+    config, run = split_options(recipe.spec, {**recipe.options, **recipe.run, **overrides}, "overrides")
+    job = recipe.spec.build(make_config(recipe.spec.config, config), run.get("seed", 0),
+                            resolve_device(run.get("device", "auto")))
+    return execute(job, Path("runs") / recipe.name if out is None else out, resume=resume,
+                   plots=run.get("plots", True))

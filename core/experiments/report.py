@@ -36,16 +36,27 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if isinstance(v, str | int | float | bool) or v is None}
 
 
+def _read(path: Path, reader: Any) -> Any:
+    """`reader(path)`, with a corrupt file reported as bad input naming it."""
+    try:
+        return reader(path)
+    except (ValueError, UnicodeDecodeError):
+        raise BadInput(f"{path} is corrupt (not valid JSON); re-run that point or delete it") from None
+
+
 def run_rows(run_dir: Path) -> tuple[list[str], list[dict[str, Any]]]:
     """(parameter columns, tidy rows) of one completed run directory."""
-    point = read_json(run_dir / POINT)
-    base = {"point": point["point_id"], **point["params"], "seed": point["seed"]}
+    point = _read(run_dir / POINT, read_json)
+    try:
+        base = {"point": point["point_id"], **point["params"], "seed": point["seed"]}
+    except (KeyError, TypeError):
+        raise BadInput(f"{run_dir / POINT} is corrupt (missing point_id/params/seed)") from None
     rows = []
     for path in sorted(run_dir.glob("*.jsonl")):
-        rows += [{**base, "source": path.name, **_flat(r)} for r in read_jsonl(path)]
+        rows += [{**base, "source": path.name, **_flat(r)} for r in _read(path, read_jsonl)]
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
-        rows.append({**base, "source": metrics.name, **_flat(read_json(metrics))})
+        rows.append({**base, "source": metrics.name, **_flat(_read(metrics, read_json))})
     return list(point["params"]), rows
 
 
@@ -194,3 +205,88 @@ def plot_report(out_dir: str | Path, params: list[str], rows: list[dict[str, Any
             curves = _mean_curves(sel, NFE_COLUMN, y, keys)
             paths.append(_plot(curves, NFE_COLUMN, y, out_dir / f"{y}_vs_nfe.png", log=True))
     return paths
+
+
+# ---- comparing completed runs (`gentool report --compare RUN...`) -----------------------------------------
+
+COMPARE_TABLE = "compare.csv"
+
+
+def _run_label(config: dict[str, Any], differing: list[str], fallback: str) -> str:
+    return ", ".join(f"{k}={config.get(k)}" for k in differing) or fallback
+
+
+def load_runs(run_dirs: list[Path]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(label, rows) of each completed run directory; labels name the settings in which the runs differ."""
+    from gentool.core.run.rundir import DONE as RUN_DONE
+
+    if len(run_dirs) < 1:
+        raise BadInput("a comparison needs at least one run directory")
+    configs = []
+    for run in run_dirs:
+        if not (run / RUN_DONE).is_file() or not (run / "metrics.jsonl").is_file():
+            raise BadInput(f"{run} holds no completed run (no {RUN_DONE})")
+        configs.append(read_json(run / "config.json").get("config", {}))
+    keys = sorted({k for c in configs for k in c})
+    differing = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+    labels = [_run_label(c, differing, run.name) for c, run in zip(configs, run_dirs, strict=True)]
+    if len(set(labels)) < len(labels):
+        labels = [f"{run.name}: {label}" for run, label in zip(run_dirs, labels, strict=True)]
+    return [(label, read_jsonl(run / "metrics.jsonl")) for label, run in zip(labels, run_dirs, strict=True)]
+
+
+def _band_rows(rows: list[dict[str, Any]], x: str, metric: str) -> list[dict[str, Any]]:
+    """Per x: the mean of `metric` over rows (seeds) with its 95% CI `mean ± 1.96 std/√count`."""
+    groups: dict[float, list[float]] = defaultdict(list)
+    for row in rows:
+        if _numeric(row.get(x)) and _numeric(row.get(metric)):
+            groups[row[x]].append(float(row[metric]))
+    out = []
+    for xv in sorted(groups):
+        v = groups[xv]
+        mean = sum(v) / len(v)
+        sem = math.sqrt(sum((a - mean) ** 2 for a in v) / (len(v) - 1) / len(v)) if len(v) > 1 else 0.0
+        median = sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
+        out.append({x: xv, metric: mean, f"{metric}_low": mean - 1.96 * sem, f"{metric}_high": mean + 1.96 * sem,
+                    "count": len(v), "sem": sem, "median": median})
+    return out
+
+
+def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, metrics: list[str] | None = None,
+                 plots: bool = True) -> tuple[list[str], list[list[Any]], list[Path]]:
+    """Overlay completed runs: for each metric, mean over a run's rows (seeds) vs generation/step/iter with its
+    95% CI band, one curve per run (`compare.png`), and `compare.csv` with every (run, metric, x) point.
+    Returns the (header, rows) of a final-x table (mean ± sem, median) and the written paths."""
+    runs = load_runs([Path(r) for r in run_dirs])
+    every = [r for _, rows in runs for r in rows]
+    x = next((c for c in X_COLUMNS if any(c in r for r in every)), None)
+    if x is None:
+        raise BadInput(f"the runs have no {'/'.join(X_COLUMNS)} column to compare along")
+    names = metrics or metric_names(every, [])
+    unknown = [m for m in names if not any(m in r for r in every)]
+    if unknown:
+        raise BadInput(f"unknown metric {unknown[0]!r}; allowed: {', '.join(metric_names(every, []))}")
+    bands = {(label, m): _band_rows(rows, x, m) for label, rows in runs for m in names}
+    table = [{"run": label, "metric": m, **{k: v for k, v in p.items() if k not in (f"{m}_low", f"{m}_high")}}
+             for (label, m), pts in bands.items() for p in pts]
+    for row in table:
+        row["mean"] = row.pop(row["metric"])
+    out_dir = Path(out_dir)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["run", "metric", x, "count", "mean", "sem", "median"])
+    writer.writeheader()
+    writer.writerows(table)
+    paths = [atomic_write_text(out_dir / COMPARE_TABLE, buf.getvalue())]
+    if plots:
+        from gentool.core import plots as plotting
+
+        series = {label: [p for m in names for p in bands[(label, m)]] for label, _ in runs}
+        paths.append(plotting.curves(out_dir / "compare.png", series, x, names))
+    header = ["run", x, *(f"{m} (mean ± sem, median)" for m in names[:4])]
+    body = []
+    for label, _ in runs:
+        finals = [bands[(label, m)][-1] if bands[(label, m)] else None for m in names[:4]]
+        last = next((f[x] for f in finals if f), "")
+        body.append([label, last, *(f"{f[m]:.4g} ± {f['sem']:.2g}, {f['median']:.4g}" if f else "" for f, m in
+                                    zip(finals, names[:4], strict=True))])
+    return header, body, paths

@@ -19,7 +19,7 @@ from typing import Any
 
 from gentool.core.config import make_config
 from gentool.core.errors import BadInput, GentoolError, choose
-from gentool.core.experiments.recipe import Recipe, grid_options, parse_overrides, split_options
+from gentool.core.experiments.recipe import Recipe, grid_options, split_options
 from gentool.core.io import atomic_write_json, environment_info, read_json
 from gentool.core.jobs import JOBS
 from gentool.core.run import execute, open_run_dir, resolve_device
@@ -64,18 +64,18 @@ def point_id(params: dict[str, Any], seed: int | None) -> str:
     return "__".join(parts) or "base"
 
 
-def expand(recipe: Recipe, sweep_dir: str | Path, extra_args: list[str] | None = None) -> list[Point]:
+def expand(recipe: Recipe, sweep_dir: str | Path, overrides: dict[str, Any] | None = None) -> list[Point]:
     """The recipe's grid (cartesian product of sweep lists × seeds) as points under `sweep_dir`;
-    `extra_args` (`--key value` ...) override every point's settings."""
+    `overrides` (setting -> value) apply to every point."""
     spec = JOBS[recipe.command]
-    extra_config, extra_run = split_options(spec, parse_overrides(extra_args or []), "extra arguments")
+    extra_config, extra_run = split_options(spec, overrides or {}, "overrides")
     seeds: list[int | None] = list(recipe.seeds) or [None]
     points = []
     for options in grid_options(recipe):
         params = {k: options[k] for k in recipe.sweep}
         config = {k: v for k, v in {**options, **extra_config}.items() if k != "device"}
         run = {**recipe.run, **({"device": options["device"]} if "device" in options else {}), **extra_run}
-        make_config(spec.config, config, "extra arguments")  # a bad override fails before anything runs
+        make_config(spec.config, config, "overrides")  # a bad override fails before anything runs
         for seed in seeds:
             pid = point_id(params, seed)
             points.append(Point(pid, recipe.command, params, seed, config,

@@ -1,8 +1,9 @@
 """The `mad-loop` job: one unit is one generation of every seed (see `gentool.core.mad.simulation`).
 
-Outputs besides the run contract's: `summary.csv` (per generation and metric: mean, std, 95% CI over seeds),
-`metrics.png` (with the closed form where one exists) and `snapshots.png` (first seed's samples at the
-first, middle and last generation).
+Outputs besides the run contract's: `summary.csv` (per generation and metric over seeds: mean, std, standard error,
+95% CI, median and 5/25/75/95 % quantiles), `metrics.png` (mean with its 95% CI and median with its 25-75 % band;
+every closed form that applies, dashed and named; log or symmetric-log axes where a metric spans decades) and
+`snapshots.png` (first seed's samples at the first, middle and last generation).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from gentool.core import plots
 from gentool.core.io import atomic_write_text
 from gentool.core.mad.closed_forms import closed_form_curves
 from gentool.core.mad.config import MadConfig
-from gentool.core.mad.reference import gaussian_truth
 from gentool.core.mad.simulation import Simulation
 from gentool.core.mad.summary import summarize, summary_csv
 from gentool.core.run.contract import JobSpec, Row
 from gentool.core.run.rundir import snapshot_path
 
-HEADLINE = ("w2_gauss", "recall", "trace_cov")
+HEADLINE = ("w2_gauss", "recall", "trace_cov", "det_ratio", "modes", "test_error")
+DECADES = 2.0
 
 
 class MadJob:
@@ -74,11 +75,12 @@ class MadJob:
         cfg = self.config
         summary = summarize(rows)
         keys = sorted({s["metric"] for s in summary} - {"n_train"})
-        trace0 = float(torch.trace(gaussian_truth(cfg.dim)[1]))
-        overlay = closed_form_curves(cfg.family, cfg.data, cfg.loop, cfg.n_real, cfg.n_synth, cfg.lam, cfg.cov,
-                                     trace0, cfg.generations)
-        plots.curves(out / "metrics.png", {"mean ± 95% CI": [_band(s) for s in summary]}, "generation", keys,
-                     overlay=overlay, overlay_label="closed form E[trace_cov]")
+        curves = closed_form_curves(cfg)
+        series = {"mean ± 95% CI": [_band(s, "mean", "ci95_low", "ci95_high") for s in summary],
+                  "median (25-75%)": [_band(s, "median", "q25", "q75") for s in summary]}
+        plots.curves(out / "metrics.png", series, "generation", keys, log_keys=_decade_keys(summary),
+                     overlay={k: c.values for k, c in curves.items()},
+                     overlay_labels={k: c.label for k, c in curves.items()})
         picks = sorted({1, (cfg.generations + 1) // 2, cfg.generations})
         panels = [(f"generation {t}", np.load(snapshot_path(out, t))["x"]) for t in picks
                   if snapshot_path(out, t).is_file()]
@@ -87,11 +89,18 @@ class MadJob:
             plots.sample_panels(out / "snapshots.png", panels, reference)
 
 
-def _band(s: dict[str, Any]) -> dict[str, Any]:
-    """A summary row as a plottable point: the metric's mean with its 95% CI band."""
+def _band(s: dict[str, Any], centre: str, low: str, high: str) -> dict[str, Any]:
+    """A summary row as a plottable point: its `centre` statistic with the band [`low`, `high`]."""
     k = s["metric"]
-    return {"metric": k, "generation": s["generation"], k: s["mean"], f"{k}_low": s["ci95_low"],
-            f"{k}_high": s["ci95_high"]}
+    return {"metric": k, "generation": s["generation"], k: s[centre], f"{k}_low": s[low], f"{k}_high": s[high]}
+
+
+def _decade_keys(summary: list[dict[str, Any]]) -> list[str]:
+    """Positive metrics whose means and medians span more than `DECADES` decades (drawn on a log axis)."""
+    spans: dict[str, list[float]] = {}
+    for s in summary:
+        spans.setdefault(s["metric"], []).extend(s[c] for c in ("mean", "median"))
+    return [k for k, v in spans.items() if len(v) > 1 and min(v) > 0 and np.log10(max(v) / min(v)) > DECADES]
 
 
 def build(config: MadConfig, seed: int, device: torch.device) -> MadJob:

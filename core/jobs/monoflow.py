@@ -8,7 +8,7 @@ Outputs besides the run contract's: `samples.npz` and `snapshots/*.npz` (the sam
 
 from __future__ import annotations
 
-import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -24,12 +24,12 @@ from gentool.core.monoflow.evaluate import sample_metrics
 from gentool.core.monoflow.exact import TARGETS, analytic_target
 from gentool.core.monoflow.particles import ExactRun, exact_steps, init_particle_run, particle_steps
 from gentool.core.nn import make_generator, seeded
-from gentool.core.run.contract import JobSpec, Row
+from gentool.core.run.contract import JobSpec, Row, SteppedUnits
 from gentool.core.run.rundir import snapshot_path
 from gentool.core.solvers import FIXED_METHODS
 
 MODES = ("generator", "particles", "exact")
-DIVERGED = 1e8  # particles farther than this from the origin: the flow has blown up
+DIVERGED = 1e6  # samples this many times farther out than the data: the flow has blown up
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class MonoFlowJobConfig:
         return MonoFlowConfig(**{k: getattr(self, k) for k in names if hasattr(self, k)})
 
 
-class _MonoFlowJob:
+class _MonoFlowJob(SteppedUnits, ABC):
     """The loop shared by the modes: `eval_every` steps, then metrics of `current()` against `real`."""
 
     command = "monoflow"
@@ -93,28 +93,29 @@ class _MonoFlowJob:
         self.rng = make_generator(self.seed)
 
     @property
-    def units_total(self) -> int:
-        return math.ceil(self.config.steps / self.config.eval_every)
+    def step_count(self) -> int:
+        return self.run.step
 
     @property
-    def units_done(self) -> int:
-        return math.ceil(self.run.step / self.config.eval_every)
+    def step_total(self) -> int:
+        return self.config.steps
 
     @property
-    def done(self) -> bool:
-        return self.run.step >= self.config.steps
+    def step_chunk(self) -> int:
+        return self.config.eval_every
 
+    @abstractmethod
     def _steps(self, k: int) -> dict[str, float]:
-        raise NotImplementedError
+        """Advance the run by `k` steps; return the last step's losses or times."""
 
     def current(self) -> torch.Tensor:
         return self.run.particles
 
     def advance(self) -> list[Row]:
-        every = self.config.eval_every
-        info = self._steps(min(every - self.run.step % every, self.config.steps - self.run.step))
+        info = self._steps(self.next_chunk())
         fake = self.current()
-        if not bool(torch.isfinite(fake).all()) or float(fake.abs().max()) > DIVERGED:
+        scale = 1.0 + float(self.real.abs().max())
+        if not bool(torch.isfinite(fake).all()) or float(fake.abs().max()) > DIVERGED * scale:
             raise NumericalFailure(f"samples diverged by step {self.run.step}; {self.hint}")
         row = {"step": self.run.step, **info, **sample_metrics(self.real, fake, data=self.cover, seed=self.seed)}
         return [row]
@@ -141,14 +142,21 @@ class _MonoFlowJob:
         return {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}
 
 
-class GeneratorJob(_MonoFlowJob):
-    """Generator mode: D and G trained alternately; samples are g(z) for a fixed latent draw."""
+class _DataJob(_MonoFlowJob):
+    """Modes that learn from a data set: `n_train` training points and `n` reference points."""
 
     def __init__(self, config: MonoFlowJobConfig, seed: int, device: torch.device) -> None:
         super().__init__(config, seed, device)
         self.x_train = sample_data(config.data, config.n_train, self.rng, device=device)
         self.real = sample_data(config.data, config.n, self.rng, device=device)
         self.cover = config.data
+
+
+class GeneratorJob(_DataJob):
+    """Generator mode: D and G trained alternately; samples are g(z) for a fixed latent draw."""
+
+    def __init__(self, config: MonoFlowJobConfig, seed: int, device: torch.device) -> None:
+        super().__init__(config, seed, device)
         with seeded(self.seed):
             self.run = init_generator_run(self.x_train.shape[1], config.hyper(), device=device)
 
@@ -160,14 +168,11 @@ class GeneratorJob(_MonoFlowJob):
                                 generator=make_generator(self.seed + 1))
 
 
-class ParticleJob(_MonoFlowJob):
+class ParticleJob(_DataJob):
     """Particle mode: the cloud starts at N(0, I) and follows the refitted discriminator's field."""
 
     def __init__(self, config: MonoFlowJobConfig, seed: int, device: torch.device) -> None:
         super().__init__(config, seed, device)
-        self.x_train = sample_data(config.data, config.n_train, self.rng, device=device)
-        self.real = sample_data(config.data, config.n, self.rng, device=device)
-        self.cover = config.data
         x0 = torch.randn(config.n, self.x_train.shape[1], generator=self.rng).to(device)
         self.run = init_particle_run(x0, config.hyper(), seed=self.seed)
 

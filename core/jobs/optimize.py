@@ -34,12 +34,12 @@ from gentool.core.probspace import (
     run_particles,
 )
 from gentool.core.probspace.simplex import SimplexRun
-from gentool.core.run.contract import JobSpec, Row
+from gentool.core.run.contract import JobSpec, Row, SteppedUnits
 from gentool.core.run.rundir import snapshot_path
 from gentool.core.solvers import FIXED_METHODS
 
 SIMPLEX_CHUNK = 100
-DIVERGED = 1e8  # particles this far out (relative to the start) have blown up
+DIVERGED = 1e6  # particles this many times farther out than the start and the target: blown up
 
 
 def _vector(value: Any) -> tuple[float, ...]:
@@ -52,7 +52,8 @@ class SimplexConfig:
 
     objective: str = setting("sparsemax", f"Built-in ({', '.join(OBJECTIVES)}) or module:function returning "
                              "F, grad or (F, grad).")
-    x: tuple[float, ...] | None = setting(None, "Vector x (sparsemax/softmax), target q (kl) or b (quadratic): "
+    x: tuple[float, ...] | None = setting((1.0, 0.5, -1.0), "Vector x (sparsemax/softmax), target q (kl) or b "
+                                          "(quadratic); fixes the dimension of a module:function objective: "
                                           "'1,0.5,-1' or a .npy/.txt/.csv file.", parse=_vector, metavar="VECTOR")
     matrix: tuple[tuple[float, ...], ...] | None = setting(
         None, "Matrix A (quadratic) or returns R (portfolio): 'a,b;c,d' or a .npy/.txt/.csv file.",
@@ -76,6 +77,8 @@ class SimplexConfig:
         check_int("iters", self.iters, 0, 10**9)
         check_int("log_every", self.log_every, 1)
         obj = self.make_objective()
+        uniform = torch.full((obj.dim,), 1.0 / obj.dim, dtype=torch.float64)
+        obj.value(uniform), obj.grad(uniform)  # a custom objective that fails or returns junk fails here
         if self.p0 is not None:
             start = check_simplex(torch.tensor(self.p0, dtype=torch.float64), "initial point p0")
             require(start.numel() == obj.dim, f"p0 has {start.numel()} entries, the objective has {obj.dim}")
@@ -186,7 +189,7 @@ class ParticlesConfig:
         return self.dim if self.target == "none" else make_target(self.target).dim
 
 
-class ParticlesJob:
+class ParticlesJob(SteppedUnits):
     """State: particles, step, the generator's state; the target sample `ref` is redrawn from the seed."""
 
     command = "optimize particles"
@@ -208,25 +211,26 @@ class ParticlesJob:
         self.snapshot_every = max(1, self.units_total // 4)
 
     @property
-    def units_total(self) -> int:
-        return math.ceil(self.config.steps / self.config.log_every)
+    def step_count(self) -> int:
+        return self.step
 
     @property
-    def units_done(self) -> int:
-        return math.ceil(self.step / self.config.log_every)
+    def step_total(self) -> int:
+        return self.config.steps
 
     @property
-    def done(self) -> bool:
-        return self.step >= self.config.steps
+    def step_chunk(self) -> int:
+        return self.config.log_every
 
     def advance(self) -> list[Row]:
         cfg = self.config
-        k = min(cfg.log_every - self.step % cfg.log_every, cfg.steps - self.step)
+        k = self.next_chunk()
         res = run_particles(self.energy, self.x, cfg.method, steps=k, step_size=cfg.step_size, generator=self.g,
                             bandwidth=cfg.bandwidth, target_samples=self.ref, solver=cfg.solver, log_every=k)
         first, last = res.trace[0], res.trace[-1]
         self.x, self.step = res.x, self.step + k
-        if float(self.x.abs().max()) > DIVERGED * (1.0 + float(self.x0.abs().max())):
+        scale = 1.0 + float(self.x0.abs().max()) + (float(self.ref.abs().max()) if self.ref is not None else 0.0)
+        if not bool(torch.isfinite(self.x).all()) or float(self.x.abs().max()) > DIVERGED * scale:
             raise NumericalFailure(f"particles diverged by step {self.step} (max |x| "
                                    f"{float(self.x.abs().max()):.3g}); reduce step_size (now {cfg.step_size:g})")
         last = {**last, "step": self.step, "t": self.step * cfg.step_size}

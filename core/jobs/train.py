@@ -1,12 +1,11 @@
 """The `train` job: EDM training of a small denoiser on a bundled data set; one unit = `checkpoint_every` steps.
 
-Outputs besides the run contract's: `ckpt.pt` (the EMA denoiser checkpoint `gentool sample --model` reads),
+Outputs besides the run contract's: `ckpt.pt` (the EMA denoiser checkpoint that the sample job's `model` setting reads),
 `loss.png`, `metrics.json` (steps, mean loss of the last 100 steps, sigma_data).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from gentool.core.diffusion.training import DenoiserTrainer, TrainConfig
 from gentool.core.errors import choose
 from gentool.core.io import atomic_write_json
 from gentool.core.nn import make_generator
-from gentool.core.run.contract import JobSpec, Row
+from gentool.core.run.contract import JobSpec, Row, SteppedUnits
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class TrainJobConfig:
                            lr=self.lr, ema=self.ema)
 
 
-class TrainJob:
+class TrainJob(SteppedUnits):
     """State: the `DenoiserTrainer` (weights, EMA, optimiser, step, losses, RNG)."""
 
     command = "train"
@@ -65,20 +64,19 @@ class TrainJob:
                                        device=self.device)
 
     @property
-    def units_total(self) -> int:
-        return math.ceil(self.config.steps / self.config.checkpoint_every)
+    def step_count(self) -> int:
+        return self.trainer.step
 
     @property
-    def units_done(self) -> int:
-        return math.ceil(self.trainer.step / self.config.checkpoint_every)
+    def step_total(self) -> int:
+        return self.config.steps
 
     @property
-    def done(self) -> bool:
-        return self.trainer.step >= self.config.steps
+    def step_chunk(self) -> int:
+        return self.config.checkpoint_every
 
     def advance(self) -> list[Row]:
-        every = self.config.checkpoint_every
-        losses = self.trainer.train(every - self.trainer.step % every)
+        losses = self.trainer.train(self.next_chunk())
         return [{"step": self.trainer.step, "loss": sum(losses) / len(losses),
                  "lr": self.trainer.opt.param_groups[0]["lr"]}]
 

@@ -1,8 +1,10 @@
 """Model families for self-consuming loops: fit on a training set, sample with sampling bias λ ∈ (0, 1].
 
-Every family works on a batch of seeds: `fit(x (S, n, d), gens)` and `sample(model, n, lam, gens)` with one
-`torch.Generator` per seed, so a seed's numbers never depend on how many seeds run beside it. Only `gaussian`
-is vectorised over seeds (`vectorised = True`); the others are called with S = 1.
+Every family works on a batch of seeds: `fit(x (S, n, d), gens, context)` and `sample(model, n, lam, gens)` with
+one `torch.Generator` per seed, so a seed's numbers never depend on how many seeds run beside it. `gaussian` and
+`linear-regression` are vectorised over seeds (`vectorised = True`); the others are called with S = 1.
+`context` carries the seeds' real set and, with warm start, the previous generation's model: the diffusion and
+MonoFlow families then fine-tune it instead of training from scratch (Bertrand et al. 2024; Shumailov et al. 2024).
 λ (SPEC §5): Gaussian → N(μ, λΣ); GMM → each component N(μ_k, λΣ_k) (shrink toward the component mean);
 KDE → bandwidth × √λ; diffusion → initial noise × √λ; MonoFlow GAN → latent N(0, λI).
 `moments(model, synth)` gives the mean `(S, d)` and covariance `(S, d, d)` the metrics use: the fitted ones for
@@ -20,8 +22,18 @@ import torch
 from gentool.core.errors import choose, require
 from gentool.core.metrics.gaussian import mean_cov, sqrtm_psd
 
-FAMILIES = ("gaussian", "gmm", "kde", "diffusion", "monoflow")
+FAMILIES = ("gaussian", "gmm", "kde", "diffusion", "monoflow", "linear-regression")
+WARM_START_FAMILIES = ("diffusion", "monoflow")
 Generators = list[torch.Generator]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a fit may use besides its training set: the seeds' first-generation real set `(S, n, d)` and the
+    previous generation's model (`None` at generation 1 or without warm start)."""
+
+    real: torch.Tensor | None = None
+    previous: Any | None = None
 
 
 def normal(gens: Generators, n: int, d: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -50,7 +62,7 @@ class GaussianFamily:
     vectorised: bool = True
     has_density: bool = True
 
-    def fit(self, x: torch.Tensor, gens: Generators) -> GaussianModel:
+    def fit(self, x: torch.Tensor, gens: Generators, context: Context | None = None) -> GaussianModel:
         mean, cov = mean_cov(x, ddof=1 if self.cov == "unbiased" else 0)
         return GaussianModel(mean, cov)
 
@@ -89,7 +101,7 @@ class GMMFamily:
     has_density: bool = True
     moments = staticmethod(_sample_moments)
 
-    def fit(self, x: torch.Tensor, gens: Generators) -> Any:
+    def fit(self, x: torch.Tensor, gens: Generators, context: Context | None = None) -> Any:
         from sklearn.mixture import GaussianMixture
 
         require(x.shape[1] >= self.components, f"gmm needs at least components={self.components} points, "
@@ -129,7 +141,7 @@ class KDEFamily:
     has_density: bool = True
     moments = staticmethod(_sample_moments)
 
-    def fit(self, x: torch.Tensor, gens: Generators) -> KDEModel:
+    def fit(self, x: torch.Tensor, gens: Generators, context: Context | None = None) -> KDEModel:
         pts = x[0].double()
         n, d = pts.shape
         if isinstance(self.bandwidth, float):
@@ -157,49 +169,61 @@ class KDEFamily:
 
 @dataclass
 class DiffusionFamily:
-    """A fresh small EDM denoiser trained per generation (`gentool.core.diffusion`), sampled with
-    initial noise × √λ."""
+    """A small EDM denoiser trained per generation (`gentool.core.diffusion`), sampled with initial noise × √λ.
+    With `warm_start` each generation starts from the previous generation's weights and EMA (a fresh
+    optimiser and learning-rate schedule) instead of a fresh initialisation."""
 
     train_steps: int = 2000
     sampler: str = "dpmpp-2m"
     steps: int = 20
     device: str = "cpu"
+    warm_start: bool = False
     vectorised: bool = False
     has_density: bool = False
     moments = staticmethod(_sample_moments)
 
-    def fit(self, x: torch.Tensor, gens: Generators) -> Any:
-        from gentool.core.diffusion import TrainConfig, train_denoiser
+    def fit(self, x: torch.Tensor, gens: Generators, context: Context | None = None) -> Any:
+        from gentool.core.diffusion import DenoiserTrainer, TrainConfig
 
         cfg = TrainConfig(steps=self.train_steps, batch=min(512, x.shape[1]))
-        res = train_denoiser(x[0].float(), cfg, generator=gens[0], device=self.device)
-        return res.denoiser, x.shape[-1]
+        trainer = DenoiserTrainer(x[0].float(), cfg, generator=gens[0], device=self.device)
+        previous = context.previous if context is not None and self.warm_start else None
+        if previous is not None:
+            trainer.model.load_state_dict(previous.model.state_dict())
+            trainer.ema.load_state_dict(previous.denoiser.state_dict())
+        trainer.train(cfg.steps)
+        return trainer.result()
 
     def sample(self, model: Any, n: int, lam: float, gens: Generators) -> torch.Tensor:
         from gentool.core.diffusion import sample
 
-        denoiser, dim = model
         with torch.no_grad():
-            x, _ = sample(denoiser, n, dim, sampler=self.sampler, steps=self.steps,
+            x, _ = sample(model.denoiser, n, model.denoiser.dim, sampler=self.sampler, steps=self.steps,
                           generator=gens[0], device=self.device, init_scale=math.sqrt(lam))
         return x[None].float().cpu()
 
 
 @dataclass
 class MonoFlowFamily:
-    """A MonoFlow GAN generator trained per generation (`gentool.core.monoflow`); latent N(0, λI)."""
+    """A MonoFlow GAN generator trained per generation (`gentool.core.monoflow`); latent N(0, λI). With
+    `warm_start` the generator starts from the previous generation's weights (a fresh discriminator)."""
 
     train_steps: int = 2000
     device: str = "cpu"
+    warm_start: bool = False
     vectorised: bool = False
     has_density: bool = False
     moments = staticmethod(_sample_moments)
 
-    def fit(self, x: torch.Tensor, gens: Generators) -> Any:
+    def fit(self, x: torch.Tensor, gens: Generators, context: Context | None = None) -> Any:
+        import copy
+
         from gentool.core.monoflow import MonoFlowConfig, train_generator
 
         cfg = MonoFlowConfig(steps=self.train_steps, batch_size=min(256, x.shape[1]))
-        return train_generator(x[0].float(), cfg, generator=gens[0], device=self.device)
+        previous = context.previous if context is not None and self.warm_start else None
+        init = copy.deepcopy(previous.generator) if previous is not None else None
+        return train_generator(x[0].float(), cfg, generator=gens[0], device=self.device, init_generator=init)
 
     def sample(self, model: Any, n: int, lam: float, gens: Generators) -> torch.Tensor:
         from gentool.core.monoflow import sample_generator
@@ -211,13 +235,20 @@ class MonoFlowFamily:
 
 
 def make_family(name: str, *, cov: str = "unbiased", components: int = 8, bandwidth: str | float = "scott",
-                train_steps: int = 2000, sampler: str = "dpmpp-2m", steps: int = 20, device: str = "cpu"
-                ) -> Any:
+                train_steps: int = 2000, sampler: str = "dpmpp-2m", steps: int = 20, device: str = "cpu",
+                warm_start: bool = False, label_noise: float = 1.0) -> Any:
     """Build a family by name (`FAMILIES`), validating its options (messages name the settings)."""
     choose("family", name, FAMILIES)
     choose("cov", cov, ("unbiased", "mle"))
+    require(not warm_start or name in WARM_START_FAMILIES,
+            f"warm_start applies to the {' and '.join(WARM_START_FAMILIES)} families, not {name}")
     if name == "gaussian":
         return GaussianFamily(cov=cov)
+    if name == "linear-regression":
+        from gentool.core.mad.regression import LinearRegressionFamily
+
+        require(math.isfinite(label_noise) and label_noise > 0, f"label_noise must be > 0, got {label_noise}")
+        return LinearRegressionFamily(noise=label_noise)
     if name == "gmm":
         require(isinstance(components, int) and components >= 1, f"components must be >= 1, got {components}")
         return GMMFamily(components=components)
@@ -232,11 +263,13 @@ def make_family(name: str, *, cov: str = "unbiased", components: int = 8, bandwi
         from gentool.core.diffusion import SAMPLERS
 
         choose("sampler", sampler, SAMPLERS)
-        return DiffusionFamily(train_steps=train_steps, sampler=sampler, steps=steps, device=device)
-    return MonoFlowFamily(train_steps=train_steps, device=device)
+        return DiffusionFamily(train_steps=train_steps, sampler=sampler, steps=steps, device=device,
+                               warm_start=warm_start)
+    return MonoFlowFamily(train_steps=train_steps, device=device, warm_start=warm_start)
 
 
 def family_from_config(cfg: Any, device: str = "cpu") -> Any:
     """The family a `MadConfig` describes."""
     return make_family(cfg.family, cov=cfg.cov, components=cfg.components, bandwidth=cfg.bandwidth,
-                       train_steps=cfg.train_steps, sampler=cfg.sampler, steps=cfg.steps, device=device)
+                       train_steps=cfg.train_steps, sampler=cfg.sampler, steps=cfg.steps, device=device,
+                       warm_start=cfg.warm_start, label_noise=cfg.label_noise)

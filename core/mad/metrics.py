@@ -1,4 +1,13 @@
-"""Per-generation metrics of a loop: cheap closed-form ones for every seed, sample-based ones for some."""
+"""Per-generation metrics of a loop: cheap closed-form ones for every seed, sample-based ones for some.
+
+Distribution families (fitted moments μ_t, Σ_t against the truth μ₀, Σ₀, or the held-out moments):
+`w2_gauss` (Bures W2), `mean_error = ‖μ_t − μ₀‖`, `sq_mean_error = ‖μ_t − μ₀‖²`, `trace_cov = tr Σ_t`,
+`logdet_cov = log det Σ_t`, the ratios to generation 0 `trace_ratio = tr Σ_t / tr Σ₀` and
+`det_ratio = det Σ_t / det Σ₀` (Collapse-or-Thrive), held-out `nll` where the model has a density; on mixture
+data (`ring`, `grid`) `modes` (modes covered by the synthetic sample) and `mode_var` (mean over covered modes
+of the per-coordinate variance of the points assigned to a mode; MAD Fig. 15).
+Linear regression: `test_error = (ŵ − w*)ᵀ Σ_x (ŵ − w*)`.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +20,51 @@ from gentool.core.mad.reference import Reference
 KNN_METRICS = ("precision", "recall", "density", "coverage")
 
 
-def cheap_metrics(family: Any, model: Any, synth: torch.Tensor, ref: Reference) -> dict[str, list[float]]:
-    """Vectorised per-seed metrics: Bures W2 to the reference Gaussian, mean error, trace and log det of the
-    covariance (`family.moments`: the fitted Gaussian's, or the synthetic sample's), held-out NLL."""
+def distribution_metrics(family: Any, model: Any, synth: torch.Tensor, ref: Reference) -> dict[str, torch.Tensor]:
+    """The moment metrics of the module docstring, per seed (`family.moments`: the fitted Gaussian's, or the
+    synthetic sample's)."""
     mean, cov = family.moments(model, synth)
-    out = {"w2_gauss": bures_w2(mean, cov, ref.mean, ref.cov), "mean_error": (mean - ref.mean).norm(dim=-1),
-           "trace_cov": torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1),
-           "logdet_cov": torch.linalg.slogdet(cov)[1]}
+    err = mean - ref.mean
+    logdet, logdet0 = torch.linalg.slogdet(cov)[1], torch.linalg.slogdet(ref.cov)[1]
+    trace = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1)
+    out = {"w2_gauss": bures_w2(mean, cov, ref.mean, ref.cov), "mean_error": err.norm(dim=-1),
+           "sq_mean_error": (err**2).sum(-1), "trace_cov": trace, "logdet_cov": logdet,
+           "trace_ratio": trace / torch.trace(ref.cov), "det_ratio": torch.exp(logdet - logdet0)}
     if family.has_density:
         out["nll"] = family.nll(model, ref.test)
+    if ref.modes is not None:
+        out.update(mode_metrics(synth, ref))
+    return out
+
+
+def mode_metrics(synth: torch.Tensor, ref: Reference, n_std: float = 3.0) -> dict[str, torch.Tensor]:
+    """`modes`: modes covered (`gentool.core.metrics.mode_coverage`: ≥ 10% of a fair share of the points lie within
+    `n_std` mode std of it); `mode_var`: mean over covered modes of the per-coordinate variance of those points
+    (0 when no mode is covered)."""
+    from gentool.core.metrics import mode_coverage
+
+    counts, variances = [], []
+    for x in synth.double():
+        covered = mode_coverage(x, ref.modes, ref.mode_std, n_std=n_std)["covered"]
+        dist, nearest = torch.cdist(x, ref.modes.to(x.dtype)).min(1)
+        good = dist <= n_std * ref.mode_std
+        share = torch.bincount(nearest[good], minlength=len(ref.modes))
+        kept = [k for k in range(len(ref.modes)) if share[k] >= max(2.0, 0.1 * len(x) / len(ref.modes))]
+        var = [float(x[good & (nearest == k)].var(0).mean()) for k in kept]
+        counts.append(float(covered))
+        variances.append(sum(var) / len(var) if var else 0.0)
+    return {"modes": torch.tensor(counts), "mode_var": torch.tensor(variances)}
+
+
+def regression_metrics(model: Any, ref: Reference) -> dict[str, torch.Tensor]:
+    from gentool.core.mad.regression import population_risk
+
+    return {"test_error": population_risk(model, ref.coef, ref.cov)}
+
+
+def cheap_metrics(family: Any, model: Any, synth: torch.Tensor, ref: Reference) -> dict[str, list[float]]:
+    """Vectorised per-seed metrics (module docstring) as lists of floats."""
+    out = regression_metrics(model, ref) if ref.coef is not None else distribution_metrics(family, model, synth, ref)
     return {k: v.double().cpu().tolist() for k, v in out.items()}
 
 

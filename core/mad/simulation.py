@@ -1,31 +1,34 @@
 """A self-consuming loop in memory: generations × seeds of fit → sample → next training set (no files).
 
-Generation 1 fits on a real draw; generation t+1 fits from scratch on the training set the loop builds from
-generation t's samples. Seed id k (= base seed + index) draws everything from `generation_rng(k, t, stream)`,
-so its numbers do not depend on the other seeds. The vectorised Gaussian family runs all seeds as one batch;
-the other families run one seed at a time.
+Generation 1 fits on `n_real(1)` real points; generation t fits on the data the loop kept after generation t − 1
+(`gentool.core.mad.loops`), from scratch or, with warm start, from the previous model. Seed id k (= base seed +
+index) draws everything from `generation_rng(k, t, stream)`, so its numbers do not depend on the other seeds.
+The vectorised families (Gaussian, linear regression) run all seeds as one batch; the others one seed at a time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from gentool.core.mad.config import SAMPLE_METRICS, MadConfig
-from gentool.core.mad.families import family_from_config
-from gentool.core.mad.loops import next_training_set
+from gentool.core.mad.families import Context, family_from_config
+from gentool.core.mad.loops import Step
 from gentool.core.mad.metrics import cheap_metrics, metric_names, sample_metrics
-from gentool.core.mad.reference import STREAMS, generation_rng, make_reference, sample_real, seed_rngs
+from gentool.core.mad.reference import STREAMS, generation_rng, make_reference, real_data, seed_rngs
 
 
 @dataclass
 class Group:
-    """Seeds processed together: their ids, fixed real sets and current training sets `(S, n, d)`."""
+    """Seeds processed together: their ids, fixed real set, the data the loop keeps `(S, n, d)`, the most recent
+    synthetic samples (for `from_previous`) and, with warm start, the last fitted model."""
 
     seed_ids: list[int]
     real: torch.Tensor
-    train: torch.Tensor
+    data: torch.Tensor
+    recent: list[torch.Tensor] = field(default_factory=list)
+    model: Any = None
 
 
 class Simulation:
@@ -34,41 +37,61 @@ class Simulation:
     def __init__(self, cfg: MadConfig, seed: int, device: torch.device | str = "cpu") -> None:
         self.cfg, self.seed = cfg, int(seed)
         self.family = family_from_config(cfg, str(device))
-        self.ref = make_reference(cfg.data, cfg.dim, cfg.n_test)
+        self.real = real_data(cfg)
+        self.ref = make_reference(self.real, cfg.n_test)
+        self.kind = cfg.loop_kind
+        plan = cfg.plan
+        n_fixed = max(plan.n_real) if cfg.loop == "augment" else plan.n_real[0]
         ids = [self.seed + i for i in range(cfg.seeds)]
         blocks = [ids] if self.family.vectorised else [[i] for i in ids]
         self.groups = []
         for block in blocks:
-            real = sample_real(cfg.data, cfg.dim, cfg.n_real, seed_rngs(block, 0))
-            self.groups.append(Group(block, real, real))
+            real = self.real.sample(n_fixed, seed_rngs(block, 0))
+            self.groups.append(Group(block, real, real[:, :plan.n_real[0]]))
         self.generation = 0
 
     def _metric_limit(self) -> int:
         """Seeds (by index) that get the sample metrics: all for one-seed families, `metric_seeds` for the
-        vectorised Gaussian family when metrics were asked for."""
+        vectorised families when metrics were asked for."""
         if not self.family.vectorised:
             return self.cfg.seeds
         return self.cfg.metric_seeds if self.cfg.metrics is not None else 0
 
+    def _fit(self, group: Group, t: int, gens: list[torch.Generator]) -> tuple[Any, torch.Tensor]:
+        """Generation t's model and the training set it was fitted on."""
+        budget = self.cfg.budget or self.cfg.plan.n_real[0]
+        train = self.kind.fit_set(group.data, budget, seed_rngs(group.seed_ids, t, "subsample"))
+        context = Context(real=group.real[:, :self.cfg.plan.n_real[0]], previous=group.model)
+        return self.family.fit(train, gens, context), train
+
+    def _keep(self, group: Group, t: int, synth: torch.Tensor, model: Any, gens: list[torch.Generator]) -> None:
+        """Build the data kept for generation t + 1."""
+        cfg, plan = self.cfg, self.cfg.plan
+        nxt = min(t, cfg.generations - 1)  # index of generation t + 1 (the last generation reuses its own)
+        group.recent = (group.recent + [synth])[-cfg.from_previous:]
+        real = group.real[:, :plan.n_real[nxt]]
+        if cfg.loop == "fresh":
+            real = self.real.sample(plan.n_real[nxt], seed_rngs(group.seed_ids, t, "fresh"))
+        step = Step(torch.cat(group.recent, dim=1), real, plan.real_fraction[nxt], cfg.budget, gens)
+        group.data = self.kind.kept(group.data, step)
+        group.model = model if cfg.warm_start else None
+
     def _step_group(self, group: Group, t: int) -> tuple[list[dict[str, Any]], torch.Tensor]:
         cfg = self.cfg
         gens = seed_rngs(group.seed_ids, t)
-        model = self.family.fit(group.train, gens)
-        synth = self.family.sample(model, cfg.n_synth, cfg.lam, gens)
+        model, train = self._fit(group, t, gens)
+        synth = self.family.sample(model, cfg.plan.n_synth[t - 1], cfg.lam, gens)
         cheap = cheap_metrics(self.family, model, synth, self.ref)
-        names = metric_names(cfg.metrics, SAMPLE_METRICS, cfg.n_synth)
+        names = () if self.ref.coef is not None else metric_names(cfg.metrics, SAMPLE_METRICS, synth.shape[1])
         rows = []
         for i, sid in enumerate(group.seed_ids):
-            row: dict[str, Any] = {"seed": sid, "generation": t, "n_train": int(group.train.shape[1])}
+            row: dict[str, Any] = {"seed": sid, "generation": t, "n_train": int(train.shape[1])}
             row.update({k: v[i] for k, v in cheap.items()})
             if names and sid - self.seed < self._metric_limit():
                 rng = generation_rng(sid, t, STREAMS["metrics"])
                 row.update(sample_metrics(synth[i], self.ref, names, rng))
             rows.append(row)
-        fresh = (sample_real(cfg.data, cfg.dim, cfg.n_real, seed_rngs(group.seed_ids, t, "fresh"))
-                 if cfg.loop == "fresh" else None)
-        group.train = next_training_set(cfg.loop, group.train, group.real, synth, fresh,
-                                        real_fraction=cfg.real_fraction, budget=cfg.budget, gens=gens)
+        self._keep(group, t, synth, model, gens)
         return rows, synth
 
     def step(self) -> tuple[list[dict[str, Any]], torch.Tensor]:
@@ -83,11 +106,13 @@ class Simulation:
         return rows, first
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generation": self.generation, "train": [g.train for g in self.groups]}
+        return {"generation": self.generation, "data": [g.data for g in self.groups],
+                "recent": [g.recent for g in self.groups], "model": [g.model for g in self.groups]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if len(state["train"]) != len(self.groups):
+        if len(state["data"]) != len(self.groups):
             raise ValueError("state does not match this loop's seeds")
-        for group, train in zip(self.groups, state["train"], strict=True):
-            group.train = train
+        for group, data, recent, model in zip(self.groups, state["data"], state["recent"], state["model"],
+                                              strict=True):
+            group.data, group.recent, group.model = data, list(recent), model
         self.generation = int(state["generation"])

@@ -80,15 +80,28 @@ def _python_objective(spec: str, dim: int) -> SimplexObjective:
     except (ImportError, AttributeError, ValueError) as exc:
         raise BadInput(f"cannot import objective {spec!r} ({exc}); expected module:function") from None
 
+    def call(q: torch.Tensor) -> Any:
+        try:
+            return fn(q)
+        except Exception as exc:  # noqa: BLE001 - the user's function failed: report it on one line
+            raise BadInput(f"objective {spec!r} raised {type(exc).__name__}: {exc}") from None
+
+    def tensor(value: Any) -> torch.Tensor:
+        try:
+            return torch.as_tensor(value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise BadInput(f"objective {spec!r} must return F, grad or (F, grad) as numbers; got "
+                           f"{type(value).__name__}") from None
+
     def evaluate(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = p.detach().clone().requires_grad_(True)
-        out = fn(q)
-        if isinstance(out, tuple):
-            return torch.as_tensor(out[0]).detach(), torch.as_tensor(out[1]).detach()
-        out = torch.as_tensor(out)
-        if out.numel() == 1 and out.requires_grad:
+        out = call(q)
+        if isinstance(out, tuple) and len(out) == 2:
+            return tensor(out[0]).detach(), tensor(out[1]).detach()
+        if isinstance(out, torch.Tensor) and out.numel() == 1 and out.requires_grad:
             (g,) = torch.autograd.grad(out, q)
             return out.detach(), g
+        out = tensor(out)
         require(out.shape == p.shape, f"objective {spec!r} must return F, grad or (F, grad); got shape "
                 f"{tuple(out.shape)}")
         return torch.tensor(math.nan, dtype=p.dtype), out.detach()
@@ -107,14 +120,14 @@ def make_objective(name: str, x: torch.Tensor | None = None, *, tau: float = 1.0
     portfolio uses `matrix` as the returns R.
     """
     if ":" in name:
-        require(x is not None, "a Python objective needs --x (or --p0) to fix the dimension")
+        require(x is not None, "a Python objective needs x (or p0) to fix the dimension")
         return _python_objective(name, x.numel())
     choose("objective", name, OBJECTIVES)
     if name in ("quadratic", "portfolio"):
-        require(matrix is not None, f"objective {name!r} needs a matrix (--matrix)")
+        require(matrix is not None, f"objective {name!r} needs a matrix")
     if name == "portfolio":
         return portfolio_objective(matrix)
-    require(x is not None, f"objective {name!r} needs a vector x (--x)")
+    require(x is not None, f"objective {name!r} needs a vector x")
     require(bool(torch.isfinite(x).all()), f"vector x must be finite, got {x.tolist()}")
     if name == "quadratic":
         return quadratic_objective(matrix, x)

@@ -80,3 +80,28 @@ class JobSpec:
         return self.out_default or "runs/" + self.command.replace(" ", "-")
 
 
+
+
+class SteppedUnits:
+    """Mixin for jobs whose progress is a step counter cut into units of `step_chunk` steps: provides
+    `units_total`, `units_done`, `done` and `next_chunk()` from `step_count`, `step_total`, `step_chunk`."""
+
+    step_count: int
+    step_total: int
+    step_chunk: int
+
+    @property
+    def units_total(self) -> int:
+        return -(-self.step_total // self.step_chunk)
+
+    @property
+    def units_done(self) -> int:
+        return -(-self.step_count // self.step_chunk)
+
+    @property
+    def done(self) -> bool:
+        return self.step_count >= self.step_total
+
+    def next_chunk(self) -> int:
+        """Steps to the end of the current unit (never past `step_total`)."""
+        return min(self.step_chunk - self.step_count % self.step_chunk, self.step_total - self.step_count)

@@ -60,7 +60,7 @@ def _prepare(rd: RunDirectory, job: Job, resume: str) -> tuple[list[Row], bool]:
         rd.write_config(new["config"], job.seed, getattr(job, "device", None))
         return [], False
     if resume == "never":
-        raise BadInput(f"{rd.path} already holds a {job.command} run; resume it or choose another output "
+        raise BadInput(f"{rd.path} already holds a `{job.command}` run; resume it or choose another output "
                        "directory")
     old = {"config": rd.stored.get("config", {}), "seed": rd.stored.get("seed")}
     diffs = config_differences({**old["config"], "seed": old["seed"]}, {**new["config"], "seed": job.seed},
@@ -111,27 +111,39 @@ def execute(job: Job, out: str | Path, *, resume: str = "never", progress: Progr
     if resume == "require" and not (out / CONFIG).is_file():
         raise BadInput(f"nothing to resume in {out}: it holds no run")
     start = time.perf_counter()
+    created = not out.exists()
     with open_run_dir(out, job.command) as rd:
         rows, resumed = _prepare(rd, job, resume)
-        pending: list[tuple[int, list[Row]]] = []
-        with StopOnSignal("") as stop:
-            while not job.done:
-                stop.message = (f"stopped in {out} with {job.units_done} of {job.units_total} units committed; "
-                                "resume the run to continue")
-                new = _advance(job, out)
-                rows += new
-                pending.append((job.units_done, new))
-                if len(pending) >= checkpoint_every or job.done:
-                    every = getattr(job, "snapshot_every", 0)
-                    with stop.committing():
-                        rd.commit(job.units_done, pending, job.state_dict(), job.samples(),
-                                  snapshot=bool(every) and job.units_done % every == 0)
-                    pending = []
-                if progress is not None:
-                    progress(job.units_done, job.units_total, **_headline(new))
-            with stop.committing():
-                summary = job.finish(out, rows, plots)
-                rd.finish(rows, summary, time.perf_counter() - start)
+        try:
+            return _loop(rd, job, rows, resumed, progress, checkpoint_every, plots, start)
+        except BadInput:
+            if not resumed and job.units_done == 0:  # bad input found by the first unit: leave no output
+                rd.discard(remove_dir=created)
+            raise
+
+
+def _loop(rd: RunDirectory, job: Job, rows: list[Row], resumed: bool, progress: ProgressFn | None,
+          checkpoint_every: int, plots: bool, start: float) -> RunResult:
+    """Advance, commit every `checkpoint_every` units, finish (see the module docstring)."""
+    out, pending = rd.path, []
+    with StopOnSignal("") as stop:
+        while not job.done:
+            stop.message = (f"stopped in {out} with {job.units_done} of {job.units_total} units committed; "
+                            "resume the run to continue")
+            new = _advance(job, out)
+            rows += new
+            pending.append((job.units_done, new))
+            if len(pending) >= checkpoint_every or job.done:
+                every = getattr(job, "snapshot_every", 0)
+                with stop.committing():
+                    rd.commit(job.units_done, pending, job.state_dict(), job.samples(),
+                              snapshot=bool(every) and job.units_done % every == 0)
+                pending = []
+            if progress is not None:
+                progress(job.units_done, job.units_total, **_headline(new))
+        with stop.committing():
+            summary = job.finish(out, rows, plots)
+            rd.finish(rows, summary, time.perf_counter() - start)
     return RunResult(out, rows, summary, job.units_done, resumed, time.perf_counter() - start)
 
 

@@ -158,6 +158,17 @@ class RunDirectory:
                 raise BadInput(f"committed rows {path} are corrupt; delete {self.path} to start over") from None
         return rows
 
+    def discard(self, remove_dir: bool) -> None:
+        """Remove what a fresh run wrote before its first commit (and the directory, if the run created it)."""
+        import shutil
+
+        for name in (CONFIG, STATE, "samples.npz", "metrics.jsonl", DONE):
+            (self.path / name).unlink(missing_ok=True)
+        for name in (UNITS, "snapshots"):
+            shutil.rmtree(self.path / name, ignore_errors=True)
+        if remove_dir and not [p for p in self.path.iterdir() if p.name != LOCK]:
+            shutil.rmtree(self.path, ignore_errors=True)
+
     def finish(self, rows: list[dict[str, Any]], summary: Mapping[str, Any], seconds: float) -> None:
         """Write `metrics.jsonl` and the completion marker."""
         atomic_write_text(self.path / "metrics.jsonl", jsonl_text(rows))
