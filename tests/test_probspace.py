@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from gentool.core.errors import BadInput
+from gentool.core.errors import BadInput, NumericalFailure
 from gentool.core.metrics import mmd2
 from gentool.core.probspace import (
     FreeEnergy,
@@ -195,7 +195,7 @@ def test_particles_deterministic_and_bad_input() -> None:
     runs = [run_particles(kl_energy(target), x0, "langevin", steps=5, step_size=0.01,
                           generator=torch.Generator().manual_seed(1)).x for _ in range(2)]
     assert torch.equal(*runs)
-    with pytest.raises(BadInput, match="non-finite"):
+    with pytest.raises(NumericalFailure, match="non-finite at step"):
         run_particles(kl_energy(make_target("double-well")), x0 * 10, "langevin", steps=50, step_size=10.0)
     with pytest.raises(BadInput, match="allowed: "):
         run_particles(kl_energy(target), x0, "hmc", steps=5, step_size=0.1)

@@ -261,10 +261,14 @@ def test_cpu_path_never_touches_cuda_graph(monkeypatch: pytest.MonkeyPatch) -> N
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("CUDA graph path used on CPU")
 
-    monkeypatch.setattr(solver_api, "graphed_solver", boom)
+    from gentool.core.solvers import cuda_graph
+
+    monkeypatch.setattr(cuda_graph, "graphed_solver", boom)
+    monkeypatch.setattr(solver_api, "graphed_chunks", boom)
     with torch.no_grad():
         sol = odeint(decay, torch.ones(2, 2), torch.linspace(0, 1, 5), "rk4", graph="auto")
-    assert sol.x.shape == (2, 2)
+        adaptive = odeint(decay, torch.ones(2, 2), torch.linspace(0, 1, 5), "dopri5", graph="auto")
+    assert sol.x.shape == adaptive.x.shape == (2, 2)
 
 
 def test_progress_callback_and_gradients() -> None:
@@ -325,11 +329,14 @@ def test_cuda_graph_auto_falls_back_when_capture_fails() -> None:
 
 def test_graph_cache_reuses_bounds_and_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """The cache logic of the CUDA-graph path, with capture stubbed out (runs without a GPU)."""
-    from gentool.core.solvers import cuda_graph
+    from gentool.core.solvers import cache, cuda_graph
+    from gentool.core.solvers.fixed import tableau_plan
+    from gentool.core.solvers.tableau import FIXED_TABLEAUS
 
     captured: list[tuple] = []
 
-    def fake_capture(f: object, x0: torch.Tensor, plan: object, save_all: bool) -> tuple:
+    def fake_capture(f: object, x0: torch.Tensor, plan: object, noise: object, save_all: bool,
+                     program: object) -> tuple:
         if x0.shape[0] == 3:
             raise RuntimeError("operation not permitted when stream is capturing")
         captured.append((x0.shape, save_all))
@@ -340,13 +347,16 @@ def test_graph_cache_reuses_bounds_and_falls_back(monkeypatch: pytest.MonkeyPatc
     def field(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return -x
 
+    def solver(x0: torch.Tensor, grid: tuple[float, ...], strict: bool = False) -> object:
+        plan = tableau_plan(FIXED_TABLEAUS["rk4"], grid, x0.shape[0], x0.dtype, x0.device)
+        return cuda_graph.graphed_solver(field, x0, plan, None, False, cache.CacheScope(field), None, strict)
+
     x0 = torch.ones(2, 1)
-    first = cuda_graph.graphed_solver(field, x0, None, ("rk4", (0.0, 1.0)), False, strict=False)
-    again = cuda_graph.graphed_solver(field, x0, None, ("rk4", (0.0, 1.0)), False, strict=False)
+    first, again = solver(x0, (0.0, 1.0)), solver(x0, (0.0, 1.0))
     assert first is again and len(captured) == 1
-    assert cuda_graph.graphed_solver(field, torch.ones(3, 1), None, ("rk4", ()), False, False) is None
+    assert solver(torch.ones(3, 1), (0.0, 1.0)) is None
     with pytest.raises(RuntimeError, match="capturing"):
-        cuda_graph.graphed_solver(field, torch.ones(3, 1), None, ("euler", ()), False, strict=True)
+        solver(torch.ones(3, 1), (0.0, 2.0), strict=True)
     for n in range(2 * cuda_graph.MAX_GRAPHS_PER_FIELD):
-        cuda_graph.graphed_solver(field, x0, None, ("rk4", (float(n),)), False, strict=False)
-    assert len(cuda_graph._CACHE[field]) == cuda_graph.MAX_GRAPHS_PER_FIELD
+        solver(x0, (0.0, float(n + 1)))
+    assert len(cache.entries(field, "graphs")) == cuda_graph.MAX_GRAPHS_PER_FIELD

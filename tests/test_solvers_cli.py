@@ -1,10 +1,12 @@
-"""`gentool bench solvers` with tiny sizes: tables printed, results and config written, bad input exits 2."""
+"""`gentool bench solvers` / `bench samplers` with tiny sizes: tables printed, results and config written, bad
+input exits 2."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
+import pytest
 from gentool.cli.main import app
 from gentool.core.io import read_json
 from typer.testing import CliRunner
@@ -37,3 +39,28 @@ def test_bench_solvers_bad_input() -> None:
     assert bad_steps.exit_code == 2 and "--steps must be >= 1" in bad_steps.output
     bad_controller = runner.invoke(app, ["bench", "solvers", "--controller", "pid", "--device", "cpu"])
     assert bad_controller.exit_code == 2 and "allowed: integral, pi" in bad_controller.output
+
+
+def test_bench_samplers_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["bench", "samplers", "--batch-sizes", "8", "--nfe", "3", "--samplers",
+                                      "euler,ddim,heun", "--device", "cpu", "--repeats", "1", "--accuracy-n", "20",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "device:" in result.stdout and "eager/loop" in result.stdout and "RMSE gmm-ring" in result.stdout
+    rows = read_json(out / "samplers.json")["samplers"]
+    assert [(r["sampler"], r["nfe"]) for r in rows] == [("euler", 3), ("ddim", 3), ("heun", 3)]
+    assert all(r["eager_s"] > 0 and r["loop_s"] > 0 and r["floor_s"] > 0 and r["endpoint_rmse"] > 0 for r in rows)
+    bad = CliRunner().invoke(app, ["bench", "samplers", "--samplers", "ode", "--device", "cpu"])
+    assert bad.exit_code == 2 and "plan samplers only" in bad.output
+
+
+@pytest.mark.slow
+def test_bench_with_compile(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "samplers", "--batch-sizes", "8", "--nfe", "2", "--samplers", "euler",
+                                      "--device", "cpu", "--repeats", "1", "--accuracy-n", "20", "--compile"])
+    assert result.exit_code == 0 and "compiled/eager" in result.stdout, result.output
+    result = CliRunner().invoke(app, ["bench", "solvers", "--batch-sizes", "8", "--steps", "2", "--device", "cpu",
+                                      "--repeats", "1", "--fields", "mlp2", "--methods", "euler", "--adaptive",
+                                      "dopri5", "--rtol", "1e-3", "--compile"])
+    assert result.exit_code == 0 and "compiled ms" in result.stdout, result.output

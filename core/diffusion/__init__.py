@@ -7,7 +7,7 @@ x, nfe = sample(res.denoiser, 1000, 2, sampler="dpmpp-2m", steps=20, generator=g
 from gentool.core.diffusion.checkpoints import load_checkpoint, load_denoiser, save_checkpoint
 from gentool.core.diffusion.denoisers import EDMPrecond, EpsDenoiser, VDenoiser, edm_coefficients
 from gentool.core.diffusion.grids import GRIDS, edm_grid, make_grid
-from gentool.core.diffusion.samplers import SAMPLERS, run_sampler, sample
+from gentool.core.diffusion.samplers import SAMPLERS, run_sampler, sample, sampler_table, solve_sampler
 from gentool.core.diffusion.schedules import SCHEDULES, Schedule, get_schedule
 from gentool.core.diffusion.targets import TARGETS, MixtureTarget, make_target
 from gentool.core.diffusion.training import DenoiserTrainer, TrainConfig, TrainResult, train_denoiser
@@ -18,6 +18,8 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "sample",
+    "solve_sampler",
+    "sampler_table",
     "run_sampler",
     "SAMPLERS",
     "load_denoiser",

@@ -1,223 +1,195 @@
-"""Samplers over a denoiser `D(x, sigma)` on a grid `sigma_0 > ... > sigma_{N-1} > sigma_N = 0`.
+"""Samplers over a denoiser `D(x, sigma)` on a grid `sigma_0 > ... > sigma_{N-1} > sigma_N` (usually 0).
 
-Each sampler is a short function `(denoiser, x, sigmas, *, generator, progress, **opts) -> (x, nfe)`
-in the style of k-diffusion's `sampling.py`; `d = (x - D(x, sigma)) / sigma` is the PF-ODE direction
-`dx/dsigma`.
+Every sampler runs on the solver core: a plan sampler (`sampler_plans.py`) turns the grid into a
+`gentool.core.solvers.Plan` that the one plan runner executes (eager, compiled, or captured in a CUDA
+graph; finiteness check naming the step and sigma; trajectory saving; per-sample NFE); `ode` integrates
+the PF-ODE in log sigma with `odeint`. The registry `SAMPLERS` holds each sampler's term, NFE per step,
+order and options; `sampler_table()` renders it. The plain-loop versions are in `plain_loops.py`.
+
+    x, nfe = run_sampler(denoiser, x0, sigmas, "dpmpp-3m", compile=True)
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from gentool.core.diffusion import sampler_plans as plans
 from gentool.core.diffusion.denoisers import Denoiser
-from gentool.core.errors import require
-from gentool.core.progress import Progress, no_progress
+from gentool.core.errors import choose, require
+from gentool.core.progress import Progress
+from gentool.core.solvers import ADAPTIVE_METHODS, FIXED_METHODS, CacheScope, Plan, Solution, odeint
+from gentool.core.solvers.plan import make_plan
+from gentool.core.solvers.runner import draw_noise, solve_plan
+from gentool.core.solvers.term import broadcast_to_state
+
+HINT = "use more steps (a finer sigma grid), or float64"
 
 
-def _den(denoiser: Denoiser, x: torch.Tensor, sigma: float) -> torch.Tensor:
-    out = denoiser(x, x.new_full((x.shape[0],), sigma))
-    return out
+class DenoisedTerm:
+    """The term `F(sigma, x) = D(x, sigma)` (sigma a per-sample (B,) tensor)."""
+
+    def __init__(self, denoiser: Denoiser) -> None:
+        self.denoiser = denoiser
+
+    def __call__(self, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.denoiser(x, sigma)
 
 
-def _d(x: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
-    return (x - denoised) / sigma
+class DirectionTerm:
+    """The PF-ODE direction `F(sigma, x) = dx/dsigma = (x - D(x, sigma)) / sigma`."""
+
+    def __init__(self, denoiser: Denoiser) -> None:
+        self.denoiser = denoiser
+
+    def __call__(self, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.denoiser(x, sigma)) / broadcast_to_state(sigma, x)
 
 
-def sample_euler(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    sigmas: list[float],
-    *,
-    generator=None,
-    progress: Progress = no_progress,
-) -> tuple[torch.Tensor, int]:
-    """Euler (= DDIM, eta = 0): `x <- x + (sigma_{i+1} - sigma_i) d_i`; NFE = N."""
-    n = len(sigmas) - 1
-    for i in range(n):
-        x = x + (sigmas[i + 1] - sigmas[i]) * _d(x, _den(denoiser, x, sigmas[i]), sigmas[i])
-        progress(i + 1, n)
-    return x, n
+class LogSigmaTerm:
+    """The PF-ODE in u = log sigma: `F(u, x) = dx/du = x - D(x, e^u)`."""
+
+    def __init__(self, denoiser: Denoiser) -> None:
+        self.denoiser = denoiser
+
+    def __call__(self, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x - self.denoiser(x, u.exp())
 
 
-def sample_ddim(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    sigmas: list[float],
-    *,
-    generator=None,
-    progress: Progress = no_progress,
-    eta: float = 1.0,
-) -> tuple[torch.Tensor, int]:
-    """DDIM with stochasticity eta (eta = 1: DDPM ancestral), in sigma-form:
-
-    `s_up = min(s', eta sqrt(s'^2 (s^2 - s'^2) / s^2))`, `s_down = sqrt(s'^2 - s_up^2)`,
-    `x <- D + s_down d + s_up z`. eta = 0 is Euler.
-    """
-    require(eta >= 0, f"eta must be >= 0, got {eta}")
-    n = len(sigmas) - 1
-    for i in range(n):
-        s, s_next = sigmas[i], sigmas[i + 1]
-        den = _den(denoiser, x, s)
-        s_up = min(s_next, eta * math.sqrt(max(s_next**2 * (s**2 - s_next**2) / s**2, 0.0)))
-        s_down = math.sqrt(s_next**2 - s_up**2)
-        x = den + s_down * _d(x, den, s)
-        if s_up > 0:
-            x = x + s_up * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        progress(i + 1, n)
-    return x, n
+def _between(lo: float, hi: float, integer: bool = False) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        ok = (float(value).is_integer() if integer else math.isfinite(float(value))) and lo <= float(value) <= hi
+        require(ok, f"{name} must be {'an integer' if integer else 'a number'} in [{lo:g}, {hi:g}], got {value!r}")
+        return int(value) if integer else float(value)
+    return check
 
 
-def sample_heun(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    sigmas: list[float],
-    *,
-    generator=None,
-    progress: Progress = no_progress,
-) -> tuple[torch.Tensor, int]:
-    """EDM Heun: Euler predictor `x'`, then `x <- x + h (d_i + d(x', s_{i+1}))/2` unless `s_{i+1} = 0`."""
-    n, nfe = len(sigmas) - 1, 0
-    for i in range(n):
-        s, s_next = sigmas[i], sigmas[i + 1]
-        d = _d(x, _den(denoiser, x, s), s)
-        x_pred = x + (s_next - s) * d
-        nfe += 1
-        if s_next == 0:
-            x = x_pred
-        else:
-            d2 = _d(x_pred, _den(denoiser, x_pred, s_next), s_next)
-            x = x + (s_next - s) * (d + d2) / 2
-            nfe += 1
-        progress(i + 1, n)
-    return x, nfe
+def _positive(name: str, value: Any) -> float:
+    require(math.isfinite(float(value)) and float(value) > 0, f"{name} must be > 0, got {value!r}")
+    return float(value)
 
 
-def sample_dpmpp_2m(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    sigmas: list[float],
-    *,
-    generator=None,
-    progress: Progress = no_progress,
-) -> tuple[torch.Tensor, int]:
-    """DPM-Solver++(2M): `lambda = -log sigma`, `h = lambda_{i+1} - lambda_i`, `r = h_{i-1}/h`,
-
-    `D_bar = (1 + 1/(2r)) D_i - 1/(2r) D_{i-1}`, `x <- (s_{i+1}/s_i) x - expm1(-h) D_bar`;
-    the first step and a step to sigma = 0 use `D_bar = D_i`. NFE = N.
-    """
-    n = len(sigmas) - 1
-    old, h_last = None, None
-    for i in range(n):
-        s, s_next = sigmas[i], sigmas[i + 1]
-        den = _den(denoiser, x, s)
-        if s_next == 0:
-            x = den
-        else:
-            h = math.log(s) - math.log(s_next)
-            d_bar = den
-            if old is not None:
-                r = h_last / h
-                d_bar = (1 + 1 / (2 * r)) * den - (1 / (2 * r)) * old
-            x = (s_next / s) * x - math.expm1(-h) * d_bar
-            h_last = h
-        old = den
-        progress(i + 1, n)
-    return x, n
+def _method(name: str, value: Any) -> str:
+    return choose(name, str(value), FIXED_METHODS + ADAPTIVE_METHODS)
 
 
-def sample_amed(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    sigmas: list[float],
-    *,
-    generator=None,
-    progress: Progress = no_progress,
-    r: float = 0.5,
-) -> tuple[torch.Tensor, int]:
-    """AMED-style mean-value step: Euler predictor to `s_m = s_{i+1}^r s_i^{1-r}`, then the full step with
-    the direction there, `x <- x + (s_{i+1} - s_i) d(x_m, s_m)`; a step to 0 is Euler. r = 0.5: DPM-Solver-2.
-    """
-    require(0 < r < 1, f"r must be in (0, 1), got {r}")
-    n, nfe = len(sigmas) - 1, 0
-    for i in range(n):
-        s, s_next = sigmas[i], sigmas[i + 1]
-        d = _d(x, _den(denoiser, x, s), s)
-        nfe += 1
-        if s_next == 0:
-            x = x + (s_next - s) * d
-        else:
-            s_mid = s_next**r * s ** (1 - r)
-            x_mid = x + (s_mid - s) * d
-            x = x + (s_next - s) * _d(x_mid, _den(denoiser, x_mid, s_mid), s_mid)
-            nfe += 1
-        progress(i + 1, n)
-    return x, nfe
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler: its plan builder (None for `ode`), the term it evaluates, NFE per step, its observed
+    convergence order on the EDM grid, and its options (default, validator)."""
+
+    name: str
+    build: Callable[..., list] | None
+    term: type
+    nfe_per_step: str
+    order: str
+    options: Mapping[str, tuple[Any, Callable[[str, Any], Any]]] = field(default_factory=dict)
+
+    def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Options with defaults filled in, validated; an unknown option is `BadInput`."""
+        for name in given:
+            choose(f"option of sampler {self.name!r}", name, self.options or {"(none)": None})
+        return {k: check(k, given.get(k, default)) for k, (default, check) in self.options.items()}
+
+    def steps_for_nfe(self, nfe: int) -> int:
+        """Grid steps that spend about `nfe` evaluations (2-evaluation samplers: (nfe + 1) // 2)."""
+        return max(1, (nfe + 1) // 2) if self.nfe_per_step.startswith("2") else nfe
 
 
-def sample_ode(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    sigmas: list[float],
-    *,
-    generator=None,
-    progress: Progress = no_progress,
-    method: str = "dopri5",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-) -> tuple[torch.Tensor, int]:
-    """PF-ODE in `u = log sigma`, `dx/du = x - D(x, e^u)`, by a core solver (fixed-step methods along the
-    grid's log sigma, adaptive ones from `log sigma_0` to `log sigma_{N-1}`), then the final step to 0
-    `x <- D(x, sigma_{N-1})`. NFE = solver NFE (max over the batch) + 1.
-    """
-    from gentool.core.solvers import ADAPTIVE_METHODS, odeint
-
-    pos = [s for s in sigmas if s > 0]
-
-    def field(u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return y - denoiser(y, u.exp())
-
-    if len(pos) >= 2:
-        grid = torch.tensor([math.log(s) for s in pos], dtype=x.dtype, device=x.device)
-        if method in ADAPTIVE_METHODS:
-            grid = grid[[0, -1]]
-        sol = odeint(field, x, grid, method=method, rtol=rtol, atol=atol, progress=progress)
-        x, nfe = sol.x, int(sol.nfe.max())
-    else:
-        nfe = 0
-    return _den(denoiser, x, pos[-1]), nfe + 1
+ORDER_1_TO_3 = {"order": (2, _between(1, 3, integer=True))}
+ORDER_1_TO_4 = {"order": (4, _between(1, 4, integer=True))}
+SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
+    SamplerSpec("euler", plans.euler_steps, DenoisedTerm, "1", "1"),
+    SamplerSpec("ddim", plans.ddim_steps, DenoisedTerm, "1", "1", {"eta": (1.0, _between(0.0, math.inf))}),
+    SamplerSpec("heun", plans.heun_steps, DenoisedTerm, "2, last 1", "2"),
+    SamplerSpec("dpmpp-2m", plans.dpmpp_2m_steps, DenoisedTerm, "1", "2"),
+    SamplerSpec("dpmpp-3m", plans.dpmpp_3m_steps, DenoisedTerm, "1", "3"),
+    SamplerSpec("amed", plans.amed_steps, DenoisedTerm, "2, last 1", "2", {"r": (0.5, _between(1e-9, 1 - 1e-9))}),
+    SamplerSpec("unipc", plans.unipc_steps, DenoisedTerm, "1", "order+1", ORDER_1_TO_3),
+    SamplerSpec("ipndm", plans.ipndm_steps, DirectionTerm, "1", "2", ORDER_1_TO_4),
+    SamplerSpec("ipndm-v", plans.ipndm_v_steps, DirectionTerm, "1", "order", ORDER_1_TO_4),
+    SamplerSpec("ode", None, LogSigmaTerm, "adaptive", "-",
+                {"method": ("dopri5", _method), "rtol": (1e-5, _positive), "atol": (1e-5, _positive)}),
+)}
 
 
-Sampler = Callable[..., tuple[torch.Tensor, int]]
-SAMPLERS: dict[str, Sampler] = {
-    "euler": sample_euler,
-    "ddim": sample_ddim,
-    "heun": sample_heun,
-    "dpmpp-2m": sample_dpmpp_2m,
-    "amed": sample_amed,
-    "ode": sample_ode,
-}
+def sampler_table() -> str:
+    """A fixed-width table of the samplers: name, NFE per step, observed order, options (defaults)."""
+    rows = [("sampler", "NFE/step", "order", "options")]
+    for s in SAMPLERS.values():
+        rows.append((s.name, s.nfe_per_step, s.order, ", ".join(f"{k}={d}" for k, (d, _) in s.options.items())))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[3] for r in rows)
 
 
-def run_sampler(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    sigmas: torch.Tensor | list[float],
-    sampler: str,
-    *,
-    generator: torch.Generator | None = None,
-    progress: Progress | None = None,
-    **options: float | str,
-) -> tuple[torch.Tensor, int]:
-    """Run `sampler` from `x` (at `sigmas[0]`) along `sigmas`, without gradients. Returns `(x, nfe)`."""
-    from gentool.core.errors import choose
-
-    fn = SAMPLERS[choose("sampler", sampler, SAMPLERS)]
-    grid = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
+def _check_sigmas(sigmas: torch.Tensor | list[float]) -> tuple[float, ...]:
+    grid = tuple(float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas))
     require(len(grid) >= 2, f"steps must be >= 1, got {len(grid) - 1}")
+    require(all(math.isfinite(s) for s in grid), "sigma grid contains non-finite values")
+    require(all(b < a for a, b in zip(grid[:-1], grid[1:], strict=True)), "sigma grid must be strictly decreasing")
+    require(grid[-1] >= 0 and (len(grid) == 2 or grid[-2] > 0), "sigmas must be > 0 except the last, which may be 0")
+    return grid
+
+
+@functools.lru_cache(maxsize=64)
+def sampler_plan(name: str, grid: tuple[float, ...], options: tuple[tuple[str, Any], ...], batch: int,
+                 dtype: torch.dtype, device: torch.device) -> Plan:
+    """The memoised plan of sampler `name` on `grid` (float64 coefficients; stage times in `dtype`)."""
+    specs = SAMPLERS[name].build(list(grid), **dict(options))
+    return make_plan((name, options, grid, batch, dtype, device), specs, grid, batch, dtype, device)
+
+
+def _solve_ode(denoiser: Denoiser, x: torch.Tensor, grid: tuple[float, ...], opts: dict[str, Any], save: str,
+               graph: str, compile: bool, progress: Progress | None) -> Solution:
+    """PF-ODE in u = log sigma by a core solver along log sigma_0..sigma_{N-1} (adaptive: its end points),
+    then the step to sigma_N: `x <- D(x, sigma_{N-1})` when sigma_N = 0. NFE = solver NFE + 1."""
+    require(save == "final", f"sampler 'ode' returns the final state only; got save={save!r}")
+    pos = [s for s in grid if s > 0]
+    nfe = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    if len(pos) >= 2:
+        u = torch.tensor([math.log(s) for s in pos], dtype=x.dtype, device=x.device)
+        if opts["method"] in ADAPTIVE_METHODS:
+            u = u[[0, -1]]
+        sol = odeint(LogSigmaTerm(denoiser), x, u, method=opts["method"], rtol=opts["rtol"], atol=opts["atol"],
+                     progress=progress, graph=graph, compile=compile, cache_scope=CacheScope(denoiser, "log-sigma"))
+        x, nfe = sol.x, sol.nfe
+    if grid[-1] == 0:
+        x, nfe = denoiser(x, x.new_full((x.shape[0],), pos[-1])), nfe + 1
+    unknown = torch.full_like(nfe, -1)  # step counts of the ode sampler are not reported
+    return Solution(x=x, xs=None, ts=x.new_full((x.shape[0],), grid[-1]), nfe=nfe, accepted=unknown,
+                    rejected=unknown, reached=torch.ones_like(nfe, dtype=torch.bool))
+
+
+def solve_sampler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | list[float], sampler: str, *,
+                  generator: torch.Generator | None = None, progress: Progress | None = None,
+                  save: str = "final", graph: str = "auto", compile: bool = False, **options: Any) -> Solution:
+    """Run `sampler` from `x` (at `sigmas[0]`) along `sigmas`, without gradients; the full `Solution`
+    (xs: the state at every sigma for save="trajectory"; per-sample NFE). Stochastic samplers draw their
+    noise from `generator` up front (same seed, same numbers on every path). `graph`/`compile` as in
+    `odeint`; graphs and compiled steps are cached per denoiser."""
+    spec = SAMPLERS[choose("sampler", sampler, SAMPLERS)]
+    choose("save", save, ("final", "times", "trajectory"))
+    grid, opts = _check_sigmas(sigmas), spec.resolve(options)
     with torch.no_grad():
-        return fn(denoiser, x, grid, generator=generator, progress=progress or no_progress, **options)
+        if spec.build is None:
+            return _solve_ode(denoiser, x, grid, opts, save, graph, compile, progress)
+        plan = sampler_plan(spec.name, grid, tuple(sorted(opts.items())), x.shape[0], x.dtype, x.device)
+        return solve_plan(spec.term(denoiser), x, plan, noise=draw_noise(plan, x, generator), save=save,
+                          graph=graph, compile=compile, progress=progress,
+                          scope=CacheScope(denoiser, spec.term.__name__), label="sigma", hint=HINT)
+
+
+def run_sampler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | list[float], sampler: str, *,
+                generator: torch.Generator | None = None, progress: Progress | None = None,
+                graph: str = "auto", compile: bool = False, **options: Any) -> tuple[torch.Tensor, int]:
+    """Run `sampler` from `x` (at `sigmas[0]`) along `sigmas`, without gradients. Returns `(x, nfe)`."""
+    sol = solve_sampler(denoiser, x, sigmas, sampler, generator=generator, progress=progress, graph=graph,
+                        compile=compile, **options)
+    return sol.x, int(sol.nfe.max())
 
 
 def sample(
@@ -237,7 +209,7 @@ def sample(
     schedule: str = "vp-linear",
     dtype: torch.dtype = torch.float32,
     progress: Progress | None = None,
-    **options: float | str,
+    **options: Any,
 ) -> tuple[torch.Tensor, int]:
     """Draw `n` samples of dimension `dim`: `x_0 = init_scale * sigma_max * z` (z ~ N(0, I) from `generator`),
     then sampler `sampler` over a `steps`-step grid (`make_grid`). Returns `(x (n, dim), nfe)`.

@@ -21,6 +21,15 @@ class MixtureTarget:
 
     def __init__(self, mixture: Mixture, name: str = "mixture"):
         self.mixture, self.name = mixture, name
+        self._placed: dict[tuple[torch.device, torch.dtype], Mixture] = {}
+
+    def on(self, x: torch.Tensor) -> Mixture:
+        """The mixture on x's device and dtype, converted once (no host-to-device copy per call, so the
+        denoiser can be captured in a CUDA graph)."""
+        key = (x.device, x.dtype)
+        if key not in self._placed:
+            self._placed[key] = self.mixture.to(device=x.device, dtype=x.dtype)
+        return self._placed[key]
 
     @property
     def dim(self) -> int:
@@ -28,7 +37,7 @@ class MixtureTarget:
 
     def _parts(self, x: torch.Tensor, sigma: torch.Tensor | float):
         """Responsibilities `r (B, K)`, `var = s_k^2 + sigma^2 (B, K)` and the mixture on x's device/dtype."""
-        m = self.mixture.to(device=x.device, dtype=x.dtype)
+        m = self.on(x)
         var = m.stds[None] ** 2 + expand_sigma(sigma, x) ** 2
         sq = ((x[:, None, :] - m.means[None]) ** 2).sum(-1)
         logits = torch.log(m.weights)[None] - 0.5 * sq / var - 0.5 * self.dim * torch.log(var)
@@ -54,7 +63,7 @@ class MixtureTarget:
         """Exact PF-ODE map `sigma0 -> sigma1` (one component): `m + (x - m) sqrt((s^2+s1^2)/(s^2+s0^2))`."""
         if self.mixture.means.shape[0] != 1:
             return None
-        m = self.mixture.to(device=x.device, dtype=x.dtype)
+        m = self.on(x)
         s2 = m.stds[0] ** 2
         return m.means[0] + (x - m.means[0]) * torch.sqrt((s2 + sigma1**2) / (s2 + sigma0**2))
 

@@ -4,10 +4,12 @@ Free energy `F[p] = ∫V p + ½∫∫W(x − y) p(x) p(y) + ε ∫p log p`, with
 `W(z) = a‖z‖²/2`; KL(p‖π) is the case `V = −log π`, ε = 1. The flow `∂p/∂t = ∇·(p ∇δF/δp)` moves
 particles along `dx/dt = −∇V(x) − (∇W * p)(x) − ε∇log p_t(x)`. Methods:
 
-- `kde-flow`: deterministic ODE with a Gaussian-KDE estimate of `∇log p_t`, integrated by the solver core;
-- `langevin`: unadjusted Langevin `x ← x − η(∇V + ∇W*p) + √(2εη) ξ`;
-- `svgd`: Stein variational gradient descent towards `π_eff ∝ exp(−(V + W*p)/ε)`;
-- `mmd-flow`: `dx/dt = −∇f(x)`, f the MMD witness between particles and samples of the target.
+- `kde-flow`: deterministic ODE with a Gaussian-KDE estimate of `∇log p_t`;
+- `langevin`: unadjusted Langevin `x ← x − η(∇V + ∇W*p) + √(2εη) ξ` (Euler–Maruyama);
+- `svgd`: Stein variational gradient descent towards `π_eff ∝ exp(−(V + W*p)/ε)` (Euler steps);
+- `mmd-flow`: `dx/dt = −∇f(x)`, f the MMD witness between particles and samples of the target (Euler).
+
+Every method is a field on the solver core (`odeint`, `sdeint`): one runner, one finiteness check.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from gentool.core.errors import BadInput, choose, require
+from gentool.core.errors import choose, require
 from gentool.core.metrics import mmd2
 from gentool.core.probspace.kernels import (
     kde_score,
@@ -28,7 +30,7 @@ from gentool.core.probspace.kernels import (
     svgd_field,
 )
 from gentool.core.probspace.targets import Target, autograd_score
-from gentool.core.solvers import odeint
+from gentool.core.solvers import NonFiniteState, odeint, sdeint
 
 PARTICLE_METHODS = ("kde-flow", "langevin", "svgd", "mmd-flow")
 
@@ -76,12 +78,6 @@ class ParticleResult:
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
-def _check_finite(x: torch.Tensor, step: int) -> torch.Tensor:
-    if not bool(torch.isfinite(x).all()):
-        raise BadInput(f"particles became non-finite at step {step}; reduce step_size")
-    return x
-
-
 @dataclass
 class _Stepper:
     energy: FreeEnergy
@@ -92,30 +88,40 @@ class _Stepper:
     target_samples: torch.Tensor | None
     solver: str
 
-    def kde_velocity(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.bandwidth or silverman_bandwidth(x)
-        v = self.energy.drift(x)
-        return v - self.energy.entropy * kde_score(x, h) if self.energy.entropy else v
-
-    def advance(self, x: torch.Tensor, n_steps: int) -> torch.Tensor:
-        """Take `n_steps` steps of the method from particles x."""
-        eta = self.step_size
+    def velocity(self, x: torch.Tensor) -> torch.Tensor:
+        """The method's deterministic velocity of the particle cloud x (n, d):
+        kde-flow `-grad V - grad W*p - eps grad log p_KDE`, langevin the drift `-grad V - grad W*p`,
+        svgd the Stein direction towards `exp(-(V + W*p)/eps)`, mmd-flow `-grad f` (MMD witness)."""
         if self.method == "kde-flow":
-            grid = torch.arange(n_steps + 1, dtype=x.dtype) * eta
-            # graph="off": the field reads its bandwidth on the host, so it cannot be captured in a CUDA graph
-            return odeint(lambda t, z: self.kde_velocity(z[0])[None], x[None], grid, method=self.solver,
-                          graph="off").x[0]
-        for _ in range(n_steps):
+            v = self.energy.drift(x)
+            h = self.bandwidth or silverman_bandwidth(x)
+            return v - self.energy.entropy * kde_score(x, h) if self.energy.entropy else v
+        if self.method == "langevin":
+            return self.energy.drift(x)
+        if self.method == "svgd":
+            return svgd_field(x, self.energy.drift(x) / self.energy.entropy, self.bandwidth)
+        h = self.bandwidth or median_bandwidth(x, self.target_samples)
+        return -mmd_witness_grad(x, self.target_samples, h)
+
+    def advance(self, x: torch.Tensor, n_steps: int, done: int) -> torch.Tensor:
+        """Steps done+1..done+n_steps on the solver core: the cloud is one sample (its particles interact),
+        langevin is Euler–Maruyama with noise sqrt(2 eps) dW from the run's generator, kde-flow uses the
+        `solver` method, svgd and mmd-flow are Euler steps. graph="off": the fields read bandwidths on the
+        host, so they cannot be captured in a CUDA graph."""
+        grid = (done + torch.arange(n_steps + 1, dtype=torch.float64)) * self.step_size
+        field = lambda t, z: self.velocity(z[0])[None]  # noqa: E731
+        try:
             if self.method == "langevin":
-                noise = torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
-                x = x + eta * self.energy.drift(x) + math.sqrt(2 * eta * self.energy.entropy) * noise
-            elif self.method == "svgd":
-                score = self.energy.drift(x) / self.energy.entropy
-                x = x + eta * svgd_field(x, score, self.bandwidth)
+                sol = sdeint(field, x[None], grid, math.sqrt(2 * self.energy.entropy), generator=self.generator,
+                             graph="off")
             else:
-                h = self.bandwidth or median_bandwidth(x, self.target_samples)
-                x = x - eta * mmd_witness_grad(x, self.target_samples, h)
-        return x
+                sol = odeint(field, x[None], grid, method=self.solver if self.method == "kde-flow" else "euler",
+                             graph="off")
+        except NonFiniteState as exc:
+            step = done + (exc.step or 0) + 1
+            raise NonFiniteState(f"particles became non-finite at step {step} (t={step * self.step_size:.6g}); "
+                                 f"reduce the step size", step=step, time=step * self.step_size) from None
+        return sol.x[0]
 
 
 def _trace_row(energy: FreeEnergy, x: torch.Tensor, step: int, t: float, ref: torch.Tensor | None,
@@ -148,7 +154,8 @@ def run_particles(energy: FreeEnergy, x0: torch.Tensor, method: str, *, steps: i
         require(energy.entropy > 0, "svgd needs a positive entropy weight (a target density)")
     if method == "mmd-flow":
         require(target_samples is not None, "mmd-flow needs a target with an exact sampler")
-    x = _check_finite(x0.clone(), 0)
+    require(bool(torch.isfinite(x0).all()), "initial particles contain NaN/inf")
+    x = x0.clone()
     stepper = _Stepper(energy, method, step_size, generator, bandwidth, target_samples, solver)
     ref_h = median_bandwidth(target_samples) if target_samples is not None else None
     snap_every = snapshot_every or max(steps // 4, 1)
@@ -157,7 +164,7 @@ def run_particles(energy: FreeEnergy, x0: torch.Tensor, method: str, *, steps: i
     done = 0
     while done < steps:
         chunk = min(log_every - done % log_every, snap_every - done % snap_every, steps - done)
-        x = _check_finite(stepper.advance(x, chunk), done + chunk)
+        x = stepper.advance(x, chunk, done)
         done += chunk
         if done % log_every == 0 or done == steps:
             res.trace.append(_trace_row(energy, x, done, done * step_size, target_samples, ref_h))

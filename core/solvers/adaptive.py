@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from gentool.core.solvers.controllers import ERR_FLOOR, StepController
@@ -67,6 +68,8 @@ class AdaptiveProblem:
     max_steps: int
     xs: torch.Tensor | None  # (T, B, ...) buffer for save="times"
     keep_history: bool
+    span: float  # |t_end - t_0|
+    h0: float | None  # first step size; None: Hairer's estimate
 
 
 def initial_step(f: Field, x0: torch.Tensor, f0: torch.Tensor, t0: torch.Tensor, direction: float,
@@ -86,6 +89,24 @@ def initial_step(f: Field, x0: torch.Tensor, f0: torch.Tensor, t0: torch.Tensor,
     h1 = torch.where(dmax <= 1e-15, torch.clamp_min(h0 * 1e-3, 1e-6),
                      (0.01 / dmax).pow(1.0 / (tableau.error_order + 1)))
     return torch.minimum(torch.minimum(100 * h0, h1), torch.full_like(h0, span))
+
+
+def initial_state(p: AdaptiveProblem, x0: torch.Tensor) -> AdaptiveState:
+    """The state at t_0: k1 = f(t_0, x0), the first step size (`h0`, or Hairer's estimate: one more field
+    call), zero counters; the save buffer (if any) is reset to x0. No host synchronisation."""
+    batch, dev = x0.shape[0], x0.device
+    t0 = p.targets[0].expand(batch).clone()
+    k1 = p.f(t0, x0)
+    if p.h0 is None:
+        h, nfe0 = initial_step(p.f, x0, k1, t0, p.direction, p.span, p.tableau, p.rtol, p.atol), 2
+    else:
+        h, nfe0 = torch.full((batch,), min(abs(p.h0), p.span), dtype=x0.dtype, device=dev), 1
+    if p.xs is not None:
+        p.xs.copy_(x0.unsqueeze(0).expand_as(p.xs))
+    zeros = torch.zeros(batch, dtype=torch.long, device=dev)
+    return AdaptiveState(x=x0, k1=k1, t=t0, h=h, err_prev=torch.full_like(h, ERR_FLOOR), idx=zeros + 1,
+                         active=torch.ones(batch, dtype=torch.bool, device=dev), nfe=zeros + nfe0,
+                         accepted=zeros.clone(), rejected=zeros.clone())
 
 
 def weighted_sum(ks: list[torch.Tensor], weights: tuple[float, ...]) -> torch.Tensor | None:
@@ -152,19 +173,6 @@ def attempt_step(p: AdaptiveProblem, s: AdaptiveState) -> None:
         s.history.append((s.x, s.t, accept))
 
 
-def collapsed(s: AdaptiveState) -> torch.Tensor:
-    """Active samples whose step size collapsed (NaN/inf field or a singularity): (B,) bool."""
-    return s.active & ~(s.h > H_UNDERFLOW * s.t.abs().clamp_min(1.0))
-
-
-def raise_collapsed(s: AdaptiveState) -> None:
-    """Raise `NonFiniteState` naming the first collapsed sample, its step index and time."""
-    b = int(collapsed(s).nonzero()[0, 0])
-    raise NonFiniteState(
-        f"step size collapsed (non-finite or singular field) for sample {b} at step "
-        f"{int(s.accepted[b] + s.rejected[b])}, t={float(s.t[b]):.6g}")
-
-
 def predicted_steps(p: AdaptiveProblem, s: AdaptiveState) -> torch.Tensor:
     """A lower bound on the iterations still needed: max over active samples of the fewest steps that
     can cover r = |t_end - t| when the step size may grow by at most g = fac_max per step,
@@ -180,29 +188,80 @@ def predicted_steps(p: AdaptiveProblem, s: AdaptiveState) -> torch.Tensor:
     return torch.nan_to_num(torch.where(s.active, steps, 0.0), posinf=CHUNK).max()
 
 
-def integrate(p: AdaptiveProblem, s: AdaptiveState, on_max_steps: str,
+def chunk_length(predicted: float) -> int:
+    """The next chunk: min(CHUNK, the predicted remaining iterations), at least 1."""
+    return int(min(max(predicted, 1.0), CHUNK))
+
+
+def start_status(s: AdaptiveState, p: AdaptiveProblem) -> torch.Tensor:
+    """(first field value finite, predicted remaining iterations): read with the first host sync."""
+    return torch.stack([torch.isfinite(s.k1).all().to(s.h.dtype), predicted_steps(p, s)])
+
+
+def chunk_status(p: AdaptiveProblem, s: AdaptiveState) -> torch.Tensor:
+    """(active, reached t_end, collapsed, most accepted steps, predicted remaining iterations): the one
+    vector read from the device after each chunk."""
+    return torch.stack([s.active.sum(), (s.idx >= len(p.targets)).sum(), collapsed(s).sum(), s.accepted.max(),
+                        predicted_steps(p, s)])
+
+
+class Chunks(Protocol):
+    """Runs n masked iterations on a state without host synchronisation, and reports its status."""
+
+    def run(self, n: int) -> None: ...
+
+    def status(self) -> torch.Tensor: ...
+
+
+@dataclass
+class EagerChunks:
+    """Chunks run eagerly, one `attempt_step` after the other."""
+
+    p: AdaptiveProblem
+    s: AdaptiveState
+
+    def run(self, n: int) -> None:
+        for _ in range(n):
+            attempt_step(self.p, self.s)
+
+    def status(self) -> torch.Tensor:
+        return chunk_status(self.p, self.s)
+
+
+def collapsed(s: AdaptiveState) -> torch.Tensor:
+    """Active samples whose step size collapsed (NaN/inf field or a singularity): (B,) bool."""
+    return s.active & ~(s.h > H_UNDERFLOW * s.t.abs().clamp_min(1.0))
+
+
+def raise_collapsed(s: AdaptiveState) -> None:
+    """Raise `NonFiniteState` naming the first collapsed sample, its step index and time."""
+    b = int(collapsed(s).nonzero()[0, 0])
+    step, t = int(s.accepted[b] + s.rejected[b]), float(s.t[b])
+    raise NonFiniteState(f"step size collapsed (non-finite or singular field) for sample {b} at step {step}, "
+                         f"t={t:.6g}; check the field for NaN/inf or loosen rtol/atol", step=step, time=t)
+
+
+def integrate(p: AdaptiveProblem, s: AdaptiveState, chunks: Chunks, first_chunk: int, on_max_steps: str,
               progress: Callable[..., None] | None) -> AdaptiveState:
     """Run chunks of at most `CHUNK` masked iterations until every sample is done.
 
-    One host synchronisation per chunk: it reads "how many are active" together with the next chunk
-    length, min(CHUNK, a lower bound on the remaining steps), so no chunk runs an iteration in which
-    every sample is already done (each one would cost a full set of stage evaluations).
+    One host synchronisation per chunk: it reads the chunk status (`chunk_status`) together with the next
+    chunk length, min(CHUNK, a lower bound on the remaining steps), so no chunk runs an iteration in which
+    every sample is already done (each one would cost a full set of stage evaluations). `chunks` runs the
+    iterations eagerly or by replaying captured CUDA graphs (`adaptive_graph.py`); `s` is the state it
+    updates.
     """
-    batch = s.x.shape[0]
-    chunk = int(min(max(float(predicted_steps(p, s)), 1.0), CHUNK))
+    batch, chunk = s.x.shape[0], first_chunk
     while True:
-        for _ in range(chunk):
-            attempt_step(p, s)
-        n_active, n_reached, n_bad, most, pred = torch.stack(  # the one host sync per chunk
-            [s.active.sum(), (s.idx >= len(p.targets)).sum(), collapsed(s).sum(), s.accepted.max(),
-             predicted_steps(p, s)]).tolist()
+        chunks.run(chunk)
+        n_active, n_reached, n_bad, most, pred = chunks.status().tolist()  # the one host sync per chunk
         if progress is not None:
             progress(int(n_reached), batch, steps=int(most))
         if n_bad:
             raise_collapsed(s)
         if n_active == 0:
             break
-        chunk = int(min(max(pred, 1.0), CHUNK))
+        chunk = chunk_length(pred)
     if n_reached < batch and on_max_steps == "raise":
         b = int((s.idx < len(p.targets)).nonzero()[0, 0])
         raise MaxStepsExceeded(f"max_steps={p.max_steps} exceeded for {batch - int(n_reached)} of {batch} "

@@ -1,21 +1,23 @@
-"""GPU fast path: a whole fixed-step solve captured in one CUDA graph and replayed.
+"""GPU fast path: a whole plan solve captured in one CUDA graph and replayed.
 
-The loop of `fixed.run_steps` has no host synchronisation and reads only tensors made before the loop
-(the plan's stage times), so it can be recorded once into a `torch.cuda.CUDAGraph` with a static input
-buffer: a later call with the same field, grid, shape, dtype and device copies `x0` into the buffer and
-replays the graph (one launch for all N*s field calls). Graphs are cached per field object (weakly, so
-they die with the field). Assumes `f` is a pure function of `(t, x)` and of tensors whose storage does
-not move (parameters updated in place are fine); use `graph="off"` otherwise.
+`runner.run_steps` has no host synchronisation and reads only tensors made before the loop (the plan's
+stage times, the noise buffer), so it can be recorded once into a `torch.cuda.CUDAGraph` with static
+input buffers: a later call with the same owner, plan, shape, dtype and device copies `x0` (and the
+pre-drawn noise) into the buffers and replays the graph (one launch for all N*s field calls). Graphs are
+cached per owner (`cache.py`, weakly, so they die with the field or denoiser). Assumes the field is a pure
+function of `(t, x)` and of tensors whose storage does not move (parameters updated in place are fine);
+use `graph="off"` otherwise.
 """
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from gentool.core.solvers.fixed import FixedPlan, rk_step, run_steps
+from gentool.core.solvers import cache
+from gentool.core.solvers.compile import CompiledPlan
+from gentool.core.solvers.plan import Plan
+from gentool.core.solvers.runner import advance, run_steps
 from gentool.core.solvers.term import Field
 
 WARMUP_STEPS = 3
@@ -24,59 +26,74 @@ MAX_GRAPHS_PER_FIELD = 8  # oldest captured graph is dropped beyond this (bounds
 
 @dataclass
 class GraphedSolve:
-    """A captured solve: replay after writing into `static_x`; results appear in `out` (and `xs`)."""
+    """A captured solve: replay after writing into the static buffers; results appear in `out` (and `xs`)."""
 
     graph: torch.cuda.CUDAGraph
     static_x: torch.Tensor
+    static_noise: torch.Tensor | None
     out: torch.Tensor
     xs: torch.Tensor | None
-    plan: FixedPlan  # keeps the stage-time tensors the graph reads alive
+    plan: Plan  # keeps the stage-time tensors the graph reads alive
 
-    def __call__(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __call__(self, x0: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.static_x.copy_(x0)
+        if self.static_noise is not None:
+            self.static_noise.copy_(noise)
         self.graph.replay()
         return self.out.clone(), None if self.xs is None else self.xs.clone()
 
 
-_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple, GraphedSolve | None]] = weakref.WeakKeyDictionary()
-
-
-def capture(f: Field, x0: torch.Tensor, plan: FixedPlan, save_all: bool) -> GraphedSolve:
-    """Warm up on a side stream (lazy library init), then record the full loop over steps."""
-    static_x = x0.clone()
-    xs = x0.new_empty((len(plan.steps) + 1, *x0.shape)) if save_all else None
-    side = torch.cuda.Stream(device=x0.device)
-    side.wait_stream(torch.cuda.current_stream(x0.device))
+def warm_up(f: Field, x: torch.Tensor, plan: Plan, noise: torch.Tensor | None, program: CompiledPlan | None
+            ) -> None:
+    """Run on a side stream before capture: lazy library init (cuBLAS handles, ...); with a compiled plan,
+    one full solve, so every segment is compiled (and autotuned) before capture starts."""
+    side = torch.cuda.Stream(device=x.device)
+    side.wait_stream(torch.cuda.current_stream(x.device))
     with torch.cuda.stream(side):
-        for _ in range(WARMUP_STEPS):
-            rk_step(f, static_x, plan.steps[0])
-    torch.cuda.current_stream(x0.device).wait_stream(side)
+        if program is None:
+            for _ in range(WARMUP_STEPS):
+                advance(f, x, (), plan.steps[0], noise)
+        else:
+            program.run(f, x, noise, None)
+    torch.cuda.current_stream(x.device).wait_stream(side)
+
+
+def _run(f: Field, x: torch.Tensor, plan: Plan, noise: torch.Tensor | None, xs: torch.Tensor | None,
+         program: CompiledPlan | None) -> torch.Tensor:
+    return run_steps(f, x, plan, noise, xs)[0] if program is None else program.run(f, x, noise, xs)
+
+
+def capture(f: Field, x0: torch.Tensor, plan: Plan, noise: torch.Tensor | None, save_all: bool,
+            program: CompiledPlan | None) -> GraphedSolve:
+    """Warm up, then record the full solve into one graph."""
+    static_x = x0.clone()
+    static_noise = None if noise is None else noise.clone()
+    xs = x0.new_empty((len(plan.steps) + 1, *x0.shape)) if save_all else None
+    warm_up(f, static_x, plan, static_noise, program)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         if xs is not None:
             xs[0].copy_(static_x)
-        out = run_steps(f, static_x, plan, xs)
-    return GraphedSolve(graph, static_x, out, xs, plan)
+        out = _run(f, static_x, plan, static_noise, xs, program)
+    return GraphedSolve(graph, static_x, static_noise, out, xs, plan)
 
 
-def graphed_solver(f: Field, x0: torch.Tensor, plan: FixedPlan, key: tuple,
-                   save_all: bool, strict: bool) -> GraphedSolve | None:
-    """The cached graph for `(f, key)`, captured from `plan` on first use.
+def graphed_solver(f: Field, x0: torch.Tensor, plan: Plan, noise: torch.Tensor | None, save_all: bool,
+                   scope: cache.CacheScope, program: CompiledPlan | None, strict: bool) -> GraphedSolve | None:
+    """The cached graph for (scope, plan, ...), captured on first use.
 
-    None when capture fails, unless `strict` (then the capture error propagates).
+    None when capture fails (the field syncs with the host, allocates on the CPU, ...), unless `strict`
+    (then the capture error propagates). A failed key is remembered and not retried.
     """
-    try:
-        per_field = _CACHE.setdefault(f, {})
-    except TypeError:  # field cannot be weakly referenced: capture without caching
-        per_field = {}
-    full_key = (*key, tuple(x0.shape), x0.dtype, x0.device, save_all, torch.is_inference_mode_enabled())
-    if full_key not in per_field:
-        while len(per_field) >= MAX_GRAPHS_PER_FIELD:
-            per_field.pop(next(iter(per_field)))
+    graphs = cache.entries(scope.owner, "graphs")
+    key = (scope.tag, plan.key, tuple(x0.shape), x0.dtype, x0.device, save_all, program is not None,
+           torch.is_inference_mode_enabled())
+    if key not in graphs:
         try:
-            per_field[full_key] = capture(f, x0, plan, save_all)
+            solve = capture(f, x0, plan, noise, save_all, program)
         except Exception:
             if strict:
                 raise
-            per_field[full_key] = None
-    return per_field[full_key]
+            solve = None
+        cache.put(graphs, key, solve, MAX_GRAPHS_PER_FIELD)
+    return graphs[key]

@@ -6,7 +6,11 @@ from gentool.core.errors import NumericalFailure
 
 
 class NonFiniteState(NumericalFailure):
-    """The state became NaN/inf; the message names the step index and time."""
+    """The state became NaN/inf; the message names the step index and time (also kept as attributes)."""
+
+    def __init__(self, message: str, step: int | None = None, time: float | None = None) -> None:
+        super().__init__(message)
+        self.step, self.time = step, time
 
 
 class MaxStepsExceeded(NumericalFailure):

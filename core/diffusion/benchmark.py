@@ -1,0 +1,117 @@
+"""Sampler benchmark: speed and accuracy of every plan sampler, side by side.
+
+For each sampler x batch x NFE: microseconds per step of gentool eager (`graph="off"`), gentool graph
+(CUDA only: the whole solve replayed from one CUDA graph), gentool compiled (`compile=True`; on CUDA also
+graph-captured), the model alone (the same number of denoiser calls: one CUDA graph on CUDA, an eager
+loop on CPU) and the plain loop (`plain_loops.py`, the k-diffusion-style reference); plus the endpoint
+RMSE of the sampler at that NFE on the gmm-ring (exact denoiser, float64) against the float64 DOP853
+reference from the same noise. The timed denoiser is `D(x, sigma) = MLP([x, log sigma])`, 3->64->64->2
+SiLU, float32. Returns rows (dicts); rendering is the caller's job (`gentool bench samplers`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from gentool.core.diffusion.grids import edm_grid
+from gentool.core.diffusion.plain_loops import PLAIN_LOOPS
+from gentool.core.diffusion.samplers import SAMPLERS, run_sampler, sampler_plan
+from gentool.core.diffusion.targets import make_target, reference_flow
+from gentool.core.errors import choose
+from gentool.core.nn import make_generator, mlp, seeded
+from gentool.core.solvers.benchmark import best_times, model_floor
+
+CPU_BATCH_SIZES = (1024, 16384)
+GPU_BATCH_SIZES = (1024, 65536, 1048576)
+NFES = (10, 50)
+PLAN_SAMPLERS: tuple[str, ...] = tuple(name for name in SAMPLERS if name in PLAIN_LOOPS)
+SIGMA_MAX = 80.0
+
+
+@dataclass(frozen=True)
+class SamplerBenchConfig:
+    """What to measure."""
+
+    batch_sizes: tuple[int, ...]
+    nfes: tuple[int, ...] = NFES
+    samplers: tuple[str, ...] = PLAN_SAMPLERS
+    compile: bool = False
+    repeats: int = 3
+    accuracy_n: int = 2000
+    seed: int = 0
+    clock: str = "wall"  # "cpu": process CPU time (see `best_times`)
+
+
+class MLPDenoiser(torch.nn.Module):
+    """`D(x, sigma) = MLP([x, log sigma])` (2-D data): the timed model."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        with seeded(seed):
+            self.net = mlp([3, 64, 64, 2], "silu")
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, sigma.log()[:, None]], dim=1))
+
+
+def check_samplers(names: tuple[str, ...]) -> None:
+    """Validate sampler names (BadInput naming the allowed ones)."""
+    for name in names:
+        choose("sampler (plan samplers only)", name, PLAN_SAMPLERS)
+
+
+def ring_errors(cfg: SamplerBenchConfig, progress: Callable[..., None]) -> dict[tuple[str, int], float]:
+    """Endpoint RMSE at each (sampler, NFE) on the gmm-ring, float64, `accuracy_n` samples (CPU)."""
+    target = make_target("gmm-ring")
+    x0 = SIGMA_MAX * torch.randn(cfg.accuracy_n, 2, generator=make_generator(cfg.seed), dtype=torch.float64)
+    ref = reference_flow(target, x0, SIGMA_MAX)
+    out, total = {}, len(cfg.samplers) * len(cfg.nfes)
+    for name in cfg.samplers:
+        for nfe in cfg.nfes:
+            sigmas = edm_grid(SAMPLERS[name].steps_for_nfe(nfe))
+            x, _ = run_sampler(target, x0, sigmas, name, generator=make_generator(cfg.seed + 1))
+            out[name, nfe] = float(((x - ref) ** 2).sum(1).mean().sqrt())
+            progress(len(out), total)
+    return out
+
+
+def _contenders(cfg: SamplerBenchConfig, name: str, den: MLPDenoiser, x0: torch.Tensor, sigmas: torch.Tensor,
+                calls: int) -> dict[str, Callable[[], object]]:
+    grid, dev = sigmas.tolist(), x0.device
+    gen = lambda: torch.Generator(dev).manual_seed(cfg.seed)  # noqa: E731 - fresh noise stream per run
+    runs: dict[str, Callable[[], object]] = {
+        "eager": lambda: run_sampler(den, x0, sigmas, name, generator=gen(), graph="off"),
+        "loop": lambda: PLAIN_LOOPS[name](den, x0, grid, generator=gen()),
+        "floor": model_floor(lambda t, x: den(x, t), x0, torch.full_like(x0[:, 0], SIGMA_MAX), calls),
+    }
+    if dev.type == "cuda":
+        runs["graph"] = lambda: run_sampler(den, x0, sigmas, name, generator=gen(), graph="on")
+    if cfg.compile:
+        runs["compiled"] = lambda: run_sampler(den, x0, sigmas, name, generator=gen(), compile=True)
+    return runs
+
+
+def sampler_rows(cfg: SamplerBenchConfig, device: torch.device, errors: dict[tuple[str, int], float],
+                 progress: Callable[..., None]) -> list[dict]:
+    """One row per sampler x batch x NFE: per-step times (s) of each contender and the gmm-ring endpoint
+    RMSE at that NFE (`errors`, from `ring_errors`)."""
+    den = MLPDenoiser(cfg.seed).to(device)
+    rows, total = [], len(cfg.samplers) * len(cfg.batch_sizes) * len(cfg.nfes)
+    for name in cfg.samplers:
+        for batch in cfg.batch_sizes:
+            x0 = SIGMA_MAX * torch.randn(batch, 2, generator=make_generator(cfg.seed, device), device=device)
+            for nfe in cfg.nfes:
+                steps = SAMPLERS[name].steps_for_nfe(nfe)
+                sigmas = edm_grid(steps)
+                plan = sampler_plan(name, tuple(sigmas.tolist()), tuple(sorted(SAMPLERS[name].resolve({}).items())),
+                                    batch, x0.dtype, device)  # the plan run_sampler will use (memoised)
+                with torch.no_grad():
+                    times = best_times(_contenders(cfg, name, den, x0, sigmas, plan.nfe), device, cfg.repeats,
+                                       clock=cfg.clock)
+                per_step = {k: v / steps for k, v in times.items()}
+                rows.append({"sampler": name, "batch": batch, "nfe": plan.nfe, "steps": steps, "clock": cfg.clock,
+                             "endpoint_rmse": errors[name, nfe], **{f"{k}_s": v for k, v in per_step.items()}})
+                progress(len(rows), total)
+    return rows

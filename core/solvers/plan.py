@@ -1,0 +1,264 @@
+"""Linear-combination plans: one step format for Runge–Kutta, multistep, exponential and stochastic methods.
+
+A step maps the state x_i to x_{i+1} with a few *registers*:
+
+    X       the state x_i
+    H(j)    values kept from earlier steps (multistep history), most recent first
+    Z       a standard normal draw (stochastic plans; pre-drawn from the run's generator)
+    K(s)    the output of stage s of this step
+
+Stage s evaluates the term at a precomputed time,   K(s) = F(t_s, sum_r a_sr r)   (r over X, H, Z, K(<s)),
+the step ends with   x_{i+1} = sum_r b_r r   and keeps   H' = (r_1, r_2, ...)   for the next step.
+
+A Butcher tableau is the case a_sX = b_X = 1, a_sK(j) = h a_sj, b_K(s) = h b_s (no history); Euler on a
+sigma-form denoiser is x' = (s'/s) x + (1 - s'/s) D(x, s); DPM-Solver++(2M) adds a history register for
+the previous D; DDIM with eta > 0 adds s_up Z. Builders write steps symbolically (`StepSpec`, with `X`,
+`Z`, `H(j)`, `K(s)`); `make_plan` turns them into register indices, stage-time tensors and the cheapest
+kernel for each combination, once, on the host (float64 Python floats): the loop that runs a plan
+(`runner.py`) has no host synchronisation and no Python work that scales with the batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+import torch
+
+
+class Slot(IntEnum):
+    """Where a register lives."""
+
+    STATE = 0
+    HISTORY = 1
+    NOISE = 2
+    STAGE = 3
+
+
+@dataclass(frozen=True)
+class Reg:
+    """A symbolic register: the state, the j-th kept value, the noise draw, or the s-th stage output."""
+
+    slot: Slot
+    index: int = 0
+
+
+X = Reg(Slot.STATE)
+Z = Reg(Slot.NOISE)
+
+
+def H(j: int) -> Reg:
+    """The j-th value kept from earlier steps (0 = most recent)."""
+    return Reg(Slot.HISTORY, j)
+
+
+def K(s: int) -> Reg:
+    """The output of stage s of the current step."""
+    return Reg(Slot.STAGE, s)
+
+
+Terms = tuple[tuple[Reg, float], ...]
+
+
+def terms(weights: Mapping[Reg, float]) -> Terms:
+    """The nonzero entries of `weights`, in insertion order."""
+    return tuple((r, float(w)) for r, w in weights.items() if w != 0.0)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Evaluate the term at `time` on `sum_r w_r r`."""
+
+    time: float
+    inputs: Terms
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step: its stages, the new state `sum_r w_r r`, and the registers kept for the next step."""
+
+    stages: tuple[StageSpec, ...]
+    update: Terms
+    keep: tuple[Reg, ...] = ()
+
+
+def stage(time: float, weights: Mapping[Reg, float]) -> StageSpec:
+    return StageSpec(float(time), terms(weights))
+
+
+def step(stages: Sequence[StageSpec], update: Mapping[Reg, float], keep: Sequence[Reg] = ()) -> StepSpec:
+    return StepSpec(tuple(stages), terms(update), tuple(keep))
+
+
+class Head(IntEnum):
+    """How a combination starts; every later term is one fused in-place kernel of the same kind."""
+
+    COPY = 0  # out = r_first                                  (one term with coefficient 1: no kernel)
+    ADD = 1  # out = r_first + w r_j, then out += w r_k        (a coefficient is exactly 1)
+    LERP = 2  # out = lerp(r_first, r_j, w), then out.lerp_   (coefficients sum to 1: an affine combination)
+    SCALE = 3  # out = w r_first, then out += w r_k
+
+
+AFFINE_RTOL = 1e-14  # |sum c - 1| <= AFFINE_RTOL * sum |c|: evaluated as a chain of lerps
+MIN_PARTIAL = 1e-6  # a lerp chain needs its partial sums away from 0 (relative to max |c|)
+
+
+@dataclass(frozen=True)
+class Combination:
+    """`sum_(j, c) in terms  c regs[j]` over a step's flat register list.
+
+    Eagerly it costs n - 1 kernels for n terms when a coefficient is 1 (`ADD`: adds with `alpha`) or when
+    the coefficients sum to 1 (`LERP`: with partial sums S_k = c_1 + ... + c_k, the chain
+    out_k = lerp(out_{k-1}, r_k, c_k / S_k) is exactly sum c_k r_k; every denoiser-form sampler update is
+    of this kind), else n (`SCALE`). Compiled plans use `terms` as plain arithmetic instead (`compile.py`).
+    """
+
+    terms: tuple[tuple[int, float], ...]
+    head: Head
+    first: int
+    scale: float
+    ops: tuple[tuple[int, float], ...]
+
+    def __call__(self, regs: Sequence[torch.Tensor]) -> torch.Tensor:
+        if self.head is Head.COPY:
+            return regs[self.first]
+        ops = self.ops
+        if self.head is Head.SCALE:
+            out = torch.mul(regs[self.first], self.scale)
+        else:
+            (j, w), *ops = ops
+            out = (torch.add(regs[self.first], regs[j], alpha=w) if self.head is Head.ADD
+                   else torch.lerp(regs[self.first], regs[j], w))
+        for j, w in ops:
+            if self.head is Head.LERP:
+                out.lerp_(regs[j], w)
+            else:
+                out.add_(regs[j], alpha=w)
+        return out
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The registers read, without coefficients (what a compiled step specialises on)."""
+        return (-1, self.first) if self.head is Head.COPY else tuple(j for j, _ in self.terms)
+
+
+def _lerp_chain(flat: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...] | None:
+    """For an affine combination, the term order whose partial sums stay farthest from 0, as
+    (first register, ((r_k, c_k / S_k), ...)); None when every order has a partial sum near 0."""
+    best, best_score = None, MIN_PARTIAL * max(abs(c) for _, c in flat)
+    for order in itertools.permutations(flat):
+        partial = list(itertools.accumulate(c for _, c in order))
+        score = min(abs(v) for v in partial[:-1])
+        if score > best_score:
+            best, best_score = (order, partial), score
+    if best is None:
+        return None
+    order, partial = best
+    return ((order[0][0], 1.0), *((j, c / p) for (j, c), p in zip(order[1:], partial[1:], strict=True)))
+
+
+def combination(flat: Sequence[tuple[int, float]]) -> Combination:
+    """The cheapest kernel sequence for `sum c_j regs[j]` (at least one term)."""
+    if not flat:
+        raise ValueError("a combination needs at least one nonzero term")
+    flat = tuple(flat)
+    if len(flat) == 1 and flat[0][1] == 1.0:
+        return Combination(flat, Head.COPY, flat[0][0], 1.0, ())
+    unit = next((n for n, (_, c) in enumerate(flat) if c == 1.0), None)
+    if unit is not None:
+        rest = tuple(t for n, t in enumerate(flat) if n != unit)
+        return Combination(flat, Head.ADD, flat[unit][0], 1.0, rest)
+    total, size = sum(c for _, c in flat), sum(abs(c) for _, c in flat)
+    chain = _lerp_chain(flat) if len(flat) > 1 and abs(total - 1.0) <= AFFINE_RTOL * size else None
+    if chain is not None:
+        return Combination(flat, Head.LERP, chain[0][0], 1.0, chain[1:])
+    return Combination(flat, Head.SCALE, flat[0][0], flat[0][1], flat[1:])
+
+
+@dataclass(frozen=True)
+class Stage:
+    time: torch.Tensor  # (B,)
+    inputs: Combination
+
+
+@dataclass(frozen=True)
+class Step:
+    """A compiled step. Registers: [x, *history, (noise row `noise` if not None), *stage outputs]."""
+
+    stages: tuple[Stage, ...]
+    update: Combination
+    keep: tuple[int, ...]
+    noise: int | None
+
+    @property
+    def shape(self) -> tuple:
+        """Everything but coefficients and times: steps of one shape share a compiled kernel."""
+        return (tuple(s.inputs.shape for s in self.stages), self.update.shape, self.keep, self.noise is not None)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """All steps of a solve on one grid for one batch size, dtype and device.
+
+    `key` identifies the plan in caches (name, options, grid, batch, dtype, device); `grid` holds the
+    times t_0..t_N (sigma for samplers); `times` (nfe, B) every stage time in order (each `Stage.time` is
+    a row of it); `noise_draws` standard normal states (B, ...) are consumed, one per step that uses Z;
+    `nfe` is the number of term evaluations per sample; `grid_tensor` and `counts` ((nfe, steps, 0) as a
+    (3, 1) long tensor) are the device tensors a `Solution` is built from.
+    """
+
+    key: Hashable
+    steps: tuple[Step, ...]
+    grid: tuple[float, ...]
+    times: torch.Tensor
+    noise_draws: int
+    nfe: int
+    grid_tensor: torch.Tensor
+    counts: torch.Tensor
+
+
+def _index(reg: Reg, n_hist: int, noise: bool, n_stages: int) -> int:
+    if reg.slot is Slot.STATE:
+        return 0
+    if reg.slot is Slot.HISTORY:
+        if reg.index >= n_hist:
+            raise ValueError(f"H({reg.index}) read but only {n_hist} value(s) are kept")
+        return 1 + reg.index
+    if reg.slot is Slot.NOISE:
+        return 1 + n_hist
+    if reg.index >= n_stages:
+        raise ValueError(f"K({reg.index}) read before it is computed")
+    return 1 + n_hist + int(noise) + reg.index
+
+
+def _uses_noise(spec: StepSpec) -> bool:
+    regs = [r for st in spec.stages for r, _ in st.inputs] + [r for r, _ in spec.update] + list(spec.keep)
+    return Z in regs
+
+
+def make_plan(key: Hashable, specs: Sequence[StepSpec], grid: Sequence[float], batch: int,
+              dtype: torch.dtype, device: torch.device | str) -> Plan:
+    """Compile symbolic steps: register indices, kernel choice, and (B,) stage-time tensors (one allocation)."""
+    if len(specs) != len(grid) - 1:
+        raise ValueError(f"{len(specs)} steps for a grid of {len(grid)} points")
+    times = [st.time for spec in specs for st in spec.stages]
+    all_times = torch.tensor(times, dtype=dtype, device=device).unsqueeze(1).expand(len(times), batch)
+    flat_times = all_times.unbind(0)
+    steps, n_hist, draws, at = [], 0, 0, 0
+    for spec in specs:
+        noise = _uses_noise(spec)
+        stages = []
+        for s, st in enumerate(spec.stages):
+            inputs = combination([(_index(r, n_hist, noise, s), w) for r, w in st.inputs])
+            stages.append(Stage(flat_times[at], inputs))
+            at += 1
+        n = len(stages)
+        update = combination([(_index(r, n_hist, noise, n), w) for r, w in spec.update])
+        keep = tuple(_index(r, n_hist, noise, n) for r in spec.keep)
+        steps.append(Step(tuple(stages), update, keep, draws if noise else None))
+        draws, n_hist = draws + int(noise), len(keep)
+    grid_tensor = torch.tensor([float(t) for t in grid], dtype=dtype, device=device)
+    counts = torch.tensor([[len(times)], [len(steps)], [0]], dtype=torch.long, device=device)
+    return Plan(key, tuple(steps), tuple(float(t) for t in grid), all_times, draws, len(times), grid_tensor, counts)

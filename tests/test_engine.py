@@ -1,0 +1,174 @@
+"""The engine under every integrator: plan combinations, the static-buffer adaptive chunks (the CUDA-graph
+path's logic, run without a GPU), Euler–Maruyama, torch.compile, and the GPU paths (gpu-marked)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from gentool.core.diffusion import edm_grid, make_target, run_sampler
+from gentool.core.solvers import CompileFallbackWarning, odeint, sdeint
+from gentool.core.solvers import api as solver_api
+from gentool.core.solvers import compile as solver_compile
+from gentool.core.solvers.adaptive_graph import StaticChunks, binary_parts
+from gentool.core.solvers.fixed import tableau_plan
+from gentool.core.solvers.plan import Head, combination
+from gentool.core.solvers.tableau import FIXED_TABLEAUS
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+F64 = torch.float64
+
+
+def van_der_pol(mu: torch.Tensor):
+    def f(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        p, q = x[:, 0], x[:, 1]
+        return torch.stack([q, mu * (1 - p * p) * q - p], dim=1)
+
+    return f
+
+
+@settings(max_examples=40, deadline=None)
+@given(coeffs=st.lists(st.floats(-3, 3).filter(lambda c: c != 0), min_size=1, max_size=5),
+       kind=st.sampled_from(["free", "unit", "affine"]))
+def test_combination_kernels_compute_the_sum(coeffs: list[float], kind: str) -> None:
+    """Whatever kernels are chosen (add chain, lerp chain, scale), the result is sum c_j r_j."""
+    if kind == "unit":
+        coeffs[0] = 1.0
+    if kind == "affine" and len(coeffs) > 1:
+        coeffs[-1] = 1.0 - sum(coeffs[:-1]) or 0.5
+        coeffs[0] += 1.0 - sum(coeffs)
+    regs = list(torch.randn(len(coeffs), 7, 3, generator=torch.Generator().manual_seed(len(coeffs)), dtype=F64))
+    comb = combination(list(enumerate(coeffs)))
+    expected = sum(c * r for c, r in zip(coeffs, regs, strict=True))
+    torch.testing.assert_close(comb(regs), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_combination_kernel_choice() -> None:
+    assert combination([(0, 1.0)]).head is Head.COPY
+    assert combination([(0, 1.0), (1, 0.3), (2, -2.0)]).head is Head.ADD
+    assert combination([(0, 0.8), (1, 0.2)]).head is Head.LERP  # Euler on a denoiser: one kernel
+    assert combination([(0, 0.7), (1, 0.9), (2, -0.6)]).head is Head.LERP  # DPM-Solver++(2M): two kernels
+    assert combination([(0, 0.5), (1, 0.2)]).head is Head.SCALE
+
+
+def test_binary_parts() -> None:
+    assert [binary_parts(n) for n in (1, 2, 3, 7, 8)] == [[1], [2], [2, 1], [4, 2, 1], [8]]
+    with pytest.raises(ValueError):
+        binary_parts(9)
+
+
+@pytest.mark.parametrize("method", ["bosh3", "dopri5"])
+@pytest.mark.parametrize("save", ["final", "times"])
+def test_static_chunks_equal_eager_adaptive(monkeypatch: pytest.MonkeyPatch, method: str, save: str) -> None:
+    """The CUDA-graph path's logic (static state, chunk bodies of 8/4/2/1 iterations, status vector computed
+    in the body) run without capture: same values and per-sample NFE as the eager masked loop on the batched
+    Van der Pol test."""
+    mu = torch.linspace(0, 25, 8, dtype=F64)
+    x0 = torch.stack([torch.linspace(0.5, 2.0, 8, dtype=F64), torch.zeros(8, dtype=F64)], dim=1)
+    t = torch.tensor([0.0, 0.7, 3.0], dtype=F64)
+    eager = odeint(van_der_pol(mu), x0, t, method, rtol=1e-5, atol=1e-7, save=save)
+    used: list[StaticChunks] = []
+
+    def static(p, x0, save, graph, scope, key):  # noqa: ANN001, ANN202
+        used.append(StaticChunks(p, x0, capture=False))
+        return used[-1]
+
+    monkeypatch.setattr(solver_api, "_adaptive_chunks", static)
+    chunked = odeint(van_der_pol(mu), x0, t, method, rtol=1e-5, atol=1e-7, save=save)
+    again = used[0]  # a cached entry is reused: load a new x0 into the same buffers
+    again.start(2 * x0)
+    assert used and len(set(eager.nfe.tolist())) > 4
+    for name in ("x", "nfe", "accepted", "rejected", "reached"):
+        assert torch.equal(getattr(chunked, name), getattr(eager, name)), name
+    if save == "times":
+        assert torch.equal(chunked.xs, eager.xs)
+
+
+def test_sdeint_is_euler_maruyama_with_the_generators_noise() -> None:
+    x0 = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
+    t = torch.linspace(0.0, 1.0, 11, dtype=F64)
+    g = torch.Generator().manual_seed(1)
+    x = x0
+    for a, b in zip(t[:-1].tolist(), t[1:].tolist(), strict=True):
+        x = x + (b - a) * (-x) + 0.7 * (b - a) ** 0.5 * torch.randn(x0.shape, generator=g, dtype=F64)
+    sol = sdeint(lambda t, x: -x, x0, t, 0.7, generator=torch.Generator().manual_seed(1), save="trajectory")
+    torch.testing.assert_close(sol.x, x, rtol=1e-13, atol=1e-13)
+    assert sol.xs.shape == (11, 5, 3) and sol.nfe.tolist() == [10] * 5
+    ou = sdeint(lambda t, x: -x, torch.zeros(20000, 1, dtype=F64), torch.linspace(0, 3, 301, dtype=F64), 1.0,
+                generator=torch.Generator().manual_seed(2)).x
+    assert float(ou.var()) == pytest.approx(0.5 * (1 - torch.exp(torch.tensor(-6.0)).item()), rel=0.05)
+
+
+def test_compiled_steps_match_eager() -> None:
+    """compile=True (inductor, C++ on CPU): the same solve to float32 rounding, with the trajectory; the
+    plan runs as compiled segments of 8, 4, 2, 1 same-shape steps."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.SiLU(), torch.nn.Linear(16, 2))
+    field = lambda t, x: net(x) * t[:, None]  # noqa: E731
+    x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    t = torch.linspace(1.0, 0.0, 3)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallbackWarning)
+        eager = odeint(field, x0, t, "heun", save="trajectory").xs
+        compiled = odeint(field, x0, t, "heun", compile=True, save="trajectory").xs
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    eleven = tableau_plan(FIXED_TABLEAUS["heun"], tuple(torch.linspace(1, 0, 12).tolist()), 64, x0.dtype, x0.device)
+    assert [s.length for s in solver_compile.segments(eleven)] == [8, 2, 1]
+
+
+def test_compile_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unavailable(fn: object, **kwargs: object) -> object:
+        raise RuntimeError("Dynamo is not supported on this Python")
+
+    monkeypatch.setattr(solver_compile.torch, "compile", unavailable)
+    x0 = torch.ones(3, 2)
+    with pytest.warns(CompileFallbackWarning, match="running eagerly"):
+        sol = odeint(lambda t, x: -x, x0, torch.linspace(0, 1, 5), "rk4", compile=True)
+    torch.testing.assert_close(sol.x, odeint(lambda t, x: -x, x0, torch.linspace(0, 1, 5), "rk4").x)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["euler", "ddim", "heun", "dpmpp-2m", "dpmpp-3m", "amed", "unipc", "ipndm",
+                                  "ipndm-v"])
+def test_compiled_samplers_match_eager(name: str) -> None:
+    den = make_target("gmm-ring")
+    x0 = 80 * torch.randn(256, 2, generator=torch.Generator().manual_seed(0))
+    sig = edm_grid(12)
+    runs = [run_sampler(den, x0, sig, name, compile=c, generator=torch.Generator().manual_seed(1))[0]
+            for c in (False, True)]
+    torch.testing.assert_close(runs[1], runs[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["bosh3", "dopri5"])
+@pytest.mark.parametrize("save", ["final", "times"])
+def test_adaptive_cuda_graph_matches_eager(method: str, save: str) -> None:
+    """Captured chunks replayed until every sample is done: same values and per-sample NFE as eager."""
+    mu = torch.linspace(0, 25, 64, dtype=F64, device="cuda")
+    x0 = torch.stack([torch.linspace(0.5, 2.0, 64, dtype=F64), torch.zeros(64, dtype=F64)], dim=1).cuda()
+    t = torch.tensor([0.0, 0.7, 3.0], dtype=F64, device="cuda")
+    f = van_der_pol(mu)
+    with torch.no_grad():
+        eager = odeint(f, x0, t, method, rtol=1e-5, atol=1e-7, save=save, graph="off")
+        graphed = odeint(f, x0, t, method, rtol=1e-5, atol=1e-7, save=save, graph="on")
+        replay = odeint(f, x0 * 1.5, t, method, rtol=1e-5, atol=1e-7, save=save, graph="on")
+        replay_eager = odeint(f, x0 * 1.5, t, method, rtol=1e-5, atol=1e-7, save=save, graph="off")
+    for a, b in ((graphed, eager), (replay, replay_eager)):
+        torch.testing.assert_close(a.x, b.x, rtol=1e-12, atol=1e-12)
+        assert torch.equal(a.nfe, b.nfe) and torch.equal(a.accepted, b.accepted)
+        if save == "times":
+            torch.testing.assert_close(a.xs, b.xs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_compiled_graphs_on_cuda() -> None:
+    """compile=True with the CUDA-graph path: fixed-step plan (whole solve) and adaptive (compiled field)."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.SiLU(), torch.nn.Linear(64, 2)).cuda()
+    field = lambda t, x: net(x)  # noqa: E731
+    x0 = torch.randn(1024, 2, device="cuda")
+    with torch.no_grad():
+        for method, t in (("rk4", torch.linspace(1, 0, 17, device="cuda")), ("dopri5", torch.tensor([0.0, 1.0]))):
+            eager = odeint(field, x0, t.cuda(), method, graph="off")
+            compiled = odeint(field, x0, t.cuda(), method, graph="on", compile=True)
+            torch.testing.assert_close(compiled.x, eager.x, rtol=1e-4, atol=1e-4)
