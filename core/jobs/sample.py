@@ -28,7 +28,8 @@ from gentool.core.run.contract import JobSpec, Row
 from gentool.core.solvers import ADAPTIVE_METHODS, FIXED_METHODS
 
 MMD_MAX = 2000  # MMD is O(n^2): computed on the first MMD_MAX samples
-SAMPLER_OPTIONS = {"ddim": ("eta",), "amed": ("r",), "ode": ("method", "rtol")}
+SAMPLER_OPTIONS = {"ddim": ("eta",), "amed": ("r",), "ode": ("method", "rtol"), "unipc": ("order",),
+                   "ipndm": ("order",), "ipndm-v": ("order",)}
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class SampleConfig:
     r: float = setting(0.5, "amed mean-value ratio in (0, 1).")
     method: str = setting("dopri5", "ode: core solver method.", choices=(*FIXED_METHODS, *ADAPTIVE_METHODS))
     rtol: float = setting(1e-5, "ode: adaptive tolerance (atol = rtol).")
+    order: int | None = setting(None, "unipc: 1-3 (default 2); ipndm, ipndm-v: 1-4 (default 4).")
+    compile: bool = setting(False, "torch.compile the sampler (inductor; eager with a warning where unavailable).")
     reference: bool = setting(True, "Analytic targets: endpoint error against a float64 reference solve.")
 
     def __post_init__(self) -> None:
@@ -72,10 +75,12 @@ class SampleConfig:
         check_float("eta", self.eta, 0.0)
         check_float("r", self.r, 0.0, 1.0, lo_open=True, hi_open=True)
         check_float("rtol", self.rtol, 0.0, lo_open=True)
+        if self.order is not None:
+            check_int("order", self.order, 1, 4)
 
     def sampler_options(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in SAMPLER_OPTIONS.get(self.sampler, ())} | (
-            {"atol": self.rtol} if self.sampler == "ode" else {})
+        opts = {k: getattr(self, k) for k in SAMPLER_OPTIONS.get(self.sampler, ()) if getattr(self, k) is not None}
+        return opts | ({"atol": self.rtol} if self.sampler == "ode" else {}) | {"compile": self.compile}
 
 
 class SampleJob:
