@@ -77,7 +77,7 @@ def test_non_finite_names_step_and_sigma() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"sampler": "dpm3"}, "allowed: amed, ddim, dpmpp-2m, dpmpp-3m"),
+    ({"sampler": "dpm3"}, "allowed: amed, ddim, dpmpp-2m, dpmpp-3m, dpmpp-3m-kd"),
     ({"sampler": "unipc", "order": 4}, "order must be an integer in"),
     ({"sampler": "euler", "eta": 1.0}, "unknown option of sampler 'euler'"),
     ({"sampler": "ddim", "eta": -1.0}, "eta must be"),
@@ -109,7 +109,8 @@ def observed_order(name: str, steps: tuple[int, int] = (128, 256), **opts) -> fl
 
 
 @pytest.mark.parametrize(("name", "opts", "order"), [
-    ("dpmpp-3m", {}, 3), ("unipc", {"order": 1}, 2), ("unipc", {"order": 2}, 3), ("unipc", {"order": 3}, 4),
+    ("dpmpp-3m", {}, 3), ("dpmpp-3m-kd", {}, 2), ("unipc", {"order": 1}, 2), ("unipc", {"order": 2}, 3),
+    ("unipc", {"order": 3}, 4),
     ("ipndm-v", {"order": 3}, 3), ("ipndm-v", {"order": 4}, 4), ("ipndm", {}, 2),
 ])
 def test_observed_order(name: str, opts: dict, order: int) -> None:

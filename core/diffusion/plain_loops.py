@@ -93,8 +93,14 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *,
     return x, len(sigmas) - 1
 
 
-def sample_dpmpp_3m(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, generator=None
-                    ) -> tuple[torch.Tensor, int]:
+def sample_dpmpp_3m_kd(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, generator=None
+                       ) -> tuple[torch.Tensor, int]:
+    """DPM-Solver++(3M) with k-diffusion's published weight `- phi_3 d2` (see `sample_dpmpp_3m`)."""
+    return sample_dpmpp_3m(denoiser, x, sigmas, generator=generator, d2_weight=1.0)
+
+
+def sample_dpmpp_3m(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, generator=None,
+                    d2_weight: float = 2.0) -> tuple[torch.Tensor, int]:
     """DPM-Solver++(3M), the loop of k-diffusion's `sample_dpmpp_3m_sde` at eta = 0 with the third-order
     weight of d2: with `h = lambda_{i+1} - lambda_i`, `x <- e^{-h} x - expm1(-h) D_i + phi_2 d1 - 2 phi_3 d2`,
     `phi_2 = expm1(-h)/h + 1`, `phi_3 = phi_2/h - 1/2`, `d1 ~ h D'`, `d2 ~ h^2 D''/2` the divided differences
@@ -114,7 +120,7 @@ def sample_dpmpp_3m(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *,
                 d1_0, d1_1 = (den - den_1) / r0, (den_1 - den_2) / r1
                 d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
                 d2 = (d1_0 - d1_1) / (r0 + r1)
-                x = x + phi_2 * d1 - 2 * (phi_2 / h - 0.5) * d2
+                x = x + phi_2 * d1 - d2_weight * (phi_2 / h - 0.5) * d2
             elif h_1 is not None:
                 x = x + phi_2 * (den - den_1) / (h_1 / h)
             h_1, h_2 = h, h_1
@@ -218,6 +224,7 @@ PLAIN_LOOPS: dict[str, PlainLoop] = {
     "heun": sample_heun,
     "dpmpp-2m": sample_dpmpp_2m,
     "dpmpp-3m": sample_dpmpp_3m,
+    "dpmpp-3m-kd": sample_dpmpp_3m_kd,
     "amed": sample_amed,
     "unipc": sample_unipc,
     "ipndm": sample_ipndm,

@@ -108,6 +108,7 @@ SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
     SamplerSpec("heun", plans.heun_steps, DenoisedTerm, "2, last 1", "2"),
     SamplerSpec("dpmpp-2m", plans.dpmpp_2m_steps, DenoisedTerm, "1", "2"),
     SamplerSpec("dpmpp-3m", plans.dpmpp_3m_steps, DenoisedTerm, "1", "3"),
+    SamplerSpec("dpmpp-3m-kd", plans.dpmpp_3m_kd_steps, DenoisedTerm, "1", "2"),
     SamplerSpec("amed", plans.amed_steps, DenoisedTerm, "2, last 1", "2", {"r": (0.5, _between(1e-9, 1 - 1e-9))}),
     SamplerSpec("unipc", plans.unipc_steps, DenoisedTerm, "1", "order+1", ORDER_1_TO_3),
     SamplerSpec("ipndm", plans.ipndm_steps, DirectionTerm, "1", "2", ORDER_1_TO_4),
