@@ -1,4 +1,5 @@
-"""`gentool optimize simplex|particles` via Typer's CliRunner: output files, exit codes, one-line errors."""
+"""`gentool optimize simplex|particles` via Typer's CliRunner: output files, exit codes, one-line errors (more bad
+input in test_bad_input.py)."""
 
 from __future__ import annotations
 
@@ -73,42 +74,52 @@ def test_simplex_nan_gradient(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.mark.parametrize("method", ["langevin", "svgd", "kde-flow", "mmd-flow"])
 def test_particles_outputs(tmp_path, method: str) -> None:
     out = tmp_path / method
-    res = _run("particles", "--target", "gmm-ring", "--method", method, "--n", "100", "--steps", "20",
-               "--step-size", "0.005", "--log-every", "5", "--out", str(out), "--seed", "3", "--no-progress")
+    extra = ["--n-target", "300"] if method == "mmd-flow" else []
+    res = _run("particles", "--target", "gmm-ring", "--method", method, "--n", "100", "--time", "0.1",
+               "--step-size", "0.005", "--log-every", "5", *extra, "--out", str(out), "--seed", "3", "--no-progress")
     assert res.exit_code == 0, res.output
     data = np.load(out / "final.npz")
     assert data["x"].shape == (100, 2) and np.isfinite(data["x"]).all()
-    assert list(data["snapshot_steps"])[0] == 0 and data["snapshots"].shape[1:] == (100, 2)
+    assert list(data["snapshot_times"])[0] == 0 and data["snapshots"].shape[1:] == (100, 2)
+    assert data["reference"].shape == (100, 2) and len(data["mmd2_bandwidths"]) == 5
     trace = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in trace] == [0, 5, 10, 15, 20] and all("mmd2" in r for r in trace)
+    assert trace[-1]["t"] == pytest.approx(0.1)
+    samples = np.load(out / "samples.npz")
+    np.testing.assert_array_equal(samples["x"], data["x"])
     assert json.loads((out / "config.json").read_text())["seed"] == 3
-    for png in ("objective.png", "snapshots.png"):
+    for png in ("objective.png", "snapshots.png", "moments.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert ("kde-flow's score is that of the particles' density smoothed" in res.output) == (method == "kde-flow")
+
+
+def test_particles_defaults_are_recorded(tmp_path) -> None:
+    """time, step_size and log_every default per method and are written into config.json (so --resume can
+    extend time)."""
+    out = tmp_path / "d"
+    assert _run("particles", "--target", "gaussian", "--method", "svgd", "-n", "20", "--time", "2", "--out",
+                str(out), "--no-progress", "--no-plots").exit_code == 0
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert (config["time"], config["step_size"], config["log_every"]) == (2.0, 0.5, 1)
+
+
+def test_particles_exact_fokker_planck_in_the_summary(tmp_path) -> None:
+    """Heat flow (no target) in 1-D by Langevin: the exact N(m₀, s₀² + 2t) moments are compared every row."""
+    out = tmp_path / "heat"
+    res = _run("particles", "--target", "none", "--dim", "1", "--method", "langevin", "-n", "4000", "--time", "1",
+               "--step-size", "0.05", "--out", str(out), "--no-progress", "--no-plots")
+    assert res.exit_code == 0, res.output
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert all("fp_cov_err" in r and "cov_err" not in r for r in rows)  # the heat flow has no limit
+    assert rows[-1]["fp_cov_err"] < 4 * 3 * (2 / 4000) ** 0.5  # 4 standard errors of the variance (3 = 1 + 2t)
 
 
 def test_particles_same_seed_same_result(tmp_path) -> None:
     args = ["particles", "--target", "none", "--dim", "1", "--method", "langevin", "--n", "50",
-            "--steps", "10",
+            "--time", "0.1",
             "--step-size", "0.01", "--no-progress", "--seed", "7"]
     xs = []
     for name in ("a", "b"):
         assert _run(*args, "--out", str(tmp_path / name)).exit_code == 0
         xs.append(np.load(tmp_path / name / "final.npz")["x"])
     np.testing.assert_array_equal(*xs)
-
-
-@pytest.mark.parametrize(("args", "message"), [
-    (["--target", "moon"], "unknown target"),
-    (["--method", "hmc"], "unknown method"),
-    (["--n", "1"], "n must be an integer in [2, "),
-    (["--step-size", "-1"], "step_size must be a finite number > 0"),
-    (["--method", "mmd-flow", "--target", "double-well"], "needs a target with an exact sampler"),
-    (["--target", "gmm-ring", "--init-mean", "1,2,3"], "init_mean has 3 entries"),
-])
-def test_particles_bad_input(tmp_path, args: list[str], message: str) -> None:
-    out = tmp_path / "bad"
-    res = _run("particles", *args, "--n", "20", "--steps", "2", "--out", str(out), "--no-progress") \
-        if "--n" not in args else _run("particles", *args, "--steps", "2", "--out", str(out), "--no-progress")
-    assert res.exit_code == 2, res.output
-    assert message in res.output and "Traceback" not in res.output
-    assert not out.exists()

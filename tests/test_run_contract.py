@@ -112,7 +112,7 @@ def test_monoflow_twice_into_one_directory_is_refused(tmp_path: Path) -> None:
 
 DIVERGING = [
     (["train", "--lr", "1e6", "--steps", "40", "--checkpoint-every", "10", "--width", "16"], "lower lr"),
-    (["optimize", "particles", "--step-size", "1e6", "--steps", "20", "--log-every", "5", "-n", "50"],
+    (["optimize", "particles", "--step-size", "1e6", "--time", "2e7", "--log-every", "5", "-n", "50"],
      "reduce step_size"),
     (["monoflow", "--mode", "particles", "--dt", "1e8", "--steps", "6", "--eval-every", "2", "-n", "100",
       "--batch-size", "32", "--hidden", "16"], "dt"),
@@ -175,7 +175,7 @@ KILLED = {
               "--batch", "64", "--n-train", "500"],
     "monoflow": ["monoflow", "--steps", "400", "--eval-every", "20", "-n", "200", "--batch-size", "64",
                  "--hidden", "32", "--n-train", "1000"],
-    "particles": ["optimize", "particles", "--method", "langevin", "-n", "300", "--steps", "1500",
+    "particles": ["optimize", "particles", "--method", "langevin", "-n", "300", "--time", "7.5",
                   "--log-every", "25", "--step-size", "0.005"],
 }
 

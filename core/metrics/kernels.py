@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from gentool.core.errors import require
@@ -19,19 +19,31 @@ def _block_sum(a: torch.Tensor, b: torch.Tensor, fn: Callable[[torch.Tensor], to
     return total
 
 
-def median_bandwidth(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Median heuristic: median pairwise distance of the pooled sample (strided subset of <= 1000 points)."""
-    z = torch.cat([x, y])
-    if z.shape[0] > MEDIAN_SUBSAMPLE:
-        z = z[torch.linspace(0, z.shape[0] - 1, MEDIAN_SUBSAMPLE, device=z.device).long()]
+def median_bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, *, max_points: int = MEDIAN_SUBSAMPLE) -> float:
+    """The median heuristic, gentool's one convention: `h = median ‖zᵢ − zⱼ‖` over the distinct pairs of the pooled
+    sample z = x (or x ∪ y), on an evenly strided subset of at most `max_points` points; 1.0 when every
+    distance is 0. Kernels written `exp(−‖a − b‖²/(2h²))` with this h are the "median-distance" kernels
+    (SVGD's rule and the MMD flow scale it; see `gentool.core.probspace.kernels`)."""
+    z = x if y is None else torch.cat([x, y])
+    if z.shape[0] > max_points:
+        z = z[torch.linspace(0, z.shape[0] - 1, max_points, device=z.device).long()]
     d = cdist(z, z)
     off = d[~torch.eye(z.shape[0], dtype=torch.bool, device=z.device)]
     h = float(off.median()) if off.numel() else 0.0
     return h if h > 0 else 1.0
 
 
-def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> float:
-    """Unbiased MMD^2 with `k(a, b) = exp(-|a - b|^2 / (2 h^2))`, `h` = `bandwidth` or the median heuristic.
+def _bandwidths(x: torch.Tensor, y: torch.Tensor, bandwidth: float | Sequence[float] | None) -> tuple[float, ...]:
+    hs = (median_bandwidth(x, y),) if bandwidth is None else (
+        tuple(float(b) for b in bandwidth) if isinstance(bandwidth, Sequence) else (float(bandwidth),))
+    require(len(hs) > 0 and all(0 < h < float("inf") for h in hs),
+            f"bandwidth must be finite numbers > 0, got {bandwidth}")
+    return hs
+
+
+def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float | Sequence[float] | None = None) -> float:
+    """Unbiased MMD^2 with `k(a, b) = mean_h exp(-|a - b|^2 / (2 h^2))` over the bandwidths h: `bandwidth`
+    (one number or a set of them; a set gives a multi-scale kernel), or the median heuristic.
 
     `MMD^2_u = sum_{i!=j} k(x_i,x_j)/(n(n-1)) + sum_{i!=j} k(y_i,y_j)/(m(m-1)) - 2 sum_ij k(x_i,y_j)/(nm)`;
     it can be slightly negative when both sets come from one distribution. Needs n, m >= 2.
@@ -39,13 +51,13 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> fl
     x, y = as_pair(x, y)
     n, m = x.shape[0], y.shape[0]
     require(n >= 2 and m >= 2, f"mmd2 needs >= 2 points per set, got {tuple(x.shape)} and {tuple(y.shape)}")
-    h = median_bandwidth(x, y) if bandwidth is None else float(bandwidth)
-    require(h > 0 and h != float("inf"), f"bandwidth must be a finite number > 0, got {bandwidth}")
+    hs = _bandwidths(x, y, bandwidth)
     c = torch.cat([x, y]).mean(dim=0)
     x, y = x - c, y - c
 
     def kern(d: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-(d**2) / (2 * h * h))
+        d2 = d**2
+        return sum(torch.exp(-d2 / (2 * h * h)) for h in hs) / len(hs)
 
     kxx = (_block_sum(x, x, kern) - n) / (n * (n - 1))
     kyy = (_block_sum(y, y, kern) - m) / (m * (m - 1))

@@ -4,13 +4,23 @@ softmax gradient) and Wasserstein gradient flows with particles (KDE flow, Lange
     from gentool.core.probspace import make_objective, solve_simplex, make_target, kl_energy, run_particles
 """
 
+from gentool.core.probspace.closed_forms import QuadraticFlow, moment_errors
 from gentool.core.probspace.objectives import OBJECTIVES, SimplexObjective, make_objective
 from gentool.core.probspace.particles import (
+    DEFAULTS,
+    MMD_KERNELS,
     PARTICLE_METHODS,
+    FlowMethod,
     FreeEnergy,
     ParticleResult,
+    advance,
     kl_energy,
+    make_method,
     run_particles,
+    steps_between,
+)
+from gentool.core.probspace.particles import (
+    METHODS as FLOW_METHODS,
 )
 from gentool.core.probspace.projection import check_simplex, on_simplex, project_simplex, prox_entropy_simplex
 from gentool.core.probspace.simplex import (
@@ -21,9 +31,11 @@ from gentool.core.probspace.simplex import (
     solve_simplex,
     suitable_methods,
 )
-from gentool.core.probspace.targets import TARGETS, Target, make_target
+from gentool.core.probspace.targets import TARGETS, Target, check_target, custom_target, gaussian_target, make_target
 
-__all__ = ["FW_STEPS", "METHODS", "OBJECTIVES", "PARTICLE_METHODS", "TARGETS", "FreeEnergy", "ParticleResult",
-           "SimplexObjective", "SimplexResult", "Target", "check_simplex", "fw_gap", "kl_energy",
-           "make_objective", "make_target", "on_simplex", "project_simplex", "prox_entropy_simplex", "run_particles",
-           "solve_simplex", "suitable_methods"]
+__all__ = ["DEFAULTS", "FLOW_METHODS", "FW_STEPS", "METHODS", "MMD_KERNELS", "OBJECTIVES", "PARTICLE_METHODS",
+           "TARGETS", "FlowMethod", "FreeEnergy", "ParticleResult", "QuadraticFlow", "SimplexObjective",
+           "SimplexResult", "Target", "advance", "check_simplex", "check_target", "custom_target", "fw_gap",
+           "gaussian_target", "kl_energy", "make_method", "make_objective", "make_target", "moment_errors",
+           "on_simplex", "project_simplex", "prox_entropy_simplex", "run_particles", "solve_simplex",
+           "steps_between", "suitable_methods"]

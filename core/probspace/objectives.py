@@ -142,13 +142,14 @@ def portfolio_objective(returns: Tensor) -> SimplexObjective:
                             lambda p: -(returns.T @ (1.0 / (returns @ p))) / m, returns.shape[1], smooth_ray=ray)
 
 
-def _import(spec: str) -> Callable[..., Any]:
+def import_function(spec: str, kind: str = "objective") -> Callable[..., Any]:
+    """The function `module:function` names (`kind` names it in errors: objective, target)."""
     module, _, attr = spec.partition(":")
     try:
         fn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise BadInput(f"cannot import objective {spec!r} ({exc}); expected module:function") from None
-    require(callable(fn), f"objective {spec!r} is not a function")
+        raise BadInput(f"cannot import {kind} {spec!r} ({exc}); expected module:function") from None
+    require(callable(fn), f"{kind} {spec!r} is not a function")
     return fn
 
 
@@ -163,21 +164,22 @@ def _arity(fn: Callable[..., Any]) -> int | None:
     return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
 
 
-def _caller(spec: str, data: Data) -> Callable[[Tensor], Any]:
-    """`p -> fn(p)` or, with data, `p -> fn(p, data)`; a wrong signature or an exception is bad input."""
-    fn = _import(spec)
+def user_caller(spec: str, data: Data, kind: str = "objective", arg: str = "p") -> Callable[[Tensor], Any]:
+    """`v -> fn(v)` or, with data, `v -> fn(v, data)` for the user's `module:function`; a wrong signature or an
+    exception is bad input naming the `kind` (objective, target) and its first argument `arg`."""
+    fn = import_function(spec, kind)
     args = _arity(fn)
     if data is not None:
-        require(args is None or args >= 2, f"objective {spec!r} takes {args} argument(s) but data was given: "
-                "define function(p, data)")
+        require(args is None or args >= 2, f"{kind} {spec!r} takes {args} argument(s) but data was given: "
+                f"define function({arg}, data)")
     else:
-        require(args is None or args >= 1, f"objective {spec!r} takes no argument: define function(p)")
+        require(args is None or args >= 1, f"{kind} {spec!r} takes no argument: define function({arg})")
 
     def call(q: Tensor) -> Any:
         try:
             return fn(q) if data is None else fn(q, data)
         except Exception as exc:  # noqa: BLE001 - the user's function failed: report it on one line
-            raise BadInput(f"objective {spec!r} raised {type(exc).__name__}: {exc}") from None
+            raise BadInput(f"{kind} {spec!r} raised {type(exc).__name__}: {exc}") from None
 
     return call
 
@@ -185,7 +187,7 @@ def _caller(spec: str, data: Data) -> Callable[[Tensor], Any]:
 def python_objective(spec: str, dim: int, data: Data = None) -> SimplexObjective:
     """Load `module:function`; `function(p)` (or `function(p, data)` when data is given) returns a scalar G
     (gradient by autograd), a gradient tensor shaped like `p`, or a tuple `(G, grad)`."""
-    call = _caller(spec, data)
+    call = user_caller(spec, data)
 
     def tensor(value: Any) -> Tensor:
         try:

@@ -1,7 +1,9 @@
-"""Target densities π for particle flows: Gaussians, Gaussian mixtures, banana, double well.
+"""Target densities π for particle flows: Gaussians (any mean, covariance, dimension), Gaussian mixtures,
+banana, double well, and the user's own `module:function` (which may receive a data file).
 
 Each target gives `log_prob(x)` (unnormalised allowed), `score(x) = ∇log π(x)` and, where exact
-sampling is possible, `sample(n, generator)` (used for MMD flows and for evaluation).
+sampling is possible, `sample(n, generator)` (used for MMD flows and for evaluation); Gaussian targets also
+carry their exact `moments` (mean, covariance).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 from gentool.core.data import Mixture, grid_mixture, ring_mixture
-from gentool.core.errors import choose
+from gentool.core.errors import BadInput, choose, require
+from gentool.core.probspace.objectives import Data, user_caller
 
 
 def autograd_score(log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -25,12 +28,14 @@ def autograd_score(log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
 
 @dataclass(frozen=True)
 class Target:
-    """A named density on ℝᵈ: `log_prob (n, d) -> (n,)`, optional exact sampler `sample(n, generator)`."""
+    """A named density on ℝᵈ: `log_prob (n, d) -> (n,)`, optional exact sampler `sample(n, generator)` and,
+    for a Gaussian, its exact `moments` (mean (d,), covariance (d, d))."""
 
     name: str
     dim: int
     log_prob: Callable[[torch.Tensor], torch.Tensor]
     sampler: Callable[[int, torch.Generator | None], torch.Tensor] | None = None
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """`∇log π(x)`."""
@@ -44,9 +49,16 @@ class Target:
 
 
 def gaussian_target(mean: torch.Tensor, cov: torch.Tensor, name: str = "gaussian") -> Target:
-    """`N(m, C)`: `log π = −½(x − m)ᵀC⁻¹(x − m) + const`."""
-    mean, cov = mean.to(torch.float64), cov.to(torch.float64)
-    chol = torch.linalg.cholesky(cov)
+    """`N(m, C)` in any dimension: `log π = −½(x − m)ᵀC⁻¹(x − m) − ½ log det(2πC)`; C must be symmetric
+    positive definite."""
+    mean, cov = torch.as_tensor(mean, dtype=torch.float64).reshape(-1), torch.as_tensor(cov, dtype=torch.float64)
+    d = mean.numel()
+    require(cov.shape == (d, d), f"target covariance must be {d} x {d} to match the mean, got {tuple(cov.shape)}")
+    require(bool(torch.isfinite(mean).all() and torch.isfinite(cov).all()), "target mean and covariance must be "
+            "finite")
+    require(bool(torch.allclose(cov, cov.T, rtol=1e-10, atol=1e-12)), "target covariance must be symmetric")
+    chol, info = torch.linalg.cholesky_ex(cov)
+    require(int(info) == 0, "target covariance must be positive definite")
     prec = torch.cholesky_inverse(chol)
 
     def log_prob(x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +69,7 @@ def gaussian_target(mean: torch.Tensor, cov: torch.Tensor, name: str = "gaussian
     def sampler(n: int, g: torch.Generator | None) -> torch.Tensor:
         return mean + torch.randn(n, mean.numel(), generator=g, dtype=torch.float64) @ chol.T
 
-    return Target(name, mean.numel(), log_prob, sampler)
+    return Target(name, d, log_prob, sampler, (mean, cov))
 
 
 def mixture_target(mix: Mixture, name: str) -> Target:
@@ -94,6 +106,30 @@ TARGETS: dict[str, Callable[[], Target]] = {
     "banana": banana_target,
     "double-well": double_well_target,
 }
+
+
+def custom_target(spec: str, dim: int, data: Data = None) -> Target:
+    """The user's `module:function`: `function(x)` (or `function(x, data)` when data is given) returns
+    `log π(x)` up to a constant, shape (n,), for particles `x (n, d)` (a float64 tensor; differentiable in x:
+    the score is taken by autograd); no exact sampler. `check_target` tests it on points."""
+    call = user_caller(spec, data, kind="target", arg="x")
+
+    def log_prob(x: torch.Tensor) -> torch.Tensor:
+        out = call(x)
+        if not isinstance(out, torch.Tensor) or out.shape != (x.shape[0],):
+            raise BadInput(f"target {spec!r} must return a tensor of shape (n,) = ({x.shape[0]},) for x of shape "
+                           f"{tuple(x.shape)}; got {getattr(out, 'shape', type(out).__name__)}")
+        return out
+
+    return Target(spec, dim, log_prob)
+
+
+def check_target(target: Target, x: torch.Tensor) -> None:
+    """Bad input unless `log π` and its score are finite at the points `x (n, d)` (e.g. initial particles)."""
+    require(bool(torch.isfinite(target.log_prob(x)).all()), f"target {target.name!r} is not finite at the initial "
+            "particles")
+    require(bool(torch.isfinite(target.score(x)).all()), f"target {target.name!r} has a non-finite gradient at "
+            "the initial particles")
 
 
 def make_target(name: str) -> Target:
