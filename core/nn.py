@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 from gentool.core.errors import choose
 from torch import nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh,
-                                           "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU,
+    "leaky_relu": nn.LeakyReLU,  # negative slope 0.01 (torch's default)
+    "leaky_relu_0.2": partial(nn.LeakyReLU, 0.2),  # the DCGAN / official MonoFlow slope
+}
 
 
 def mlp(sizes: Sequence[int], activation: str = "silu") -> nn.Sequential:

@@ -1,14 +1,19 @@
-"""MonoFlow (SPEC §3): h registry, exact-ratio KL flow, 2-D Gaussian toy, CLI outputs, resume, bad input."""
+"""MonoFlow (SPEC §3): h registry, exact-ratio KL flow, the official 2-D Gaussian toy, CLI outputs, resume, data and
+network settings, bad input."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from gentool.cli.main import app
+from gentool.core.config import make_config
 from gentool.core.errors import BadInput
+from gentool.core.jobs.monoflow import MonoFlowJobConfig, build
+from gentool.core.metrics import mmd2
 from gentool.core.monoflow import (
     H_FUNCTIONS,
     AffineGenerator,
@@ -18,6 +23,7 @@ from gentool.core.monoflow import (
     sample_generator,
     train_generator,
 )
+from gentool.core.monoflow.data import FreshSampler
 from gentool.core.monoflow.exact import analytic_target, exact_flow, kl_flow_gaussian
 from typer.testing import CliRunner
 
@@ -46,7 +52,7 @@ def test_f_divergence_flows_satisfy_h_prime_equals_r2_fpp(name: str, f2) -> None
 def test_every_h_is_monotone_increasing() -> None:
     d = torch.linspace(-8, 8, 101, dtype=torch.float64)
     for h in H_FUNCTIONS.values():
-        assert bool((h_prime(h, d, 0.0) > 0).all()), h.name
+        assert bool((h_prime(h, d, MonoFlowConfig(h=h.name).h_param) > 0).all()), h.name
 
 
 def test_exact_kl_flow_keeps_1d_gaussians_gaussian() -> None:
@@ -141,3 +147,86 @@ def test_cli_particle_and_exact_modes(tmp_path, extra: list[str]) -> None:
         expected = torch.linalg.matrix_exp(-2 * torch.linalg.inv(torch.tensor([[1.0, 0.8], [0.8, 0.89]])))
         expected = expected @ torch.ones(2)
         assert float((ckpt["particles"].mean(0) - expected).abs().max()) < 0.1
+
+
+# ---- issue 16: the official Gaussian toy, every h of the official code, the researcher's data ---------------
+
+TOY_COV = [[1.0, 0.8], [0.8, 0.89]]  # S Sᵀ, S = [[1, 0], [0.8, 0.5]]
+
+
+def test_official_gaussian_toy_from_the_cli(tmp_path) -> None:
+    """The official 2-D toy (r_gan notebook): data N(0, SSᵀ), affine generator from μ = (1, 1), A = I, Adam
+    lr 1e-3 for both, β₁ 0.9, batch 32, a fresh real minibatch every step, D of width 512 with LeakyReLU(0.2);
+    logit h. The generator's law N(μ, AAᵀ) recovers the covariance; samples.npz holds what is scored."""
+    out = tmp_path / "toy"
+    res = runner.invoke(app, ["monoflow", "--data", "gaussian", "--data-cov", "1,0.8;0.8,0.89", "--generator",
+                              "affine", "--fresh-real", "--lr-g", "1e-3", "--lr-d", "1e-3", "--beta1", "0.9",
+                              "--batch-size", "32", "--hidden", "512", "--depth", "2", "--activation",
+                              "leaky_relu_0.2", "--steps", "3000", "--eval-every", "1000", "-n", "1000",
+                              "--out", str(out), "--no-progress", "--no-plots"])
+    assert res.exit_code == 0, res.output
+    samples = np.load(out / "samples.npz")
+    assert set(samples.files) == {"x", "step", "mean", "matrix", "cov"} and int(samples["step"]) == 3000
+    np.testing.assert_allclose(samples["cov"], samples["matrix"] @ samples["matrix"].T, rtol=1e-6)
+    assert np.linalg.norm(samples["cov"] - np.array(TOY_COV)) < 0.1
+    assert np.linalg.norm(samples["mean"]) < 0.1
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["cov_err"] == pytest.approx(np.linalg.norm(samples["cov"] - np.array(TOY_COV)), rel=1e-5)
+
+
+def test_exp_h_of_the_official_toy() -> None:
+    """h = exp(a d) with a = 1.5 by default (the notebooks' `Exp`): h' = a e^{a d} > 0."""
+    d = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    torch.testing.assert_close(h_prime(get_h("exp"), d, 1.5), 1.5 * torch.exp(1.5 * d))
+    assert MonoFlowConfig(h="exp").h_param == 1.5 and MonoFlowConfig(h="vanilla", shift=5.0).h_param == 5.0
+    assert MonoFlowConfig(h="logit", shift=3.0).h_param == 0.0
+    with pytest.raises(BadInput, match="rate must be > 0"):
+        MonoFlowConfig(h="exp", rate=0.0)
+    with pytest.raises(BadInput, match="rate applies to h exp"):
+        make_config(MonoFlowJobConfig, {"h": "logit", "rate": 2.0})
+    with pytest.raises(BadInput, match="shift applies to h vanilla"):
+        make_config(MonoFlowJobConfig, {"h": "ns", "shift": 2.0})
+
+
+def test_architecture_and_optimiser_settings_reach_the_networks() -> None:
+    cfg = make_config(MonoFlowJobConfig, {"activation": "leaky_relu_0.2", "beta1": 0.9, "beta2": 0.99,
+                                          "hidden": 16, "depth": 3, "n_train": 100, "n": 50})
+    job = build(cfg, 0, torch.device("cpu"))
+    for net in (job.run.generator, job.run.disc):
+        acts = [m for m in net if isinstance(m, torch.nn.LeakyReLU)]
+        assert len(acts) == 3 and all(a.negative_slope == 0.2 for a in acts)
+        assert sum(isinstance(m, torch.nn.Linear) for m in net) == 4
+    for opt in (job.run.opt_g, job.run.opt_d):
+        assert opt.param_groups[0]["betas"] == (0.9, 0.99)
+
+
+def test_data_from_a_file_and_fresh_real_batches(tmp_path) -> None:
+    """A data file trains on its rows (the metrics' reference is drawn from them); fresh_real draws a new real
+    minibatch from the distribution each step (no fixed training sample)."""
+    x = np.random.default_rng(0).normal(size=(300, 3)) + [3.0, 0.0, -1.0]
+    np.save(tmp_path / "data.npy", x)
+    out = tmp_path / "file"
+    res = runner.invoke(app, ["monoflow", "--data", str(tmp_path / "data.npy"), "--mode", "particles", "--steps",
+                              "4", "--eval-every", "2", "-n", "100", "--batch-size", "32", "--hidden", "16", "--out",
+                              str(out), "--no-progress", "--no-plots"])
+    assert res.exit_code == 0, res.output
+    ref = np.load(out / "reference.npz")["x"]
+    assert ref.shape == (100, 3) and np.isin(ref[:, 0], x[:, 0].astype(np.float32)).all()
+    assert np.load(out / "samples.npz")["x"].shape == (100, 3)
+    fresh = build(make_config(MonoFlowJobConfig, {"data": "gaussian", "fresh_real": True, "n": 50}), 0,
+                  torch.device("cpu"))
+    assert isinstance(fresh.data, FreshSampler)
+    g = torch.Generator().manual_seed(0)
+    assert not torch.equal(fresh.data.batch(8, g), fresh.data.batch(8, g))
+
+
+def test_every_evaluation_writes_the_scored_samples(tmp_path) -> None:
+    """snapshots/NNNNNN.npz after every evaluation hold the samples x the row's metrics were computed on."""
+    out = tmp_path / "s"
+    assert _cli(out, "--no-plots").exit_code == 0
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    ref = torch.as_tensor(np.load(out / "reference.npz")["x"]).double()
+    for unit, row in enumerate(rows, 1):
+        snap = np.load(out / "snapshots" / f"{unit:06d}.npz")
+        assert int(snap["step"]) == row["step"]
+        assert mmd2(ref, torch.as_tensor(snap["x"]).double()) == pytest.approx(row["mmd2"], rel=1e-6)

@@ -2,13 +2,17 @@
 steps (rounds), followed by metrics of the current samples against reference data.
 
 The mode is dispatched once, when the job is built, to one of three small job classes sharing the loop.
-Outputs besides the run contract's: `samples.npz` and `snapshots/*.npz` (the samples at every evaluation) and
-`final.png` (the last four snapshots over the data).
+Data: a bundled set, a Gaussian N(data_mean, data_cov), or an array file; real minibatches come from a fixed
+training sample, or (`fresh_real`) fresh from the distribution at every discriminator step. Outputs besides the
+run contract's: `samples.npz` and `snapshots/*.npz` at every evaluation (the samples `x` that the metrics score,
+the `step`, and an affine generator's `mean`, `matrix` and `cov` = matrix matrixᵀ), `reference.npz` (the real
+points the metrics compare with) and `final.png` (the last four snapshots over the data).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -16,20 +20,48 @@ from typing import Any
 import numpy as np
 import torch
 from gentool.core import plots
-from gentool.core.config import check_int, setting
+from gentool.core.config import check_int, is_array_file, parse_matrix, parse_vector, read_array, setting
 from gentool.core.data import DATASETS, sample_data
-from gentool.core.errors import BadInput, NumericalFailure, choose
-from gentool.core.monoflow import H_FUNCTIONS, MonoFlowConfig, init_generator_run, sample_generator, train_steps
+from gentool.core.errors import BadInput, NumericalFailure, choose, require
+from gentool.core.io import atomic_save_npz
+from gentool.core.metrics.gaussian import mean_cov
+from gentool.core.monoflow import (
+    H_FUNCTIONS,
+    AffineGenerator,
+    MonoFlowConfig,
+    get_h,
+    init_generator_run,
+    sample_generator,
+    train_steps,
+)
+from gentool.core.monoflow.data import FixedSample, FreshSampler, RealData
 from gentool.core.monoflow.evaluate import sample_metrics
 from gentool.core.monoflow.exact import TARGETS, analytic_target
 from gentool.core.monoflow.particles import ExactRun, exact_steps, init_particle_run, particle_steps
-from gentool.core.nn import make_generator, seeded
+from gentool.core.nn import ACTIVATIONS, make_generator, seeded
 from gentool.core.run.contract import JobSpec, Row, SteppedUnits
 from gentool.core.run.rundir import snapshot_path
 from gentool.core.solvers import FIXED_METHODS
 
 MODES = ("generator", "particles", "exact")
+GENERATORS = ("mlp", "affine")
+DATA = (*DATASETS, "gaussian")
+N_TRAIN = 20_000
+LATENT = 2
+EXP_RATE = 1.5  # the official 2-D toy's h = exp(1.5 d)
 DIVERGED = 1e6  # samples this many times farther out than the data: the flow has blown up
+
+
+def _vector(name: str) -> Any:
+    return lambda value: parse_vector(value, name)
+
+
+def _matrix(name: str) -> Any:
+    return lambda value: parse_matrix(value, name)
+
+
+def _tensor(values: Any) -> torch.Tensor | None:
+    return None if values is None else torch.tensor(values, dtype=torch.float64)
 
 
 @dataclass(frozen=True)
@@ -38,23 +70,43 @@ class MonoFlowJobConfig:
 
     mode: str = setting("generator", "generator: train g(z); particles: move a cloud along the estimated "
                         "field; exact: analytic log-ratio (Gaussian fit of q_t).", choices=MODES)
-    data: str = setting("ring", "Data set (generator and particles modes).", choices=DATASETS)
+    data: str = setting("ring", f"Data (generator and particles modes): {', '.join(DATA)} (N(data_mean, "
+                        "data_cov)), or an array file (n, d): .npy/.npz/.csv/.txt, FILE.npz:NAME.", metavar="NAME")
+    data_mean: tuple[float, ...] | None = setting(None, "Mean of the gaussian data (default 0).",
+                                                  parse=_vector("data_mean"), metavar="VECTOR")
+    data_cov: tuple[tuple[float, ...], ...] | None = setting(
+        None, "Covariance of the gaussian data (default I): 'a,b;c,d' or an array file; the official toy is "
+        "'1,0.8;0.8,0.89'.", parse=_matrix("data_cov"), metavar="MATRIX")
+    fresh_real: bool = setting(False, "Draw a fresh real minibatch from the data distribution at every "
+                               "discriminator step (as the official 2-D toy) instead of from n_train fixed points.")
     target: str = setting("gaussian-1d", "Analytic target (exact mode).", choices=TARGETS)
     h: str = setting("logit", "Monotone h of the flow dx/dt = ∇h(d(x)).", choices=tuple(H_FUNCTIONS))
-    shift: float = setting(0.0, "Shift C of the vanilla h = softplus(d + C).")
+    shift: float = setting(0.0, "Shift C of the vanilla h = softplus(d + C) (the official code uses 5).")
+    rate: float | None = setting(None, f"Rate a of h = exp(a d) (h exp; default {EXP_RATE:g}, the official toy's).")
     steps: int = setting(2000, "Generator steps or particle rounds (a resumed run may raise it).",
                          extendable=True)
     eval_every: int = setting(500, "Steps per unit: metrics, snapshot and checkpoint every this many.")
     n: int = setting(2000, "Particles (particles, exact) and samples used for the metrics.", short="-n")
-    n_train: int = setting(20_000, "Training samples drawn from data.")
+    n_train: int | None = setting(None, f"Fixed training points drawn from the data (default {N_TRAIN}; not with "
+                                  "fresh_real or a data file).")
     batch_size: int = setting(512, "Minibatch size.")
     lr_d: float = setting(2e-4, "Discriminator Adam learning rate.")
     lr_g: float = setting(1e-4, "Generator Adam learning rate.")
     beta1: float = setting(0.5, "Adam beta1 (both networks).")
     beta2: float = setting(0.999, "Adam beta2 (both networks).")
-    hidden: int = setting(256, "Hidden units of both networks.")
+    hidden: int = setting(256, "Hidden units of both networks (per hidden layer).")
     depth: int = setting(2, "Hidden layers of both networks.")
-    latent_dim: int = setting(2, "Generator latent dimension.")
+    activation: str = setting("leaky_relu", "Hidden activation of both networks (leaky_relu: slope 0.01; "
+                              "leaky_relu_0.2: the official code's).", choices=tuple(ACTIVATIONS))
+    generator: str = setting("mlp", "Generator (generator mode): mlp, or affine g(z) = mean + matrix z.",
+                             choices=GENERATORS)
+    generator_mean: tuple[float, ...] | None = setting(None, "Initial mean of the affine generator (default 1, as "
+                                                       "the official toy).", parse=_vector("generator_mean"),
+                                                       metavar="VECTOR")
+    generator_matrix: tuple[tuple[float, ...], ...] | None = setting(
+        None, "Initial matrix (d, k) of the affine generator (default I; k is its latent dimension).",
+        parse=_matrix("generator_matrix"), metavar="MATRIX")
+    latent_dim: int | None = setting(None, f"Latent dimension of the mlp generator (default {LATENT}).")
     k_gen: int = setting(1, "Generator steps per discriminator step (k > 1: distillation loss).")
     eps: float = setting(0.05, "Distillation step size (k_gen > 1).")
     d_steps: int = setting(1, "Discriminator steps per generator step or particle round.")
@@ -64,18 +116,92 @@ class MonoFlowJobConfig:
 
     def __post_init__(self) -> None:
         choose("mode", self.mode, MODES)
-        choose("data", self.data, DATASETS)
         choose("target", self.target, TARGETS)
+        choose("generator", self.generator, GENERATORS)
         check_int("eval_every", self.eval_every, 1)
         check_int("n", self.n, 2, 10**8)
-        check_int("n_train", self.n_train, 2, 10**8)
+        if self.n_train is not None:
+            check_int("n_train", self.n_train, 2, 10**8)
+        if self.latent_dim is not None:
+            check_int("latent_dim", self.latent_dim, 1, 10**6)
         choose("method", self.method, FIXED_METHODS)
+        self._check_data()
+        self._check_generator()
         self.hyper()  # validates the MonoFlow hyper-parameters
+        self._check_h()
+
+    def _check_data(self) -> None:
+        from_file = is_array_file(self.data)
+        if not from_file:
+            choose("data", self.data, DATA)
+        require(self.data == "gaussian" or (self.data_mean is None and self.data_cov is None),
+                f"data_mean and data_cov set the gaussian data, not {self.data!r}")
+        require(not (from_file and self.fresh_real), "fresh_real needs a data distribution; a data file is a fixed "
+                "sample")
+        require(not (self.n_train is not None and (from_file or self.fresh_real)),
+                "n_train applies to a fixed sample drawn from the data (not with fresh_real or a data file)")
+        require(self.mode != "exact" or not self.fresh_real, "fresh_real applies to the generator and particles "
+                "modes (exact mode has an analytic target)")
+        if self.data == "gaussian":
+            self.gaussian_data()
+        if from_file:
+            self.file_data()
+
+    def _check_generator(self) -> None:
+        affine = self.generator == "affine"
+        require(self.mode == "generator" or not affine, f"generator affine applies to generator mode, not {self.mode}")
+        require(affine or (self.generator_mean is None and self.generator_matrix is None),
+                "generator_mean and generator_matrix set the affine generator (generator affine)")
+        require(not (affine and self.latent_dim is not None), "latent_dim is that of the mlp generator; the affine "
+                "generator's is the number of columns of generator_matrix")
+        if affine:
+            self.affine_generator(self.data_dim())
+
+    def _check_h(self) -> None:
+        param = get_h(self.h).param
+        require(param == "shift" or self.shift == 0.0, f"shift applies to h vanilla, not {self.h}")
+        require(param == "rate" or self.rate is None, f"rate applies to h exp, not {self.h}")
 
     def hyper(self) -> MonoFlowConfig:
-        """The `MonoFlowConfig` part of these settings."""
-        names = {f.name for f in fields(MonoFlowConfig)}
-        return MonoFlowConfig(**{k: getattr(self, k) for k in names if hasattr(self, k)})
+        """The `MonoFlowConfig` part of these settings (unset latent_dim and rate take their defaults)."""
+        names = {f.name for f in fields(MonoFlowConfig)} - {"latent_dim", "rate"}
+        values = {k: getattr(self, k) for k in names if hasattr(self, k)}
+        return MonoFlowConfig(**values, latent_dim=self.latent_dim or LATENT,
+                              rate=EXP_RATE if self.rate is None else self.rate)
+
+    def gaussian_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, Cholesky factor) of the gaussian data, checked."""
+        d = len(self.data_mean) if self.data_mean is not None else (len(self.data_cov) if self.data_cov else 2)
+        mean = _tensor(self.data_mean) if self.data_mean is not None else torch.zeros(d, dtype=torch.float64)
+        cov = _tensor(self.data_cov) if self.data_cov is not None else torch.eye(d, dtype=torch.float64)
+        require(cov.shape == (d, d), f"data_cov must be {d} x {d} to match data_mean, got {tuple(cov.shape)}")
+        require(bool(torch.allclose(cov, cov.T)), "data_cov must be symmetric")
+        chol, info = torch.linalg.cholesky_ex(cov)
+        require(int(info) == 0, "data_cov must be positive definite")
+        return mean, chol
+
+    def file_data(self) -> torch.Tensor:
+        """The data file's points (n, d), checked finite with n >= 2."""
+        x = torch.as_tensor(read_array(self.data, "data"), dtype=torch.float32)
+        require(x.dim() == 2 and x.shape[0] >= 2, f"data must hold an (n >= 2, d) array, got shape {tuple(x.shape)}")
+        require(bool(torch.isfinite(x).all()), "data contains NaN/inf")
+        return x
+
+    def data_dim(self) -> int:
+        if is_array_file(self.data):
+            return int(self.file_data().shape[1])
+        if self.data == "gaussian":
+            return int(self.gaussian_data()[0].numel())
+        return 64 if self.data == "digits" else 2
+
+    def affine_generator(self, d: int) -> AffineGenerator:
+        """`g(z) = mean + matrix z` from generator_mean (default 1) and generator_matrix (default I), checked."""
+        mean = _tensor(self.generator_mean) if self.generator_mean is not None else torch.ones(d, dtype=torch.float64)
+        matrix = (_tensor(self.generator_matrix) if self.generator_matrix is not None
+                  else torch.eye(d, dtype=torch.float64))
+        require(mean.numel() == d, f"generator_mean has {mean.numel()} entries, the data has dimension {d}")
+        require(matrix.shape[0] == d, f"generator_matrix has {matrix.shape[0]} rows, the data has dimension {d}")
+        return AffineGenerator(mean, matrix)
 
 
 class _MonoFlowJob(SteppedUnits, ABC):
@@ -117,8 +243,13 @@ class _MonoFlowJob(SteppedUnits, ABC):
         scale = 1.0 + float(self.real.abs().max())
         if not bool(torch.isfinite(fake).all()) or float(fake.abs().max()) > DIVERGED * scale:
             raise NumericalFailure(f"samples diverged by step {self.run.step}; {self.hint}")
-        row = {"step": self.run.step, **info, **sample_metrics(self.real, fake, data=self.cover, seed=self.seed)}
+        row = {"step": self.run.step, **info, **sample_metrics(self.real, fake, data=self.cover, seed=self.seed),
+               **self.moment_errors(fake)}
         return [row]
+
+    def moment_errors(self, fake: torch.Tensor) -> Row:
+        """Moment errors against a Gaussian data distribution ({} otherwise)."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return self.run.state_dict(self.rng)
@@ -131,9 +262,11 @@ class _MonoFlowJob(SteppedUnits, ABC):
                            f"{str(exc).splitlines()[0]}") from None
 
     def samples(self) -> dict[str, Any]:
-        return {"x": self.current().detach().float().cpu()}
+        """What the metrics score: the samples x (n, d) at this step."""
+        return {"x": self.current().detach().float().cpu(), "step": self.run.step}
 
     def finish(self, out: Path, rows: list[Row], plots_on: bool) -> Row:
+        atomic_save_npz(out / "reference.npz", x=self.real.detach().float().cpu().numpy())
         if plots_on:
             units = [u for u in range(1, self.units_done + 1) if snapshot_path(out, u).is_file()][-4:]
             panels = [(f"step {min(u * self.config.eval_every, self.config.steps)}",
@@ -142,14 +275,50 @@ class _MonoFlowJob(SteppedUnits, ABC):
         return {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}
 
 
+def _sampler(config: MonoFlowJobConfig, device: torch.device) -> Callable[[int, torch.Generator], torch.Tensor]:
+    """`draw(n, generator)` of the data distribution (a bundled set or the gaussian data), float32 on device."""
+    if config.data == "gaussian":
+        mean, chol = config.gaussian_data()
+
+        def gaussian(n: int, g: torch.Generator) -> torch.Tensor:
+            z = torch.randn(n, mean.numel(), generator=g, dtype=torch.float64)
+            return (mean + z @ chol.T).to(device=device, dtype=torch.float32)
+
+        return gaussian
+    return lambda n, g: sample_data(config.data, n, g, device=device)
+
+
+def real_data(config: MonoFlowJobConfig, rng: torch.Generator, device: torch.device) -> tuple[RealData, torch.Tensor]:
+    """The real data the discriminator sees and the `n` reference points the metrics compare with: a data file
+    (all rows train; the reference is n of them, or all), a fresh sampler, or `n_train` fixed points."""
+    if is_array_file(config.data):
+        x = config.file_data().to(device)
+        ref = x[torch.randperm(len(x), generator=rng)[:config.n].to(device)] if len(x) > config.n else x
+        return FixedSample(x), ref
+    draw = _sampler(config, device)
+    if config.fresh_real:
+        return FreshSampler(draw, config.data_dim(), device), draw(config.n, rng)
+    x_train = draw(config.n_train or N_TRAIN, rng)
+    return FixedSample(x_train), draw(config.n, rng)
+
+
 class _DataJob(_MonoFlowJob):
-    """Modes that learn from a data set: `n_train` training points and `n` reference points."""
+    """Modes that learn from data: `self.data` feeds the discriminator, `self.real` (n points) the metrics."""
 
     def __init__(self, config: MonoFlowJobConfig, seed: int, device: torch.device) -> None:
         super().__init__(config, seed, device)
-        self.x_train = sample_data(config.data, config.n_train, self.rng, device=device)
-        self.real = sample_data(config.data, config.n, self.rng, device=device)
-        self.cover = config.data
+        self.data, self.real = real_data(config, self.rng, device)
+        self.cover = config.data if config.data in ("ring", "grid") else None
+        self.gaussian = (tuple(t.to(device) for t in config.gaussian_data()) if config.data == "gaussian"
+                         else None)
+
+    def moment_errors(self, fake: torch.Tensor) -> Row:
+        """For gaussian data: the Euclidean mean error and Frobenius covariance error of the samples."""
+        if self.gaussian is None:
+            return {}
+        mean, chol = self.gaussian
+        m, c = mean_cov(fake.double())
+        return {"mean_err": float((m - mean).norm()), "cov_err": float((c - chol @ chol.T).norm())}
 
 
 class GeneratorJob(_DataJob):
@@ -157,15 +326,35 @@ class GeneratorJob(_DataJob):
 
     def __init__(self, config: MonoFlowJobConfig, seed: int, device: torch.device) -> None:
         super().__init__(config, seed, device)
+        init = config.affine_generator(self.data.dim) if config.generator == "affine" else None
         with seeded(self.seed):
-            self.run = init_generator_run(self.x_train.shape[1], config.hyper(), device=device)
+            self.run = init_generator_run(self.data.dim, config.hyper(), device=device, init_generator=init)
 
     def _steps(self, k: int) -> dict[str, float]:
-        return train_steps(self.run, self.x_train, k, self.rng)
+        return train_steps(self.run, self.data, k, self.rng)
 
     def current(self) -> torch.Tensor:
         return sample_generator(self.run.generator, self.config.n, self.run.latent_dim,
                                 generator=make_generator(self.seed + 1))
+
+    def affine(self) -> dict[str, torch.Tensor]:
+        """The affine generator's law N(mean, matrix matrixᵀ) ({} for an mlp generator)."""
+        gen = self.run.generator
+        if not isinstance(gen, AffineGenerator):
+            return {}
+        mean, matrix = gen.mean.detach().cpu(), gen.matrix.detach().cpu()
+        return {"mean": mean, "matrix": matrix, "cov": matrix @ matrix.T}
+
+    def moment_errors(self, fake: torch.Tensor) -> Row:
+        law = self.affine()
+        if self.gaussian is None or not law:
+            return super().moment_errors(fake)
+        mean, chol = (t.cpu() for t in self.gaussian)
+        return {"mean_err": float((law["mean"].double() - mean).norm()),
+                "cov_err": float((law["cov"].double() - chol @ chol.T).norm())}
+
+    def samples(self) -> dict[str, Any]:
+        return super().samples() | self.affine()
 
 
 class ParticleJob(_DataJob):
@@ -173,11 +362,11 @@ class ParticleJob(_DataJob):
 
     def __init__(self, config: MonoFlowJobConfig, seed: int, device: torch.device) -> None:
         super().__init__(config, seed, device)
-        x0 = torch.randn(config.n, self.x_train.shape[1], generator=self.rng).to(device)
+        x0 = torch.randn(config.n, self.data.dim, generator=self.rng).to(device)
         self.run = init_particle_run(x0, config.hyper(), seed=self.seed)
 
     def _steps(self, k: int) -> dict[str, float]:
-        return particle_steps(self.run, self.x_train, k, self.rng)
+        return particle_steps(self.run, self.data, k, self.rng)
 
 
 class ExactJob(_MonoFlowJob):

@@ -12,8 +12,7 @@ from gentool.core.nn import mlp
 from torch import nn
 
 
-def make_discriminator(dim: int, hidden: int = 256, depth: int = 2,
-                       activation: str = "leaky_relu") -> nn.Module:
+def make_discriminator(dim: int, hidden: int = 256, depth: int = 2, activation: str = "leaky_relu") -> nn.Module:
     """MLP `R^dim -> R` whose output is the logit `d(x)` (no final activation)."""
     return mlp([dim, *([hidden] * depth), 1], activation)
 
@@ -40,9 +39,10 @@ def discriminator_step(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.
     return float(loss.detach())
 
 
-def velocity(disc: nn.Module, h: HFunction, x: torch.Tensor, shift: float = 0.0) -> torch.Tensor:
-    """Per-particle MonoFlow velocity `∇_x h(d(x))` (detached; discriminator weights get no gradient)."""
+def velocity(disc: nn.Module, h: HFunction, x: torch.Tensor, c: float = 0.0) -> torch.Tensor:
+    """Per-particle MonoFlow velocity `∇_x h(d(x))`, h's parameter c (detached; the discriminator's weights get
+    no gradient)."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(h(logit(disc, x), shift).sum(), x)
+        (grad,) = torch.autograd.grad(h(logit(disc, x), c).sum(), x)
     return grad.detach()

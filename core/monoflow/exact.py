@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from gentool.core.data import ring_mixture
 from gentool.core.errors import choose, require
+from gentool.core.metrics.gaussian import mean_cov
 from gentool.core.monoflow.h import HFunction
 from gentool.core.solvers import FIXED_METHODS, odeint
 
@@ -77,35 +78,33 @@ TARGETS: tuple[str, ...] = ("gaussian-1d", "gaussian-2d", "gmm-ring")
 
 
 def gaussian_fit(x: torch.Tensor) -> Gaussian:
-    """Sample mean and covariance of the particles `x (n, d)` (detached)."""
-    x = x.detach()
-    mean = x.mean(0)
-    xc = x - mean
-    return Gaussian(mean, xc.T @ xc / (x.shape[0] - 1))
+    """Sample mean and unbiased covariance of the particles `x (n, d)` (detached; `mean_cov`, ddof 1)."""
+    return Gaussian(*mean_cov(x.detach(), ddof=1))
 
 
-def exact_velocity(log_p: LogProb, h: HFunction, shift: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor],
-                                                                                     torch.Tensor]:
+def exact_velocity(log_p: LogProb, h: HFunction, c: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor],
+                                                                                 torch.Tensor]:
     """Field `f(t, x) = ∇_x h(log p(x) − log q̂(x))`, `q̂` = Gaussian fit of the current cloud `x`."""
 
     def field(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         q = gaussian_fit(x)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(h(log_p(xg) - q.log_prob(xg), shift).sum(), xg)
+            (grad,) = torch.autograd.grad(h(log_p(xg) - q.log_prob(xg), c).sum(), xg)
         return grad.detach()
 
     return field
 
 
 def exact_flow(x0: torch.Tensor, log_p: LogProb, h: HFunction, t_end: float, steps: int, *,
-               method: str = "rk4", shift: float = 0.0) -> torch.Tensor:
-    """Integrate the exact-ratio flow from `x0 (n, d)` over `[0, t_end]` with `steps` fixed steps."""
+               method: str = "rk4", c: float = 0.0) -> torch.Tensor:
+    """Integrate the exact-ratio flow from `x0 (n, d)` over `[0, t_end]` with `steps` fixed steps (h's
+    parameter c)."""
     choose("method (exact mode needs a fixed-step method)", method, FIXED_METHODS)
     require(steps >= 1, f"steps must be >= 1, got {steps}")
     require(x0.shape[0] >= 2, "exact mode needs at least 2 particles (Gaussian fit)")
     t = torch.linspace(0.0, float(t_end), steps + 1, dtype=x0.dtype, device=x0.device)
-    return odeint(exact_velocity(log_p, h, shift), x0, t, method=method, graph="off").x
+    return odeint(exact_velocity(log_p, h, c), x0, t, method=method, graph="off").x
 
 
 def kl_flow_gaussian(mean0: float, var0: float, t: float, mean: float = 0.0,

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from gentool.core.errors import choose
 from gentool.core.monoflow.config import MonoFlowConfig
+from gentool.core.monoflow.data import FixedSample, RealData, minibatch
 from gentool.core.monoflow.discriminator import discriminator_step, make_discriminator, velocity
 from gentool.core.monoflow.exact import LogProb, exact_flow
 from gentool.core.monoflow.h import get_h
@@ -20,11 +21,6 @@ from gentool.core.nn import seeded
 from gentool.core.progress import Progress, no_progress
 from gentool.core.solvers import FIXED_METHODS, odeint
 from torch import nn
-
-
-def _batch(x: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
-    idx = torch.randint(0, x.shape[0], (min(n, x.shape[0]),), generator=rng, device=rng.device).to(x.device)
-    return x[idx]
 
 
 @dataclass
@@ -54,22 +50,24 @@ def init_particle_run(x0: torch.Tensor, cfg: MonoFlowConfig, *, seed: int) -> Pa
     """Particles start at `x0 (n, d)`; the discriminator is initialised from `seed`."""
     choose("method (particle mode needs a fixed-step method)", cfg.method, FIXED_METHODS)
     with seeded(seed):
-        disc = make_discriminator(x0.shape[1], cfg.hidden, cfg.depth).to(x0.device)
+        disc = make_discriminator(x0.shape[1], cfg.hidden, cfg.depth, cfg.activation).to(x0.device)
     opt = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     return ParticleRun(cfg, x0.float().clone(), disc, opt)
 
 
-def particle_steps(run: ParticleRun, x_train: torch.Tensor, n_steps: int, rng: torch.Generator,
+def particle_steps(run: ParticleRun, real: RealData | torch.Tensor, n_steps: int, rng: torch.Generator,
                    progress: Progress | None = None) -> dict[str, float]:
-    """Advance by `n_steps` rounds (refit D, then integrate the particles over `dt`)."""
+    """Advance by `n_steps` rounds (refit D on real minibatches vs minibatches of the particles, then integrate
+    the particles over `dt`); `real` a fixed sample (tensor) or a fresh sampler."""
     cfg, h, progress = run.cfg, get_h(run.cfg.h), progress or no_progress
+    real = FixedSample(real) if isinstance(real, torch.Tensor) else real
     t = torch.linspace(0.0, cfg.dt, cfg.solver_steps + 1, device=run.particles.device)
-    field = lambda s, x: velocity(run.disc, h, x, cfg.shift)  # noqa: E731
+    field = lambda s, x: velocity(run.disc, h, x, cfg.h_param)  # noqa: E731
     d_loss = float("nan")
     for _ in range(n_steps):
         for _ in range(cfg.d_steps):
-            d_loss = discriminator_step(run.disc, run.opt_d, _batch(x_train, cfg.batch_size, rng),
-                                        _batch(run.particles, cfg.batch_size, rng))
+            d_loss = discriminator_step(run.disc, run.opt_d, real.batch(cfg.batch_size, rng),
+                                        minibatch(run.particles, cfg.batch_size, rng))
         run.particles = odeint(field, run.particles, t, method=cfg.method, graph="off").x.detach()
         run.step += 1
         progress(run.step, cfg.steps, d_loss=d_loss)
@@ -101,7 +99,7 @@ def exact_steps(run: ExactRun, n_steps: int, progress: Progress | None = None) -
     cfg, h, progress = run.cfg, get_h(run.cfg.h), progress or no_progress
     for _ in range(n_steps):
         run.particles = exact_flow(run.particles, run.log_p, h, cfg.dt, cfg.solver_steps,
-                                   method=cfg.method, shift=cfg.shift)
+                                   method=cfg.method, c=cfg.h_param)
         run.step += 1
         progress(run.step, cfg.steps, time=run.step * cfg.dt)
     return {"time": run.step * cfg.dt}

@@ -1,6 +1,7 @@
 """Generator mode: train `g_θ(z)` so that its samples follow the MonoFlow `dx/dt = ∇_x h(d(x))`.
 
-Per step: one (or `d_steps`) logistic-regression steps for D, then either one generator step on
+Per step: one (or `d_steps`) logistic-regression steps for D (each on a real minibatch: from a fixed sample, or
+fresh from the data distribution), then either one generator step on
 `E_z[−h(d(g_θ(z)))]` (= distilling one Euler step of the particle ODE), or, with `k_gen > 1`, `k_gen`
 steps on `‖g_θ(z) − stopgrad(g_{θ_t}(z) + eps ∇_x h(d(g_{θ_t}(z))))‖²` with fixed targets.
 """
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from gentool.core.errors import require
 from gentool.core.monoflow.config import MonoFlowConfig
+from gentool.core.monoflow.data import FixedSample, RealData
 from gentool.core.monoflow.discriminator import discriminator_step, logit, make_discriminator, velocity
 from gentool.core.monoflow.h import get_h
 from gentool.core.nn import draw_seed, mlp, seeded
@@ -33,9 +35,9 @@ class AffineGenerator(nn.Module):
         return self.mean + z @ self.matrix.T
 
 
-def make_mlp_generator(latent_dim: int, dim: int, hidden: int, depth: int) -> nn.Module:
+def make_mlp_generator(latent_dim: int, dim: int, hidden: int, depth: int, activation: str = "leaky_relu") -> nn.Module:
     """MLP generator `R^latent -> R^dim`."""
-    return mlp([latent_dim, *([hidden] * depth), dim], "leaky_relu")
+    return mlp([latent_dim, *([hidden] * depth), dim], activation)
 
 
 def _adam(module: nn.Module, lr: float, cfg: MonoFlowConfig) -> torch.optim.Optimizer:
@@ -70,9 +72,9 @@ class GeneratorRun:
 def init_generator_run(dim: int, cfg: MonoFlowConfig, *, device: torch.device | str = "cpu",
                        init_generator: nn.Module | None = None) -> GeneratorRun:
     """Fresh networks and Adam optimisers (weights drawn from torch's global RNG: seed it for determinism)."""
-    gen = init_generator or make_mlp_generator(cfg.latent_dim, dim, cfg.hidden, cfg.depth)
+    gen = init_generator or make_mlp_generator(cfg.latent_dim, dim, cfg.hidden, cfg.depth, cfg.activation)
     latent = gen.matrix.shape[1] if isinstance(gen, AffineGenerator) else cfg.latent_dim
-    gen, disc = gen.to(device), make_discriminator(dim, cfg.hidden, cfg.depth).to(device)
+    gen, disc = gen.to(device), make_discriminator(dim, cfg.hidden, cfg.depth, cfg.activation).to(device)
     return GeneratorRun(cfg, gen, disc, _adam(gen, cfg.lr_g, cfg), _adam(disc, cfg.lr_d, cfg), latent)
 
 
@@ -87,22 +89,17 @@ def sample_generator(gen: nn.Module, n: int, latent_dim: int, *, generator: torc
         return gen(latent_scale * z)
 
 
-def _batch(x: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
-    idx = torch.randint(0, x.shape[0], (n,), generator=rng, device=rng.device).to(x.device)
-    return x[idx]
-
-
 def _generator_update(run: GeneratorRun, z: torch.Tensor) -> float:
     cfg, h = run.cfg, get_h(run.cfg.h)
     if cfg.k_gen == 1:
         run.opt_g.zero_grad(set_to_none=True)
-        loss = -h(logit(run.disc, run.generator(z)), cfg.shift).mean()
+        loss = -h(logit(run.disc, run.generator(z)), cfg.h_param).mean()
         loss.backward()
         run.opt_g.step()
         return float(loss.detach())
     with torch.no_grad():
         x_t = run.generator(z)
-    target = x_t + cfg.eps * velocity(run.disc, h, x_t, cfg.shift)
+    target = x_t + cfg.eps * velocity(run.disc, h, x_t, cfg.h_param)
     for _ in range(cfg.k_gen):
         run.opt_g.zero_grad(set_to_none=True)
         loss = ((run.generator(z) - target) ** 2).sum(-1).mean()
@@ -115,17 +112,20 @@ def _latent(run: GeneratorRun, n: int, rng: torch.Generator, device: torch.devic
     return torch.randn(n, run.latent_dim, generator=rng, device=rng.device).to(device)
 
 
-def train_steps(run: GeneratorRun, x_train: torch.Tensor, n_steps: int, rng: torch.Generator,
+def train_steps(run: GeneratorRun, real: RealData | torch.Tensor, n_steps: int, rng: torch.Generator,
                 progress: Progress | None = None, total: int | None = None) -> dict[str, float]:
-    """Advance `run` by `n_steps` (D step(s) then generator step(s)); reports via `progress`."""
+    """Advance `run` by `n_steps` (D step(s) then generator step(s)) on the `real` data (a tensor is a fixed
+    sample); reports via `progress`."""
     cfg, progress = run.cfg, progress or no_progress
+    real = FixedSample(real) if isinstance(real, torch.Tensor) else real
+    device = next(run.generator.parameters()).device
     for _ in range(n_steps):
         for _ in range(cfg.d_steps):
-            z = _latent(run, cfg.batch_size, rng, x_train.device)
+            z = _latent(run, cfg.batch_size, rng, device)
             with torch.no_grad():
                 fake = run.generator(z)
-            d_loss = discriminator_step(run.disc, run.opt_d, _batch(x_train, cfg.batch_size, rng), fake)
-        z = _latent(run, cfg.batch_size, rng, x_train.device)
+            d_loss = discriminator_step(run.disc, run.opt_d, real.batch(cfg.batch_size, rng), fake)
+        z = _latent(run, cfg.batch_size, rng, device)
         g_loss = _generator_update(run, z)
         run.step += 1
         progress(run.step, total or cfg.steps, d_loss=d_loss, g_loss=g_loss)
