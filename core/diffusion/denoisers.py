@@ -7,6 +7,7 @@ from typing import Protocol
 
 import torch
 from gentool.core.diffusion.schedules import Schedule
+from gentool.core.solvers.term import broadcast_to_state
 from torch import nn
 
 
@@ -17,11 +18,10 @@ class Denoiser(Protocol):
 
 
 def expand_sigma(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
-    """Broadcast `sigma` (scalar or `(B,)`) to shape `(B, 1, ..., 1)` matching `x`."""
+    """Broadcast `sigma` (scalar or `(B,)`, any number type) to shape `(B, 1, ..., 1)` matching `x`: the solver
+    core's `broadcast_to_state` after converting it to x's dtype and device."""
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-    if s.ndim == 0:
-        s = s.expand(x.shape[0])
-    return s.reshape(-1, *([1] * (x.ndim - 1)))
+    return broadcast_to_state(s.expand(x.shape[0]) if s.ndim == 0 else s, x)
 
 
 def _vp_inputs(schedule: Schedule, x: torch.Tensor, sigma: torch.Tensor):
