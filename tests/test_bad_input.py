@@ -197,6 +197,7 @@ PARTICLES = [
     (["--init", "NPZ2:b"], 2, "init must hold an (n >= 2, d) array"),
     (["--init", "NPZ2:a", "--init-std", "2"], 2, "init gives the particles themselves"),
     (["--init", "NPZ2:a", "-n", "5"], 2, "n is 5 but init holds 2 particles"),
+    (["--init", "NPZ2:a", "--target", "none", "--dim", "3"], 2, "init has 2 columns, the problem has dimension 3"),
     (["--init", "BADCSV"], 2, "init: cannot read"),
     (["--target", "gmm-ring", "--target-mean", "1,2"], 2, "target_mean and target_cov set the gaussian target"),
     (["--target", "gaussian", "--target-mean", "1,2", "--target-cov", "1,0,0;0,1,0;0,0,1"], 2,

@@ -51,6 +51,8 @@ from gentool.core.solvers import FIXED_METHODS
 DIVERGED = 1e6  # particles this many times farther out than the start and the target: blown up
 N_DEFAULT = 1000
 N_TARGET = 4000
+NOISE_PAIRS = 4  # pairs of independent exact samples behind the MMD² noise level
+NOT_REACHED = 2.0  # a final MMD² above this many times the noise level: the particles have not reached the target
 ROWS = 50  # trace rows (units) of a run with the default log_every
 MMD_FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0)  # metric bandwidths: these multiples of the reference's median distance
 TARGET_CHOICES = (*TARGETS, "none")
@@ -90,8 +92,10 @@ class ParticlesConfig:
     data: Path | None = setting(None, "Data of a module:function target, passed as its second argument: a "
                                 ".npy/.csv/.txt file (a tensor) or .npz (a dict of tensors).", metavar="FILE")
     method: str = setting("langevin", "Particle method.", choices=PARTICLE_METHODS)
-    time: float | None = setting(None, f"Flow time T of the method's objective (steps = T / step_size; a resumed run "
-                                 f"may raise it). Default per method: {_TIMES}.", extendable=True)
+    time: float | None = setting(None, f"Flow time T of the method's objective (steps = T / step_size, the last step "
+                                 "shortened to land on T; a resumed run may raise it). Default per method, for "
+                                 f"targets of variance about 1 (flow time grows with the variance): {_TIMES}.",
+                                 extendable=True)
     step_size: float | None = setting(None, f"Flow time per step. Default per method: {_STEPS}.")
     n: int | None = setting(None, f"Number of particles (default {N_DEFAULT}, or the rows of init).", short="-n")
     init: str | None = setting(None, "Initial particles from an array file (n, d): .npy/.npz/.csv/.txt, "
@@ -185,6 +189,7 @@ class ParticlesConfig:
                     "Gaussian start; init gives the particles themselves")
             x = self.initial_array()
             require(self.n is None or self.n == x.shape[0], f"n is {self.n} but init holds {x.shape[0]} particles")
+            require(x.shape[1] == self.d, f"init has {x.shape[1]} columns, the problem has dimension {self.d}")
         if self.init_mean is not None:
             require(len(self.init_mean) == self.d, f"init_mean has {len(self.init_mean)} entries, the target has "
                     f"dimension {self.d}")
@@ -275,8 +280,8 @@ def _stream(seed: int, name: str) -> torch.Generator:
 
 @dataclass
 class Reference:
-    """A fresh exact target sample for the metrics, the bandwidths of the multi-scale MMD², and the MMD² between
-    two independent exact samples of the same size (the noise level the particles can reach)."""
+    """A fresh exact target sample for the metrics, the bandwidths of the multi-scale MMD², and its noise level:
+    the largest |MMD²| between two independent exact samples of the same size over `NOISE_PAIRS` pairs."""
 
     x: torch.Tensor
     bandwidths: tuple[float, ...]
@@ -285,9 +290,10 @@ class Reference:
     @classmethod
     def draw(cls, target: Target, n: int, seed: int, bandwidths: tuple[float, ...] | None) -> Reference:
         g = _stream(seed, "reference")
-        ref, other = target.sample(n, g), target.sample(n, g)
+        ref = target.sample(n, g)
         hs = bandwidths or tuple(f * median_bandwidth(ref) for f in MMD_FACTORS)
-        return cls(ref, hs, abs(mmd2(ref, other, hs)))
+        noise = max(abs(mmd2(target.sample(n, g), target.sample(n, g), hs)) for _ in range(NOISE_PAIRS))
+        return cls(ref, hs, noise)
 
     def mmd2(self, x: torch.Tensor) -> float:
         return mmd2(x, self.x.to(x), self.bandwidths)
@@ -472,8 +478,16 @@ class ParticlesJob(SteppedUnits):
         if self.driving is not None and self.target.moments is not None:
             summary["driving_mean_err"], summary["driving_cov_err"] = moment_errors(self.driving.cpu(),
                                                                                      *self.target.moments)
-        note = self._bias_note()
-        return summary | ({"warning": note} if note else {})
+        notes = [n for n in (self._reach_note(last), self._bias_note()) if n]
+        return summary | ({"warning": "; ".join(notes)} if notes else {})
+
+    def _reach_note(self, last: Row) -> str:
+        """A warning when the final MMD² is above `NOT_REACHED` × its noise level."""
+        if self.reference is None or last["mmd2"] <= NOT_REACHED * self.reference.noise:
+            return ""
+        return (f"not at the target: MMD^2 {last['mmd2']:.3g} is {last['mmd2'] / self.reference.noise:.3g} times "
+                f"the level of two exact samples ({self.reference.noise:.3g}); raise time (now {self.config.time:g}; "
+                "flow time grows with the target's variance)")
 
     def _bias_note(self) -> str:
         """kde-flow's smoothing bias, stated with its size."""
