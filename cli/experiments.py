@@ -194,7 +194,7 @@ def report_cmd(
 
 def _compare(runs: list[Path], metrics: str | None, out: Path, plots: bool) -> None:
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    header, body, written = compare_runs(runs, out, names, plots=plots)
+    header, body, written = compare_runs(runs, out, names, draw=plots)
     table = Table(title=f"{len(runs)} runs, final values")
     for name in header:
         table.add_column(name)

@@ -84,11 +84,12 @@ def sample_panels(path: str | Path, panels: Sequence[tuple[str, Any]], reference
 
 def curves(path: str | Path, series: Mapping[str, Sequence[Mapping[str, Any]]], x: str,
            keys: Sequence[str], *, log_keys: Sequence[str] = (), overlay: Mapping[str, Sequence[float]] | None = None,
-           overlay_label: str = "closed form", overlay_labels: Mapping[str, str] | None = None) -> Path:
+           overlay_label: str = "closed form", overlay_labels: Mapping[str, str] | None = None,
+           log_x: bool = False, markers: bool = False) -> Path:
     """One panel per key: `series[label]` rows plotted as `key` vs `x`; rows with `key_low`/`key_high` get a
     band. `overlay[key]` (values at x = 1, 2, ...) is drawn dashed and named by `overlay_labels[key]` (default
     `overlay_label`); keys in `log_keys` (or whose values span more than three decades) get a log y-axis
-    (symmetric-log when a value is ≤ 0)."""
+    (symmetric-log when a value is ≤ 0); `log_x` puts x on a log axis; `markers` marks every point."""
     cols = min(3, max(1, len(keys)))
     fig, axes = subplots(-(-len(keys) // cols) or 1, cols)
     for ax, key in zip(axes.flat, keys, strict=False):
@@ -97,7 +98,7 @@ def curves(path: str | Path, series: Mapping[str, Sequence[Mapping[str, Any]]], 
             pts = [r for r in rows if _finite(r.get(key)) and _finite(r.get(x))]
             xs, ys = [r[x] for r in pts], [r[key] for r in pts]
             values += ys
-            ax.plot(xs, ys, label=label)
+            ax.plot(xs, ys, label=label, marker="o" if markers else None, ms=3)
             if pts and f"{key}_low" in pts[0]:
                 ax.fill_between(xs, [r[f"{key}_low"] for r in pts], [r[f"{key}_high"] for r in pts], alpha=0.25)
         if overlay and key in overlay:
@@ -105,6 +106,8 @@ def curves(path: str | Path, series: Mapping[str, Sequence[Mapping[str, Any]]], 
             ax.plot(np.arange(1, len(overlay[key]) + 1), overlay[key], "k--", label=label_)
         if key in log_keys or _spans_decades(values):
             ax.set_yscale("log" if all(v > 0 for v in values) else "symlog")
+        if log_x:
+            ax.set_xscale("log")
         ax.set_title(key)
         ax.set_xlabel(x)
         ax.legend(fontsize=7)
