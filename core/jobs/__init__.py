@@ -14,7 +14,6 @@ one-line description. Adding a command is adding a module here with a `SPEC` and
 from __future__ import annotations
 
 import importlib
-
 from pathlib import Path
 from typing import Any
 
