@@ -186,7 +186,8 @@ def test_hub_id_resolves_from_the_local_cache_only(unet, tmp_path, monkeypatch) 
 
 @pytest.mark.parametrize(("change", "message"), [
     (lambda d: (d / "scheduler_config.json").unlink(), "no scheduler config"),
-    (lambda d: (d / "diffusion_pytorch_model.safetensors").unlink(), "cannot load the diffusers model"),
+    (lambda d: (d / "diffusion_pytorch_model.safetensors").unlink(), "no weights in"),
+    (lambda d: (d / "diffusion_pytorch_model.safetensors").write_bytes(b"garbage"), "cannot load the diffusers model"),
     (lambda d: (d / "config.json").write_text('{"_class_name": "UNet2DConditionModel"}'), "is not supported"),
     (lambda d: (d / "scheduler_config.json").write_text('{"_class_name": "EDMEulerScheduler", "sigma_max": 80}'),
      "no discrete beta schedule"),

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from gentool.core.io import atomic_write_bytes, atomic_write_json
 
 SUPPORTED_MODELS = ("UNet2DModel",)
 SCHEDULER_FILE, META_FILE, MODEL_FILE = "scheduler_config.json", "gentool.json", "config.json"
+WEIGHTS = "diffusion_pytorch_model"  # diffusers' weight files: WEIGHTS.safetensors, WEIGHTS.bin, sharded WEIGHTS-...
 INSTALL_HINT = "pip install 'gentool[diffusers]'"
 
 
@@ -115,10 +117,27 @@ def _model_class(model_dir: Path) -> type:
     return getattr(diffusers, name)
 
 
+@contextmanager
+def _diffusers_quiet() -> Iterator[None]:
+    """Silence diffusers' log (a failed load is reported once, as `BadInput`), then restore its level."""
+    from diffusers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
 def _load_net(model_dir: Path, device: torch.device | str) -> torch.nn.Module:
     cls = _model_class(model_dir)
+    if not any(model_dir.glob(f"{WEIGHTS}*")):
+        raise BadInput(f"no weights in {model_dir} ({WEIGHTS}.safetensors or .bin)")
     try:
-        net = cls.from_pretrained(model_dir, torch_dtype=torch.float32, low_cpu_mem_usage=False)
+        with _diffusers_quiet():
+            net = cls.from_pretrained(model_dir, torch_dtype=torch.float32, low_cpu_mem_usage=False,
+                                      local_files_only=True)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BadInput(f"cannot load the diffusers model in {model_dir}: {reason}") from None

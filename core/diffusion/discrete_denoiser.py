@@ -99,7 +99,7 @@ class DiscreteDenoiser(nn.Module):
         return self.prediction.denoised(images, s, out[:, :channels]).reshape(x.shape)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ClassConditioned:
     """A class-conditional denoiser bound to `labels (B,)`, with guidance scale `scale` against the
     unconditional label `null` (needed when `scale != 1`): `D_w = D_null + scale (D_y - D_null)`."""

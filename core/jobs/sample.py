@@ -104,11 +104,13 @@ class SampleConfig:
 def open_source(cfg: SampleConfig, device: torch.device) -> SampleSource:
     """The source `cfg` names, checked against the settings that only some sources take."""
     if cfg.model is None:
-        require(not cfg.integer_timesteps and cfg.null_class is None and cfg.save_png is None,
-                "integer_timesteps, null_class and save_png apply to models, not to analytic targets")
+        require(not cfg.integer_timesteps and cfg.null_class is None,
+                "integer_timesteps and null_class apply to diffusers models, not to analytic targets")
         source = target_source(cfg.target, cfg.dim if cfg.target in ("gaussian", "gmm-random", "point") else 2)
     else:
         source = model_source(cfg.model, device, cfg.integer_timesteps, cfg.null_class)
+    require(cfg.save_png is None or source.image_shape is not None,
+            f"save_png needs a model of images; {source.name} draws samples of shape {source.shape}")
     require(cfg.grid != MODEL_GRID or source.schedule is not None,
             f"grid {MODEL_GRID!r} needs a model with a discrete noise table (a diffusers model)")
     if cfg.class_label is not None or cfg.cfg != 1.0 or source.classes:
