@@ -14,7 +14,6 @@ Class-conditional nets take `class_labels`; classifier-free guidance with scale 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -54,9 +53,6 @@ class Prediction(StrEnum):
         if self is Prediction.V:
             return (sigma**2 + 1) / sigma**2
         return torch.ones_like(sigma)
-
-
-Net = Callable[..., Any]
 
 
 def _tensor(out: Any) -> torch.Tensor:
