@@ -1,7 +1,8 @@
 """Every gentool figure, drawn with matplotlib's Agg backend and saved atomically (one module for all plots).
 
 Samples are drawn by kind: 1-D → histogram, 2-D (or more) → scatter of the first two coordinates (the
-reference in grey), square images (64 = 8×8 digits, any `side²` with `image_side`) → a tile grid.
+reference in grey), square images (64 = 8×8 digits, any `side²` with `image_side`) → a tile grid. Image samples are
+also written as pixels: `image_grid_png` (one mosaic) and `image_pngs` (one file per image).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gentool.core.io import atomic_savefig
+from gentool.core.io import atomic_savefig, atomic_write_bytes
 
 
 def subplots(rows: int = 1, cols: int = 1, *, width: float = 4.2, height: float = 3.2) -> tuple[Any, Any]:
@@ -149,3 +150,49 @@ def _finite(v: Any) -> bool:
 def _spans_decades(values: Sequence[float], decades: float = 3.0) -> bool:
     pos = [v for v in values if v > 0]
     return len(pos) == len(values) and len(pos) > 1 and math.log10(max(pos) / min(pos)) > decades
+
+
+# ---- image files: samples written as pixels (PNG), not as plots ------------------------------------------------
+
+def to_pixels(images: Any, low: float = -1.0, high: float = 1.0) -> np.ndarray:
+    """Images `(n, C, H, W)` (C = 1 or 3) with values in `[low, high]` as uint8 `(n, H, W, C)`:
+    `round(255 (x - low) / (high - low))`, clipped."""
+    x = as_numpy(images)
+    scaled = np.clip((x - low) / (high - low), 0.0, 1.0) * 255
+    return np.rint(scaled).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """PNG encoding of uint8 pixels `(H, W, C)`, C = 1 (grey) or 3 (RGB)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def tile_pixels(pixels: np.ndarray, max_tiles: int = 100, pad: int = 1, min_side: int = 320) -> np.ndarray:
+    """Up to `max_tiles` images `(n, H, W, C)` as a square mosaic with `pad` grey pixels between tiles, enlarged
+    by an integer factor (nearest neighbour) until its side reaches `min_side`."""
+    k = max(1, min(math.isqrt(max_tiles), math.isqrt(len(pixels))))
+    n, h, w, c = pixels[: k * k].shape
+    canvas = np.full((k * (h + pad) + pad, k * (w + pad) + pad, c), 128, dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, k)
+        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = \
+            pixels[i]
+    factor = max(1, -(-min_side // canvas.shape[0]))
+    return canvas.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def image_grid_png(path: str | Path, images: Any, max_tiles: int = 100) -> Path:
+    """The first `max_tiles` images `(n, C, H, W)` in `[-1, 1]` as one PNG mosaic, written atomically."""
+    return atomic_write_bytes(path, png_bytes(tile_pixels(to_pixels(images), max_tiles)))
+
+
+def image_pngs(directory: str | Path, images: Any, first: int = 0) -> list[Path]:
+    """One PNG per image `(n, C, H, W)` in `[-1, 1]`, named `{first + i:06d}.png` in `directory` (atomic writes)."""
+    return [atomic_write_bytes(Path(directory) / f"{first + i:06d}.png", png_bytes(p))
+            for i, p in enumerate(to_pixels(images))]
