@@ -4,8 +4,8 @@ Distribution families (fitted moments μ_t, Σ_t against the truth μ₀, Σ₀,
 `w2_gauss` (Bures W2), `mean_error = ‖μ_t − μ₀‖`, `sq_mean_error = ‖μ_t − μ₀‖²`, `trace_cov = tr Σ_t`,
 `logdet_cov = log det Σ_t`, the ratios to generation 0 `trace_ratio = tr Σ_t / tr Σ₀` and
 `det_ratio = det Σ_t / det Σ₀` (Collapse-or-Thrive; both omitted when Σ₀ is singular), held-out `nll` where
-the model has a density; on mixture data (`ring`, `grid`) `modes` (modes covered by the synthetic sample) and `mode_var` (mean over covered modes
-of the per-coordinate variance of the points assigned to a mode; MAD Fig. 15).
+the model has a density; on mixture data (`ring`, `grid`) `modes` (modes covered by the synthetic sample) and
+`mode_var` (mean over covered modes of the per-coordinate variance of the points assigned to a mode; MAD Fig. 15).
 Linear regression: `test_error = (ŵ − w*)ᵀ Σ_x (ŵ − w*)`.
 """
 
