@@ -11,7 +11,7 @@ $(BIN)/gentool: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU build of torch from this disk where no torch is present; GPU users keep theirs.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,diffusers]"
 	touch $@
 
 setup: $(BIN)/gentool

@@ -150,11 +150,16 @@ def run_solver_bench(batch_sizes: str | None, steps: int, device_name: str, meth
     if adapt:
         print_table(adaptive_table(adapt, device))
     result = {"machine": machine_facts(device), "fixed": fixed, "adaptive": adapt}
-    if out is not None:
-        with open_run_dir(out, "bench solvers") as rd:
-            rd.write_config({"bench": "solvers", **cfg.__dict__}, cfg.seed, device)
-            atomic_write_json(out / "solvers.json", result)
+    _write(out, "solvers", cfg, device, result)
     return result
+
+
+def _write(out: Path | None, name: str, cfg: object, device: torch.device, result: dict) -> None:
+    """`config.json` and `<name>.json` into the locked run directory `out` (nothing when `out` is None)."""
+    if out is not None:
+        with open_run_dir(out, f"bench {name}") as rd:
+            rd.write_config({"bench": name, **cfg.__dict__}, cfg.seed, device)
+            atomic_write_json(out / f"{name}.json", result)
 
 
 @bench_app.command("solvers")
@@ -163,7 +168,7 @@ def solvers(
     batch_sizes: str = typer.Option(None, "--batch-sizes", help="Comma-separated batch sizes "
                                     "(default: 256,4096,65536 on CPU; 1024,65536,1048576 on CUDA)."),
     steps: int = typer.Option(50, "--steps", help="Steps per fixed-step solve."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="One of: auto, cpu, cuda, cuda:K."),
     methods: str = typer.Option("euler,rk4", "--methods", help="Fixed-step methods to time."),
     adaptive: str = typer.Option("bosh3,dopri5", "--adaptive", help="Adaptive methods ('' to skip)."),
     fields: str = typer.Option("mlp2,mlp3", "--fields", help="Fields: mlp2 (2-64-64-2), mlp3 (3-256x3-2)."),
@@ -173,10 +178,11 @@ def solvers(
     repeats: int = typer.Option(3, "--repeats", help="Timed repeats (best is kept) after one warm-up."),
     compile: bool = typer.Option(False, "--compile", help="Also time gentool with torch.compile (inductor)."),
     out: Path = typer.Option(None, "--out", help="Run directory for solvers.json and config.json."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Time gentool's solvers against torchdiffeq, a hand-written loop and the model alone."""
     run_solver_bench(batch_sizes, steps, device, methods, adaptive, fields, rtol, repeats, out,
-                     controller=controller, compile=compile)
+                     show_progress=progress, controller=controller, compile=compile)
 
 
 def sampler_table(rows: list[dict], device: torch.device) -> Table:
@@ -239,10 +245,7 @@ def run_sampler_bench(batch_sizes: str | None, nfe: str, samplers: str, device_n
             rows = sbench.sampler_rows(cfg, device, errors, progress)
     print_table(sampler_table(rows, device))
     result = {"machine": machine_facts(device), "samplers": rows}
-    if out is not None:
-        with open_run_dir(out, "bench samplers") as rd:
-            rd.write_config({"bench": "samplers", **cfg.__dict__}, cfg.seed, device)
-            atomic_write_json(out / "samplers.json", result)
+    _write(out, "samplers", cfg, device, result)
     return result
 
 
@@ -254,7 +257,7 @@ def samplers(
     nfe: str = typer.Option("10,50", "--nfe", help="Comma-separated NFE budgets (2-evaluation samplers take "
                             "(NFE + 1) // 2 steps)."),
     samplers: str = typer.Option(None, "--samplers", help="Comma-separated plan samplers (default: all)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="One of: auto, cpu, cuda, cuda:K."),
     compile: bool = typer.Option(False, "--compile", help="Also time gentool with torch.compile (inductor)."),
     repeats: int = typer.Option(3, "--repeats", help="Timed repeats (best is kept) after one warm-up."),
     accuracy_n: int = typer.Option(2000, "--accuracy-n", help="Samples for the gmm-ring endpoint RMSE."),
@@ -262,10 +265,11 @@ def samplers(
                               "--threads 1 on a shared machine, time-slicing by other processes does not count)."),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
     out: Path = typer.Option(None, "--out", help="Run directory for samplers.json and config.json."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Time every plan sampler (gentool eager, graph, compiled; model alone; plain loop) next to its accuracy."""
-    run_sampler_bench(batch_sizes, nfe, samplers, device, compile, repeats, accuracy_n, out, clock=clock,
-                      threads=threads)
+    run_sampler_bench(batch_sizes, nfe, samplers, device, compile, repeats, accuracy_n, out, show_progress=progress,
+                      clock=clock, threads=threads)
 
 
 def register(app: typer.Typer) -> None:

@@ -150,6 +150,15 @@ def _report_sweep(outcome: SweepOutcome, sweep_dir: Path, timeout: float | None)
     return 1 if count[FAILED] or count[RUNNING] else 0
 
 
+def _table(title: str, header: list[str], body: list[list[object]]) -> Table:
+    table = Table(title=title)
+    for name in header:
+        table.add_column(name)
+    for line in body:
+        table.add_row(*(_fmt(v) for v in line))
+    return table
+
+
 def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -178,13 +187,8 @@ def report_cmd(
     out_dir = out or sweep_dir
     failed = failures(sweep_dir)
     csv_path, json_path = write_table(out_dir, params, rows, failed)
-    header, body = summary(params, rows)
-    table = Table(title=f"{sweep_dir} ({len({r['point'] for r in rows})} runs, {len(rows)} rows)")
-    for name in header:
-        table.add_column(name)
-    for line in body:
-        table.add_row(*(_fmt(v) for v in line))
-    print_table(table)
+    print_table(_table(f"{sweep_dir} ({len({r['point'] for r in rows})} runs, {len(rows)} rows)",
+                       *summary(params, rows)))
     paths_ = plot_report(out_dir, params, rows) if plots else []
     for f in failed:
         say(f"failed {f['point']}" + (f" (job {f['job_id']})" if f["job_id"] else "") +
@@ -194,13 +198,8 @@ def report_cmd(
 
 def _compare(runs: list[Path], metrics: str | None, out: Path, plots: bool) -> None:
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    header, body, written = compare_runs(runs, out, names, plots=plots)
-    table = Table(title=f"{len(runs)} runs, final values")
-    for name in header:
-        table.add_column(name)
-    for line in body:
-        table.add_row(*(_fmt(v) for v in line))
-    print_table(table)
+    header, body, written = compare_runs(runs, out, names, draw=plots)
+    print_table(_table(f"{len(runs)} runs, final values", header, body))
     say("wrote " + ", ".join(str(p) for p in written))
 
 

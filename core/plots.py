@@ -1,7 +1,8 @@
 """Every gentool figure, drawn with matplotlib's Agg backend and saved atomically (one module for all plots).
 
 Samples are drawn by kind: 1-D → histogram, 2-D (or more) → scatter of the first two coordinates (the
-reference in grey), square images (64 = 8×8 digits, any `side²` with `image_side`) → a tile grid.
+reference in grey), square images (64 = 8×8 digits, any `side²` with `image_side`) → a tile grid. Image samples are
+also written as pixels: `image_grid_png` (one mosaic) and `image_pngs` (one file per image).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gentool.core.io import atomic_savefig
+from gentool.core.io import atomic_savefig, atomic_write_bytes
 
 
 def subplots(rows: int = 1, cols: int = 1, *, width: float = 4.2, height: float = 3.2) -> tuple[Any, Any]:
@@ -85,11 +86,12 @@ def sample_panels(path: str | Path, panels: Sequence[tuple[str, Any]], reference
 def curves(path: str | Path, series: Mapping[str, Sequence[Mapping[str, Any]]], x: str,
            keys: Sequence[str], *, log_keys: Sequence[str] = (), overlay: Mapping[str, Sequence[float]] | None = None,
            overlay_label: str = "closed form", overlay_labels: Mapping[str, str] | None = None,
-           dashed: Sequence[str] = ()) -> Path:
+           dashed: Sequence[str] = (), log_x: bool = False, markers: bool = False) -> Path:
     """One panel per key: `series[label]` rows plotted as `key` vs `x` (labels in `dashed` drawn dashed, e.g.
     exact solutions); rows with `key_low`/`key_high` get a band. `overlay[key]` (values at x = 1, 2, ...) is
     drawn dashed and named by `overlay_labels[key]` (default `overlay_label`); keys in `log_keys` (or whose
-    values span more than three decades) get a log y-axis (symmetric-log when a value is ≤ 0)."""
+    values span more than three decades) get a log y-axis (symmetric-log when a value is ≤ 0); `log_x` puts x
+    on a log axis; `markers` marks every point."""
     cols = min(3, max(1, len(keys)))
     fig, axes = subplots(-(-len(keys) // cols) or 1, cols)
     for ax, key in zip(axes.flat, keys, strict=False):
@@ -98,7 +100,7 @@ def curves(path: str | Path, series: Mapping[str, Sequence[Mapping[str, Any]]], 
             pts = [r for r in rows if _finite(r.get(key)) and _finite(r.get(x))]
             xs, ys = [r[x] for r in pts], [r[key] for r in pts]
             values += ys
-            ax.plot(xs, ys, "--" if label in dashed else "-", label=label)
+            ax.plot(xs, ys, "--" if label in dashed else "-", label=label, marker="o" if markers else None, ms=3)
             if pts and f"{key}_low" in pts[0]:
                 ax.fill_between(xs, [r[f"{key}_low"] for r in pts], [r[f"{key}_high"] for r in pts], alpha=0.25)
         if overlay and key in overlay:
@@ -106,6 +108,8 @@ def curves(path: str | Path, series: Mapping[str, Sequence[Mapping[str, Any]]], 
             ax.plot(np.arange(1, len(overlay[key]) + 1), overlay[key], "k--", label=label_)
         if key in log_keys or _spans_decades(values):
             ax.set_yscale("log" if all(v > 0 for v in values) else "symlog")
+        if log_x:
+            ax.set_xscale("log")
         ax.set_title(key)
         ax.set_xlabel(x)
         ax.legend(fontsize=7)
@@ -147,3 +151,49 @@ def _finite(v: Any) -> bool:
 def _spans_decades(values: Sequence[float], decades: float = 3.0) -> bool:
     pos = [v for v in values if v > 0]
     return len(pos) == len(values) and len(pos) > 1 and math.log10(max(pos) / min(pos)) > decades
+
+
+# ---- image files: samples written as pixels (PNG), not as plots ------------------------------------------------
+
+def to_pixels(images: Any, low: float = -1.0, high: float = 1.0) -> np.ndarray:
+    """Images `(n, C, H, W)` (C = 1 or 3) with values in `[low, high]` as uint8 `(n, H, W, C)`:
+    `round(255 (x - low) / (high - low))`, clipped."""
+    x = as_numpy(images)
+    scaled = np.clip((x - low) / (high - low), 0.0, 1.0) * 255
+    return np.rint(scaled).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """PNG encoding of uint8 pixels `(H, W, C)`, C = 1 (grey) or 3 (RGB)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def tile_pixels(pixels: np.ndarray, max_tiles: int = 100, pad: int = 1, min_side: int = 320) -> np.ndarray:
+    """Up to `max_tiles` images `(n, H, W, C)` as a square mosaic with `pad` grey pixels between tiles, enlarged
+    by an integer factor (nearest neighbour) until its side reaches `min_side`."""
+    k = max(1, min(math.isqrt(max_tiles), math.isqrt(len(pixels))))
+    n, h, w, c = pixels[: k * k].shape
+    canvas = np.full((k * (h + pad) + pad, k * (w + pad) + pad, c), 128, dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, k)
+        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = \
+            pixels[i]
+    factor = max(1, -(-min_side // canvas.shape[0]))
+    return canvas.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def image_grid_png(path: str | Path, images: Any, max_tiles: int = 100) -> Path:
+    """The first `max_tiles` images `(n, C, H, W)` in `[-1, 1]` as one PNG mosaic, written atomically."""
+    return atomic_write_bytes(path, png_bytes(tile_pixels(to_pixels(images), max_tiles)))
+
+
+def image_pngs(directory: str | Path, images: Any, first: int = 0) -> list[Path]:
+    """One PNG per image `(n, C, H, W)` in `[-1, 1]`, named `{first + i:06d}.png` in `directory` (atomic writes)."""
+    return [atomic_write_bytes(Path(directory) / f"{first + i:06d}.png", png_bytes(p))
+            for i, p in enumerate(to_pixels(images))]

@@ -38,7 +38,17 @@ SAMPLE = [
     (["--target", "gaussian", "--rtol", "0"], 2, "rtol must be a finite number > 0"),
     (["--target", "gaussian", "--dim", "0"], 2, "dim must be an integer"),
     (["--target", "gaussian", "--batch-size", "0"], 2, "batch_size must be an integer"),
-    (["--model", "OUT/missing/ckpt.pt"], 2, "checkpoint not found"),
+    (["--model", "OUT/missing/ckpt.pt"], 2, "model not found"),
+    (["--model", "OUT/missing"], 2, "model not found"),
+    (["--model", "EMPTYDIR"], 2, "no model in"),
+    (["--model", "BADPRED"], 2, "unknown prediction_type 'x0'"),
+    (["--model", "gentool-tests/not-cached"], 2, "neither a local path nor a hub model in the local cache"),
+    (["--target", "gaussian", "--grid", "model"], 2, "grid 'model' needs a model with a discrete noise table"),
+    (["--target", "gaussian", "--cfg", "2"], 2, "need a class-conditional model"),
+    (["--target", "gaussian", "--cfg", "-1"], 2, "cfg must be a finite number >= 0"),
+    (["--target", "gaussian", "--class-label", "-1"], 2, "class_label must be an integer >= 0"),
+    (["--target", "gaussian", "--save-png", "OUT/png"], 2, "save_png needs a model of images"),
+    (["--target", "gaussian", "--integer-timesteps"], 2, "apply to diffusers models, not to analytic targets"),
     (["--model", "EMPTY"], 2, "cannot read checkpoint"),
     (["--model", "BIN"], 2, "cannot read checkpoint"),
     (["--target", "gaussian", "--device", "tpu"], 2, "unknown device 'tpu'"),
@@ -323,6 +333,9 @@ def _setup(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "emptydir").mkdir()
     (tmp_path / "bad.csv").write_text("1,a\n")
     np.savez(tmp_path / "two.npz", a=np.eye(2), b=np.array([0.5, 0.5]))
+    (tmp_path / "badpred").mkdir()  # a diffusers model directory whose scheduler predicts something unknown
+    (tmp_path / "badpred" / "config.json").write_text('{"_class_name": "UNet2DModel"}')
+    (tmp_path / "badpred" / "scheduler_config.json").write_text('{"beta_schedule": "linear", "prediction_type": "x0"}')
     recipe = tmp_path / "recipe.toml"
     recipe.write_text('command = "optimize simplex"\n[options]\niters = 3\nprogress = false\n'
                       '[sweep]\nmethod = ["frank-wolfe"]\n')
@@ -342,7 +355,7 @@ def _setup(tmp_path: Path) -> dict[str, str]:
             "BIN": str(tmp_path / "bin"), "RECIPE": str(recipe), "EMPTYDIR": str(tmp_path / "emptydir"),
             "CORRUPT": str(tmp_path / "corrupt"), "BADPOINT": str(tmp_path / "badpoint"),
             "BADMETRICS": str(tmp_path / "badmetrics"), "NPZ2": str(tmp_path / "two.npz"),
-            "BADCSV": str(tmp_path / "bad.csv")}
+            "BADCSV": str(tmp_path / "bad.csv"), "BADPRED": str(tmp_path / "badpred")}
 
 
 def _expand(args: list[str], names: dict[str, str]) -> list[str]:

@@ -96,3 +96,15 @@ def test_report_compare_overlays_runs(tmp_path: Path) -> None:
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
     bad = runner.invoke(app, ["report", "--compare", str(tmp_path), "--out", str(tmp_path / "cmp")])
     assert bad.exit_code == 2 and "no completed run" in bad.output
+
+
+@pytest.mark.slow
+def test_diffusion_family_with_a_diffusers_unet_on_digits(tmp_path: Path) -> None:
+    """The MAD diffusion family trains a diffusers UNet2DModel per generation (issue 14); digits have a singular
+    covariance (constant pixels), so the determinant metrics are left out instead of failing the run."""
+    res = _run("--family", "diffusion", "--arch", "unet", "--data", "digits", "--generations", "2", "--n-real", "64",
+               "--train-steps", "20", "--steps", "4", "--metrics", "frechet", "--n-test", "100", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["generation"] for r in rows] == [1, 2] and all(r["frechet"] > 0 for r in rows)
+    assert "det_ratio" not in rows[0] and "trace_ratio" in rows[0]

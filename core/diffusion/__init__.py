@@ -2,10 +2,17 @@
 
 res = train_denoiser(x, TrainConfig(), generator=g)
 x, nfe = sample(res.denoiser, 1000, 2, sampler="dpmpp-2m", steps=20, generator=g)
+
+model = load_diffusers("runs/digits-unet/unet")          # a diffusers UNet2DModel as D(x, sigma)
+sigmas = edm_grid(10, model.denoiser.sigma_min, model.denoiser.sigma_max)
+x, nfe = run_sampler(model.denoiser, sigmas[0] * torch.randn(16, 1, 8, 8), sigmas, "dpmpp-2m")
 """
 
 from gentool.core.diffusion.checkpoints import load_checkpoint, load_denoiser, save_checkpoint
 from gentool.core.diffusion.denoisers import EDMPrecond, EpsDenoiser, VDenoiser, edm_coefficients
+from gentool.core.diffusion.diffusers_format import DiffusersModel, load_diffusers, save_diffusers
+from gentool.core.diffusion.discrete import DiscreteSchedule
+from gentool.core.diffusion.discrete_denoiser import ClassConditioned, DiscreteDenoiser, Prediction
 from gentool.core.diffusion.grids import GRIDS, edm_grid, make_grid
 from gentool.core.diffusion.samplers import SAMPLERS, run_sampler, sample, sampler_table, solve_sampler
 from gentool.core.diffusion.schedules import SCHEDULES, Schedule, get_schedule
@@ -29,6 +36,13 @@ __all__ = [
     "EpsDenoiser",
     "VDenoiser",
     "edm_coefficients",
+    "DiffusersModel",
+    "load_diffusers",
+    "save_diffusers",
+    "DiscreteSchedule",
+    "DiscreteDenoiser",
+    "ClassConditioned",
+    "Prediction",
     "GRIDS",
     "edm_grid",
     "make_grid",

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 from gentool.core.diffusion.denoisers import EDMPrecond
-from gentool.core.diffusion.models import make_net
-from gentool.core.diffusion.training import KIND
+from gentool.core.diffusion.discrete_denoiser import DiscreteDenoiser
+from gentool.core.diffusion.training import KIND, TrainConfig, build_denoiser
 from gentool.core.errors import BadInput
 from gentool.core.io import atomic_torch_save
 
@@ -37,15 +37,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def denoiser_from_state(
     state: dict[str, Any], device: torch.device | str = "cpu", ema: bool = True
-) -> EDMPrecond:
+) -> EDMPrecond | DiscreteDenoiser:
     """Rebuild the (EMA by default) denoiser of a checkpoint dict, in eval mode."""
-    cfg = state["config"]
-    net = make_net(cfg["arch"], int(state["dim"]), int(cfg["width"]), int(cfg["depth"]))
-    model = EDMPrecond(net, float(state["sigma_data"]))
+    model = build_denoiser(TrainConfig(**state["config"]), int(state["dim"]), float(state["sigma_data"]))
     model.load_state_dict(state["ema" if ema else "model"])
     return model.to(device).eval().requires_grad_(False)
 
 
-def load_denoiser(path: str | Path, device: torch.device | str = "cpu") -> EDMPrecond:
+def load_denoiser(path: str | Path, device: torch.device | str = "cpu") -> EDMPrecond | DiscreteDenoiser:
     """The EMA denoiser `D(x, sigma)` saved at `path` (a file, or a run directory holding `ckpt.pt`)."""
     return denoiser_from_state(load_checkpoint(path), device)

@@ -1,6 +1,10 @@
-"""EDM training of a small denoiser: `log sigma ~ N(P_mean, P_std^2)`,
-loss weight `lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2`,
-loss `E lambda ||D(x + sigma n, sigma) - x||^2`; EMA weights; learning rate `lr (1 + cos(pi k / K)) / 2`.
+"""Training of a small denoiser by `E lambda(sigma) ||D(x + sigma n, sigma) - x||^2`; EMA weights; learning rate
+`lr (1 + cos(pi k / K)) / 2`. Two parametrisations (EDM table 1):
+
+- mlp, conv: EDM preconditioning, `log sigma ~ N(P_mean, P_std^2)`, `lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2`;
+- unet: a diffusers `UNet2DModel` on the discrete VP table of `T = 1000` linear betas (1e-4 to 0.02), DDPM's
+  objective: `sigma = sigma_t` with `t ~ U{0..T-1}` and `lambda` making the loss the net's plain MSE in its
+  prediction type (`Prediction.loss_weight`), so the result is an ordinary diffusers model.
 
 `DenoiserTrainer` advances training by any number of steps and round-trips its whole state (weights, EMA,
 optimiser, step, losses, RNG), so a run split into chunks and resumed equals an uninterrupted one bit for bit.
@@ -17,22 +21,28 @@ from typing import Any
 import torch
 from gentool.core.config import check_float, check_int
 from gentool.core.diffusion.denoisers import EDMPrecond
-from gentool.core.diffusion.models import ARCHS, make_net
+from gentool.core.diffusion.discrete import DiscreteSchedule, betas_from_config
+from gentool.core.diffusion.discrete_denoiser import DiscreteDenoiser, Prediction
+from gentool.core.diffusion.models import ARCH_DEFAULTS, ARCHS, image_shape, make_net
 from gentool.core.errors import NumericalFailure, choose
 from gentool.core.nn import draw_seed, seeded
 from gentool.core.progress import Progress, no_progress
 
 KIND = "gentool-denoiser"
 DIVERGED_LOSS = 1e8  # the EDM loss is O(1) by construction; beyond this the weights have blown up
+# The unet's noise table (a diffusers scheduler config): DDPM's 1000 linear betas
+UNET_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear",
+                  "timestep_spacing": "linspace"}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Defaults for 2-D toys on CPU: MLP 3x128, 3000 steps, batch 512, Adam lr 1e-3 (cosine), EMA 0.999."""
+    """Defaults for 2-D toys on CPU: MLP 3x128, 3000 steps, batch 512, Adam lr 1e-3 (cosine), EMA 0.999.
+    `width`/`depth` default per arch (`models.ARCH_DEFAULTS`); `prediction` is the unet's prediction type."""
 
     arch: str = "mlp"
-    width: int = 128
-    depth: int = 3
+    width: int | None = None
+    depth: int | None = None
     steps: int = 3000
     batch: int = 512
     lr: float = 1e-3
@@ -41,9 +51,14 @@ class TrainConfig:
     p_mean: float = -1.2
     p_std: float = 1.2
     sigma_data: float | None = None  # None: the data's standard deviation
+    prediction: str = "epsilon"
 
     def __post_init__(self) -> None:
         choose("arch", self.arch, ARCHS)
+        width, depth = ARCH_DEFAULTS[self.arch]
+        object.__setattr__(self, "width", width if self.width is None else self.width)
+        object.__setattr__(self, "depth", depth if self.depth is None else self.depth)
+        Prediction.named(self.prediction)
         check_int("steps", self.steps, 1)
         check_int("batch", self.batch, 1)
         check_int("width", self.width, 1)
@@ -61,10 +76,37 @@ class TrainResult:
     """`denoiser`: the EMA model (eval mode, callable `D(x, sigma)`); `model`: raw weights;
     `state`: the checkpoint dict."""
 
-    denoiser: EDMPrecond
-    model: EDMPrecond
+    denoiser: EDMPrecond | DiscreteDenoiser
+    model: EDMPrecond | DiscreteDenoiser
     losses: list[float]
     state: dict[str, Any] = field(default_factory=dict)
+
+
+def build_denoiser(cfg: TrainConfig, dim: int, sigma_data: float) -> EDMPrecond | DiscreteDenoiser:
+    """The untrained denoiser `D(x, sigma)` of `cfg` for flattened data of dimension `dim` (global RNG for weights)."""
+    net = make_net(cfg.arch, dim, cfg.width, cfg.depth)
+    if cfg.arch == "unet":
+        schedule = DiscreteSchedule.from_betas(betas_from_config(UNET_SCHEDULER))
+        return DiscreteDenoiser(net, schedule, Prediction.named(cfg.prediction), image_shape(dim))
+    return EDMPrecond(net, sigma_data)
+
+
+def denoising_loss(model: EDMPrecond | DiscreteDenoiser, x: torch.Tensor, cfg: TrainConfig,
+                   generator: torch.Generator) -> torch.Tensor:
+    """One minibatch of the loss of `model`'s parametrisation (module docstring)."""
+    if isinstance(model, DiscreteDenoiser):
+        return discrete_loss(model, x, generator)
+    return edm_loss(model, x, cfg, generator)
+
+
+def discrete_loss(model: DiscreteDenoiser, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """DDPM's loss in sigma-form: `t ~ U{0..T-1}`, `sigma = sigma_t`, `E lambda(sigma) ||D(x + sigma n) - x||^2`."""
+    table = model.schedule.sigmas
+    t = torch.randint(0, len(table), (x.shape[0],), generator=generator, device=generator.device).cpu()
+    sigma = table[t].to(device=x.device, dtype=x.dtype)
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
+    err = ((model(x + sigma[:, None] * noise, sigma) - x) ** 2).sum(1)
+    return (model.prediction.loss_weight(sigma) * err).mean()
 
 
 def edm_loss(model: EDMPrecond, x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -85,9 +127,9 @@ class DenoiserTrainer:
                  device: torch.device | str = "cpu") -> None:
         self.cfg, self.generator, self.device = cfg, generator, device
         self.x = x_train.to(device=device, dtype=torch.float32)
-        sd = cfg.sigma_data if cfg.sigma_data is not None else float(self.x.std())
+        self.sigma_data = cfg.sigma_data if cfg.sigma_data is not None else float(self.x.std())
         with seeded(draw_seed(generator)):  # weights from `generator`, not the global RNG
-            self.model = EDMPrecond(make_net(cfg.arch, self.x.shape[1], cfg.width, cfg.depth), sd).to(device)
+            self.model = build_denoiser(cfg, self.x.shape[1], self.sigma_data).to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.step, self.losses = 0, []
@@ -108,7 +150,7 @@ class DenoiserTrainer:
                                 device=self.generator.device).to(self.device)
             for group in self.opt.param_groups:
                 group["lr"] = self._lr()
-            loss = edm_loss(self.model, self.x[idx], self.cfg, self.generator)
+            loss = denoising_loss(self.model, self.x[idx], self.cfg, self.generator)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -129,7 +171,7 @@ class DenoiserTrainer:
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint dict (`kind` gentool-denoiser): config, weights, EMA, optimiser, step, losses, RNG."""
         return {"kind": KIND, "config": asdict(self.cfg), "dim": self.model.dim,
-                "sigma_data": self.model.sigma_data, "model": copy.deepcopy(self.model.state_dict()),
+                "sigma_data": self.sigma_data, "model": copy.deepcopy(self.model.state_dict()),
                 "ema": copy.deepcopy(self.ema.state_dict()), "step": self.step,
                 "optimizer": copy.deepcopy(self.opt.state_dict()), "rng": self.generator.get_state(),
                 "losses": list(self.losses)}

@@ -14,9 +14,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from gentool.core import plots
 from gentool.core.errors import BadInput
 from gentool.core.experiments.sweep import DONE, POINT
-from gentool.core.io import atomic_savefig, atomic_write_json, atomic_write_text, read_json, read_jsonl
+from gentool.core.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 X_COLUMNS = ("generation", "step", "iter", "round")
 NFE_COLUMN = "nfe"
@@ -154,38 +155,13 @@ def _group_label(row: dict[str, Any], keys: list[str]) -> str:
     return ", ".join(f"{k}={row.get(k)}" for k in keys) or "all"
 
 
-def _mean_curves(rows: list[dict[str, Any]], x: str, y: str, keys: list[str]
-                 ) -> dict[str, tuple[list[float], list[float]]]:
-    """label -> (xs, mean over seeds of y at each x) for rows grouped by `keys`."""
+def _mean_curves(rows: list[dict[str, Any]], x: str, y: str, keys: list[str]) -> dict[str, list[dict[str, float]]]:
+    """label -> rows {x, y: mean over seeds of y at that x}, for rows grouped by `keys`."""
     acc: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         if _numeric(row.get(x)) and _numeric(row.get(y)):
             acc[_group_label(row, keys)][row[x]].append(row[y])
-    return {label: (sorted(pts), [sum(pts[k]) / len(pts[k]) for k in sorted(pts)])
-            for label, pts in acc.items()}
-
-
-def _plot(curves: dict[str, tuple[list[float], list[float]]], x: str, y: str, path: Path,
-          log: bool = False) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, (xs, ys) in sorted(curves.items()):
-        ax.plot(xs, ys, marker="o", ms=3, label=label)
-    if log:
-        ax.set_xscale("log")
-        if all(v > 0 for _, ys in curves.values() for v in ys):
-            ax.set_yscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=120)
-    plt.close(fig)
-    return path
+    return {label: [{x: k, y: sum(pts[k]) / len(pts[k])} for k in sorted(pts)] for label, pts in sorted(acc.items())}
 
 
 def plot_report(out_dir: str | Path, params: list[str], rows: list[dict[str, Any]],
@@ -198,14 +174,15 @@ def plot_report(out_dir: str | Path, params: list[str], rows: list[dict[str, Any
         sel = [r for r in rows if x in r]
         if sel:
             for y in metric_names(sel, params)[:max_metrics]:
-                paths.append(_plot(_mean_curves(sel, x, y, params), x, y, out_dir / f"{y}_vs_{x}.png"))
+                paths.append(plots.curves(out_dir / f"{y}_vs_{x}.png", _mean_curves(sel, x, y, params), x, [y],
+                                          markers=True))
             break
     sel = [r for r in rows if NFE_COLUMN in r]
     if sel:
         keys = ["sampler"] if "sampler" in params else [p for p in params if p != "steps"]
         for y in metric_names(sel, params)[:max_metrics]:
-            curves = _mean_curves(sel, NFE_COLUMN, y, keys)
-            paths.append(_plot(curves, NFE_COLUMN, y, out_dir / f"{y}_vs_nfe.png", log=True))
+            paths.append(plots.curves(out_dir / f"{y}_vs_nfe.png", _mean_curves(sel, NFE_COLUMN, y, keys),
+                                      NFE_COLUMN, [y], log_keys=[y], log_x=True, markers=True))
     return paths
 
 
@@ -255,7 +232,7 @@ def _band_rows(rows: list[dict[str, Any]], x: str, metric: str) -> list[dict[str
 
 
 def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, metrics: list[str] | None = None,
-                 plots: bool = True) -> tuple[list[str], list[list[Any]], list[Path]]:
+                 draw: bool = True) -> tuple[list[str], list[list[Any]], list[Path]]:
     """Overlay completed runs: for each metric, mean over a run's rows (seeds) vs generation/step/iter with its
     95% CI band, one curve per run (`compare.png`), and `compare.csv` with every (run, metric, x) point.
     Returns the (header, rows) of a final-x table (mean ± sem, median) and the written paths."""
@@ -279,11 +256,9 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, metrics: list[
     writer.writeheader()
     writer.writerows(table)
     paths = [atomic_write_text(out_dir / COMPARE_TABLE, buf.getvalue())]
-    if plots:
-        from gentool.core import plots as plotting
-
+    if draw:
         series = {label: [p for m in names for p in bands[(label, m)]] for label, _ in runs}
-        paths.append(plotting.curves(out_dir / "compare.png", series, x, names))
+        paths.append(plots.curves(out_dir / "compare.png", series, x, names))
     header = ["run", x, *(f"{m} (mean ± sem, median)" for m in names[:4])]
     body = []
     for label, _ in runs:

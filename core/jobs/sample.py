@@ -1,8 +1,11 @@
-"""The `sample` job: a diffusion-ODE sampler on an analytic target or a trained denoiser; one unit = a batch.
+"""The `sample` job: a diffusion-ODE sampler on an analytic target, a `gentool train` checkpoint or a diffusers
+model (`gentool.core.diffusion.sources`); one unit = a batch.
 
-Outputs besides the run contract's: `samples.npz` (x, x0, sigmas), `scatter.png` or `grid.png` (images),
-`metrics.json`: nfe, seconds, samples/s, and for analytic targets the endpoint error against a float64
-reference solve and sliced W2 / MMD² against exact samples; for trained models the distances to held-out data.
+Outputs besides the run contract's: `samples.npz` (x, x0, sigmas; labels for class-conditional models),
+`scatter.png`, or for images `grid.png` (pixels) and with `save_png` one PNG per sample; `metrics.json`: nfe,
+seconds, samples/s, and for analytic targets the endpoint error against a float64 reference solve and sliced W2 /
+MMD² against exact samples; for models trained on bundled data the distances to held-out data, and for digits the
+image metrics on the local feature net (`gentool.core.metrics.images`).
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import torch
 from gentool.core import plots
 from gentool.core.config import check_float, check_int, setting
 from gentool.core.data import DATASETS, sample_data
-from gentool.core.diffusion import GRIDS, SAMPLERS, SCHEDULES, TARGETS, load_checkpoint, make_grid, make_target
-from gentool.core.diffusion.checkpoints import denoiser_from_state
+from gentool.core.diffusion import GRIDS, SAMPLERS, SCHEDULES, TARGETS, make_grid
 from gentool.core.diffusion.samplers import run_sampler
+from gentool.core.diffusion.sources import SampleSource, model_source, target_source
 from gentool.core.diffusion.targets import MixtureTarget, reference_flow
-from gentool.core.errors import NumericalFailure, choose, require
+from gentool.core.errors import BadInput, NumericalFailure, choose, require
 from gentool.core.io import atomic_write_json
+from gentool.core.metrics.images import IMAGE_DATA, heldout_image_metrics
 from gentool.core.nn import make_generator
 from gentool.core.run.contract import JobSpec, Row
 from gentool.core.solvers import ADAPTIVE_METHODS, FIXED_METHODS
@@ -30,6 +34,8 @@ from gentool.core.solvers import ADAPTIVE_METHODS, FIXED_METHODS
 MMD_MAX = 2000  # MMD is O(n^2): computed on the first MMD_MAX samples
 SAMPLER_OPTIONS = {"ddim": ("eta",), "amed": ("r",), "ode": ("method", "rtol"), "unipc": ("order",),
                    "ipndm": ("order",), "ipndm-v": ("order",)}
+MODEL_GRID = "model"  # a discrete-table model's own timesteps (its scheduler's timestep_spacing)
+SAMPLE_GRIDS = (*GRIDS, MODEL_GRID)
 
 
 @dataclass(frozen=True)
@@ -37,16 +43,18 @@ class SampleConfig:
     """What to sample (exactly one of `target` and `model`), with which sampler, on which σ grid."""
 
     target: str | None = setting(None, "Analytic target (exact denoiser).", choices=TARGETS)
-    model: str | None = setting(None, "Checkpoint of `gentool train` (file or run directory).", metavar="PATH")
+    model: str | None = setting(None, "A `gentool train` checkpoint (file or run directory) or a diffusers model "
+                                "(directory, or a hub id in the local cache).", metavar="PATH")
     sampler: str = setting("dpmpp-2m", "Sampler.", choices=tuple(SAMPLERS))
     steps: int = setting(20, "Grid steps (σ levels; the last step goes to 0).")
     n: int = setting(10000, "Number of samples.", short="-n")
-    batch_size: int | None = setting(None, "Samples per batch (default: all at once).")
+    batch_size: int | None = setting(None, "Samples per batch, to bound memory (default: all at once).")
     dim: int = setting(2, "Dimension for the gaussian, gmm-random and point targets.")
-    grid: str = setting("edm", "σ grid.", choices=GRIDS)
+    grid: str = setting("edm", "σ grid (model: a diffusers model's own timesteps).", choices=SAMPLE_GRIDS)
     schedule: str = setting("vp-linear", "Schedule of the uniform-t grid.", choices=tuple(SCHEDULES))
-    sigma_min: float = setting(0.002, "Smallest nonzero σ.")
-    sigma_max: float = setting(80.0, "Largest σ (initial noise scale).")
+    sigma_min: float | None = setting(None, "Smallest nonzero σ (default: 0.002, or the model's noise table).")
+    sigma_max: float | None = setting(None, "Largest σ, the initial noise scale (default: 80, or the model's noise "
+                                      "table).")
     rho: float = setting(7.0, "ρ of the EDM grid.")
     eta: float = setting(1.0, "ddim stochasticity (0: Euler, 1: DDPM ancestral).")
     r: float = setting(0.5, "amed mean-value ratio in (0, 1).")
@@ -55,13 +63,22 @@ class SampleConfig:
     order: int | None = setting(None, "unipc: 1-3 (default 2); ipndm, ipndm-v: 1-4 (default 4).")
     compile: bool = setting(False, "torch.compile the sampler (inductor; eager with a warning where unavailable).")
     reference: bool = setting(True, "Analytic targets: endpoint error against a float64 reference solve.")
+    integer_timesteps: bool = setting(False, "Diffusers models: evaluate at the nearest integer timestep (as "
+                                      "diffusers' DPM-Solver does) instead of the interpolated one.")
+    class_label: int | None = setting(None, "Class-conditional models: the class of every sample (default: the "
+                                      "classes in turn).")
+    cfg: float = setting(1.0, "Class-conditional models: classifier-free guidance scale (1: none).")
+    null_class: int | None = setting(None, "Class-conditional diffusers models: the unconditional class for cfg "
+                                     "(default: from the model's gentool.json).")
+    save_png: str | None = setting(None, "Image models: also write one PNG per sample into this directory.",
+                                   metavar="DIR")
 
     def __post_init__(self) -> None:
         require((self.target is None) != (self.model is None), "give exactly one of target and model")
         if self.target is not None:
             choose("target", self.target, TARGETS)
         choose("sampler", self.sampler, SAMPLERS)
-        choose("grid", self.grid, GRIDS)
+        choose("grid", self.grid, SAMPLE_GRIDS)
         choose("schedule", self.schedule, SCHEDULES)
         choose("method", self.method, (*FIXED_METHODS, *ADAPTIVE_METHODS))
         check_int("steps", self.steps, 1, 100_000)
@@ -69,48 +86,86 @@ class SampleConfig:
         check_int("dim", self.dim, 1, 100_000)
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, 1)
-        check_float("sigma_min", self.sigma_min, 0.0, lo_open=True)
-        check_float("sigma_max", self.sigma_max, self.sigma_min, lo_open=True)
+        if self.sigma_min is not None:
+            check_float("sigma_min", self.sigma_min, 0.0, lo_open=True)
+        if self.sigma_max is not None:
+            check_float("sigma_max", self.sigma_max, self.sigma_min or 0.0, lo_open=True)
         check_float("rho", self.rho, 0.0, lo_open=True)
         check_float("eta", self.eta, 0.0)
         check_float("r", self.r, 0.0, 1.0, lo_open=True, hi_open=True)
         check_float("rtol", self.rtol, 0.0, lo_open=True)
         if self.order is not None:
             check_int("order", self.order, 1, 4)
+        check_float("cfg", self.cfg, 0.0)
+        for name in ("class_label", "null_class"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), 0)
 
     def sampler_options(self) -> dict[str, Any]:
         opts = {k: getattr(self, k) for k in SAMPLER_OPTIONS.get(self.sampler, ()) if getattr(self, k) is not None}
         return opts | ({"atol": self.rtol} if self.sampler == "ode" else {}) | {"compile": self.compile}
 
 
+def open_source(cfg: SampleConfig, device: torch.device) -> SampleSource:
+    """The source `cfg` names, checked against the settings that only some sources take."""
+    if cfg.model is None:
+        require(not cfg.integer_timesteps and cfg.null_class is None,
+                "integer_timesteps and null_class apply to diffusers models, not to analytic targets")
+        source = target_source(cfg.target, cfg.dim if cfg.target in ("gaussian", "gmm-random", "point") else 2)
+    else:
+        source = model_source(cfg.model, device, cfg.integer_timesteps, cfg.null_class)
+    require(cfg.save_png is None or source.image_shape is not None,
+            f"save_png needs a model of images; {source.name} draws samples of shape {source.shape}")
+    require(cfg.grid != MODEL_GRID or source.schedule is not None,
+            f"grid {MODEL_GRID!r} needs a model with a discrete noise table (a diffusers model)")
+    if cfg.class_label is not None or cfg.cfg != 1.0 or source.classes:
+        check_conditioning(cfg, source)
+    return source
+
+
+def check_conditioning(cfg: SampleConfig, source: SampleSource) -> None:
+    """Class label and guidance settings against the model's classes."""
+    require(bool(source.classes), f"class_label and cfg need a class-conditional model; {source.name} has no "
+            "class embedding")
+    if cfg.class_label is not None:
+        choose("class_label", str(cfg.class_label), [str(c) for c in source.classes])
+    if source.null_class is not None:
+        check_int("null_class", source.null_class, 0, source.num_classes - 1)
+    require(cfg.cfg == 1.0 or source.null_class is not None,
+            f"cfg {cfg.cfg:g} needs the model's unconditional class: set null_class")
+
+
+def sigma_grid(cfg: SampleConfig, source: SampleSource) -> torch.Tensor:
+    """The σ grid of `cfg`; σ range from the settings, else the source's default."""
+    if cfg.grid == MODEL_GRID:
+        return source.schedule.model_grid(cfg.steps)
+    lo = cfg.sigma_min if cfg.sigma_min is not None else source.sigma_range[0]
+    hi = cfg.sigma_max if cfg.sigma_max is not None else source.sigma_range[1]
+    if not lo < hi:
+        raise BadInput(f"sigma_max must be a finite number > {lo:g} (sigma_min), got {hi:g}")
+    return make_grid(cfg.grid, cfg.steps, sigma_min=lo, sigma_max=hi, rho=cfg.rho, schedule=cfg.schedule)
+
+
 class SampleJob:
-    """State: the generator, the finished batches (x and x0) and the NFE and time spent."""
+    """State: the generator, the finished batches (x, x0 and class labels) and the NFE and time spent."""
 
     command = "sample"
     hint = "use more steps or a smaller sigma_max"
 
     def __init__(self, config: SampleConfig, seed: int = 0, device: torch.device | str = "cpu") -> None:
         self.config, self.seed, self.device = config, int(seed), torch.device(device)
-        self.denoiser, self.dim, self.facts = self._source()
-        self.sigmas = make_grid(config.grid, config.steps, sigma_min=config.sigma_min,
-                                sigma_max=config.sigma_max, rho=config.rho, schedule=config.schedule)
+        self.source = open_source(config, self.device)
+        self.sigmas = sigma_grid(config, self.source)
         self.dtype = torch.float64 if self.analytic else torch.float32
         self.g = make_generator(seed)
         self.xs: list[torch.Tensor] = []
         self.x0s: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
         self.nfe, self.seconds = 0, 0.0
 
     @property
     def analytic(self) -> bool:
-        return isinstance(self.denoiser, MixtureTarget)
-
-    def _source(self) -> tuple[Any, int, dict[str, Any]]:
-        cfg = self.config
-        if cfg.model is not None:
-            state = load_checkpoint(cfg.model)
-            return denoiser_from_state(state, self.device), int(state["dim"]), {"data": state.get("data")}
-        t = make_target(cfg.target, cfg.dim if cfg.target in ("gaussian", "gmm-random", "point") else 2)
-        return t, t.dim, {"target": cfg.target}
+        return isinstance(self.source.denoiser, MixtureTarget)
 
     @property
     def batch(self) -> int:
@@ -128,54 +183,81 @@ class SampleJob:
     def done(self) -> bool:
         return self.units_done >= self.units_total
 
+    def _labels(self, first: int, b: int) -> torch.Tensor | None:
+        """Class labels of samples `first .. first + b - 1` for class-conditional models: the `class_label`
+        setting, else the classes in turn; None for unconditional ones."""
+        classes, label = self.source.classes, self.config.class_label
+        if not classes:
+            return None
+        return torch.full((b,), label) if label is not None else torch.tensor(classes)[torch.arange(first, first + b)
+                                                                                       % len(classes)]
+
     def advance(self) -> list[Row]:
         cfg = self.config
-        b = min(self.batch, cfg.n - self.units_done * self.batch)
-        x0 = (torch.randn(b, self.dim, generator=self.g, dtype=self.dtype) * float(self.sigmas[0])).to(self.device)
+        first = self.units_done * self.batch
+        b = min(self.batch, cfg.n - first)
+        x0 = (torch.randn(b, *self.source.shape, generator=self.g, dtype=self.dtype) * float(self.sigmas[0]))
+        x0 = x0.to(self.device)
+        labels = self._labels(first, b)
+        denoiser = self.source.denoiser if labels is None else self.source.conditioned(labels, cfg.cfg)
         start = time.perf_counter()
-        x, nfe = run_sampler(self.denoiser, x0, self.sigmas, cfg.sampler, generator=self.g,
-                             **cfg.sampler_options())
+        x, nfe = run_sampler(denoiser, x0, self.sigmas, cfg.sampler, generator=self.g, **cfg.sampler_options())
         seconds = time.perf_counter() - start
         if not bool(torch.isfinite(x).all()):
             raise NumericalFailure(f"sampler {cfg.sampler} produced non-finite samples at {cfg.steps} steps; "
                                    f"{self.hint}")
         self.xs.append(x.cpu())
         self.x0s.append(x0.cpu())
+        self.labels += [] if labels is None else [labels]
         self.nfe, self.seconds = max(self.nfe, nfe), self.seconds + seconds
         return [{"batch": self.units_done, "samples": b, "nfe": nfe, "seconds": seconds}]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"xs": self.xs, "x0s": self.x0s, "nfe": self.nfe, "seconds": self.seconds, "rng": self.g.get_state()}
+        return {"xs": self.xs, "x0s": self.x0s, "labels": self.labels, "nfe": self.nfe, "seconds": self.seconds,
+                "rng": self.g.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.xs, self.x0s, self.nfe, self.seconds = state["xs"], state["x0s"], state["nfe"], state["seconds"]
+        self.labels = state.get("labels", [])
         self.g.set_state(state["rng"])
 
     def samples(self) -> dict[str, Any]:
-        return {"x": torch.cat(self.xs), "x0": torch.cat(self.x0s), "sigmas": self.sigmas}
+        labels = {"labels": torch.cat(self.labels)} if self.labels else {}
+        return {"x": torch.cat(self.xs), "x0": torch.cat(self.x0s), "sigmas": self.sigmas, **labels}
 
     def finish(self, out: Path, rows: list[Row], plots_on: bool) -> Row:
         x, x0 = torch.cat(self.xs), torch.cat(self.x0s)
         metrics: dict[str, Any] = {"nfe": self.nfe, "seconds": self.seconds, "samples_per_s": len(x) / self.seconds}
         if self.analytic:
             metrics.update(self._analytic_metrics(x0, x))
-        elif self.facts.get("data") in DATASETS:  # a trained model: distance to held-out data
-            held_out = sample_data(self.facts["data"], len(x), make_generator(self.seed + 12345), split="test")
-            metrics.update({f"{k}_heldout": v for k, v in distribution_errors(x, held_out, self.seed).items()})
+        elif self.source.data in DATASETS:  # a model trained on bundled data: distance to held-out data
+            metrics.update(self._heldout_metrics(x.flatten(1)))
         atomic_write_json(out / "metrics.json", metrics)
-        if plots_on:
-            name = "grid.png" if plots.image_side(self.dim) and self.dim != 2 else "scatter.png"
-            title = f"{self.facts.get('target', 'model')} {self.config.sampler} NFE={self.nfe}"
-            plots.sample_panels(out / name, [(title, x)])
+        images = self.source.image_shape
+        if images is not None and self.config.save_png is not None:
+            plots.image_pngs(self.config.save_png, x.reshape(len(x), *images))
+        if plots_on and images is not None:
+            plots.image_grid_png(out / "grid.png", x.reshape(len(x), *images))
+        elif plots_on:
+            title = f"{self.source.name} {self.config.sampler} NFE={self.nfe}"
+            plots.sample_panels(out / "scatter.png", [(title, x)])
         return metrics
+
+    def _heldout_metrics(self, x: torch.Tensor) -> dict[str, Any]:
+        data = self.source.data
+        held_out = sample_data(data, len(x), make_generator(self.seed + 12345), split="test")
+        out: dict[str, Any] = {f"{k}_heldout": v for k, v in distribution_errors(x, held_out, self.seed).items()}
+        if data in IMAGE_DATA:
+            out.update(heldout_image_metrics(x, data))
+        return out
 
     def _analytic_metrics(self, x0: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
         out: dict[str, float] = {}
         if self.config.reference:
-            ref = reference_flow(self.denoiser, x0, float(self.sigmas[0]))
+            ref = reference_flow(self.source.denoiser, x0, float(self.sigmas[0]))
             err = ((x - ref) ** 2).sum(1).sqrt()
             out.update(endpoint_rmse=float(err.pow(2).mean().sqrt()), endpoint_max=float(err.max()))
-        exact = self.denoiser.sample(x.shape[0], make_generator(self.seed + 12345))
+        exact = self.source.denoiser.sample(x.shape[0], make_generator(self.seed + 12345))
         out.update(distribution_errors(x, exact, self.seed))
         return out
 

@@ -1,6 +1,7 @@
-"""The `train` job: EDM training of a small denoiser on a bundled data set; one unit = `checkpoint_every` steps.
+"""The `train` job: training of a small denoiser on a bundled data set; one unit = `checkpoint_every` steps.
 
-Outputs besides the run contract's: `ckpt.pt` (the EMA denoiser checkpoint that the sample job's `model` setting reads),
+Outputs besides the run contract's: the EMA denoiser that the sample job's `model` setting reads — `ckpt.pt` (mlp,
+conv) or, for the unet, a diffusers model directory `unet/` (`UNet2DModel.from_pretrained` reads it) — and
 `loss.png`, `metrics.json` (steps, mean loss of the last 100 steps, sigma_data).
 """
 
@@ -15,9 +16,11 @@ from gentool.core import plots
 from gentool.core.config import check_int, setting
 from gentool.core.data import DATASETS, sample_data
 from gentool.core.diffusion.checkpoints import save_checkpoint
+from gentool.core.diffusion.diffusers_format import save_diffusers
+from gentool.core.diffusion.discrete_denoiser import DiscreteDenoiser, Prediction
 from gentool.core.diffusion.models import ARCHS
-from gentool.core.diffusion.training import DenoiserTrainer, TrainConfig
-from gentool.core.errors import choose
+from gentool.core.diffusion.training import UNET_SCHEDULER, DenoiserTrainer, TrainConfig
+from gentool.core.errors import choose, require
 from gentool.core.io import atomic_write_json
 from gentool.core.nn import make_generator
 from gentool.core.run.contract import JobSpec, Row, SteppedUnits
@@ -29,10 +32,13 @@ class TrainJobConfig:
 
     data: str = setting("moons", "Training data.", choices=DATASETS)
     n_train: int = setting(20000, "Training points drawn (digits: sampled from the 1437-image split).")
-    arch: str = setting("auto", "Network: mlp, conv, or auto (conv for digits, else mlp).",
-                        choices=("auto", *ARCHS))
-    width: int = setting(128, "Hidden width (MLP units / conv channels).")
-    depth: int = setting(3, "Hidden layers.")
+    arch: str = setting("auto", "Network: mlp, conv, unet (a diffusers UNet2DModel, square images), or auto (conv "
+                        "for digits, else mlp).", choices=("auto", *ARCHS))
+    width: int | None = setting(None, "Hidden width: MLP units, conv channels, unet channels of the first level "
+                                "(default: 128; unet 32).")
+    depth: int | None = setting(None, "Hidden layers; unet: resolution levels (default: 3; unet 2).")
+    prediction: str = setting("epsilon", "unet: what the net predicts (its diffusers prediction_type).",
+                              choices=tuple(p.value for p in Prediction))
     steps: int = setting(3000, "Total optimisation steps (a resumed run may raise it).", extendable=True)
     batch: int = setting(512, "Minibatch size.")
     lr: float = setting(1e-3, "Adam learning rate (cosine decay to 0 over steps).")
@@ -41,6 +47,8 @@ class TrainJobConfig:
 
     def __post_init__(self) -> None:
         choose("data", self.data, DATASETS)
+        require(self.prediction == "epsilon" or self.train_config().arch == "unet",
+                "prediction applies to the unet architecture (mlp and conv use EDM preconditioning)")
         check_int("n_train", self.n_train, 2, 10**8)
         check_int("checkpoint_every", self.checkpoint_every, 1)
         self.train_config()  # validates the network and optimiser settings
@@ -48,7 +56,7 @@ class TrainJobConfig:
     def train_config(self) -> TrainConfig:
         arch = ("conv" if self.data == "digits" else "mlp") if self.arch == "auto" else self.arch
         return TrainConfig(arch=arch, width=self.width, depth=self.depth, steps=self.steps, batch=self.batch,
-                           lr=self.lr, ema=self.ema)
+                           lr=self.lr, ema=self.ema, prediction=self.prediction)
 
 
 class TrainJob(SteppedUnits):
@@ -91,11 +99,14 @@ class TrainJob(SteppedUnits):
 
     def finish(self, out: Path, rows: list[Row], plots_on: bool) -> Row:
         cfg, losses = self.config, self.trainer.losses
-        save_checkpoint(out / "ckpt.pt", {**self.trainer.state_dict(), "data": cfg.data, "seed": self.seed,
-                                          "n_train": cfg.n_train})
+        facts = {"data": cfg.data, "seed": self.seed, "n_train": cfg.n_train}
+        if isinstance(self.trainer.ema, DiscreteDenoiser):
+            save_diffusers(out / "unet", self.trainer.ema, UNET_SCHEDULER, {**facts, "steps": self.trainer.step})
+        else:
+            save_checkpoint(out / "ckpt.pt", {**self.trainer.state_dict(), **facts})
         tail = losses[-min(100, len(losses)):]
         summary = {"steps": len(losses), "final_loss_mean100": sum(tail) / len(tail),
-                   "sigma_data": self.trainer.model.sigma_data}
+                   "sigma_data": self.trainer.sigma_data}
         atomic_write_json(out / "metrics.json", summary)
         if plots_on:
             k = max(1, len(losses) // 50)
@@ -111,4 +122,4 @@ def build(config: TrainJobConfig, seed: int, device: torch.device) -> TrainJob:
 
 
 SPEC = JobSpec("train", TrainJobConfig, build,
-               "Train an EDM-preconditioned denoiser (MLP for 2-D toys, small conv net for digits).")
+               "Train a denoiser: EDM-preconditioned MLP (2-D toys) or conv net (digits), or a diffusers UNet.")

@@ -89,6 +89,8 @@ class MadConfig:
     lam: float = setting(1.0, "Sampling bias λ in (0, 1]: 1 samples the fitted model unchanged.")
     budget: int | None = setting(None, "accumulate-subsample: points drawn per fit (default: n_real); reservoir: "
                                  "points kept.")
+    arch: str = setting("mlp", "diffusion: the denoiser network (unet: a diffusers UNet2DModel, square images "
+                        "such as digits).", choices=("mlp", "conv", "unet"))
     warm_start: bool = setting(False, "diffusion/monoflow: fine-tune the previous generation's model instead of "
                                "training from scratch.")
     cov: str = setting("unbiased", "Gaussian covariance estimator.", choices=("unbiased", "mle"))

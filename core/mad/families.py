@@ -178,6 +178,7 @@ class DiffusionFamily:
     steps: int = 20
     device: str = "cpu"
     warm_start: bool = False
+    arch: str = "mlp"
     vectorised: bool = False
     has_density: bool = False
     moments = staticmethod(_sample_moments)
@@ -185,7 +186,7 @@ class DiffusionFamily:
     def fit(self, x: torch.Tensor, gens: Generators, context: Context | None = None) -> Any:
         from gentool.core.diffusion import DenoiserTrainer, TrainConfig
 
-        cfg = TrainConfig(steps=self.train_steps, batch=min(512, x.shape[1]))
+        cfg = TrainConfig(arch=self.arch, steps=self.train_steps, batch=min(512, x.shape[1]))
         trainer = DenoiserTrainer(x[0].float(), cfg, generator=gens[0], device=self.device)
         previous = context.previous if context is not None and self.warm_start else None
         if previous is not None:
@@ -236,7 +237,7 @@ class MonoFlowFamily:
 
 def make_family(name: str, *, cov: str = "unbiased", components: int = 8, bandwidth: str | float = "scott",
                 train_steps: int = 2000, sampler: str = "dpmpp-2m", steps: int = 20, device: str = "cpu",
-                warm_start: bool = False, label_noise: float = 1.0) -> Any:
+                warm_start: bool = False, label_noise: float = 1.0, arch: str = "mlp") -> Any:
     """Build a family by name (`FAMILIES`), validating its options (messages name the settings)."""
     choose("family", name, FAMILIES)
     choose("cov", cov, ("unbiased", "mle"))
@@ -261,10 +262,12 @@ def make_family(name: str, *, cov: str = "unbiased", components: int = 8, bandwi
     require(train_steps >= 1 and steps >= 1, f"train_steps and steps must be >= 1, got {train_steps}, {steps}")
     if name == "diffusion":
         from gentool.core.diffusion import SAMPLERS
+        from gentool.core.diffusion.models import ARCHS
 
         choose("sampler", sampler, SAMPLERS)
+        choose("arch", arch, ARCHS)
         return DiffusionFamily(train_steps=train_steps, sampler=sampler, steps=steps, device=device,
-                               warm_start=warm_start)
+                               warm_start=warm_start, arch=arch)
     return MonoFlowFamily(train_steps=train_steps, device=device, warm_start=warm_start)
 
 
@@ -272,4 +275,4 @@ def family_from_config(cfg: Any, device: str = "cpu") -> Any:
     """The family a `MadConfig` describes."""
     return make_family(cfg.family, cov=cfg.cov, components=cfg.components, bandwidth=cfg.bandwidth,
                        train_steps=cfg.train_steps, sampler=cfg.sampler, steps=cfg.steps, device=device,
-                       warm_start=cfg.warm_start, label_noise=cfg.label_noise)
+                       warm_start=cfg.warm_start, label_noise=cfg.label_noise, arch=cfg.arch)

@@ -3,9 +3,9 @@
 Distribution families (fitted moments μ_t, Σ_t against the truth μ₀, Σ₀, or the held-out moments):
 `w2_gauss` (Bures W2), `mean_error = ‖μ_t − μ₀‖`, `sq_mean_error = ‖μ_t − μ₀‖²`, `trace_cov = tr Σ_t`,
 `logdet_cov = log det Σ_t`, the ratios to generation 0 `trace_ratio = tr Σ_t / tr Σ₀` and
-`det_ratio = det Σ_t / det Σ₀` (Collapse-or-Thrive), held-out `nll` where the model has a density; on mixture
-data (`ring`, `grid`) `modes` (modes covered by the synthetic sample) and `mode_var` (mean over covered modes
-of the per-coordinate variance of the points assigned to a mode; MAD Fig. 15).
+`det_ratio = det Σ_t / det Σ₀` (Collapse-or-Thrive; both omitted when Σ₀ is singular), held-out `nll` where
+the model has a density; on mixture data (`ring`, `grid`) `modes` (modes covered by the synthetic sample) and
+`mode_var` (mean over covered modes of the per-coordinate variance of the points assigned to a mode; MAD Fig. 15).
 Linear regression: `test_error = (ŵ − w*)ᵀ Σ_x (ŵ − w*)`.
 """
 
@@ -28,8 +28,9 @@ def distribution_metrics(family: Any, model: Any, synth: torch.Tensor, ref: Refe
     logdet, logdet0 = torch.linalg.slogdet(cov)[1], torch.linalg.slogdet(ref.cov)[1]
     trace = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1)
     out = {"w2_gauss": bures_w2(mean, cov, ref.mean, ref.cov), "mean_error": err.norm(dim=-1),
-           "sq_mean_error": (err**2).sum(-1), "trace_cov": trace, "logdet_cov": logdet,
-           "trace_ratio": trace / torch.trace(ref.cov), "det_ratio": torch.exp(logdet - logdet0)}
+           "sq_mean_error": (err**2).sum(-1), "trace_cov": trace, "trace_ratio": trace / torch.trace(ref.cov)}
+    if bool(torch.isfinite(logdet0)):  # undefined for data of singular covariance (digits: constant pixels)
+        out.update(logdet_cov=logdet, det_ratio=torch.exp(logdet - logdet0))
     if family.has_density:
         out["nll"] = family.nll(model, ref.test)
     if ref.modes is not None:

@@ -1,0 +1,116 @@
+"""`D(x, sigma)` around a net trained on a discrete VP table (diffusers' `UNet2DModel` and alike).
+
+The net sees the VP sample `x~ = x / sqrt(sigma^2 + 1)` at the timestep `t(sigma)` of its noise table
+(`DiscreteSchedule.sigma_to_t`) and predicts, in VP variables `alpha = 1/sqrt(sigma^2 + 1)`, `s = alpha sigma`:
+
+    epsilon:       eps                      D = x - sigma eps
+    v_prediction:  v = alpha eps - s x_0    D = x / (sigma^2 + 1) - sigma / sqrt(sigma^2 + 1) v
+    sample:        x_0                      D = x_0
+
+Class-conditional nets take `class_labels`; classifier-free guidance with scale `w` is
+`D_w = D(x, sigma, null) + w (D(x, sigma, y) - D(x, sigma, null))` (w = 1: the conditional model).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import torch
+from gentool.core.diffusion.denoisers import expand_sigma
+from gentool.core.diffusion.discrete import DiscreteSchedule
+from gentool.core.errors import choose
+from torch import nn
+
+
+class Prediction(StrEnum):
+    """What the net predicts (diffusers' `prediction_type`)."""
+
+    EPSILON = "epsilon"
+    V = "v_prediction"
+    SAMPLE = "sample"
+
+    @classmethod
+    def named(cls, name: str) -> Prediction:
+        """The prediction type `name`, else `BadInput` listing the allowed ones."""
+        return cls(choose("prediction_type", str(name), [p.value for p in cls]))
+
+    def denoised(self, x: torch.Tensor, sigma: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """`D(x, sigma)` from the net output `out` (see the module docstring); `sigma` broadcasts against `x`."""
+        if self is Prediction.EPSILON:
+            return x - sigma * out
+        if self is Prediction.V:
+            return x / (sigma**2 + 1) - sigma / (sigma**2 + 1).sqrt() * out
+        return out
+
+    def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        """`lambda(sigma)` with `lambda |D - x_0|^2 = |out - target|^2`, the net's plain MSE in its own output:
+        `1/sigma^2` (epsilon), `(sigma^2 + 1)/sigma^2` (v), 1 (sample)."""
+        if self is Prediction.EPSILON:
+            return sigma**-2
+        if self is Prediction.V:
+            return (sigma**2 + 1) / sigma**2
+        return torch.ones_like(sigma)
+
+
+def _tensor(out: Any) -> torch.Tensor:
+    """A diffusers model returns an output object with `.sample`; plain nets a tensor."""
+    return out if isinstance(out, torch.Tensor) else out.sample
+
+
+class DiscreteDenoiser(nn.Module):
+    """`D(x, sigma[, class_labels])` for a net `net(x~, t, class_labels=...)` on images of `sample_shape`
+    `(C, H, W)`. `x` is `(B, C, H, W)` or flattened `(B, C*H*W)`; the output has the shape of `x`.
+    `integer_timesteps` evaluates the net at the nearest integer timestep (as diffusers' DPM-Solver does with
+    Karras sigmas) instead of the interpolated fractional one."""
+
+    def __init__(self, net: nn.Module, schedule: DiscreteSchedule, prediction: Prediction,
+                 sample_shape: tuple[int, int, int], integer_timesteps: bool = False) -> None:
+        super().__init__()
+        self.net, self.schedule, self.prediction = net, schedule, prediction
+        self.sample_shape, self.integer_timesteps = tuple(sample_shape), integer_timesteps
+
+    @property
+    def dim(self) -> int:
+        return math.prod(self.sample_shape)
+
+    @property
+    def sigma_min(self) -> float:
+        return self.schedule.sigma_min
+
+    @property
+    def sigma_max(self) -> float:
+        return self.schedule.sigma_max
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float,
+                class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        images = x.reshape(x.shape[0], *self.sample_shape)
+        s = expand_sigma(sigma, images)
+        t = self.schedule.sigma_to_t(s.reshape(-1), self.integer_timesteps).to(images.dtype)
+        cond = {} if class_labels is None else {"class_labels": class_labels}
+        out = _tensor(self.net(images / (s**2 + 1).sqrt(), t, **cond))
+        channels = self.sample_shape[0]
+        return self.prediction.denoised(images, s, out[:, :channels]).reshape(x.shape)
+
+
+@dataclass(frozen=True, eq=False)
+class ClassConditioned:
+    """A class-conditional denoiser bound to `labels (B,)`, with guidance scale `scale` against the
+    unconditional label `null` (needed when `scale != 1`): `D_w = D_null + scale (D_y - D_null)`."""
+
+    denoiser: DiscreteDenoiser
+    labels: torch.Tensor
+    scale: float = 1.0
+    null: int | None = None
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        labels = self.labels.to(x.device)
+        if self.scale == 1.0:
+            return self.denoiser(x, sigma, labels)
+        s = expand_sigma(sigma, x).reshape(-1)
+        both = self.denoiser(torch.cat([x, x]), torch.cat([s, s]),
+                             torch.cat([labels, torch.full_like(labels, int(self.null))]))
+        cond, uncond = both.chunk(2)
+        return uncond + self.scale * (cond - uncond)
