@@ -336,3 +336,18 @@ def test_gaussian_target_of_any_dimension_and_initial_particles_from_files(tmp_p
     se = math.sqrt(np.trace(cov) / 800)
     assert res.summary["fp_mean_err"] < 4 * se and res.summary["mean_err"] < 4 * se + 0.02
     assert res.summary["fp_cov_err"] < 0.25 * np.linalg.norm(cov)
+
+
+@pytest.mark.parametrize(("method", "target", "knob"), [("langevin", "banana", "still falling"),
+                                                        ("kde-flow", "gmm-ring", "lower bandwidth or step_size")])
+def test_a_run_that_misses_the_target_warns_with_the_knob_to_turn(tmp_path: Path, method: str, target: str,
+                                                                  knob: str) -> None:
+    """With defaults, langevin on the banana (variance ~ 4) is still approaching it at t = 10 (time is the knob),
+    while kde-flow on the ring has stalled above the noise level (its KDE bias: bandwidth is the knob); a
+    smaller bandwidth reaches the ring."""
+    res = run("optimize particles", tmp_path / "a", target=target, method=method, plots=False)
+    assert res.summary["mmd2"] > 2 * res.summary["mmd2_noise"]
+    assert "not at the target" in res.summary["warning"] and knob in res.summary["warning"]
+    if method == "kde-flow":
+        fixed = run("optimize particles", tmp_path / "b", target=target, method=method, bandwidth=0.1, plots=False)
+        assert "not at the target" not in fixed.summary["warning"]
