@@ -210,6 +210,26 @@ def read_array(value: str | Path, name: str) -> Any:
     return arrays[key]
 
 
+def read_tensors(path: str | Path | None, name: str) -> Any:
+    """`read_arrays` as float64 tensors (a dict of them from `.npz`); None without a path."""
+    import torch
+
+    if path is None:
+        return None
+    arrays = read_arrays(path, name)
+    if isinstance(arrays, dict):
+        return {k: torch.as_tensor(v, dtype=torch.float64) for k, v in arrays.items()}
+    return torch.as_tensor(arrays, dtype=torch.float64)
+
+
+def file_digest(value: str | Path | None) -> str:
+    """sha256 of a file named by a setting ("" without one; `FILE.npz:NAME` names FILE.npz): a resumed run
+    refuses a changed file."""
+    import hashlib
+
+    return "" if value is None else hashlib.sha256(_split_key(str(value))[0].read_bytes()).hexdigest()
+
+
 def _array(value: Any, name: str) -> Any:
     import numpy as np
 

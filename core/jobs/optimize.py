@@ -19,7 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 from gentool.core import plots
-from gentool.core.config import check_float, check_int, parse_matrix, parse_vector, read_array, read_arrays, setting
+from gentool.core.config import (
+    check_float,
+    check_int,
+    file_digest,
+    parse_matrix,
+    parse_vector,
+    read_array,
+    read_tensors,
+    setting,
+)
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
 from gentool.core.io import atomic_save_npz
 from gentool.core.metrics import mmd2
@@ -66,15 +75,6 @@ def _vector(name: str) -> Any:
 
 def _tensor(values: Any) -> torch.Tensor | None:
     return None if values is None else torch.tensor(values, dtype=torch.float64)
-
-
-def _digest(value: str | Path | None) -> str:
-    """sha256 of a file named by a setting ("" without one; `FILE.npz:NAME` names FILE.npz)."""
-    if value is None:
-        return ""
-    head, sep, _ = str(value).rpartition(":")
-    path = Path(head) if sep and Path(head).suffix == ".npz" else Path(value)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -244,12 +244,7 @@ class ParticlesConfig:
 
     def load_data(self) -> Any:
         """The custom target's data file as a float64 tensor (or a dict of them, from .npz), or None."""
-        if self.data is None:
-            return None
-        arrays = read_arrays(self.data, "data")
-        if isinstance(arrays, dict):
-            return {k: torch.as_tensor(v, dtype=torch.float64) for k, v in arrays.items()}
-        return torch.as_tensor(arrays, dtype=torch.float64)
+        return read_tensors(self.data, "data")
 
     def make_target(self) -> Target | None:
         """The target density (None for target none)."""
@@ -335,7 +330,7 @@ class ParticlesJob(SteppedUnits):
     def __init__(self, config: ParticlesConfig, seed: int = 0, device: torch.device | str = "cpu") -> None:
         self.config, self.seed, self.device = config, int(seed), torch.device(device)
         self.target = config.make_target()
-        self.digest = _digest(config.init) + _digest(config.data)
+        self.digest = file_digest(config.init) + file_digest(config.data)
         self.x0 = self._initial().to(self.device)
         if self.target is not None:
             check_target(self.target, self.x0[:64])

@@ -9,7 +9,6 @@ iterations of the current method; outputs `table.csv` (method, gap, F − F*, it
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 from gentool.core import plots
-from gentool.core.config import check_float, check_int, parse_matrix, parse_vector, read_arrays, setting
+from gentool.core.config import (
+    check_float,
+    check_int,
+    file_digest,
+    parse_matrix,
+    parse_vector,
+    read_tensors,
+    setting,
+)
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
 from gentool.core.io import atomic_save_npz, atomic_write_text
 from gentool.core.probspace import FW_STEPS, METHODS, OBJECTIVES, SimplexObjective, make_objective
@@ -78,16 +85,11 @@ class SimplexProblem:
 
     def load_data(self) -> Data:
         """The data file as a float64 tensor (or a dict of them, from .npz), or None."""
-        if self.data is None:
-            return None
-        arrays = read_arrays(self.data, "data")
-        if isinstance(arrays, dict):
-            return {k: torch.as_tensor(v, dtype=torch.float64) for k, v in arrays.items()}
-        return torch.as_tensor(arrays, dtype=torch.float64)
+        return read_tensors(self.data, "data")
 
     def data_digest(self) -> str:
         """sha256 of the data file ("" without one): a resumed run refuses a changed file."""
-        return "" if self.data is None else hashlib.sha256(Path(self.data).read_bytes()).hexdigest()
+        return file_digest(self.data)
 
     def make_objective(self) -> SimplexObjective:
         dim = self.dim if self.dim is not None else (len(self.p0) if self.p0 is not None else None)
