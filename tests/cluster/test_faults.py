@@ -160,8 +160,10 @@ def test_without_accounting_and_with_timeout(cluster: Cluster, fault_recipe: Pat
     assert f"running {SYNTHETIC} (job {second})" in res.stdout and "gave up waiting after 2 s" in res.stdout
     res = gentool(*args, env=env)
     assert res.returncode == 0, output(res)
-    assert job_of(out, SYNTHETIC) == second  # waited for, not submitted again
+    # not submitted again: still two submissions; the point was waited for in job `second`, or that job had
+    # already ended before this run began (the point is then complete, with no job recorded)
     assert len(list((out / "submitit").glob("*_submission.sh"))) == 2
+    assert job_of(out, SYNTHETIC) in (second, ""), read_status(out)
     assert_same_as_reference(out, reference)
 
 
