@@ -3,16 +3,20 @@ against it, polling, and comparing a sweep's numbers with a reference sweep's.""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from gentool.core.run.rundir import LOCK
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -42,6 +46,16 @@ class Cluster:
 
     def node_state(self) -> str:
         return self.run("sinfo", "--noheader", "--format=%T").strip()
+
+    @contextmanager
+    def drained(self) -> Iterator[None]:
+        """The node drained (new jobs stay pending) for the duration of the block, then resumed."""
+        node = self.run("sinfo", "--noheader", "--format=%N").strip()
+        self.run("scontrol", "update", f"nodename={node}", "state=drain", "reason=gentool-test")
+        try:
+            yield
+        finally:
+            self.run("scontrol", "update", f"nodename={node}", "state=resume")
 
     def has_gpus(self) -> bool:
         return "gpu" in self.run("sinfo", "--noheader", "--format=%G")
@@ -87,6 +101,20 @@ def start_gentool(*args: object, log: Path, env: dict[str, str] | None = None) -
     """Start `gentool ARGS...` in the background, its output in `log`."""
     out = log.open("w")
     return subprocess.Popen([GENTOOL, *map(str, args)], stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def lock_held(run_dir: Path) -> bool:
+    """True while a process holds the run directory's lock."""
+    if not (run_dir / LOCK).exists():
+        return False
+    fd = os.open(run_dir / LOCK, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def alive(pid: int) -> bool:
