@@ -57,6 +57,17 @@ class Cluster:
         finally:
             self.run("scontrol", "update", f"nodename={node}", "state=resume")
 
+    @contextmanager
+    def suspended(self, job_ids: list[str]) -> Iterator[None]:
+        """Running jobs suspended (stopped in place, holding their resources) for the duration of the block."""
+        for job in job_ids:
+            self.run("scontrol", "suspend", job)
+        try:
+            yield
+        finally:
+            for job in job_ids:
+                self.run("scontrol", "resume", job)
+
     def has_gpus(self) -> bool:
         return "gpu" in self.run("sinfo", "--noheader", "--format=%G")
 

@@ -125,12 +125,14 @@ def test_sweep_killed_then_rerun_waits_for_its_jobs(cluster: Cluster, fault_reci
     proc.wait(timeout=10)
     array = job_of(out, FRESH).split("_")[0]
 
-    plan = gentool(*args, "--dry-run")
-    assert plan.returncode == 0 and "0 to submit" in plan.stdout, output(plan)
-    assert f"queued (job {array}_0) {FRESH}" in plan.stdout
-    res = gentool(*args)
-    assert res.returncode == 0, output(res)
-    assert "3 points: 3 completed" in res.stdout
+    with cluster.suspended([f"{array}_0", f"{array}_1"]):  # still running when the re-run looks for them
+        plan = gentool(*args, "--dry-run")
+        assert plan.returncode == 0 and "0 to submit" in plan.stdout, output(plan)
+        assert f"queued (job {array}_0) {FRESH}" in plan.stdout
+        proc = start_gentool(*args, log=log)
+        wait_until(lambda: lock_held(out), 60, "the re-run holding the sweep directory")
+    assert proc.wait(timeout=180) == 0, log.read_text()
+    assert "3 points: 3 completed" in log.read_text()
     assert len(list((out / "submitit").glob("*_submission.sh"))) == 1  # one sbatch, by the killed sweep
     records = cluster.sacct([f"{array}_{i}" for i in range(3)], duplicates=True)
     assert sorted((r["JobID"], r["State"]) for r in records) == [(f"{array}_{i}", "COMPLETED") for i in range(3)]
