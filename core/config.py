@@ -210,6 +210,23 @@ def read_array(value: str | Path, name: str) -> Any:
     return arrays[key]
 
 
+def vector_parser(name: str) -> Callable[[Any], tuple[float, ...]]:
+    """A setting's `parse`: `parse_vector` with errors naming the setting."""
+    return lambda value: parse_vector(value, name)
+
+
+def matrix_parser(name: str) -> Callable[[Any], tuple[tuple[float, ...], ...]]:
+    """A setting's `parse`: `parse_matrix` with errors naming the setting."""
+    return lambda value: parse_matrix(value, name)
+
+
+def float64_tensor(values: Any, default: Any = None) -> Any:
+    """A vector/matrix setting as a float64 tensor; `default` when it is unset (None)."""
+    import torch
+
+    return default if values is None else torch.tensor(values, dtype=torch.float64)
+
+
 def read_tensors(path: str | Path | None, name: str) -> Any:
     """`read_arrays` as float64 tensors (a dict of them from `.npz`); None without a path."""
     import torch

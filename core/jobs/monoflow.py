@@ -20,7 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 from gentool.core import plots
-from gentool.core.config import check_int, is_array_file, parse_matrix, parse_vector, read_array, setting
+from gentool.core.config import (
+    check_int,
+    float64_tensor,
+    is_array_file,
+    matrix_parser,
+    read_array,
+    setting,
+    vector_parser,
+)
 from gentool.core.data import DATASETS, sample_data
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
 from gentool.core.io import atomic_save_npz
@@ -52,16 +60,7 @@ EXP_RATE = 1.5  # the official 2-D toy's h = exp(1.5 d)
 DIVERGED = 1e6  # samples this many times farther out than the data: the flow has blown up
 
 
-def _vector(name: str) -> Any:
-    return lambda value: parse_vector(value, name)
 
-
-def _matrix(name: str) -> Any:
-    return lambda value: parse_matrix(value, name)
-
-
-def _tensor(values: Any) -> torch.Tensor | None:
-    return None if values is None else torch.tensor(values, dtype=torch.float64)
 
 
 @dataclass(frozen=True)
@@ -73,10 +72,10 @@ class MonoFlowJobConfig:
     data: str = setting("ring", f"Data (generator and particles modes): {', '.join(DATA)} (N(data_mean, "
                         "data_cov)), or an array file (n, d): .npy/.npz/.csv/.txt, FILE.npz:NAME.", metavar="NAME")
     data_mean: tuple[float, ...] | None = setting(None, "Mean of the gaussian data (default 0).",
-                                                  parse=_vector("data_mean"), metavar="VECTOR")
+                                                  parse=vector_parser("data_mean"), metavar="VECTOR")
     data_cov: tuple[tuple[float, ...], ...] | None = setting(
         None, "Covariance of the gaussian data (default I): 'a,b;c,d' or an array file; the official toy is "
-        "'1,0.8;0.8,0.89'.", parse=_matrix("data_cov"), metavar="MATRIX")
+        "'1,0.8;0.8,0.89'.", parse=matrix_parser("data_cov"), metavar="MATRIX")
     fresh_real: bool = setting(False, "Draw a fresh real minibatch from the data distribution at every "
                                "discriminator step (as the official 2-D toy) instead of from n_train fixed points.")
     target: str = setting("gaussian-1d", "Analytic target (exact mode).", choices=TARGETS)
@@ -101,11 +100,11 @@ class MonoFlowJobConfig:
     generator: str = setting("mlp", "Generator (generator mode): mlp, or affine g(z) = mean + matrix z.",
                              choices=GENERATORS)
     generator_mean: tuple[float, ...] | None = setting(None, "Initial mean of the affine generator (default 1, as "
-                                                       "the official toy).", parse=_vector("generator_mean"),
+                                                       "the official toy).", parse=vector_parser("generator_mean"),
                                                        metavar="VECTOR")
     generator_matrix: tuple[tuple[float, ...], ...] | None = setting(
         None, "Initial matrix (d, k) of the affine generator (default I; k is its latent dimension).",
-        parse=_matrix("generator_matrix"), metavar="MATRIX")
+        parse=matrix_parser("generator_matrix"), metavar="MATRIX")
     latent_dim: int | None = setting(None, f"Latent dimension of the mlp generator (default {LATENT}).")
     k_gen: int = setting(1, "Generator steps per discriminator step (k > 1: distillation loss).")
     eps: float = setting(0.05, "Distillation step size (k_gen > 1).")
@@ -172,8 +171,8 @@ class MonoFlowJobConfig:
     def gaussian_data(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, Cholesky factor) of the gaussian data, checked."""
         d = len(self.data_mean) if self.data_mean is not None else (len(self.data_cov) if self.data_cov else 2)
-        mean = _tensor(self.data_mean) if self.data_mean is not None else torch.zeros(d, dtype=torch.float64)
-        cov = _tensor(self.data_cov) if self.data_cov is not None else torch.eye(d, dtype=torch.float64)
+        mean = float64_tensor(self.data_mean, torch.zeros(d, dtype=torch.float64))
+        cov = float64_tensor(self.data_cov, torch.eye(d, dtype=torch.float64))
         require(cov.shape == (d, d), f"data_cov must be {d} x {d} to match data_mean, got {tuple(cov.shape)}")
         require(bool(torch.allclose(cov, cov.T)), "data_cov must be symmetric")
         chol, info = torch.linalg.cholesky_ex(cov)
@@ -196,9 +195,8 @@ class MonoFlowJobConfig:
 
     def affine_generator(self, d: int) -> AffineGenerator:
         """`g(z) = mean + matrix z` from generator_mean (default 1) and generator_matrix (default I), checked."""
-        mean = _tensor(self.generator_mean) if self.generator_mean is not None else torch.ones(d, dtype=torch.float64)
-        matrix = (_tensor(self.generator_matrix) if self.generator_matrix is not None
-                  else torch.eye(d, dtype=torch.float64))
+        mean = float64_tensor(self.generator_mean, torch.ones(d, dtype=torch.float64))
+        matrix = float64_tensor(self.generator_matrix, torch.eye(d, dtype=torch.float64))
         require(mean.numel() == d, f"generator_mean has {mean.numel()} entries, the data has dimension {d}")
         require(matrix.shape[0] == d, f"generator_matrix has {matrix.shape[0]} rows, the data has dimension {d}")
         return AffineGenerator(mean, matrix)

@@ -23,11 +23,12 @@ from gentool.core.config import (
     check_float,
     check_int,
     file_digest,
-    parse_matrix,
-    parse_vector,
+    float64_tensor,
+    matrix_parser,
     read_array,
     read_tensors,
     setting,
+    vector_parser,
 )
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
 from gentool.core.io import atomic_save_npz
@@ -69,12 +70,6 @@ _TIMES = ", ".join(f"{m} {d.time:g}" for m, d in DEFAULTS.items())
 _STEPS = ", ".join(f"{m} {d.step:g}" for m, d in DEFAULTS.items())
 
 
-def _vector(name: str) -> Any:
-    return lambda value: parse_vector(value, name)
-
-
-def _tensor(values: Any) -> torch.Tensor | None:
-    return None if values is None else torch.tensor(values, dtype=torch.float64)
 
 
 @dataclass(frozen=True)
@@ -85,10 +80,10 @@ class ParticlesConfig:
                           "or module:function returning log pi(x) of shape (n,) (called as function(x, data) "
                           "when data is given).", metavar="NAME")
     target_mean: tuple[float, ...] | None = setting(None, "Mean of the gaussian target (default 0): '1,-1' or an "
-                                                    "array file.", parse=_vector("target_mean"), metavar="VECTOR")
+                                                    "array file.", parse=vector_parser("target_mean"), metavar="VECTOR")
     target_cov: tuple[tuple[float, ...], ...] | None = setting(
         None, "Covariance of the gaussian target (default I): 'a,b;c,d' or an array file.",
-        parse=lambda value: parse_matrix(value, "target_cov"), metavar="MATRIX")
+        parse=matrix_parser("target_cov"), metavar="MATRIX")
     data: Path | None = setting(None, "Data of a module:function target, passed as its second argument: a "
                                 ".npy/.csv/.txt file (a tensor) or .npz (a dict of tensors).", metavar="FILE")
     method: str = setting("langevin", "Particle method.", choices=PARTICLE_METHODS)
@@ -102,7 +97,7 @@ class ParticlesConfig:
                                "FILE.npz:NAME picks one array (default: Gaussian init_mean, init_std).",
                                metavar="FILE")
     init_mean: tuple[float, ...] | None = setting(None, "Mean of the Gaussian initial particles (default 0).",
-                                                  parse=_vector("init_mean"), metavar="VECTOR")
+                                                  parse=vector_parser("init_mean"), metavar="VECTOR")
     init_std: float | None = setting(None, "Std of the Gaussian initial particles (default 1).")
     dim: int | None = setting(None, "Dimension when the target does not fix it (none, module:function; default 2, "
                               "or that of init or init_mean).")
@@ -254,8 +249,8 @@ class ParticlesConfig:
             return custom_target(self.target, self.d, self.load_data())
         if self.target == "gaussian":
             d = self.d
-            mean = _tensor(self.target_mean) if self.target_mean is not None else torch.zeros(d, dtype=torch.float64)
-            cov = _tensor(self.target_cov) if self.target_cov is not None else torch.eye(d, dtype=torch.float64)
+            mean = float64_tensor(self.target_mean, torch.zeros(d, dtype=torch.float64))
+            cov = float64_tensor(self.target_cov, torch.eye(d, dtype=torch.float64))
             return gaussian_target(mean, cov)
         return make_target(self.target)
 
@@ -355,7 +350,7 @@ class ParticlesJob(SteppedUnits):
         if cfg.init is not None:
             return torch.as_tensor(cfg.initial_array(), dtype=torch.float64)
         d = cfg.d
-        mean = torch.zeros(d, dtype=torch.float64) if cfg.init_mean is None else _tensor(cfg.init_mean)
+        mean = float64_tensor(cfg.init_mean, torch.zeros(d, dtype=torch.float64))
         std = 1.0 if cfg.init_std is None else cfg.init_std
         return mean + std * torch.randn(cfg.particles, d, generator=_stream(self.seed, "init"), dtype=torch.float64)
 

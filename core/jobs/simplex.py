@@ -21,10 +21,11 @@ from gentool.core.config import (
     check_float,
     check_int,
     file_digest,
-    parse_matrix,
-    parse_vector,
+    float64_tensor,
+    matrix_parser,
     read_tensors,
     setting,
+    vector_parser,
 )
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
 from gentool.core.io import atomic_save_npz, atomic_write_text
@@ -37,12 +38,6 @@ SIMPLEX_CHUNK = 1000
 SHOW_P = 10  # the summary line lists p when it has at most this many entries
 
 
-def _field_vector(name: str) -> Any:
-    return lambda value: parse_vector(value, name)
-
-
-def _tensor(values: Any) -> torch.Tensor | None:
-    return None if values is None else torch.tensor(values, dtype=torch.float64)
 
 
 @dataclass(frozen=True)
@@ -53,17 +48,17 @@ class SimplexProblem:
                              "F, grad or (F, grad) (called as function(p, data) when data is given).")
     x: tuple[float, ...] | None = setting((1.0, 0.5, -1.0), "Vector x (sparsemax/softmax), target q (kl) or b "
                                           "(quadratic): '1,0.5,-1' or a .npy/.npz/.csv/.txt file (FILE.npz:NAME "
-                                          "picks one array).", parse=_field_vector("x"), metavar="VECTOR")
+                                          "picks one array).", parse=vector_parser("x"), metavar="VECTOR")
     matrix: tuple[tuple[float, ...], ...] | None = setting(
         None, "Matrix A (quadratic) or returns R (portfolio): 'a,b;c,d' or a .npy/.npz/.csv/.txt file.",
-        parse=lambda value: parse_matrix(value, "matrix"), metavar="MATRIX")
+        parse=matrix_parser("matrix"), metavar="MATRIX")
     tau: float = setting(1.0, "Entropy temperature of the softmax objective.")
     data: Path | None = setting(None, "Data of a module:function objective, passed as its second argument: a "
                                 ".npy/.csv/.txt file (a tensor) or .npz (a dict of tensors).", metavar="FILE")
     dim: int | None = setting(None, "Dimension of a module:function objective (default: the length of p0, "
                               "else of x).")
     p0: tuple[float, ...] | None = setting(None, "Initial point on the simplex (default uniform).",
-                                           parse=_field_vector("p0"), metavar="VECTOR")
+                                           parse=vector_parser("p0"), metavar="VECTOR")
 
     def __post_init__(self) -> None:
         check_float("tau", self.tau, 0.0, lo_open=True)
@@ -93,11 +88,11 @@ class SimplexProblem:
 
     def make_objective(self) -> SimplexObjective:
         dim = self.dim if self.dim is not None else (len(self.p0) if self.p0 is not None else None)
-        return make_objective(self.objective, _tensor(self.x), tau=self.tau, matrix=_tensor(self.matrix),
+        return make_objective(self.objective, float64_tensor(self.x), tau=self.tau, matrix=float64_tensor(self.matrix),
                               data=self.load_data(), dim=dim)
 
     def start(self) -> torch.Tensor | None:
-        return _tensor(self.p0)
+        return float64_tensor(self.p0)
 
 
 @dataclass(frozen=True)
