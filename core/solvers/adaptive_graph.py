@@ -120,12 +120,5 @@ def graphed_chunks(p: AdaptiveProblem, x0: torch.Tensor, scope: cache.CacheScope
     h0) and the call (shape, dtype, device)."""
     graphs = cache.entries(scope.owner, "adaptive-graphs")
     full_key = (scope.tag, *key, torch.is_inference_mode_enabled())
-    if full_key not in graphs:
-        try:
-            chunks = StaticChunks(p, x0, capture=True)
-        except Exception:
-            if strict:
-                raise
-            chunks = None
-        cache.put(graphs, full_key, chunks, MAX_ADAPTIVE_GRAPHS_PER_FIELD)
-    return graphs[full_key]
+    return cache.captured(graphs, full_key, lambda: StaticChunks(p, x0, capture=True),
+                          MAX_ADAPTIVE_GRAPHS_PER_FIELD, strict)

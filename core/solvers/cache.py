@@ -9,7 +9,7 @@ separates different terms built on one owner (the denoised output, the PF-ODE di
 from __future__ import annotations
 
 import weakref
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,3 +40,17 @@ def put(cache: dict, key: Hashable, value: Any, limit: int) -> Any:
         cache.pop(next(iter(cache)))
     cache[key] = value
     return value
+
+
+def captured(cache: dict, key: Hashable, build: Callable[[], Any], limit: int, strict: bool) -> Any:
+    """`cache[key]`, built on first use by `build()` (a CUDA-graph capture). A failed build is remembered as
+    None and not retried, unless `strict` (then its error propagates)."""
+    if key not in cache:
+        try:
+            value = build()
+        except Exception:
+            if strict:
+                raise
+            value = None
+        put(cache, key, value, limit)
+    return cache[key]

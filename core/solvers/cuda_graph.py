@@ -88,12 +88,5 @@ def graphed_solver(f: Field, x0: torch.Tensor, plan: Plan, noise: torch.Tensor |
     graphs = cache.entries(scope.owner, "graphs")
     key = (scope.tag, plan.key, tuple(x0.shape), x0.dtype, x0.device, save_all, program is not None,
            torch.is_inference_mode_enabled())
-    if key not in graphs:
-        try:
-            solve = capture(f, x0, plan, noise, save_all, program)
-        except Exception:
-            if strict:
-                raise
-            solve = None
-        cache.put(graphs, key, solve, MAX_GRAPHS_PER_FIELD)
-    return graphs[key]
+    return cache.captured(graphs, key, lambda: capture(f, x0, plan, noise, save_all, program), MAX_GRAPHS_PER_FIELD,
+                          strict)
