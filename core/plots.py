@@ -144,6 +144,31 @@ def bar(path: str | Path, values: Any, xlabel: str = "i", ylabel: str = "p_i") -
     return save(fig, path)
 
 
+def topk_paths(path: str | Path, taus: Any, paths: Mapping[str, Any], x: Any, entries: Sequence[int],
+               k: int, mark: float | None = None) -> Path:
+    """One panel per entry i of `entries`: p_i against τ (log axis), one line per Top-k map (each its own line
+    style, so maps that coincide stay visible); `paths[map]` is an array (len(taus), n) of the map's p at each
+    τ, `x` the scores (shown in the panel titles), `mark` a τ drawn as a dotted vertical line."""
+    cols = min(4, max(1, len(entries)))
+    fig, axes = subplots(-(-len(entries) // cols) or 1, cols, width=3.4, height=2.8)
+    taus, xs = as_numpy(taus).ravel(), as_numpy(x).ravel()
+    styles = ("-", "--", "-.", ":")
+    for ax, i in zip(axes.flat, entries, strict=False):
+        for j, (name, p) in enumerate(paths.items()):
+            ax.plot(taus, as_numpy(p)[:, i], styles[j % len(styles)], label=name, lw=1.6)
+        if mark is not None:
+            ax.axvline(mark, color="0.6", ls=":", lw=1, label=f"τ = {mark:g}")
+        ax.set_xscale("log")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title(f"entry {i} (x = {xs[i]:.4g}), k = {k}", fontsize=9)
+        ax.set_xlabel("τ")
+        ax.set_ylabel(f"p_{i}")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(entries):]:
+        ax.axis("off")
+    return save(fig, path)
+
+
 def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 

@@ -24,7 +24,7 @@ from gentool.core.run.device import resolve_device
 from gentool.core.run.execute import RunResult, execute
 
 JOB_SPECS = ("sample:SPEC", "train:SPEC", "monoflow:SPEC", "simplex:SIMPLEX", "simplex:COMPARE",
-             "optimize:PARTICLES", "mad:SPEC")
+             "optimize:PARTICLES", "topk:SPEC", "mad:SPEC")
 
 
 def _load() -> dict[str, JobSpec]:

@@ -1,7 +1,9 @@
 """Optimisation over probability distributions: the simplex (Frank–Wolfe, mirror descent, projected and
-softmax gradient) and Wasserstein gradient flows with particles (KDE flow, Langevin, SVGD, MMD flow).
+softmax gradient), Wasserstein gradient flows with particles (KDE flow, Langevin, SVGD, MMD flow), and smooth
+Top-k maps onto the capped simplex (threshold, entropic, sparse, hard).
 
     from gentool.core.probspace import make_objective, solve_simplex, make_target, kl_energy, run_particles
+    from gentool.core.probspace import smooth_topk, TOPK_MAPS
 """
 
 from gentool.core.probspace.closed_forms import QuadraticFlow, moment_errors
@@ -32,10 +34,11 @@ from gentool.core.probspace.simplex import (
     suitable_methods,
 )
 from gentool.core.probspace.targets import TARGETS, Target, check_target, custom_target, gaussian_target, make_target
+from gentool.core.probspace.topk import TOPK_MAPS, TopkMap, smooth_topk
 
 __all__ = ["DEFAULTS", "FLOW_METHODS", "FW_STEPS", "METHODS", "MMD_KERNELS", "OBJECTIVES", "PARTICLE_METHODS",
-           "TARGETS", "FlowMethod", "FreeEnergy", "ParticleResult", "QuadraticFlow", "SimplexObjective",
-           "SimplexResult", "Target", "advance", "check_simplex", "check_target", "custom_target", "fw_gap",
+           "TARGETS", "TOPK_MAPS", "FlowMethod", "FreeEnergy", "ParticleResult", "QuadraticFlow", "SimplexObjective",
+           "SimplexResult", "Target", "TopkMap", "advance", "check_simplex", "check_target", "custom_target", "fw_gap",
            "gaussian_target", "kl_energy", "make_method", "make_objective", "make_target", "moment_errors",
-           "on_simplex", "project_simplex", "prox_entropy_simplex", "run_particles", "solve_simplex",
-           "steps_between", "suitable_methods"]
+           "on_simplex", "project_simplex", "prox_entropy_simplex", "run_particles", "smooth_topk",
+           "solve_simplex", "steps_between", "suitable_methods"]
