@@ -12,6 +12,8 @@ $(BIN)/gentool: pyproject.toml
 	# CPU build of torch from this disk where no torch is present; GPU users keep theirs.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[test,diffusers]"
+	# k-diffusion as a test peer: its sampling.py only (the package pins training dependencies we do not need)
+	$(BIN)/python -m pip install -q --no-deps k-diffusion==0.1.1.post1
 	touch $@
 
 setup: $(BIN)/gentool

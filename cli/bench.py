@@ -203,7 +203,7 @@ def sampler_table(rows: list[dict], device: torch.device) -> Table:
         cols.append(("graph", lambda r: _us(r["graph_s"])))
     if compiled:
         cols.append(("compiled", lambda r: _us(r["compiled_s"])))
-    cols += [("floor", lambda r: _us(r["floor_s"])), ("plain loop", lambda r: _us(r["loop_s"])),
+    cols += [("floor", lambda r: _us(r["floor_s"])), ("definition loop", lambda r: _us(r["loop_s"])),
              ("eager/loop", lambda r: _ratio(r["eager_s"], r["loop_s"])),
              ("eager/floor", lambda r: _ratio(r["eager_s"], r["floor_s"]))]
     if graph:

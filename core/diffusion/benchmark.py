@@ -1,11 +1,12 @@
 """Sampler benchmark: speed and accuracy of every plan sampler, side by side.
 
-For each sampler x batch x NFE: microseconds per step of gentool eager (`graph="off"`), gentool graph
-(CUDA only: the whole solve replayed from one CUDA graph), gentool compiled (`compile=True`; on CUDA also
-graph-captured), the model alone (the same number of denoiser calls: one CUDA graph on CUDA, an eager
-loop on CPU) and the plain loop (`plain_loops.py`, the k-diffusion-style reference); plus the endpoint
-RMSE of the sampler at that NFE on the gmm-ring (exact denoiser, float64) against the float64 DOP853
-reference from the same noise. The timed denoiser is `D(x, sigma) = MLP([x, log sigma])`, 3->64->64->2
+For each sampler x batch x NFE: microseconds per step of gentool eager (the recorded plan, `graph="off"`),
+gentool graph (CUDA only: the whole solve replayed from one CUDA graph), gentool compiled (`compile=True`;
+on CUDA also graph-captured), the model alone (the same number of denoiser calls: one CUDA graph on CUDA,
+an eager loop on CPU) and the sampler's definition run as a plain loop on tensors (what k-diffusion's
+`sampling.py` does); plus the endpoint RMSE of the sampler at that NFE on the gmm-ring (exact denoiser,
+float64) against the float64 DOP853 reference from the same noise. The timed denoiser is
+`D(x, sigma) = MLP([x, log sigma])`, 3->64->64->2
 SiLU, float32. Returns rows (dicts); rendering is the caller's job (`gentool bench samplers`).
 """
 
@@ -16,8 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from gentool.core.diffusion.grids import edm_grid
-from gentool.core.diffusion.plain_loops import PLAIN_LOOPS
-from gentool.core.diffusion.samplers import SAMPLERS, run_sampler, sampler_plan
+from gentool.core.diffusion.samplers import SAMPLERS, default_noise, run_definition, run_sampler, sampler_plan
 from gentool.core.diffusion.targets import make_target, reference_flow
 from gentool.core.errors import choose
 from gentool.core.nn import make_generator, mlp, seeded
@@ -26,7 +26,7 @@ from gentool.core.solvers.benchmark import best_times, model_floor
 CPU_BATCH_SIZES = (1024, 16384)
 GPU_BATCH_SIZES = (1024, 65536, 1048576)
 NFES = (10, 50)
-PLAN_SAMPLERS: tuple[str, ...] = tuple(name for name in SAMPLERS if name in PLAIN_LOOPS)
+PLAN_SAMPLERS: tuple[str, ...] = tuple(name for name, spec in SAMPLERS.items() if spec.fn is not None)
 SIGMA_MAX = 80.0
 
 
@@ -71,7 +71,7 @@ def ring_errors(cfg: SamplerBenchConfig, progress: Callable[..., None]) -> dict[
     for name in cfg.samplers:
         for nfe in cfg.nfes:
             sigmas = edm_grid(SAMPLERS[name].steps_for_nfe(nfe))
-            x, _ = run_sampler(target, x0, sigmas, name, generator=make_generator(cfg.seed + 1))
+            x, _ = run_sampler(target, x0, sigmas, name, seed=cfg.seed + 1)
             out[name, nfe] = float(((x - ref) ** 2).sum(1).mean().sqrt())
             progress(len(out), total)
     return out
@@ -79,17 +79,17 @@ def ring_errors(cfg: SamplerBenchConfig, progress: Callable[..., None]) -> dict[
 
 def _contenders(cfg: SamplerBenchConfig, name: str, den: MLPDenoiser, x0: torch.Tensor, sigmas: torch.Tensor,
                 calls: int) -> dict[str, Callable[[], object]]:
-    grid, dev = sigmas.tolist(), x0.device
-    gen = lambda: torch.Generator(dev).manual_seed(cfg.seed)  # noqa: E731 - fresh noise stream per run
+    spec, grid, dev = SAMPLERS[name], sigmas.tolist(), x0.device
+    noise = lambda: default_noise(spec, x0, grid, cfg.seed, 0) if spec.noise else None  # noqa: E731 - per run
     runs: dict[str, Callable[[], object]] = {
-        "eager": lambda: run_sampler(den, x0, sigmas, name, generator=gen(), graph="off"),
-        "loop": lambda: PLAIN_LOOPS[name](den, x0, grid, generator=gen()),
+        "eager": lambda: run_sampler(den, x0, sigmas, name, seed=cfg.seed, graph="off"),
+        "loop": lambda: run_definition(spec, den, x0, grid, noise(), spec.resolve({})),
         "floor": model_floor(lambda t, x: den(x, t), x0, torch.full_like(x0[:, 0], SIGMA_MAX), calls),
     }
     if dev.type == "cuda":
-        runs["graph"] = lambda: run_sampler(den, x0, sigmas, name, generator=gen(), graph="on")
+        runs["graph"] = lambda: run_sampler(den, x0, sigmas, name, seed=cfg.seed, graph="on")
     if cfg.compile:
-        runs["compiled"] = lambda: run_sampler(den, x0, sigmas, name, generator=gen(), compile=True)
+        runs["compiled"] = lambda: run_sampler(den, x0, sigmas, name, seed=cfg.seed, compile=True)
     return runs
 
 
@@ -105,8 +105,8 @@ def sampler_rows(cfg: SamplerBenchConfig, device: torch.device, errors: dict[tup
             for nfe in cfg.nfes:
                 steps = SAMPLERS[name].steps_for_nfe(nfe)
                 sigmas = edm_grid(steps)
-                plan = sampler_plan(name, tuple(sigmas.tolist()), tuple(sorted(SAMPLERS[name].resolve({}).items())),
-                                    batch, x0.dtype, device)  # the plan run_sampler will use (memoised)
+                plan, _ = sampler_plan(name, tuple(sigmas.tolist()), tuple(sorted(SAMPLERS[name].resolve({}).items())),
+                                       batch, x0.dtype, device)  # the plan run_sampler will use (memoised)
                 with torch.no_grad():
                     times = best_times(_contenders(cfg, name, den, x0, sigmas, plan.nfe), device, cfg.repeats,
                                        clock=cfg.clock)

@@ -1,33 +1,38 @@
-"""Samplers over a denoiser `D(x, sigma)` on a grid `sigma_0 > ... > sigma_{N-1} > sigma_N` (usually 0).
+"""The sampler registry and the one entry point, `solve_sampler` / `run_sampler`.
 
-Every sampler runs on the solver core: a plan sampler (`sampler_plans.py`) turns the grid into a
-`gentool.core.solvers.Plan` that the one plan runner executes (eager, compiled, or captured in a CUDA
-graph; finiteness check naming the step and sigma; trajectory saving; per-sample NFE); `ode` integrates
-the PF-ODE in log sigma with `odeint`. The registry `SAMPLERS` holds each sampler's term, NFE per step,
-order and options; `sampler_table()` renders it. The plain-loop versions are in `plain_loops.py`.
+Each sampler is written once, in `sampler_defs.py`, as a short function of the denoiser; `SAMPLERS` binds
+a name to that definition, its declared options (`Option`: the single source of the CLI flags, help,
+validation and config keys), NFE per step and observed order. Without gradients a sampler runs as its
+plan (the definition recorded once on symbolic values, `tracing.record`) on the solver core's runner:
+eager, compiled, or captured in a CUDA graph, with the finiteness check naming the step and sigma,
+trajectory saving, progress and per-sample NFE. With gradients (a grid, state or option that requires
+grad) the definition runs on tensors. `ode` integrates the PF-ODE in log sigma with `odeint`.
 
-    x, nfe = run_sampler(denoiser, x0, sigmas, "dpmpp-3m", compile=True)
+    x, nfe = run_sampler(denoiser, x0, sigmas, "dpmpp-2m-sde", eta=0.5, seed=0)
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from gentool.core.diffusion import sampler_plans as plans
+from gentool.core.diffusion import sampler_defs as defs
 from gentool.core.diffusion.denoisers import Denoiser
+from gentool.core.diffusion.noise import BrownianNoise, SeededNoise
+from gentool.core.diffusion.tracing import record
 from gentool.core.errors import choose, require
 from gentool.core.progress import Progress
 from gentool.core.solvers import ADAPTIVE_METHODS, FIXED_METHODS, CacheScope, Plan, Solution, odeint
+from gentool.core.solvers.errors import NonFiniteState
 from gentool.core.solvers.plan import make_plan
-from gentool.core.solvers.runner import draw_noise, solve_plan
-from gentool.core.solvers.term import broadcast_to_state
+from gentool.core.solvers.runner import all_finite, solve_plan
 
 HINT = "use more steps (a finer sigma grid), or float64"
+NoiseSampler = Callable[[Any, Any], torch.Tensor]
 
 
 class DenoisedTerm:
@@ -40,16 +45,6 @@ class DenoisedTerm:
         return self.denoiser(x, sigma)
 
 
-class DirectionTerm:
-    """The PF-ODE direction `F(sigma, x) = dx/dsigma = (x - D(x, sigma)) / sigma`."""
-
-    def __init__(self, denoiser: Denoiser) -> None:
-        self.denoiser = denoiser
-
-    def __call__(self, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.denoiser(x, sigma)) / broadcast_to_state(sigma, x)
-
-
 class LogSigmaTerm:
     """The PF-ODE in u = log sigma: `F(u, x) = dx/du = x - D(x, e^u)`."""
 
@@ -60,69 +55,148 @@ class LogSigmaTerm:
         return x - self.denoiser(x, u.exp())
 
 
-def _between(lo: float, hi: float, integer: bool = False) -> Callable[[str, Any], Any]:
-    def check(name: str, value: Any) -> Any:
-        ok = (float(value).is_integer() if integer else math.isfinite(float(value))) and lo <= float(value) <= hi
-        require(ok, f"{name} must be {'an integer' if integer else 'a number'} in [{lo:g}, {hi:g}], got {value!r}")
-        return int(value) if integer else float(value)
-    return check
+@dataclass(frozen=True)
+class Option:
+    """A sampler setting, declared once: the command-line option, its help table entry,
+    validation, config-file key and Python keyword all come from here. `kind` float/int/str; floats and
+    ints must lie in [lo, hi] (open ends where `open_lo`/`open_hi`); strings in `choices`. A float option
+    may also be given as a tensor (scalar, or one value per step where the sampler says so): the eager,
+    differentiable path then carries its gradient."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    lo: float = -math.inf
+    hi: float = math.inf
+    open_lo: bool = False
+    open_hi: bool = False
+    choices: tuple[str, ...] = ()
+
+    def check(self, value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and self.kind is float:
+            require(bool(torch.isfinite(value).all()) and bool(((value > self.lo) if self.open_lo else
+                    (value >= self.lo)).all()) and bool(((value < self.hi) if self.open_hi else
+                    (value <= self.hi)).all()), f"{self.name} must lie in {self.bounds()}")
+            return value
+        if self.kind is str:
+            return choose(self.name, str(value), self.choices)
+        number = float(value) if not isinstance(value, bool) else math.nan
+        ok = math.isfinite(number) or (number == math.inf and self.hi == math.inf and not self.open_hi)
+        ok = ok and (number > self.lo if self.open_lo else number >= self.lo)
+        ok = ok and (number < self.hi if self.open_hi else number <= self.hi)
+        if self.kind is int:
+            ok = ok and number.is_integer()
+        require(ok, f"{self.name} must be {'an integer' if self.kind is int else 'a number'} in {self.bounds()}, "
+                f"got {value!r}")
+        return int(number) if self.kind is int else number
+
+    def bounds(self) -> str:
+        if self.kind is str:
+            return "{" + ", ".join(self.choices) + "}"
+        return f"{'(' if self.open_lo else '['}{self.lo:g}, {self.hi:g}{')' if self.open_hi else ']'}"
+
+    def describe(self) -> str:
+        return f"{self.name}={self.default:g}" if self.kind is not str else f"{self.name}={self.default}"
 
 
-def _positive(name: str, value: Any) -> float:
-    require(math.isfinite(float(value)) and float(value) > 0, f"{name} must be > 0, got {value!r}")
-    return float(value)
+ETA = Option("eta", float, 1.0, "Noise amount: 0 is the probability-flow ODE, 1 the full SDE (DDPM-like).", 0.0)
+S_NOISE = Option("s_noise", float, 1.0, "Scale of the added noise (EDM S_noise).", 0.0)
+SOLVER = Option("solver", str, "midpoint", "Second-order correction of dpmpp-2m-sde.", choices=("midpoint", "heun"))
+R_SDE = Option("r", float, 0.5, "Position of the sub-step in log sigma.", 0.0, 1.0, True, True)
+R_AMED = Option("r", float, 0.5, "Mean-value ratio: the direction is taken at sigma'^r sigma^(1-r).", 0.0, 1.0,
+                True, True)
+S_CHURN = Option("s_churn", float, 40.0, "EDM S_churn: total noise added, gamma = min(S_churn/N, sqrt2 - 1).", 0.0)
+S_TMIN = Option("s_tmin", float, 0.05, "EDM S_tmin: churn only for sigma >= S_tmin.", 0.0)
+S_TMAX = Option("s_tmax", float, 50.0, "EDM S_tmax: churn only for sigma <= S_tmax.", 0.0)
 
 
-def _method(name: str, value: Any) -> str:
-    return choose(name, str(value), FIXED_METHODS + ADAPTIVE_METHODS)
+def order_option(hi: int, default: int) -> Option:
+    return Option("order", int, default, f"Order (1-{hi}); lower on the first steps.", 1, hi)
+
+
+ODE_OPTIONS = (Option("method", str, "dopri5", "Core solver method.", choices=FIXED_METHODS + ADAPTIVE_METHODS),
+               Option("rtol", float, 1e-5, "Relative tolerance of an adaptive method.", 0.0, open_lo=True),
+               Option("atol", float, 1e-5, "Absolute tolerance of an adaptive method.", 0.0, open_lo=True))
 
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A sampler: its plan builder (None for `ode`), the term it evaluates, NFE per step, its observed
-    convergence order on the EDM grid, and its options (default, validator)."""
+    """A sampler: its one definition (`sampler_defs`; None for `ode`) with fixed arguments `bound`, its
+    options, NFE per step, observed order on the EDM grid, and whether it draws noise (`noise`: "" for
+    deterministic samplers, "seeded" or "brownian" for the default noise sampler)."""
 
     name: str
-    build: Callable[..., list] | None
-    term: type
-    nfe_per_step: str
-    order: str
-    options: Mapping[str, tuple[Any, Callable[[str, Any], Any]]] = field(default_factory=dict)
+    fn: Callable[..., Any] | None
+    options: tuple[Option, ...] = ()
+    bound: Mapping[str, Any] = field(default_factory=dict)
+    nfe_per_step: str = "1"
+    order: str = "1"
+    noise: str = ""
+    summary: str = ""
 
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        """Options with defaults filled in, validated; an unknown option is `BadInput`."""
+        """Options with defaults filled in, validated; an option the sampler does not take is `BadInput`
+        naming the ones it does."""
+        names = [o.name for o in self.options]
         for name in given:
-            choose(f"option of sampler {self.name!r}", name, self.options or {"(none)": None})
-        return {k: check(k, given.get(k, default)) for k, (default, check) in self.options.items()}
+            require(name in names, f"sampler {self.name!r} does not take option {name!r}; it takes: "
+                    f"{', '.join(names) or 'no options'}")
+        return {o.name: o.check(given[o.name]) if o.name in given else o.default for o in self.options}
 
     def steps_for_nfe(self, nfe: int) -> int:
         """Grid steps that spend about `nfe` evaluations (2-evaluation samplers: (nfe + 1) // 2)."""
         return max(1, (nfe + 1) // 2) if self.nfe_per_step.startswith("2") else nfe
 
 
-ORDER_1_TO_3 = {"order": (2, _between(1, 3, integer=True))}
-ORDER_1_TO_4 = {"order": (4, _between(1, 4, integer=True))}
+TWO = "2, last 1"
 SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
-    SamplerSpec("euler", plans.euler_steps, DenoisedTerm, "1", "1"),
-    SamplerSpec("ddim", plans.ddim_steps, DenoisedTerm, "1", "1", {"eta": (1.0, _between(0.0, math.inf))}),
-    SamplerSpec("heun", plans.heun_steps, DenoisedTerm, "2, last 1", "2"),
-    SamplerSpec("dpmpp-2m", plans.dpmpp_2m_steps, DenoisedTerm, "1", "2"),
-    SamplerSpec("dpmpp-3m", plans.dpmpp_3m_steps, DenoisedTerm, "1", "3"),
-    SamplerSpec("dpmpp-3m-kd", plans.dpmpp_3m_kd_steps, DenoisedTerm, "1", "2"),
-    SamplerSpec("amed", plans.amed_steps, DenoisedTerm, "2, last 1", "2", {"r": (0.5, _between(1e-9, 1 - 1e-9))}),
-    SamplerSpec("unipc", plans.unipc_steps, DenoisedTerm, "1", "order+1", ORDER_1_TO_3),
-    SamplerSpec("ipndm", plans.ipndm_steps, DirectionTerm, "1", "2", ORDER_1_TO_4),
-    SamplerSpec("ipndm-v", plans.ipndm_v_steps, DirectionTerm, "1", "order", ORDER_1_TO_4),
-    SamplerSpec("ode", None, LogSigmaTerm, "adaptive", "-",
-                {"method": ("dopri5", _method), "rtol": (1e-5, _positive), "atol": (1e-5, _positive)}),
+    SamplerSpec("euler", defs.euler, summary="Euler on the PF-ODE"),
+    SamplerSpec("euler-ancestral", defs.euler_ancestral, (ETA, S_NOISE), noise="seeded",
+                summary="ancestral Euler (k-diffusion)"),
+    SamplerSpec("ddim", defs.euler_ancestral, (ETA,), noise="seeded", summary="DDIM(eta) = euler-ancestral, s_noise 1"),
+    SamplerSpec("heun", defs.heun, nfe_per_step=TWO, order="2", summary="EDM Heun"),
+    SamplerSpec("edm-stochastic", defs.heun, (S_CHURN, S_TMIN, S_TMAX, S_NOISE), nfe_per_step=TWO, noise="seeded",
+                summary="EDM Heun with churn (Algorithm 2)"),
+    SamplerSpec("dpm-2", defs.mean_value, nfe_per_step=TWO, order="2", summary="DPM-Solver-2 (k-diffusion)"),
+    SamplerSpec("amed", defs.mean_value, (R_AMED,), nfe_per_step=TWO, order="2", summary="mean-value step at ratio r"),
+    SamplerSpec("dpmpp-2m", defs.dpmpp_2m_sde, bound={"eta": 0.0}, order="2", summary="DPM-Solver++(2M)"),
+    SamplerSpec("dpmpp-2m-sde", defs.dpmpp_2m_sde, (ETA, S_NOISE, SOLVER), noise="seeded",
+                summary="DPM-Solver++(2M) SDE"),
+    SamplerSpec("dpmpp-3m", defs.dpmpp_3m_sde, bound={"eta": 0.0, "d2_weight": 2.0}, order="3",
+                summary="DPM-Solver++(3M), Taylor d2 weight"),
+    SamplerSpec("dpmpp-3m-kd", defs.dpmpp_3m_sde, bound={"eta": 0.0}, order="2",
+                summary="DPM-Solver++(3M), published d2 weight"),
+    SamplerSpec("dpmpp-3m-sde", defs.dpmpp_3m_sde, (ETA, S_NOISE), noise="seeded", summary="DPM-Solver++(3M) SDE"),
+    SamplerSpec("dpmpp-sde", defs.dpmpp_sde, (ETA, S_NOISE, R_SDE), nfe_per_step=TWO, noise="brownian",
+                summary="DPM-Solver++ SDE, single-step (Brownian tree)"),
+    SamplerSpec("unipc", defs.unipc, (order_option(3, 2),), order="order+1", summary="UniPC-bh2"),
+    SamplerSpec("ipndm", defs.adams, (order_option(4, 4),), bound={"weights": defs.ab_fixed}, order="2",
+                summary="iPNDM, fixed Adams–Bashforth weights"),
+    SamplerSpec("ipndm-v", defs.adams, (order_option(4, 4),), order="order",
+                summary="iPNDM, variable-step weights in sigma"),
+    SamplerSpec("lms", defs.adams, (order_option(4, 4),), bound={"euler_to_zero": False}, order="order",
+                summary="linear multistep (k-diffusion)"),
+    SamplerSpec("deis", defs.adams, (order_option(3, 3),), bound={"weights": defs.ab_vp_time}, order="order",
+                summary="DEIS tAB (Lagrange in VP time)"),
+    SamplerSpec("ode", None, ODE_OPTIONS, nfe_per_step="adaptive", order="-", summary="PF-ODE by a core solver"),
 )}
+
+
+def option_declarations() -> dict[str, list[tuple[str, Option]]]:
+    """Every option name with the samplers that take it and their declarations (for config fields)."""
+    out: dict[str, list[tuple[str, Option]]] = {}
+    for spec in SAMPLERS.values():
+        for opt in spec.options:
+            out.setdefault(opt.name, []).append((spec.name, opt))
+    return out
 
 
 def sampler_table() -> str:
     """A fixed-width table of the samplers: name, NFE per step, observed order, options (defaults)."""
     rows = [("sampler", "NFE/step", "order", "options")]
     for s in SAMPLERS.values():
-        rows.append((s.name, s.nfe_per_step, s.order, ", ".join(f"{k}={d}" for k, (d, _) in s.options.items())))
+        rows.append((s.name, s.nfe_per_step, s.order, ", ".join(o.describe() for o in s.options)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[3] for r in rows)
 
@@ -138,10 +212,13 @@ def _check_sigmas(sigmas: torch.Tensor | list[float]) -> tuple[float, ...]:
 
 @functools.lru_cache(maxsize=64)
 def sampler_plan(name: str, grid: tuple[float, ...], options: tuple[tuple[str, Any], ...], batch: int,
-                 dtype: torch.dtype, device: torch.device) -> Plan:
-    """The memoised plan of sampler `name` on `grid` (float64 coefficients; stage times in `dtype`)."""
-    specs = SAMPLERS[name].build(list(grid), **dict(options))
-    return make_plan((name, options, grid, batch, dtype, device), specs, grid, batch, dtype, device)
+                 dtype: torch.dtype, device: torch.device) -> tuple[Plan, tuple[tuple[float, float], ...]]:
+    """The memoised plan of sampler `name` on `grid` (its definition run once on symbolic values; float64
+    coefficients, stage times in `dtype`) and the (sigma, sigma') of its noise draws, in order."""
+    spec = SAMPLERS[name]
+    rec = record(spec.fn, list(grid), {**dict(options), **spec.bound})
+    plan = make_plan((name, options, grid, batch, dtype, device), rec.steps, grid, batch, dtype, device)
+    return plan, rec.noise_pairs
 
 
 def _solve_ode(denoiser: Denoiser, x: torch.Tensor, grid: tuple[float, ...], opts: dict[str, Any], save: str,
@@ -165,32 +242,112 @@ def _solve_ode(denoiser: Denoiser, x: torch.Tensor, grid: tuple[float, ...], opt
                     rejected=unknown, reached=torch.ones_like(nfe, dtype=torch.bool))
 
 
+def default_noise(spec: SamplerSpec, x: torch.Tensor, grid: Sequence[float], seed: int, first: int) -> NoiseSampler:
+    """The sampler's default noise: `BrownianNoise` over the positive sigmas for samplers with sub-step
+    noise, else `SeededNoise`; both depend on (seed, each sample's global index) only."""
+    if spec.noise == "brownian":
+        positive = [float(s) for s in grid if float(s) > 0]
+        return BrownianNoise(x, min(positive), max(positive), seed, first)
+    return SeededNoise(x, seed, first)
+
+
+def _draw(noise: NoiseSampler, pairs: Sequence[tuple[float, float]], x: torch.Tensor) -> torch.Tensor | None:
+    """Every draw of a plan, in order, (draws, *x.shape) on x's device."""
+    if not pairs:
+        return None
+    if isinstance(noise, SeededNoise):
+        return noise.draws(len(pairs))
+    return torch.stack([torch.as_tensor(noise(a, b)) for a, b in pairs]).to(device=x.device, dtype=x.dtype)
+
+
+def _seed(seed: int | None, generator: torch.Generator | None) -> int:
+    return int(seed) if seed is not None else generator.initial_seed() if generator is not None else 0
+
+
+def _differentiable(x: torch.Tensor, sigmas: Any, options: Mapping[str, Any]) -> bool:
+    """Whether to take the eager path on tensors: a tensor option, or a grid/state/option that needs grad."""
+    if any(isinstance(v, torch.Tensor) for v in options.values()):
+        return True
+    tensors = [t for t in (x, sigmas) if isinstance(t, torch.Tensor)]
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+class CountingModel:
+    """`model(x, sigma)` for the eager path: sigma (a float or 0-d tensor) broadcast to (B,); counts calls."""
+
+    def __init__(self, denoiser: Denoiser) -> None:
+        self.denoiser, self.calls = denoiser, 0
+
+    def __call__(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
+        self.calls += 1
+        sigma = sigma.to(dtype=x.dtype, device=x.device) if isinstance(sigma, torch.Tensor) else torch.tensor(
+            sigma, dtype=x.dtype, device=x.device)
+        return self.denoiser(x, sigma.expand(x.shape[0]))
+
+
+def run_definition(spec: SamplerSpec, denoiser: Denoiser, x: torch.Tensor, sigmas: Any, noise: NoiseSampler,
+                   options: Mapping[str, Any]) -> tuple[torch.Tensor, list[torch.Tensor], int]:
+    """The sampler's definition run on tensors (autograd flows through sigmas, x and tensor options): the
+    final state, the state after every step and the NFE per sample."""
+    grid = list(sigmas.unbind(0)) if isinstance(sigmas, torch.Tensor) else [float(s) for s in sigmas]
+    model = CountingModel(denoiser)
+    states = list(spec.fn(model, noise, x, grid, **{**options, **spec.bound}))
+    return states[-1], states, model.calls
+
+
 def solve_sampler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | list[float], sampler: str, *,
-                  generator: torch.Generator | None = None, progress: Progress | None = None,
+                  seed: int | None = None, generator: torch.Generator | None = None, first_index: int = 0,
+                  noise_sampler: NoiseSampler | None = None, progress: Progress | None = None,
                   save: str = "final", graph: str = "auto", compile: bool = False, **options: Any) -> Solution:
-    """Run `sampler` from `x` (at `sigmas[0]`) along `sigmas`, without gradients; the full `Solution`
-    (xs: the state at every sigma for save="trajectory"; per-sample NFE). Stochastic samplers draw their
-    noise from `generator` up front (same seed, same numbers on every path). `graph`/`compile` as in
-    `odeint`; graphs and compiled steps are cached per denoiser."""
+    """Run `sampler` from `x` (at `sigmas[0]`) along `sigmas`; the full `Solution` (xs: the state at every
+    sigma for save="trajectory"; per-sample NFE).
+
+    Noise: `noise_sampler(sigma, sigma_next)` if given (k-diffusion's signature, called in the sampler's
+    order), else the default (`default_noise`) from `seed` (default: `generator.initial_seed()`, else 0) and
+    the samples' global indices `first_index ..`. Without gradients the sampler runs as its recorded plan
+    (eager, CUDA graph or compiled; cached per denoiser); when the grid, `x` or a tensor option requires
+    grad (or an option is a tensor), it runs its definition eagerly on tensors and the result carries the
+    gradient."""
     spec = SAMPLERS[choose("sampler", sampler, SAMPLERS)]
     choose("save", save, ("final", "times", "trajectory"))
     grid, opts = _check_sigmas(sigmas), spec.resolve(options)
+    noise = noise_sampler
+    if noise is None and spec.noise:
+        noise = default_noise(spec, x, grid, _seed(seed, generator), first_index)
+    if spec.fn is not None and _differentiable(x, sigmas, opts):
+        return _solve_differentiable(spec, denoiser, x, sigmas, noise, opts, save)
     with torch.no_grad():
-        if spec.build is None:
+        if spec.fn is None:
             return _solve_ode(denoiser, x, grid, opts, save, graph, compile, progress)
-        plan = sampler_plan(spec.name, grid, tuple(sorted(opts.items())), x.shape[0], x.dtype, x.device)
-        return solve_plan(spec.term(denoiser), x, plan, noise=draw_noise(plan, x, generator), save=save,
-                          graph=graph, compile=compile, progress=progress,
-                          scope=CacheScope(denoiser, spec.term.__name__), label="sigma", hint=HINT)
+        plan, pairs = sampler_plan(spec.name, grid, tuple(sorted(opts.items())), x.shape[0], x.dtype, x.device)
+        return solve_plan(DenoisedTerm(denoiser), x, plan, noise=_draw(noise, pairs, x), save=save, graph=graph,
+                          compile=compile, progress=progress, scope=CacheScope(denoiser, "denoised"), label="sigma",
+                          hint=HINT)
+
+
+def _solve_differentiable(spec: SamplerSpec, denoiser: Denoiser, x: torch.Tensor, sigmas: Any,
+                          noise: NoiseSampler | None, opts: dict[str, Any], save: str) -> Solution:
+    x_end, states, nfe = run_definition(spec, denoiser, x, sigmas, noise, opts)
+    if not all_finite(x_end.detach()):
+        raise NonFiniteState(f"non-finite state after sampler {spec.name}; {HINT}", step=len(states) - 1,
+                             time=float(_check_sigmas(sigmas)[-1]))
+    batch = x.shape[0]
+    counts = torch.full((batch,), nfe, dtype=torch.long, device=x.device)
+    xs = torch.stack([x, *states]) if save != "final" else None
+    grid = torch.as_tensor(sigmas).detach().to(dtype=x.dtype, device=x.device)
+    return Solution(x=x_end, xs=xs, ts=grid if xs is not None else grid[-1].expand(batch), nfe=counts,
+                    accepted=torch.full_like(counts, len(states)), rejected=torch.zeros_like(counts),
+                    reached=torch.ones(batch, dtype=torch.bool, device=x.device))
 
 
 def run_sampler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | list[float], sampler: str, *,
-                generator: torch.Generator | None = None, progress: Progress | None = None,
+                seed: int | None = None, generator: torch.Generator | None = None, first_index: int = 0,
+                noise_sampler: NoiseSampler | None = None, progress: Progress | None = None,
                 graph: str = "auto", compile: bool = False, **options: Any) -> tuple[torch.Tensor, int]:
-    """Run `sampler` from `x` (at `sigmas[0]`) along `sigmas`, without gradients. Returns `(x, nfe)`."""
-    sol = solve_sampler(denoiser, x, sigmas, sampler, generator=generator, progress=progress, graph=graph,
-                        compile=compile, **options)
-    return sol.x, int(sol.nfe.max())
+    """Run `sampler` from `x` (at `sigmas[0]`) along `sigmas` (see `solve_sampler`). Returns `(x, nfe)`."""
+    sol = solve_sampler(denoiser, x, sigmas, sampler, seed=seed, generator=generator, first_index=first_index,
+                        noise_sampler=noise_sampler, progress=progress, graph=graph, compile=compile, **options)
+    return sol.x, int(sol.nfe[0]) if len(sol.nfe) else 0
 
 
 def sample(

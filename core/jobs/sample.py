@@ -10,6 +10,7 @@ image metrics on the local feature net (`gentool.core.metrics.images`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from gentool.core import plots
 from gentool.core.config import check_float, check_int, setting
 from gentool.core.data import DATASETS, sample_data
 from gentool.core.diffusion import GRIDS, SAMPLERS, SCHEDULES, TARGETS, make_grid
-from gentool.core.diffusion.samplers import run_sampler
+from gentool.core.diffusion.samplers import Option, option_declarations, run_sampler
 from gentool.core.diffusion.sources import SampleSource, model_source, target_source
 from gentool.core.diffusion.targets import MixtureTarget, reference_flow
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
@@ -29,18 +30,16 @@ from gentool.core.io import atomic_write_json
 from gentool.core.metrics.images import IMAGE_DATA, heldout_image_metrics
 from gentool.core.nn import make_generator
 from gentool.core.run.contract import JobSpec, Row
-from gentool.core.solvers import ADAPTIVE_METHODS, FIXED_METHODS
 
 MMD_MAX = 2000  # MMD is O(n^2): computed on the first MMD_MAX samples
-SAMPLER_OPTIONS = {"ddim": ("eta",), "amed": ("r",), "ode": ("method", "rtol"), "unipc": ("order",),
-                   "ipndm": ("order",), "ipndm-v": ("order",)}
 MODEL_GRID = "model"  # a discrete-table model's own timesteps (its scheduler's timestep_spacing)
 SAMPLE_GRIDS = (*GRIDS, MODEL_GRID)
 
 
 @dataclass(frozen=True)
-class SampleConfig:
-    """What to sample (exactly one of `target` and `model`), with which sampler, on which σ grid."""
+class SampleSettings:
+    """What to sample (exactly one of `target` and `model`), with which sampler, on which σ grid. The
+    sampler options (eta, order, ...) are added from the sampler registry's declarations (`SampleConfig`)."""
 
     target: str | None = setting(None, "Analytic target (exact denoiser).", choices=TARGETS)
     model: str | None = setting(None, "A `gentool train` checkpoint (file or run directory) or a diffusers model "
@@ -56,11 +55,6 @@ class SampleConfig:
     sigma_max: float | None = setting(None, "Largest σ, the initial noise scale (default: 80, or the model's noise "
                                       "table).")
     rho: float = setting(7.0, "ρ of the EDM grid.")
-    eta: float = setting(1.0, "ddim stochasticity (0: Euler, 1: DDPM ancestral).")
-    r: float = setting(0.5, "amed mean-value ratio in (0, 1).")
-    method: str = setting("dopri5", "ode: core solver method.", choices=(*FIXED_METHODS, *ADAPTIVE_METHODS))
-    rtol: float = setting(1e-5, "ode: adaptive tolerance (atol = rtol).")
-    order: int | None = setting(None, "unipc: 1-3 (default 2); ipndm, ipndm-v: 1-4 (default 4).")
     compile: bool = setting(False, "torch.compile the sampler (inductor; eager with a warning where unavailable).")
     reference: bool = setting(True, "Analytic targets: endpoint error against a float64 reference solve.")
     integer_timesteps: bool = setting(False, "Diffusers models: evaluate at the nearest integer timestep (as "
@@ -80,7 +74,6 @@ class SampleConfig:
         choose("sampler", self.sampler, SAMPLERS)
         choose("grid", self.grid, SAMPLE_GRIDS)
         choose("schedule", self.schedule, SCHEDULES)
-        choose("method", self.method, (*FIXED_METHODS, *ADAPTIVE_METHODS))
         check_int("steps", self.steps, 1, 100_000)
         check_int("n", self.n, 1, 10**9)
         check_int("dim", self.dim, 1, 100_000)
@@ -91,19 +84,41 @@ class SampleConfig:
         if self.sigma_max is not None:
             check_float("sigma_max", self.sigma_max, self.sigma_min or 0.0, lo_open=True)
         check_float("rho", self.rho, 0.0, lo_open=True)
-        check_float("eta", self.eta, 0.0)
-        check_float("r", self.r, 0.0, 1.0, lo_open=True, hi_open=True)
-        check_float("rtol", self.rtol, 0.0, lo_open=True)
-        if self.order is not None:
-            check_int("order", self.order, 1, 4)
         check_float("cfg", self.cfg, 0.0)
         for name in ("class_label", "null_class"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 0)
+        SAMPLERS[self.sampler].resolve(self.given_options())
+
+    def given_options(self) -> dict[str, Any]:
+        """The sampler options set (not None); the sampler refuses those it does not take."""
+        return {k: getattr(self, k) for k in option_declarations() if getattr(self, k, None) is not None}
 
     def sampler_options(self) -> dict[str, Any]:
-        opts = {k: getattr(self, k) for k in SAMPLER_OPTIONS.get(self.sampler, ()) if getattr(self, k) is not None}
-        return opts | ({"atol": self.rtol} if self.sampler == "ode" else {}) | {"compile": self.compile}
+        return self.given_options() | {"compile": self.compile}
+
+
+def _option_help(declared: list[tuple[str, Option]]) -> str:
+    """One help text for an option name from every sampler's declaration of it."""
+    groups: dict[int, tuple[Option, list[str]]] = {}
+    for sampler, opt in declared:
+        groups.setdefault(id(opt), (opt, []))[1].append(sampler)
+    return " ".join(f"{', '.join(names)}: {opt.help} {opt.bounds()}, default {opt.default}."
+                    for opt, names in groups.values())
+
+
+def _option_fields() -> list[tuple[str, Any, Any]]:
+    """A config field for every sampler option name (default None: the sampler's own default)."""
+    out = []
+    for name, declared in option_declarations().items():
+        first = declared[0][1]
+        out.append((name, first.kind | None, setting(None, _option_help(declared), choices=first.choices or None)))
+    return out
+
+
+SampleConfig = dataclasses.make_dataclass("SampleConfig", _option_fields(), bases=(SampleSettings,), frozen=True)
+SampleConfig.__module__ = __name__
+SampleConfig.__doc__ = SampleSettings.__doc__
 
 
 def open_source(cfg: SampleConfig, device: torch.device) -> SampleSource:
@@ -201,7 +216,8 @@ class SampleJob:
         labels = self._labels(first, b)
         denoiser = self.source.denoiser if labels is None else self.source.conditioned(labels, cfg.cfg)
         start = time.perf_counter()
-        x, nfe = run_sampler(denoiser, x0, self.sigmas, cfg.sampler, generator=self.g, **cfg.sampler_options())
+        x, nfe = run_sampler(denoiser, x0, self.sigmas, cfg.sampler, seed=self.seed, first_index=first,
+                             **cfg.sampler_options())
         seconds = time.perf_counter() - start
         if not bool(torch.isfinite(x).all()):
             raise NumericalFailure(f"sampler {cfg.sampler} produced non-finite samples at {cfg.steps} steps; "

@@ -84,19 +84,23 @@ def _combine(regs: Sequence[torch.Tensor], shape: tuple[int, ...], coeffs: torch
 def segment_body(shape: tuple, length: int) -> Callable[..., tuple[tuple[torch.Tensor, ...], tuple]]:
     """The eager function of `length` steps of `shape` (`Step.shape`):
     (f, x, hist, noise rows, stage times (length * stages, B), coefficients) -> (states after each step, hist)."""
-    stage_shapes, update_shape, keep, noisy = shape
+    stage_shapes, update_shape, keep_shapes, n_noise = shape
 
     def run_segment(f: Field, x: torch.Tensor, hist: tuple, noise: torch.Tensor | None, times: torch.Tensor,
                     coeffs: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple]:
         states, k, t = [], 0, 0
         for i in range(length):
-            regs = [x, *hist, *([noise[i]] if noisy else [])]
+            regs = [x, *hist, *(noise[i * n_noise + j] for j in range(n_noise))]
             for stage_shape in stage_shapes:
                 inputs, k = _combine(regs, stage_shape, coeffs, k)
                 regs.append(f(times[t], inputs))
                 t += 1
             x, k = _combine(regs, update_shape, coeffs, k)
-            hist = tuple(regs[j] for j in keep)
+            kept = []
+            for keep_shape in keep_shapes:
+                value, k = _combine(regs, keep_shape, coeffs, k)
+                kept.append(value)
+            hist = tuple(kept)
             states.append(x)
         return tuple(states), hist
 
@@ -104,7 +108,7 @@ def segment_body(shape: tuple, length: int) -> Callable[..., tuple[tuple[torch.T
 
 
 def _step_coefficients(step: Step) -> list[float]:
-    combos = [st.inputs for st in step.stages] + [step.update]
+    combos = [st.inputs for st in step.stages] + [step.update, *step.keep]
     return [c for comb in combos if comb.head is not Head.COPY for _, c in comb.terms]
 
 
@@ -137,10 +141,10 @@ def segments(plan: Plan) -> list[Segment]:
         for length in _lengths(run):
             steps = plan.steps[i:i + length]
             coeffs = torch.tensor([c for st in steps for c in _step_coefficients(st)], dtype=dtype, device=device)
-            noisy = shape[3]
-            out.append(Segment(i, length, shape, time_at, coeffs, noise_at if noisy else None))
+            n_noise = shape[3]
+            out.append(Segment(i, length, shape, time_at, coeffs, noise_at if n_noise else None))
             i, time_at = i + length, time_at + sum(len(st.stages) for st in steps)
-            noise_at += length if noisy else 0
+            noise_at += length * n_noise
     return out
 
 
@@ -163,7 +167,7 @@ class CompiledPlan:
         """The whole solve from x; the state after step i goes to xs[i + 1] if given (no host sync)."""
         hist: tuple = ()
         for seg in self.segments:
-            rows = None if seg.noise_at is None else noise[seg.noise_at:seg.noise_at + seg.length]
+            rows = None if seg.noise_at is None else noise[seg.noise_at:seg.noise_at + seg.length * seg.shape[3]]
             n_times = seg.length * len(seg.shape[0])
             states, hist = self._fn(seg)(f, x, hist, rows, self.plan.times[seg.time_at:seg.time_at + n_times],
                                          seg.coeffs)

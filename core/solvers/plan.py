@@ -4,11 +4,13 @@ A step maps the state x_i to x_{i+1} with a few *registers*:
 
     X       the state x_i
     H(j)    values kept from earlier steps (multistep history), most recent first
-    Z       a standard normal draw (stochastic plans; pre-drawn from the run's generator)
+    Z(k)    the k-th standard normal draw of this step (stochastic plans; drawn before the solve by a
+            noise sampler, so every runner sees the same numbers); `Z` is Z(0)
     K(s)    the output of stage s of this step
 
 Stage s evaluates the term at a precomputed time,   K(s) = F(t_s, sum_r a_sr r)   (r over X, H, Z, K(<s)),
-the step ends with   x_{i+1} = sum_r b_r r   and keeps   H' = (r_1, r_2, ...)   for the next step.
+the step ends with   x_{i+1} = sum_r b_r r   and keeps   H'_j = sum_r c_jr r   for the next step (most
+often a single register: no arithmetic).
 
 A Butcher tableau is the case a_sX = b_X = 1, a_sK(j) = h a_sj, b_K(s) = h b_s (no history); Euler on a
 sigma-form denoiser is x' = (s'/s) x + (1 - s'/s) D(x, s); DPM-Solver++(2M) adds a history register for
@@ -49,6 +51,11 @@ X = Reg(Slot.STATE)
 Z = Reg(Slot.NOISE)
 
 
+def Zk(k: int) -> Reg:
+    """The k-th standard normal draw of the current step (Z = Zk(0))."""
+    return Reg(Slot.NOISE, k)
+
+
 def H(j: int) -> Reg:
     """The j-th value kept from earlier steps (0 = most recent)."""
     return Reg(Slot.HISTORY, j)
@@ -77,19 +84,23 @@ class StageSpec:
 
 @dataclass(frozen=True)
 class StepSpec:
-    """One step: its stages, the new state `sum_r w_r r`, and the registers kept for the next step."""
+    """One step: its stages, the new state `sum_r w_r r`, and the values kept for the next step (each a
+    combination of registers; usually one register)."""
 
     stages: tuple[StageSpec, ...]
     update: Terms
-    keep: tuple[Reg, ...] = ()
+    keep: tuple[Terms, ...] = ()
+    draws: int = 0  # noise draws taken by the step (at least every Z(k) it reads)
 
 
 def stage(time: float, weights: Mapping[Reg, float]) -> StageSpec:
     return StageSpec(float(time), terms(weights))
 
 
-def step(stages: Sequence[StageSpec], update: Mapping[Reg, float], keep: Sequence[Reg] = ()) -> StepSpec:
-    return StepSpec(tuple(stages), terms(update), tuple(keep))
+def step(stages: Sequence[StageSpec], update: Mapping[Reg, float],
+         keep: Sequence[Reg | Mapping[Reg, float]] = (), draws: int = 0) -> StepSpec:
+    kept = tuple(((k, 1.0),) if isinstance(k, Reg) else terms(k) for k in keep)
+    return StepSpec(tuple(stages), terms(update), kept, draws)
 
 
 class Head(IntEnum):
@@ -185,17 +196,18 @@ class Stage:
 
 @dataclass(frozen=True)
 class Step:
-    """A compiled step. Registers: [x, *history, (noise row `noise` if not None), *stage outputs]."""
+    """A compiled step. Registers: [x, *history, *noise rows `noise`, *stage outputs]."""
 
     stages: tuple[Stage, ...]
     update: Combination
-    keep: tuple[int, ...]
-    noise: int | None
+    keep: tuple[Combination, ...]
+    noise: tuple[int, ...]
 
     @property
     def shape(self) -> tuple:
         """Everything but coefficients and times: steps of one shape share a compiled kernel."""
-        return (tuple(s.inputs.shape for s in self.stages), self.update.shape, self.keep, self.noise is not None)
+        return (tuple(s.inputs.shape for s in self.stages), self.update.shape, tuple(k.shape for k in self.keep),
+                len(self.noise))
 
 
 @dataclass(frozen=True)
@@ -219,7 +231,7 @@ class Plan:
     counts: torch.Tensor
 
 
-def _index(reg: Reg, n_hist: int, noise: bool, n_stages: int) -> int:
+def _index(reg: Reg, n_hist: int, n_noise: int, n_stages: int) -> int:
     if reg.slot is Slot.STATE:
         return 0
     if reg.slot is Slot.HISTORY:
@@ -227,15 +239,16 @@ def _index(reg: Reg, n_hist: int, noise: bool, n_stages: int) -> int:
             raise ValueError(f"H({reg.index}) read but only {n_hist} value(s) are kept")
         return 1 + reg.index
     if reg.slot is Slot.NOISE:
-        return 1 + n_hist
+        return 1 + n_hist + reg.index
     if reg.index >= n_stages:
         raise ValueError(f"K({reg.index}) read before it is computed")
-    return 1 + n_hist + int(noise) + reg.index
+    return 1 + n_hist + n_noise + reg.index
 
 
-def _uses_noise(spec: StepSpec) -> bool:
-    regs = [r for st in spec.stages for r, _ in st.inputs] + [r for r, _ in spec.update] + list(spec.keep)
-    return Z in regs
+def _noise_count(spec: StepSpec) -> int:
+    """Draws of the step: one more than the largest Z(k) read (a plan draws Z(0..k) in order)."""
+    combos = [st.inputs for st in spec.stages] + [spec.update, *spec.keep]
+    return max([spec.draws, *(r.index + 1 for c in combos for r, _ in c if r.slot is Slot.NOISE)])
 
 
 def make_plan(key: Hashable, specs: Sequence[StepSpec], grid: Sequence[float], batch: int,
@@ -248,7 +261,7 @@ def make_plan(key: Hashable, specs: Sequence[StepSpec], grid: Sequence[float], b
     flat_times = all_times.unbind(0)
     steps, n_hist, draws, at = [], 0, 0, 0
     for spec in specs:
-        noise = _uses_noise(spec)
+        noise = _noise_count(spec)
         stages = []
         for s, st in enumerate(spec.stages):
             inputs = combination([(_index(r, n_hist, noise, s), w) for r, w in st.inputs])
@@ -256,9 +269,9 @@ def make_plan(key: Hashable, specs: Sequence[StepSpec], grid: Sequence[float], b
             at += 1
         n = len(stages)
         update = combination([(_index(r, n_hist, noise, n), w) for r, w in spec.update])
-        keep = tuple(_index(r, n_hist, noise, n) for r in spec.keep)
-        steps.append(Step(tuple(stages), update, keep, draws if noise else None))
-        draws, n_hist = draws + int(noise), len(keep)
+        keep = tuple(combination([(_index(r, n_hist, noise, n), w) for r, w in k]) for k in spec.keep)
+        steps.append(Step(tuple(stages), update, keep, tuple(range(draws, draws + noise))))
+        draws, n_hist = draws + noise, len(keep)
     grid_tensor = torch.tensor([float(t) for t in grid], dtype=dtype, device=device)
     counts = torch.tensor([[len(times)], [len(steps)], [0]], dtype=torch.long, device=device)
     return Plan(key, tuple(steps), tuple(float(t) for t in grid), all_times, draws, len(times), grid_tensor, counts)

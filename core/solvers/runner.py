@@ -35,12 +35,10 @@ PROGRESS_UPDATES = 50
 def advance(f: Field, x: torch.Tensor, hist: History, step: Step, noise: torch.Tensor | None
             ) -> tuple[torch.Tensor, History]:
     """One step: K(s) = f(t_s, sum a_sr r) for each stage, x' = sum b_r r, history' = the kept registers."""
-    regs = [x, *hist]
-    if step.noise is not None:
-        regs.append(noise[step.noise])
+    regs = [x, *hist, *(noise[k] for k in step.noise)]
     for st in step.stages:
         regs.append(f(st.time, st.inputs(regs)))
-    return step.update(regs), tuple(regs[j] for j in step.keep)
+    return step.update(regs), tuple(keep(regs) for keep in step.keep)
 
 
 def run_steps(f: Field, x: torch.Tensor, plan: Plan, noise: torch.Tensor | None, xs: torch.Tensor | None,

@@ -1,21 +1,20 @@
-"""The plain-loop reference: every plan sampler written as the Python loop of k-diffusion's `sampling.py`.
+"""Test oracle: the original samplers written independently as plain Python loops (k-diffusion style).
 
-`gentool` runs its samplers as plans on the solver core (`samplers.py`, `sampler_plans.py`); these loops
-are the same samplers written the obvious way, one tensor expression per formula, and they have two jobs:
-the tests check plan == loop to 1e-12 in float64 (same noise from the same generator for ddim), and
-`gentool bench samplers` times them as the "plain loop" column. Each function is
-`(denoiser, x, sigmas, *, generator=None, **options) -> (x, nfe)` on a decreasing grid `sigmas` whose
-last entry may be 0; `d = (x - D(x, sigma)) / sigma` is the PF-ODE direction dx/dsigma.
+These are the loops gentool's samplers were first checked against, kept here (outside the library) as an
+independent implementation: float64 loops with their own coefficient code (numpy), one tensor expression
+per formula. Each function is `(denoiser, x, sigmas, *, noise=None, **options) -> (x, nfe)` on a
+decreasing grid `sigmas` whose last entry may be 0; `d = (x - D(x, sigma)) / sigma` is the PF-ODE
+direction dx/dsigma; `noise(sigma, sigma')` is a k-diffusion-style noise sampler.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from gentool.core.diffusion.denoisers import Denoiser
-from gentool.core.diffusion.sampler_plans import adams_bashforth_weights, unipc_coefficients
 
 
 def _den(denoiser: Denoiser, x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -26,12 +25,51 @@ def _d(x: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
     return (x - denoised) / sigma
 
 
-def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    device = generator.device if generator is not None else torch.device("cpu")
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device).to(x.device)
+def adams_bashforth_weights(nodes: Sequence[float], end: float) -> list[float]:
+    """w_j = integral from nodes[0] to `end` of the Lagrange basis polynomial of node j (nodes[0] the
+    current point, then earlier ones): `x' = x + sum_j w_j f_j` is variable-step Adams–Bashforth of order
+    len(nodes). In the scaled variable u = (tau - nodes[0]) / (end - nodes[0]) the integral is over [0, 1]."""
+    h = end - nodes[0]
+    u = np.array([(t - nodes[0]) / h for t in nodes])
+    weights = []
+    for j in range(len(u)):
+        others = np.delete(u, j)
+        roots = np.polynomial.Polynomial.fromroots(others) if len(others) else np.polynomial.Polynomial([1.0])
+        basis = roots / np.prod(u[j] - others)
+        weights.append(float(h * basis.integ()(1.0)))
+    return weights
 
 
-def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, generator=None
+def unipc_coefficients(lambdas: Sequence[float], lam_next: float, order: int, corrector: bool
+                       ) -> tuple[float, list[float], list[float], list[float] | None, float, float]:
+    """UniPC-bh2 (data prediction; after wl-zhao/UniPC's `multistep_uni_pc_bh_update`) from model values
+    at `lambdas` (most recent last) to `lam_next`, in float64: h, the ratios r_k = (lambda_{-k} - lambda_0)/h
+    (k = 1..order-1), the predictor weights rho_p (empty at order 1), the corrector weights rho_c (None
+    without corrector), h phi_1 = expm1(-h) and B(h) = expm1(-h). The weights solve R rho = b with
+    R_ab = r_b^a (r_order = 1) and b_a = (a-1)! h phi_a(-h)... / B(h); order 2 predictor and order 1
+    corrector use the paper's rho = 1/2."""
+    h = lam_next - lambdas[-1]
+    rks = [(lambdas[-(k + 1)] - lambdas[-1]) / h for k in range(1, order)]
+    hh = -h
+    h_phi_1 = b_h = math.expm1(hh)
+    h_phi_k, factorial, b = h_phi_1 / hh - 1, 1, []
+    for i in range(1, order + 1):
+        b.append(h_phi_k * factorial / b_h)
+        factorial *= i + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    R = np.vander(np.array([*rks, 1.0]), order, increasing=True).T
+    rho_p: list[float] = []
+    if order == 2:
+        rho_p = [0.5]
+    elif order > 2:
+        rho_p = np.linalg.solve(R[:-1, :-1], np.array(b[:-1])).tolist()
+    rho_c = None
+    if corrector:
+        rho_c = [0.5] if order == 1 else np.linalg.solve(R, np.array(b)).tolist()
+    return h, rks, rho_p, rho_c, h_phi_1, b_h
+
+
+def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, noise=None
                  ) -> tuple[torch.Tensor, int]:
     """Euler (= DDIM, eta = 0): `x <- x + (sigma_{i+1} - sigma_i) d_i`; NFE = N."""
     for s, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
@@ -39,7 +77,7 @@ def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, ge
     return x, len(sigmas) - 1
 
 
-def sample_ddim(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, generator=None, eta: float = 1.0
+def sample_ddim(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, noise=None, eta: float = 1.0
                 ) -> tuple[torch.Tensor, int]:
     """DDIM with stochasticity eta (eta = 1: DDPM ancestral), in sigma-form:
     `s_up = min(s', eta sqrt(s'^2 (s^2 - s'^2) / s^2))`, `s_down = sqrt(s'^2 - s_up^2)`,
@@ -49,12 +87,12 @@ def sample_ddim(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, gen
         s_up = min(s_next, eta * math.sqrt(max(s_next**2 * (s**2 - s_next**2) / s**2, 0.0)))
         s_down = math.sqrt(s_next**2 - s_up**2)
         x = den + s_down * _d(x, den, s)
-        if s_up > 0:
-            x = x + s_up * _randn_like(x, generator)
+        if s_next > 0:
+            x = x + s_up * noise(s, s_next)
     return x, len(sigmas) - 1
 
 
-def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, generator=None
+def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, noise=None
                 ) -> tuple[torch.Tensor, int]:
     """EDM Heun: Euler predictor `x'`, then `x <- x + h (d_i + d(x', s_{i+1}))/2` unless `s_{i+1} = 0`."""
     nfe = 0
@@ -71,7 +109,7 @@ def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, gen
     return x, nfe
 
 
-def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, generator=None
+def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, noise=None
                     ) -> tuple[torch.Tensor, int]:
     """DPM-Solver++(2M): `lambda = -log sigma`, `h = lambda_{i+1} - lambda_i`, `r = h_{i-1}/h`,
     `D_bar = (1 + 1/(2r)) D_i - 1/(2r) D_{i-1}`, `x <- (s_{i+1}/s_i) x - expm1(-h) D_bar`;
@@ -93,13 +131,13 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *,
     return x, len(sigmas) - 1
 
 
-def sample_dpmpp_3m_kd(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, generator=None
+def sample_dpmpp_3m_kd(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, noise=None
                        ) -> tuple[torch.Tensor, int]:
     """DPM-Solver++(3M) with k-diffusion's published weight `- phi_3 d2` (see `sample_dpmpp_3m`)."""
-    return sample_dpmpp_3m(denoiser, x, sigmas, generator=generator, d2_weight=1.0)
+    return sample_dpmpp_3m(denoiser, x, sigmas, noise=noise, d2_weight=1.0)
 
 
-def sample_dpmpp_3m(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, generator=None,
+def sample_dpmpp_3m(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, noise=None,
                     d2_weight: float = 2.0) -> tuple[torch.Tensor, int]:
     """DPM-Solver++(3M), the loop of k-diffusion's `sample_dpmpp_3m_sde` at eta = 0 with the third-order
     weight of d2: with `h = lambda_{i+1} - lambda_i`, `x <- e^{-h} x - expm1(-h) D_i + phi_2 d1 - 2 phi_3 d2`,
@@ -128,7 +166,7 @@ def sample_dpmpp_3m(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *,
     return x, len(sigmas) - 1
 
 
-def sample_amed(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, generator=None, r: float = 0.5
+def sample_amed(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, noise=None, r: float = 0.5
                 ) -> tuple[torch.Tensor, int]:
     """AMED-style mean-value step: Euler predictor to `s_m = s_{i+1}^r s_i^{1-r}`, then the full step with
     the direction there, `x <- x + (s_{i+1} - s_i) d(x_m, s_m)`; a step to 0 is Euler. r = 0.5: DPM-Solver-2."""
@@ -149,7 +187,7 @@ def sample_amed(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, gen
 AB = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
 
 
-def sample_ipndm(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, generator=None, order: int = 4
+def sample_ipndm(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, noise=None, order: int = 4
                  ) -> tuple[torch.Tensor, int]:
     """iPNDM (Zhang & Chen 2023, as in zju-pi/diff-sampler and k-diffusion): Adams–Bashforth with the fixed
     coefficients of order min(order, i + 1) on the directions d, `x <- x + h sum_j c_j d_{i-j}`; a step to
@@ -167,7 +205,7 @@ def sample_ipndm(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, ge
     return x, len(sigmas) - 1
 
 
-def sample_ipndm_v(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, generator=None, order: int = 4
+def sample_ipndm_v(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, noise=None, order: int = 4
                    ) -> tuple[torch.Tensor, int]:
     """iPNDM with variable-step Adams–Bashforth weights (k-diffusion's `sample_ipndm_v`, weights by exact
     integration of the Lagrange basis on the actual sigma nodes); a step to sigma = 0 returns D."""
@@ -185,7 +223,7 @@ def sample_ipndm_v(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, 
     return x, len(sigmas) - 1
 
 
-def sample_unipc(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, generator=None, order: int = 2
+def sample_unipc(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, noise=None, order: int = 2
                  ) -> tuple[torch.Tensor, int]:
     """UniPC with B(h) = expm1(-h) (bh2), data prediction, in sigma-form (alpha = 1, lambda = -log sigma):
     predictor `x~ = (s'/s) x - h phi_1 m_0 - B(h) sum_k rho_p,k D1_k`, model `m' = D(x~, s')`, corrector
