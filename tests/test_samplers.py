@@ -23,7 +23,8 @@ F64 = torch.float64
 TARGETS = {"gaussian": gaussian_target(torch.tensor([0.5, -1.0]), 0.8), "gmm-ring": make_target("gmm-ring"),
            "point": point_target(torch.tensor([0.3, -1.0]))}
 OPTIONS = {"ddim": [{"eta": 0.0}, {"eta": 0.6}], "amed": [{"r": 0.3}],
-           "euler-ancestral": [{"eta": 0.5, "s_noise": 1.1}], "unipc": [{"order": 1}, {"order": 2}, {"order": 3}], "ipndm": [{"order": 1}, {"order": 2}, {"order": 4}],
+           "euler-ancestral": [{"eta": 0.5, "s_noise": 1.1}], "unipc": [{"order": 1}, {"order": 2}, {"order": 3}],
+           "ipndm": [{"order": 1}, {"order": 2}, {"order": 4}],
            "ipndm-v": [{"order": 3}, {"order": 4}], "lms": [{"order": 2}, {"order": 4}], "deis": [{"order": 2},
            {"order": 3}], "dpmpp-2m-sde": [{"eta": 0.5}, {"solver": "heun"}], "dpmpp-sde": [{"eta": 0.7, "r": 0.4}],
            "edm-stochastic": [{"s_churn": 10.0, "s_tmin": 0.0, "s_tmax": math.inf, "s_noise": 1.003}]}
@@ -227,7 +228,8 @@ def observed_order(name: str, steps: tuple[int, int] = (128, 256), **opts) -> fl
     return math.log2(errs[0] / errs[1])
 
 
-ORDERS = [("euler", {}, 1), ("heun", {}, 2), ("dpm-2", {}, 2), ("amed", {}, 2), ("amed", {"r": 0.3}, 1), ("dpmpp-2m", {}, 2),
+ORDERS = [("euler", {}, 1), ("heun", {}, 2), ("dpm-2", {}, 2), ("amed", {}, 2), ("amed", {"r": 0.3}, 1),
+          ("dpmpp-2m", {}, 2),
           ("dpmpp-3m", {}, 3), ("dpmpp-3m-kd", {}, 2), ("unipc", {"order": 1}, 2), ("unipc", {"order": 2}, 3),
           ("unipc", {"order": 3}, 4), ("ipndm-v", {"order": 3}, 3), ("ipndm-v", {"order": 4}, 4), ("ipndm", {}, 2),
           ("lms", {"order": 3}, 3), ("lms", {"order": 4}, 4), ("deis", {"order": 2}, 2), ("deis", {"order": 3}, 3),
