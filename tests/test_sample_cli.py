@@ -120,3 +120,16 @@ def test_wrong_checkpoint_kind_exit_2(tmp_path) -> None:
     torch.save({"kind": "gentool-gan"}, tmp_path / "gan.pt")
     res = run("sample", "--model", str(tmp_path / "gan.pt"), "--out", str(tmp_path / "o"))
     assert res.exit_code == 2 and "kind" in res.output
+
+
+def test_sde_sampler_with_its_option_runs(tmp_path) -> None:
+    """`--sampler dpmpp-2m-sde --eta 0.5` runs and records the option; the same option on euler is refused."""
+    import json
+
+    from gentool.cli.main import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["sample", "--target", "gmm-ring", "--sampler", "dpmpp-2m-sde", "--eta", "0.5",
+                                      "-n", "200", "--steps", "10", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["config"]["eta"] == 0.5
