@@ -107,44 +107,17 @@ def mean_value(model: Model, noise: Noise, x: Any, sigmas: Grid, r: Scalar = 0.5
         yield x
 
 
-def dpmpp_2m_sde(model: Model, noise: Noise, x: Any, sigmas: Grid, eta: Scalar = 1.0, s_noise: Scalar = 1.0,
-                 solver: str = "midpoint") -> Iterator[Any]:
-    """DPM-Solver++(2M) SDE (k-diffusion `sample_dpmpp_2m_sde`); eta = 0 with midpoint is DPM-Solver++(2M):
+def dpmpp_multistep(model: Model, noise: Noise, x: Any, sigmas: Grid, eta: Scalar = 1.0, s_noise: Scalar = 1.0,
+                    order: int = 3, solver: str = "heun", d2_weight: float = 1.0) -> Iterator[Any]:
+    """DPM-Solver++(2M/3M) SDE (k-diffusion `sample_dpmpp_2m_sde`, `sample_dpmpp_3m_sde`); eta = 0 is the
+    ODE solver DPM-Solver++(2M/3M). With h_eta = (1 + eta) h:
 
-        x' = (s'/s) e^{-eta h} x - expm1(-(1 + eta) h) D_i + c (D_i - D_{i-1}) / r
-             + s_noise s' sqrt(-expm1(-2 eta h)) z,          r = h_{i-1}/h,
+        x' = e^{-h_eta} x - expm1(-h_eta) D_i + [correction] + s_noise s' sqrt(-expm1(-2 eta h)) z,
+        order 2:  c (D_i - D_{i-1}) h / h_{i-1},   midpoint c = -expm1(-h_eta)/2, heun c = phi_2,
+        order 3:  phi_2 d1 - w phi_3 d2,           phi_2 = expm1(-h_eta)/h_eta + 1, phi_3 = phi_2/h_eta - 1/2,
 
-    midpoint `c = -expm1(-(1 + eta) h)/2`, heun `c = -expm1(-(1 + eta) h)/(-(1 + eta) h) + 1`; no
-    correction on the first step; a step to 0 returns D. NFE 1 per step; order 2 (eta = 0)."""
-    old, h_last = None, None
-    for s, s1 in pairs(sigmas):
-        D = model(x, s)
-        if s1 == 0:
-            x = D
-        else:
-            h = sm.log(s) - sm.log(s1)
-            eta_h = eta * h
-            em = sm.expm1(-h - eta_h)
-            x = (s1 / s * sm.exp(-eta_h)) * x - em * D
-            if old is not None:
-                c = -0.5 * em if solver == "midpoint" else -em / (-h - eta_h) + 1
-                x = x + (c * h / h_last) * (D - old)
-            if eta:
-                x = x + noise(s, s1) * (s1 * sm.sqrt(-sm.expm1(-2 * eta_h)) * s_noise)
-            h_last = h
-        old = D
-        yield x
-
-
-def dpmpp_3m_sde(model: Model, noise: Noise, x: Any, sigmas: Grid, eta: Scalar = 1.0, s_noise: Scalar = 1.0,
-                 d2_weight: float = 1.0) -> Iterator[Any]:
-    """DPM-Solver++(3M) SDE (k-diffusion `sample_dpmpp_3m_sde`), with h_eta = (1 + eta) h:
-
-        x' = e^{-h_eta} x - expm1(-h_eta) D_i + phi_2 d1 - w phi_3 d2 + s_noise s' sqrt(-expm1(-2 eta h)) z,
-        phi_2 = expm1(-h_eta)/h_eta + 1,  phi_3 = phi_2/h_eta - 1/2,
-
-    d1, d2 the divided differences of D over the last three steps (orders 1, 2 on the first steps); a
-    step to 0 returns D. w = 1 is the published weight (k-diffusion, diffusers; order 2); w = 2 is the
+    d1, d2 the divided differences of D over the last three steps; orders 1, 2 (heun) on the first steps;
+    a step to 0 returns D. w = 1 is the published 3M weight (k-diffusion, diffusers; order 2); w = 2 the
     Taylor weight (`dpmpp-3m`, order 3; SPEC 2b). NFE 1 per step."""
     hist: list[tuple[Any, Scalar]] = []  # (D, h) of earlier steps, most recent first
     for s, s1 in pairs(sigmas):
@@ -156,7 +129,7 @@ def dpmpp_3m_sde(model: Model, noise: Noise, x: Any, sigmas: Grid, eta: Scalar =
             h_eta = h * (eta + 1)
             phi_2 = sm.expm1(-h_eta) / h_eta + 1
             x = sm.exp(-h_eta) * x - sm.expm1(-h_eta) * D
-            if len(hist) >= 2:
+            if order >= 3 and len(hist) >= 2:
                 (D1, h1), (D2, h2) = hist[:2]
                 r0, r1 = h1 / h, h2 / h
                 d1_0, d1_1 = (D - D1) / r0, (D1 - D2) / r1
@@ -164,7 +137,8 @@ def dpmpp_3m_sde(model: Model, noise: Noise, x: Any, sigmas: Grid, eta: Scalar =
                 d2 = (d1_0 - d1_1) / (r0 + r1)
                 x = x + phi_2 * d1 - (d2_weight * (phi_2 / h_eta - 0.5)) * d2
             elif hist:
-                x = x + (phi_2 * h / hist[0][1]) * (D - hist[0][0])
+                c = -0.5 * sm.expm1(-h_eta) if solver == "midpoint" else phi_2
+                x = x + (c * h / hist[0][1]) * (D - hist[0][0])
             if eta:
                 x = x + noise(s, s1) * (s1 * sm.sqrt(-sm.expm1(-2 * h * eta)) * s_noise)
             hist = [(D, h), *hist[:1]]
