@@ -12,6 +12,7 @@ the state's shape).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -34,9 +35,12 @@ def sample_keys(seed: int, index: torch.Tensor) -> torch.Tensor:
     return mix32(mix32(h ^ (index & MASK)) ^ ((index >> 32) & MASK))
 
 
-def element_keys(keys: torch.Tensor, numel: int) -> torch.Tensor:
-    """One 32-bit key per (sample, element), flat (B * numel,): a function of the sample key and the index."""
-    e = torch.arange(numel, dtype=torch.int64, device=keys.device).repeat(len(keys))
+@functools.lru_cache(maxsize=4)
+def element_keys(seed: int, first: int, batch: int, numel: int, device: torch.device) -> torch.Tensor:
+    """One 32-bit key per (sample, element), flat (batch * numel,): a function of the seed, the sample's global
+    index and the element's index. Memoised: a run draws for the same samples solve after solve."""
+    keys = sample_keys(seed, torch.arange(first, first + batch, dtype=torch.int64, device=device))
+    e = torch.arange(numel, dtype=torch.int64, device=device).repeat(batch)
     return mix32(keys.repeat_interleave(numel) ^ mix32(e + 0x632BE5AB))
 
 
@@ -54,8 +58,7 @@ class SeededNoise:
 
     def __init__(self, like: torch.Tensor, seed: int, first: int = 0) -> None:
         self.shape, self.dtype, self.device = like.shape, like.dtype, like.device
-        index = torch.arange(first, first + like.shape[0], dtype=torch.int64, device=like.device)
-        self.keys = element_keys(sample_keys(int(seed), index), math.prod(like.shape[1:]))
+        self.keys = element_keys(int(seed), int(first), like.shape[0], math.prod(like.shape[1:]), like.device)
         self.count = 0
 
     def draws(self, n: int) -> torch.Tensor:
