@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 from gentool.core.diffusion import edm_grid, make_target, run_sampler
-from gentool.core.solvers import CompileFallbackWarning, odeint, sdeint
+from gentool.core.solvers import CompileFallbackWarning, batch_odeint, sdeint
 from gentool.core.solvers import api as solver_api
 from gentool.core.solvers import compile as solver_compile
 from gentool.core.solvers.adaptive_graph import StaticChunks, binary_parts
@@ -68,7 +68,7 @@ def test_static_chunks_equal_eager_adaptive(monkeypatch: pytest.MonkeyPatch, met
     mu = torch.linspace(0, 25, 8, dtype=F64)
     x0 = torch.stack([torch.linspace(0.5, 2.0, 8, dtype=F64), torch.zeros(8, dtype=F64)], dim=1)
     t = torch.tensor([0.0, 0.7, 3.0], dtype=F64)
-    eager = odeint(van_der_pol(mu), x0, t, method, rtol=1e-5, atol=1e-7, save=save)
+    eager = batch_odeint(van_der_pol(mu), x0, t, method, rtol=1e-5, atol=1e-7, save=save)
     used: list[StaticChunks] = []
 
     def static(p, x0, save, graph, scope, key):  # noqa: ANN001, ANN202
@@ -76,7 +76,7 @@ def test_static_chunks_equal_eager_adaptive(monkeypatch: pytest.MonkeyPatch, met
         return used[-1]
 
     monkeypatch.setattr(solver_api, "_adaptive_chunks", static)
-    chunked = odeint(van_der_pol(mu), x0, t, method, rtol=1e-5, atol=1e-7, save=save)
+    chunked = batch_odeint(van_der_pol(mu), x0, t, method, rtol=1e-5, atol=1e-7, save=save)
     again = used[0]  # a cached entry is reused: load a new x0 into the same buffers
     again.start(2 * x0)
     assert used and len(set(eager.nfe.tolist())) > 4
@@ -110,8 +110,8 @@ def test_compiled_steps_match_eager() -> None:
     t = torch.linspace(1.0, 0.0, 3)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error", CompileFallbackWarning)
-        eager = odeint(field, x0, t, "heun", save="trajectory").xs
-        compiled = odeint(field, x0, t, "heun", compile=True, save="trajectory").xs
+        eager = batch_odeint(field, x0, t, "heun", save="trajectory").xs
+        compiled = batch_odeint(field, x0, t, "heun", compile=True, save="trajectory").xs
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
     eleven = tableau_plan(FIXED_TABLEAUS["heun"], tuple(torch.linspace(1, 0, 12).tolist()), 64, x0.dtype, x0.device)
     assert [s.length for s in solver_compile.segments(eleven)] == [8, 2, 1]
@@ -124,8 +124,8 @@ def test_compile_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(solver_compile.torch, "compile", unavailable)
     x0 = torch.ones(3, 2)
     with pytest.warns(CompileFallbackWarning, match="running eagerly"):
-        sol = odeint(lambda t, x: -x, x0, torch.linspace(0, 1, 5), "rk4", compile=True)
-    torch.testing.assert_close(sol.x, odeint(lambda t, x: -x, x0, torch.linspace(0, 1, 5), "rk4").x)
+        sol = batch_odeint(lambda t, x: -x, x0, torch.linspace(0, 1, 5), "rk4", compile=True)
+    torch.testing.assert_close(sol.x, batch_odeint(lambda t, x: -x, x0, torch.linspace(0, 1, 5), "rk4").x)
 
 
 @pytest.mark.slow
@@ -150,10 +150,10 @@ def test_adaptive_cuda_graph_matches_eager(method: str, save: str) -> None:
     t = torch.tensor([0.0, 0.7, 3.0], dtype=F64, device="cuda")
     f = van_der_pol(mu)
     with torch.no_grad():
-        eager = odeint(f, x0, t, method, rtol=1e-5, atol=1e-7, save=save, graph="off")
-        graphed = odeint(f, x0, t, method, rtol=1e-5, atol=1e-7, save=save, graph="on")
-        replay = odeint(f, x0 * 1.5, t, method, rtol=1e-5, atol=1e-7, save=save, graph="on")
-        replay_eager = odeint(f, x0 * 1.5, t, method, rtol=1e-5, atol=1e-7, save=save, graph="off")
+        eager = batch_odeint(f, x0, t, method, rtol=1e-5, atol=1e-7, save=save, graph="off")
+        graphed = batch_odeint(f, x0, t, method, rtol=1e-5, atol=1e-7, save=save, graph="on")
+        replay = batch_odeint(f, x0 * 1.5, t, method, rtol=1e-5, atol=1e-7, save=save, graph="on")
+        replay_eager = batch_odeint(f, x0 * 1.5, t, method, rtol=1e-5, atol=1e-7, save=save, graph="off")
     for a, b in ((graphed, eager), (replay, replay_eager)):
         torch.testing.assert_close(a.x, b.x, rtol=1e-12, atol=1e-12)
         assert torch.equal(a.nfe, b.nfe) and torch.equal(a.accepted, b.accepted)
@@ -169,6 +169,6 @@ def test_compiled_graphs_on_cuda() -> None:
     x0 = torch.randn(1024, 2, device="cuda")
     with torch.no_grad():
         for method, t in (("rk4", torch.linspace(1, 0, 17, device="cuda")), ("dopri5", torch.tensor([0.0, 1.0]))):
-            eager = odeint(field, x0, t.cuda(), method, graph="off")
-            compiled = odeint(field, x0, t.cuda(), method, graph="on", compile=True)
+            eager = batch_odeint(field, x0, t.cuda(), method, graph="off")
+            compiled = batch_odeint(field, x0, t.cuda(), method, graph="on", compile=True)
             torch.testing.assert_close(compiled.x, eager.x, rtol=1e-4, atol=1e-4)

@@ -15,7 +15,7 @@ from gentool.core.solvers import (
     FIXED_METHODS,
     MaxStepsExceeded,
     NonFiniteState,
-    odeint,
+    batch_odeint,
 )
 from gentool.core.solvers import api as solver_api
 from hypothesis import given, settings
@@ -45,7 +45,7 @@ def van_der_pol(mu: torch.Tensor):
 @pytest.mark.parametrize("method", FIXED_METHODS + ADAPTIVE_METHODS)
 def test_exponential_decay_matches_exp(method: str) -> None:
     x0 = torch.linspace(-1, 2, 6, dtype=F64).reshape(3, 2)
-    sol = odeint(decay, x0, torch.linspace(0, 1, 401, dtype=F64), method, rtol=1e-10, atol=1e-12)
+    sol = batch_odeint(decay, x0, torch.linspace(0, 1, 401, dtype=F64), method, rtol=1e-10, atol=1e-12)
     tol = {"euler": 1e-3, "midpoint": 1e-5, "heun": 1e-5}.get(method, 1e-9)
     torch.testing.assert_close(sol.x, x0 * math.exp(-1), rtol=0, atol=tol)
     assert bool(sol.reached.all())
@@ -57,7 +57,7 @@ def test_linear_system_matches_expm(method: str) -> None:
     a = torch.randn(3, 3, generator=gen, dtype=F64)
     x0 = torch.randn(5, 3, generator=gen, dtype=F64)
     t = torch.linspace(0, 1.5, 301, dtype=F64)
-    sol = odeint(lambda t, x: x @ a.T, x0, t, method, rtol=1e-10, atol=1e-12)
+    sol = batch_odeint(lambda t, x: x @ a.T, x0, t, method, rtol=1e-10, atol=1e-12)
     exact = x0 @ torch.from_numpy(scipy.linalg.expm(a.numpy() * 1.5)).T
     torch.testing.assert_close(sol.x, exact, rtol=1e-7, atol=1e-7)
 
@@ -66,7 +66,7 @@ def test_linear_system_matches_expm(method: str) -> None:
 def test_observed_order_of_convergence(method: str) -> None:
     x0 = torch.ones(2, 1, dtype=F64)
     exact = math.exp(-0.5 * 2.0**2)
-    errs = [(odeint(gaussian_decay, x0, torch.linspace(0, 2, n + 1, dtype=F64), method).x[0, 0] - exact).abs()
+    errs = [(batch_odeint(gaussian_decay, x0, torch.linspace(0, 2, n + 1, dtype=F64), method).x[0, 0] - exact).abs()
             for n in (32, 64)]
     assert math.log2(float(errs[0] / errs[1])) == pytest.approx(ORDERS[method], abs=0.15)
 
@@ -75,7 +75,7 @@ def test_decreasing_nonuniform_grid_is_exact_for_rk4() -> None:
     sigma = torch.tensor([80.0 ** (1 / 7) * (1 - i / 60) + 0.002 ** (1 / 7) * i / 60 for i in range(61)],
                          dtype=F64) ** 7 / 80  # Karras-like rho=7 grid, decreasing, scaled to [0.000025, 1]
     x0 = torch.ones(4, 2, dtype=F64)
-    sol = odeint(gaussian_decay, x0, sigma, "rk4", save="times")
+    sol = batch_odeint(gaussian_decay, x0, sigma, "rk4", save="times")
     exact = torch.exp(-0.5 * (sigma**2 - sigma[0] ** 2))
     torch.testing.assert_close(sol.xs[:, 0, 0], exact, rtol=1e-6, atol=0)
 
@@ -84,7 +84,7 @@ def test_decreasing_nonuniform_grid_is_exact_for_rk4() -> None:
 def test_adaptive_agrees_with_scipy_dop853(method: str, rtol: float, tol: float) -> None:
     mus = np.array([0.5, 1.0, 2.0])
     x0 = np.array([[2.0, 0.0], [1.0, 1.0], [0.5, -1.0]])
-    sol = odeint(van_der_pol(torch.tensor(mus)), torch.tensor(x0), torch.tensor([0.0, 4.0], dtype=F64),
+    sol = batch_odeint(van_der_pol(torch.tensor(mus)), torch.tensor(x0), torch.tensor([0.0, 4.0], dtype=F64),
                  method, rtol=rtol, atol=rtol * 1e-2)
     for i, mu in enumerate(mus):
         ref = scipy.integrate.solve_ivp(lambda t, y, mu=mu: [y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]],
@@ -97,10 +97,10 @@ def test_van_der_pol_each_sample_as_if_alone(method: str) -> None:
     mu = torch.linspace(0, 25, 8, dtype=F64)
     x0 = torch.stack([torch.linspace(0.5, 2.0, 8, dtype=F64), torch.zeros(8, dtype=F64)], dim=1)
     t = torch.tensor([0.0, 3.0], dtype=F64)
-    batch = odeint(van_der_pol(mu), x0, t, method, rtol=1e-5, atol=1e-7)
+    batch = batch_odeint(van_der_pol(mu), x0, t, method, rtol=1e-5, atol=1e-7)
     assert len(set(batch.nfe.tolist())) > 4  # samples really took different numbers of steps
     for i in range(8):
-        alone = odeint(van_der_pol(mu[i:i + 1]), x0[i:i + 1], t, method, rtol=1e-5, atol=1e-7)
+        alone = batch_odeint(van_der_pol(mu[i:i + 1]), x0[i:i + 1], t, method, rtol=1e-5, atol=1e-7)
         assert int(alone.nfe) == int(batch.nfe[i])
         assert int(alone.accepted) == int(batch.accepted[i]) and int(alone.rejected) == int(batch.rejected[i])
         torch.testing.assert_close(alone.x[0], batch.x[i], rtol=1e-12, atol=1e-12)
@@ -120,7 +120,7 @@ def test_no_field_calls_after_every_sample_is_done(method: str, rtol: float) -> 
     x0 = torch.stack([torch.linspace(0.5, 2.0, 6, dtype=F64), torch.zeros(6, dtype=F64)], dim=1)
     for t in ([0.0, 2.0], [0.0, 0.5, 1.0, 2.0]):
         calls.clear()
-        sol = odeint(counted, x0, torch.tensor(t, dtype=F64), method, rtol=rtol, atol=rtol / 100, save="times")
+        sol = batch_odeint(counted, x0, torch.tensor(t, dtype=F64), method, rtol=rtol, atol=rtol / 100, save="times")
         assert len(calls) == int(sol.nfe.max())
 
 
@@ -135,7 +135,7 @@ def test_per_sample_steps_track_torchode() -> None:
 
     mu = torch.linspace(0, 25, 8, dtype=F64)
     x0 = torch.stack([torch.linspace(0.5, 2.0, 8, dtype=F64), torch.zeros(8, dtype=F64)], dim=1)
-    ours = odeint(van_der_pol(mu), x0, torch.tensor([0.0, 3.0], dtype=F64), "dopri5", rtol=1e-7, atol=1e-9,
+    ours = batch_odeint(van_der_pol(mu), x0, torch.tensor([0.0, 3.0], dtype=F64), "dopri5", rtol=1e-7, atol=1e-9,
                   controller="integral")
     theirs, accepted, _ = torchode_solve(van_der_pol(mu), x0, 3.0, 1e-7, 1e-9)
     torch.testing.assert_close(ours.x, theirs, rtol=0, atol=1e-6)
@@ -152,8 +152,8 @@ def tanh_field(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def test_torchdiffeq_backend_agrees_with_fixed_methods(method: str) -> None:
     x0 = torch.randn(16, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
     t = torch.linspace(0, 2, 101, dtype=F64)
-    ours = odeint(tanh_field, x0, t, method, save="times")
-    theirs = odeint(tanh_field, x0, t, method, save="times", backend="torchdiffeq")
+    ours = batch_odeint(tanh_field, x0, t, method, save="times")
+    theirs = batch_odeint(tanh_field, x0, t, method, save="times", backend="torchdiffeq")
     torch.testing.assert_close(ours.xs, theirs.xs, rtol=0, atol=1e-6)
     assert theirs.nfe.tolist() == ours.nfe.tolist()
 
@@ -161,22 +161,22 @@ def test_torchdiffeq_backend_agrees_with_fixed_methods(method: str) -> None:
 def test_torchdiffeq_backend_adaptive_and_unsupported_modes() -> None:
     x0 = torch.ones(3, 2, dtype=F64)
     t = torch.linspace(0, 1, 5, dtype=F64)
-    sol = odeint(decay, x0, t, "dopri5", rtol=1e-9, atol=1e-11, save="times", backend="torchdiffeq")
+    sol = batch_odeint(decay, x0, t, "dopri5", rtol=1e-9, atol=1e-11, save="times", backend="torchdiffeq")
     torch.testing.assert_close(sol.xs[:, 0, 0], torch.exp(-t), rtol=1e-7, atol=0)
     assert int(sol.accepted[0]) == -1
     with pytest.raises(BadInput, match="trajectory"):
-        odeint(decay, x0, t, "dopri5", save="trajectory", backend="torchdiffeq")
+        batch_odeint(decay, x0, t, "dopri5", save="trajectory", backend="torchdiffeq")
     with pytest.raises(MaxStepsExceeded):
-        odeint(van_der_pol(torch.full((3,), 10.0, dtype=F64)), x0, t * 10, "dopri5", max_steps=3,
+        batch_odeint(van_der_pol(torch.full((3,), 10.0, dtype=F64)), x0, t * 10, "dopri5", max_steps=3,
                backend="torchdiffeq")
 
 
 def test_save_modes_fixed() -> None:
     x0 = torch.ones(3, 2, dtype=F64)
     t = torch.linspace(0, 1, 11, dtype=F64)
-    final = odeint(decay, x0, t, "heun")
-    times = odeint(decay, x0, t, "heun", save="times")
-    traj = odeint(decay, x0, t, "heun", save="trajectory")
+    final = batch_odeint(decay, x0, t, "heun")
+    times = batch_odeint(decay, x0, t, "heun", save="times")
+    traj = batch_odeint(decay, x0, t, "heun", save="trajectory")
     assert final.xs is None and final.ts.shape == (3,)
     assert times.xs.shape == (11, 3, 2) and torch.equal(times.xs, traj.xs) and torch.equal(times.ts, t)
     assert torch.equal(times.xs[0], x0) and torch.equal(times.xs[-1], final.x)
@@ -186,10 +186,10 @@ def test_save_modes_fixed() -> None:
 def test_save_modes_adaptive() -> None:
     x0 = torch.tensor([[1.0], [2.0]], dtype=F64)
     t = torch.tensor([0.0, 0.1, 0.7, 2.0], dtype=F64)
-    times = odeint(decay, x0, t, "dopri5", save="times", rtol=1e-10, atol=1e-12)
+    times = batch_odeint(decay, x0, t, "dopri5", save="times", rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(times.xs[:, :, 0], torch.exp(-t)[:, None] * x0[:, 0], rtol=1e-8, atol=0)
-    traj = odeint(decay, x0, t, "dopri5", save="trajectory", rtol=1e-6, atol=1e-8)
-    final = odeint(decay, x0, t, "dopri5", rtol=1e-6, atol=1e-8)
+    traj = batch_odeint(decay, x0, t, "dopri5", save="trajectory", rtol=1e-6, atol=1e-8)
+    final = batch_odeint(decay, x0, t, "dopri5", rtol=1e-6, atol=1e-8)
     assert traj.xs.shape[0] == int(traj.accepted.max()) + 1 and traj.ts.shape == traj.xs.shape[:2]
     assert bool((traj.ts.diff(dim=0) >= 0).all()) and torch.equal(traj.ts[-1], final.ts)
     assert torch.equal(traj.xs[-1], final.x) and torch.equal(traj.xs[0], x0)
@@ -202,8 +202,8 @@ def test_max_steps_raise_and_return(controller: str) -> None:
     x0 = torch.tensor([[1.0, 0.0], [2.0, 0.0]], dtype=F64)
     t = torch.tensor([0.0, 10.0], dtype=F64)
     with pytest.raises(MaxStepsExceeded, match="max_steps=40"):
-        odeint(van_der_pol(mu), x0, t, "dopri5", rtol=1e-3, atol=1e-6, max_steps=40, controller=controller)
-    sol = odeint(van_der_pol(mu), x0, t, "dopri5", rtol=1e-3, atol=1e-6, max_steps=40, controller=controller,
+        batch_odeint(van_der_pol(mu), x0, t, "dopri5", rtol=1e-3, atol=1e-6, max_steps=40, controller=controller)
+    sol = batch_odeint(van_der_pol(mu), x0, t, "dopri5", rtol=1e-3, atol=1e-6, max_steps=40, controller=controller,
                  on_max_steps="return")
     assert sol.reached.tolist() == [True, False]
     assert int(sol.accepted[1] + sol.rejected[1]) == 40 and float(sol.ts[1]) < 10.0
@@ -219,12 +219,12 @@ def test_non_finite_state_names_step_and_time() -> None:
         if first_bad is None and not bool(torch.isfinite(x).all()):
             first_bad = i
     with pytest.raises(NonFiniteState, match=f"step {first_bad} "):
-        odeint(lambda t, x: x * x, x0, t, "euler")
+        batch_odeint(lambda t, x: x * x, x0, t, "euler")
     with pytest.raises(NonFiniteState, match="step 0"):
-        odeint(decay, torch.tensor([[float("nan")]]), t, "rk4")
+        batch_odeint(decay, torch.tensor([[float("nan")]]), t, "rk4")
     poisoned = lambda t, x: torch.where(t[:, None] > 0.5, torch.full_like(x, float("nan")), -x)  # noqa: E731
     with pytest.raises(NonFiniteState, match=r"t=0\.5"):
-        odeint(poisoned, x0.double(), t.double(), "dopri5")
+        batch_odeint(poisoned, x0.double(), t.double(), "dopri5")
 
 
 def test_finiteness_check_survives_overflowing_sums() -> None:
@@ -232,10 +232,10 @@ def test_finiteness_check_survives_overflowing_sums() -> None:
     assert solver_api.all_finite(big)
     assert not solver_api.all_finite(torch.tensor([[1.0, float("inf")]]))
     assert not solver_api.all_finite(torch.tensor([[float("nan"), 0.0]]))
-    sol = odeint(lambda t, x: torch.zeros_like(x), big, torch.linspace(0, 1, 3), "heun")
+    sol = batch_odeint(lambda t, x: torch.zeros_like(x), big, torch.linspace(0, 1, 3), "heun")
     assert torch.equal(sol.x, big)
     with pytest.raises(NonFiniteState, match="initial state"):
-        odeint(decay, torch.tensor([[float("inf")]]), torch.linspace(0, 1, 3), "euler")
+        batch_odeint(decay, torch.tensor([[float("inf")]]), torch.linspace(0, 1, 3), "euler")
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
@@ -254,7 +254,7 @@ def test_bad_input_is_reported(kwargs: dict, match: str) -> None:
     args = {"t": torch.linspace(0, 1, 3), "method": "rk4"} | kwargs
     t = torch.as_tensor(args.pop("t"))
     with pytest.raises(BadInput, match=match):
-        odeint(decay, torch.ones(2, 2), t, **args)
+        batch_odeint(decay, torch.ones(2, 2), t, **args)
 
 
 def test_cpu_path_never_touches_cuda_graph(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -266,15 +266,15 @@ def test_cpu_path_never_touches_cuda_graph(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(cuda_graph, "graphed_solver", boom)
     monkeypatch.setattr(solver_api, "graphed_chunks", boom)
     with torch.no_grad():
-        sol = odeint(decay, torch.ones(2, 2), torch.linspace(0, 1, 5), "rk4", graph="auto")
-        adaptive = odeint(decay, torch.ones(2, 2), torch.linspace(0, 1, 5), "dopri5", graph="auto")
+        sol = batch_odeint(decay, torch.ones(2, 2), torch.linspace(0, 1, 5), "rk4", graph="auto")
+        adaptive = batch_odeint(decay, torch.ones(2, 2), torch.linspace(0, 1, 5), "dopri5", graph="auto")
     assert sol.x.shape == adaptive.x.shape == (2, 2)
 
 
 def test_progress_callback_and_gradients() -> None:
     calls: list[tuple[int, int]] = []
     x0 = torch.ones(4, 2, requires_grad=True)
-    sol = odeint(decay, x0, torch.linspace(0, 1, 101), "rk4",
+    sol = batch_odeint(decay, x0, torch.linspace(0, 1, 101), "rk4",
                  progress=lambda d, n, **kw: calls.append((d, n)))
     assert calls[-1] == (100, 100) and len(calls) >= 10
     sol.x.sum().backward()
@@ -292,8 +292,8 @@ def test_result_does_not_depend_on_batch_composition(steps: list[float], reverse
     x0 = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(batch), dtype=F64)
     field = lambda t, x: torch.sin(3 * x) * (1 + t.reshape(-1, *[1] * (x.dim() - 1))) - 0.5 * x  # noqa: E731
     i = pick % batch
-    whole = odeint(field, x0, t, method, rtol=1e-4, atol=1e-6, save="times")
-    alone = odeint(field, x0[i:i + 1], t, method, rtol=1e-4, atol=1e-6, save="times")
+    whole = batch_odeint(field, x0, t, method, rtol=1e-4, atol=1e-6, save="times")
+    alone = batch_odeint(field, x0[i:i + 1], t, method, rtol=1e-4, atol=1e-6, save="times")
     torch.testing.assert_close(alone.xs[:, 0], whole.xs[:, i], rtol=1e-13, atol=1e-13)
     assert int(alone.nfe) == int(whole.nfe[i])
 
@@ -305,11 +305,11 @@ def test_cuda_graph_matches_eager(save: str) -> None:
     x0 = torch.randn(1024, 2, device="cuda")
     t = torch.linspace(1, 0, 33, device="cuda")
     with torch.no_grad():
-        eager = odeint(lambda t, x: net(x), x0, t, "rk4", graph="off", save=save)
+        eager = batch_odeint(lambda t, x: net(x), x0, t, "rk4", graph="off", save=save)
         field = lambda t, x: net(x)  # noqa: E731
-        graphed = odeint(field, x0, t, "rk4", graph="on", save=save)
-        again = odeint(field, 2 * x0, t, "rk4", graph="on", save=save)  # replay of the cached graph
-        again_eager = odeint(field, 2 * x0, t, "rk4", graph="off", save=save)
+        graphed = batch_odeint(field, x0, t, "rk4", graph="on", save=save)
+        again = batch_odeint(field, 2 * x0, t, "rk4", graph="on", save=save)  # replay of the cached graph
+        again_eager = batch_odeint(field, 2 * x0, t, "rk4", graph="off", save=save)
     torch.testing.assert_close(graphed.x, eager.x, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(again.x, again_eager.x, rtol=1e-6, atol=1e-6)
     if save == "times":
@@ -323,7 +323,7 @@ def test_cuda_graph_auto_falls_back_when_capture_fails() -> None:
 
     x0 = torch.ones(8, 2, device="cuda")
     with torch.no_grad():
-        sol = odeint(syncing_field, x0, torch.linspace(0, 1, 5, device="cuda"), "euler", graph="auto")
+        sol = batch_odeint(syncing_field, x0, torch.linspace(0, 1, 5, device="cuda"), "euler", graph="auto")
     assert bool(torch.isfinite(sol.x).all())
 
 

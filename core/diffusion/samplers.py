@@ -6,7 +6,7 @@ validation and config keys), NFE per step and observed order. Without gradients 
 plan (the definition recorded once on symbolic values, `tracing.record`) on the solver core's runner:
 eager, compiled, or captured in a CUDA graph, with the finiteness check naming the step and sigma,
 trajectory saving, progress and per-sample NFE. With gradients (a grid, state or option that requires
-grad) the definition runs on tensors. `ode` integrates the PF-ODE in log sigma with `odeint`.
+grad) the definition runs on tensors. `ode` integrates the PF-ODE in log sigma with `batch_odeint`.
 
     x, nfe = run_sampler(denoiser, x0, sigmas, "dpmpp-2m-sde", eta=0.5, seed=0)
 """
@@ -26,7 +26,7 @@ from gentool.core.diffusion.noise import BrownianNoise, SeededNoise
 from gentool.core.diffusion.tracing import record
 from gentool.core.errors import choose, require
 from gentool.core.progress import Progress
-from gentool.core.solvers import ADAPTIVE_METHODS, FIXED_METHODS, CacheScope, Plan, Solution, odeint
+from gentool.core.solvers import ADAPTIVE_METHODS, FIXED_METHODS, CacheScope, Plan, Solution, batch_odeint
 from gentool.core.solvers.errors import NonFiniteState
 from gentool.core.solvers.plan import make_plan
 from gentool.core.solvers.runner import all_finite, solve_plan
@@ -81,6 +81,9 @@ class Option:
             return value
         if self.kind is str:
             return choose(self.name, str(value), self.choices)
+        if self.kind is bool:
+            require(isinstance(value, bool), f"{self.name} must be true or false, got {value!r}")
+            return value
         number = float(value) if not isinstance(value, bool) else math.nan
         ok = math.isfinite(number) or (number == math.inf and self.hi == math.inf and not self.open_hi)
         ok = ok and (number > self.lo if self.open_lo else number >= self.lo)
@@ -92,17 +95,24 @@ class Option:
         return int(number) if self.kind is int else number
 
     def bounds(self) -> str:
+        if self.kind is bool:
+            return "{true, false}"
         if self.kind is str:
             return "{" + ", ".join(self.choices) + "}"
         return f"{'(' if self.open_lo else '['}{self.lo:g}, {self.hi:g}{')' if self.open_hi else ']'}"
 
     def describe(self) -> str:
-        return f"{self.name}={self.default:g}" if self.kind is not str else f"{self.name}={self.default}"
+        return f"{self.name}={self.default:g}" if self.kind not in (str, bool) else f"{self.name}={self.default}"
 
 
 ETA = Option("eta", float, 1.0, "Noise amount: 0 is the probability-flow ODE, 1 the full SDE (DDPM-like).", 0.0)
 S_NOISE = Option("s_noise", float, 1.0, "Scale of the added noise (EDM S_noise).", 0.0)
-SOLVER = Option("solver", str, "midpoint", "Second-order correction of dpmpp-2m-sde.", choices=("midpoint", "heun"))
+SOLVER = Option("solver", str, "midpoint", "Second-order correction (diffusers' solver_type).",
+                choices=("midpoint", "heun"))
+SOLVER_3M = Option("solver", str, "heun", "Correction of the second-order warm-up step (diffusers: midpoint).",
+                   choices=("midpoint", "heun"))
+LOWER_ORDER_FINAL = Option("lower_order_final", bool, False, "Below 15 steps, order 1 on the last step and at most "
+                           "2 on the one before (diffusers' DPM-Solver default: true).")
 R_SDE = Option("r", float, 0.5, "Position of the sub-step in log sigma.", 0.0, 1.0, True, True)
 R_AMED = Option("r", float, 0.5, "Mean-value ratio: the direction is taken at sigma'^r sigma^(1-r).", 0.0, 1.0,
                 True, True)
@@ -160,15 +170,16 @@ SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
                 summary="EDM Heun with churn (Algorithm 2)"),
     SamplerSpec("dpm-2", defs.mean_value, nfe_per_step=TWO, order="2", summary="DPM-Solver-2 (k-diffusion)"),
     SamplerSpec("amed", defs.mean_value, (R_AMED,), nfe_per_step=TWO, order="2", summary="mean-value step at ratio r"),
-    SamplerSpec("dpmpp-2m", defs.dpmpp_multistep, bound={"eta": 0.0, "order": 2, "solver": "midpoint"}, order="2",
-                summary="DPM-Solver++(2M)"),
-    SamplerSpec("dpmpp-2m-sde", defs.dpmpp_multistep, (ETA, S_NOISE, SOLVER), bound={"order": 2}, noise="seeded",
-                summary="DPM-Solver++(2M) SDE"),
+    SamplerSpec("dpmpp-2m", defs.dpmpp_multistep, (SOLVER, LOWER_ORDER_FINAL), bound={"eta": 0.0, "order": 2},
+                order="2", summary="DPM-Solver++(2M)"),
+    SamplerSpec("dpmpp-2m-sde", defs.dpmpp_multistep, (ETA, S_NOISE, SOLVER, LOWER_ORDER_FINAL), bound={"order": 2},
+                noise="seeded", summary="DPM-Solver++(2M) SDE"),
     SamplerSpec("dpmpp-3m", defs.dpmpp_multistep, bound={"eta": 0.0, "d2_weight": 2.0}, order="3",
                 summary="DPM-Solver++(3M), Taylor d2 weight"),
-    SamplerSpec("dpmpp-3m-kd", defs.dpmpp_multistep, bound={"eta": 0.0}, order="2",
-                summary="DPM-Solver++(3M), published d2 weight"),
-    SamplerSpec("dpmpp-3m-sde", defs.dpmpp_multistep, (ETA, S_NOISE), noise="seeded", summary="DPM-Solver++(3M) SDE"),
+    SamplerSpec("dpmpp-3m-kd", defs.dpmpp_multistep, (SOLVER_3M, LOWER_ORDER_FINAL), bound={"eta": 0.0}, order="2",
+                summary="DPM-Solver++(3M), published d2 weight (diffusers: solver=midpoint, lower_order_final)"),
+    SamplerSpec("dpmpp-3m-sde", defs.dpmpp_multistep, (ETA, S_NOISE, SOLVER_3M, LOWER_ORDER_FINAL), noise="seeded",
+                summary="DPM-Solver++(3M) SDE"),
     SamplerSpec("dpmpp-sde", defs.dpmpp_sde, (ETA, S_NOISE, R_SDE), nfe_per_step=TWO, noise="brownian",
                 summary="DPM-Solver++ SDE, single-step (Brownian tree)"),
     SamplerSpec("unipc", defs.unipc, (order_option(3, 2),), order="order+1", summary="UniPC-bh2"),
@@ -233,7 +244,7 @@ def _solve_ode(denoiser: Denoiser, x: torch.Tensor, grid: tuple[float, ...], opt
         u = torch.tensor([math.log(s) for s in pos], dtype=x.dtype, device=x.device)
         if opts["method"] in ADAPTIVE_METHODS:
             u = u[[0, -1]]
-        sol = odeint(LogSigmaTerm(denoiser), x, u, method=opts["method"], rtol=opts["rtol"], atol=opts["atol"],
+        sol = batch_odeint(LogSigmaTerm(denoiser), x, u, method=opts["method"], rtol=opts["rtol"], atol=opts["atol"],
                      progress=progress, graph=graph, compile=compile, cache_scope=CacheScope(denoiser, "log-sigma"))
         x, nfe = sol.x, sol.nfe
     if grid[-1] == 0:

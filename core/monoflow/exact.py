@@ -19,7 +19,7 @@ from gentool.core.data import ring_mixture
 from gentool.core.errors import choose, require
 from gentool.core.metrics.gaussian import mean_cov
 from gentool.core.monoflow.h import HFunction
-from gentool.core.solvers import FIXED_METHODS, odeint
+from gentool.core.solvers import FIXED_METHODS, batch_odeint
 
 LogProb = Callable[[torch.Tensor], torch.Tensor]
 
@@ -104,7 +104,7 @@ def exact_flow(x0: torch.Tensor, log_p: LogProb, h: HFunction, t_end: float, ste
     require(steps >= 1, f"steps must be >= 1, got {steps}")
     require(x0.shape[0] >= 2, "exact mode needs at least 2 particles (Gaussian fit)")
     t = torch.linspace(0.0, float(t_end), steps + 1, dtype=x0.dtype, device=x0.device)
-    return odeint(exact_velocity(log_p, h, c), x0, t, method=method, graph="off").x
+    return batch_odeint(exact_velocity(log_p, h, c), x0, t, method=method, graph="off").x
 
 
 def kl_flow_gaussian(mean0: float, var0: float, t: float, mean: float = 0.0,

@@ -2,7 +2,7 @@
 
 Each round refits the discriminator for `d_steps` logistic-regression steps (warm start) on real data vs the
 current particles, then integrates `dx/dt = ∇_x h(d(x))` over time `dt` with `solver_steps` steps of the
-solver core (`odeint`, fixed-step `method`), the discriminator held fixed during the integration.
+solver core (`batch_odeint`, fixed-step `method`), the discriminator held fixed during the integration.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from gentool.core.monoflow.exact import LogProb, exact_flow
 from gentool.core.monoflow.h import get_h
 from gentool.core.nn import seeded
 from gentool.core.progress import Progress, no_progress
-from gentool.core.solvers import FIXED_METHODS, odeint
+from gentool.core.solvers import FIXED_METHODS, batch_odeint
 from torch import nn
 
 
@@ -68,7 +68,7 @@ def particle_steps(run: ParticleRun, real: RealData | torch.Tensor, n_steps: int
         for _ in range(cfg.d_steps):
             d_loss = discriminator_step(run.disc, run.opt_d, real.batch(cfg.batch_size, rng),
                                         minibatch(run.particles, cfg.batch_size, rng))
-        run.particles = odeint(field, run.particles, t, method=cfg.method, graph="off").x.detach()
+        run.particles = batch_odeint(field, run.particles, t, method=cfg.method, graph="off").x.detach()
         run.step += 1
         progress(run.step, cfg.steps, d_loss=d_loss)
     return {"d_loss": d_loss}

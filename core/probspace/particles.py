@@ -1,4 +1,4 @@
-"""Wasserstein gradient flows with particles, each method on the solver core (`odeint`, `sdeint`).
+"""Wasserstein gradient flows with particles, each method on the solver core (`batch_odeint`, `sdeint`).
 
 Free energy `F[p] = ∫V p + ½∫∫W(x − y) p(x) p(y) + ε ∫p log p`, with quadratic interaction
 `W(z) = a‖z‖²/2`; KL(p‖π) is the case `V = −log π`, ε = 1. Its Wasserstein gradient flow
@@ -42,7 +42,7 @@ from gentool.core.probspace.kernels import (
     whitened_kde_score,
 )
 from gentool.core.probspace.targets import Target, autograd_score
-from gentool.core.solvers import FIXED_METHODS, NonFiniteState, odeint, sdeint
+from gentool.core.solvers import FIXED_METHODS, NonFiniteState, batch_odeint, sdeint
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class FlowMethod(ABC):
         """Solve over `grid` with the fixed-step `solver` (the cloud is one sample: its particles interact;
         graph="off": the fields read bandwidths on the host)."""
         field_ = lambda t, z: self.velocity(z[0])[None]  # noqa: E731
-        return odeint(field_, x[None], grid, method=self.solver, graph="off").x[0]
+        return batch_odeint(field_, x[None], grid, method=self.solver, graph="off").x[0]
 
 
 @dataclass(frozen=True)

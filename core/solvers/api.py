@@ -1,4 +1,5 @@
-"""`odeint` and `sdeint`: the entry points over the fixed-step, adaptive, stochastic and torchdiffeq integrators."""
+"""`batch_odeint` and `sdeint`: the batched entry points over the fixed-step, adaptive, stochastic and
+torchdiffeq integrators."""
 
 from __future__ import annotations
 
@@ -101,12 +102,14 @@ def _solve_adaptive(f: Field, x0: torch.Tensor, t: torch.Tensor, grid: list[floa
                     rejected=s.rejected.clone(), reached=s.idx >= len(targets))
 
 
-def odeint(f: Field, x0: torch.Tensor, t: torch.Tensor | Sequence[float], method: str = "rk4", *,
+def batch_odeint(f: Field, x0: torch.Tensor, t: torch.Tensor | Sequence[float], method: str = "rk4", *,
            rtol: float = 1e-6, atol: float = 1e-8, controller: str = "pi", max_steps: int = 100_000,
            on_max_steps: str = "raise", save: str = "final", backend: str = "gentool", graph: str = "auto",
            progress: Callable[..., None] | None = None, h0: float | None = None, compile: bool = False,
            cache_scope: CacheScope | None = None) -> Solution:
-    """Integrate dx/dt = f(t, x) for a batch x0 (B, ...), where f receives per-sample times t (B,).
+    """Integrate dx/dt = f(t, x) for a batch x0 (B, ...), where f receives per-sample times t (B,), and
+    return a `Solution` (per-sample final state, saved states, counters). For torchdiffeq's convention
+    (scalar t, states at `t` returned as one tensor, dopri5 by default) use `gentool.core.solvers.odeint`.
 
     Fixed methods (euler, midpoint, heun, rk4) take one step per interval of the grid `t`; adaptive
     methods (bosh3, dopri5) integrate from t[0] to t[-1] with per-sample step sizes controlled by
@@ -152,7 +155,7 @@ def sdeint(f: Field, x0: torch.Tensor, t: torch.Tensor | Sequence[float], diffus
         x_{i+1} = x_i + h_i f(t_i, x_i) + g sqrt(|h_i|) z_i,    z_i ~ N(0, I) from `generator`
 
     (one `randn(x0.shape)` per step, drawn up front on the generator's device, so eager, compiled and
-    CUDA-graph runs see the same numbers). Other arguments as in `odeint`.
+    CUDA-graph runs see the same numbers). Other arguments as in `batch_odeint`.
     """
     choose("save", save, SAVE_MODES)
     choose("graph", graph, GRAPH_MODES)

@@ -20,7 +20,7 @@ import torch
 import torchdiffeq
 from gentool.core.errors import choose
 from gentool.core.nn import make_generator, mlp, seeded
-from gentool.core.solvers.api import ADAPTIVE_METHODS, FIXED_METHODS, odeint
+from gentool.core.solvers.api import ADAPTIVE_METHODS, FIXED_METHODS, batch_odeint
 from gentool.core.solvers.tableau import FIXED_TABLEAUS
 from gentool.core.solvers.term import Field
 from gentool.core.solvers.torchdiffeq_backend import METHOD_NAMES
@@ -149,14 +149,14 @@ def fixed_rows(cfg: BenchConfig, device: torch.device, progress: Callable[..., N
                 x0 = torch.randn(batch, 2, generator=make_generator(cfg.seed, device), device=device)
                 nfe = FIXED_TABLEAUS[method].stages * cfg.steps
                 times = {
-                    "gentool": lambda: odeint(f, x0, tgrid, method),  # noqa: B023
+                    "gentool": lambda: batch_odeint(f, x0, tgrid, method),  # noqa: B023
                     "torchdiffeq": lambda: torchdiffeq.odeint(  # noqa: B023
                         lambda t, x: f(t.expand(x.shape[0]), x), x0, tgrid, method=METHOD_NAMES[method]),  # noqa: B023
                     "hand": lambda: hand_loop(method, f, x0, grid),  # noqa: B023
                     "floor": model_floor(f, x0, tgrid[0].expand(batch), nfe),
                 }
                 if cfg.compile:
-                    times["compiled"] = lambda: odeint(f, x0, tgrid, method, compile=True)  # noqa: B023
+                    times["compiled"] = lambda: batch_odeint(f, x0, tgrid, method, compile=True)  # noqa: B023
                 with torch.no_grad():
                     per_step = {k: v / cfg.steps for k, v in best_times(times, device, cfg.repeats).items()}
                 rows.append({"field": field, "method": method, "batch": batch, "steps": cfg.steps,
@@ -191,12 +191,13 @@ def _adaptive_contenders(f: Field, x0: torch.Tensor, t: torch.Tensor, cfg: Bench
     """
     tol = {"rtol": cfg.rtol, "atol": cfg.rtol / 100}
     runs: dict[str, Callable[[], object]] = {
-        "gentool": lambda: odeint(f, x0, t, method, controller=cfg.controller, **tol),
-        "torchdiffeq": lambda: odeint(f, x0, t, method, backend="torchdiffeq", **tol)}
+        "gentool": lambda: batch_odeint(f, x0, t, method, controller=cfg.controller, **tol),
+        "torchdiffeq": lambda: batch_odeint(f, x0, t, method, backend="torchdiffeq", **tol)}
     if x0.is_cuda:  # the default above replays captured chunks; this is the eager masked loop
-        runs["gentool_eager"] = lambda: odeint(f, x0, t, method, controller=cfg.controller, graph="off", **tol)
+        runs["gentool_eager"] = lambda: batch_odeint(f, x0, t, method, controller=cfg.controller, graph="off", **tol)
     if cfg.compile:
-        runs["gentool_compiled"] = lambda: odeint(f, x0, t, method, controller=cfg.controller, compile=True, **tol)
+        runs["gentool_compiled"] = lambda: batch_odeint(f, x0, t, method, controller=cfg.controller, compile=True,
+                                                        **tol)
     sol, ref = runs["gentool"](), runs["torchdiffeq"]()
     for extra in ("gentool_eager", "gentool_compiled"):
         if extra in runs:

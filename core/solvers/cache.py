@@ -1,7 +1,7 @@
 """Per-owner caches of captured CUDA graphs and compiled steps (the solver core's only global state).
 
 Entries live in a `WeakKeyDictionary` keyed by an *owner*, the object whose lifetime scopes them: the
-field passed to `odeint`, or the denoiser a sampler wraps (samplers build a fresh term object per call,
+field passed to `batch_odeint`, or the denoiser a sampler wraps (samplers build a fresh term object per call,
 so the denoiser, not the term, must own the entries). A `CacheScope` names the owner and a tag that
 separates different terms built on one owner (the denoised output, the PF-ODE direction, ...).
 """

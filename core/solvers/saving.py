@@ -11,7 +11,7 @@ SAVE_MODES = ("final", "times", "trajectory")
 
 @dataclass
 class Solution:
-    """Result of `odeint`.
+    """Result of `batch_odeint`.
 
     x: final state (B, ...). xs: saved states (T, B, ...) or None for save="final".
     ts: times of `xs` — (T,) for a grid, (T, B) for an adaptive trajectory (padded by repeating the last
