@@ -54,7 +54,7 @@ def _escape(text: str) -> str:
 def _field_parameter(field: Any, hint: Any) -> inspect.Parameter:
     flag = "--" + field.name.replace("_", "-")
     names = [flag, field.metadata["short"]] if field.metadata.get("short") else [flag]
-    if hint is bool:
+    if hint is bool or hint == bool | None:
         option = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=_help(field), show_default=False)
         annotation: Any = bool | None
     else:

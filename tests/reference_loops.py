@@ -228,15 +228,16 @@ def sample_unipc(denoiser: Denoiser, x: torch.Tensor, sigmas: list[float], *, no
     """UniPC with B(h) = expm1(-h) (bh2), data prediction, in sigma-form (alpha = 1, lambda = -log sigma):
     predictor `x~ = (s'/s) x - h phi_1 m_0 - B(h) sum_k rho_p,k D1_k`, model `m' = D(x~, s')`, corrector
     `x' = (s'/s) x - h phi_1 m_0 - B(h) (sum_k rho_c,k D1_k + rho_c,last (m' - m_0))`, with
-    `D1_k = (m_{-k} - m_0)/r_k`, `r_k = (lambda_{-k} - lambda_0)/h`. The order at positive step j of M is
-    min(order, j + 1, M - j) (warm-up, lower order final); the corrector runs on every positive step but
+    `D1_k = (m_{-k} - m_0)/r_k`, `r_k = (lambda_{-k} - lambda_0)/h`. The order at positive step j of the
+    N-step grid is min(order, j + 1, N - j) (warm-up, lower order final; a step to 0 counts as the Nth,
+    diffusers' UniPCMultistepScheduler); the corrector runs on every positive step but
     the last, whose model value is the next one's; a step to sigma = 0 returns the last model value."""
     positive = [s for s in sigmas if s > 0]
     M, nfe = len(positive) - 1, 1
     models = [_den(denoiser, x, positive[0])]
     lambdas = [-math.log(positive[0])]
     for j in range(M):
-        p, corrector = min(order, j + 1, M - j), j < M - 1
+        p, corrector = min(order, j + 1, len(sigmas) - 1 - j), j < M - 1
         lam_next = -math.log(positive[j + 1])
         h, rks, rho_p, rho_c, h_phi_1, b_h = unipc_coefficients(lambdas[-p:], lam_next, p, corrector)
         m0 = models[-1]

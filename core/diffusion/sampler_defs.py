@@ -107,8 +107,17 @@ def mean_value(model: Model, noise: Noise, x: Any, sigmas: Grid, r: Scalar = 0.5
         yield x
 
 
+def multistep_order(i: int, n: int, order: int, lower_order_final: bool) -> int:
+    """The order of step i of n (before the warm-up cap): with `lower_order_final` and n < 15 (diffusers'
+    DPM-Solver rule), 1 on the last step and at most 2 on the one before; else `order`."""
+    if not lower_order_final or n >= 15:
+        return order
+    return 1 if i == n - 1 else min(order, 2) if i == n - 2 else order
+
+
 def dpmpp_multistep(model: Model, noise: Noise, x: Any, sigmas: Grid, eta: Scalar = 1.0, s_noise: Scalar = 1.0,
-                    order: int = 3, solver: str = "heun", d2_weight: float = 1.0) -> Iterator[Any]:
+                    order: int = 3, solver: str = "heun", d2_weight: float = 1.0,
+                    lower_order_final: bool = False) -> Iterator[Any]:
     """DPM-Solver++(2M/3M) SDE (k-diffusion `sample_dpmpp_2m_sde`, `sample_dpmpp_3m_sde`); eta = 0 is the
     ODE solver DPM-Solver++(2M/3M). With h_eta = (1 + eta) h:
 
@@ -116,11 +125,15 @@ def dpmpp_multistep(model: Model, noise: Noise, x: Any, sigmas: Grid, eta: Scala
         order 2:  c (D_i - D_{i-1}) h / h_{i-1},   midpoint c = -expm1(-h_eta)/2, heun c = phi_2,
         order 3:  phi_2 d1 - w phi_3 d2,           phi_2 = expm1(-h_eta)/h_eta + 1, phi_3 = phi_2/h_eta - 1/2,
 
-    d1, d2 the divided differences of D over the last three steps; orders 1, 2 (heun) on the first steps;
-    a step to 0 returns D. w = 1 is the published 3M weight (k-diffusion, diffusers; order 2); w = 2 the
-    Taylor weight (`dpmpp-3m`, order 3; SPEC 2b). NFE 1 per step."""
+    d1, d2 the divided differences of D over the last three steps; the order of step i is
+    min(`multistep_order(i)`, i + 1) (warm-up; the second-order step uses `solver`'s c); a step to 0 returns
+    D. w = 1 is the published 3M weight (k-diffusion, diffusers; order 2); w = 2 the Taylor weight
+    (`dpmpp-3m`, order 3; SPEC 2b). Diffusers' DPMSolverMultistepScheduler defaults are solver = midpoint,
+    lower_order_final = True. NFE 1 per step."""
     hist: list[tuple[Any, Scalar]] = []  # (D, h) of earlier steps, most recent first
-    for s, s1 in pairs(sigmas):
+    n = len(sigmas) - 1
+    for i, (s, s1) in enumerate(pairs(sigmas)):
+        k = min(multistep_order(i, n, order, lower_order_final), len(hist) + 1)
         D = model(x, s)
         if s1 == 0:
             x = D
@@ -129,14 +142,14 @@ def dpmpp_multistep(model: Model, noise: Noise, x: Any, sigmas: Grid, eta: Scala
             h_eta = h * (eta + 1)
             phi_2 = sm.expm1(-h_eta) / h_eta + 1
             x = sm.exp(-h_eta) * x - sm.expm1(-h_eta) * D
-            if order >= 3 and len(hist) >= 2:
+            if k >= 3:
                 (D1, h1), (D2, h2) = hist[:2]
                 r0, r1 = h1 / h, h2 / h
                 d1_0, d1_1 = (D - D1) / r0, (D1 - D2) / r1
                 d1 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1))
                 d2 = (d1_0 - d1_1) / (r0 + r1)
                 x = x + phi_2 * d1 - (d2_weight * (phi_2 / h_eta - 0.5)) * d2
-            elif hist:
+            elif k == 2:
                 c = -0.5 * sm.expm1(-h_eta) if solver == "midpoint" else phi_2
                 x = x + (c * h / hist[0][1]) * (D - hist[0][0])
             if eta:
@@ -199,14 +212,17 @@ def unipc(model: Model, noise: Noise, x: Any, sigmas: Grid, order: int = 2) -> I
         model      m' = D(x~, s')                                       (the next step's m_0)
         corrector  x' = a x - B(h) m_0 - B(h) (sum_k rho_c,k D1_k + rho_c,last (m' - m_0))
 
-    The order at positive step j is min(order, j + 1, M - j); the last positive step has no corrector; a
-    final step to 0 returns the last model value. Observed order: order + 1."""
+    The order at positive step j is min(order, j + 1, N - j), N the number of steps of the grid (N = M, or
+    M + 1 with a final step to 0: diffusers' `lower_order_final` rule, the step to 0 being order 1); the
+    last positive step has no corrector; a final step to 0 returns the last model value. Observed order:
+    order + 1."""
     positive = [s for s in sigmas if s > 0]
     m_last = len(positive) - 1
+    n = len(sigmas) - 1
     lambdas = [-sm.log(s) for s in positive]
     models = [model(x, positive[0])]
     for j in range(m_last):
-        p, corrector = min(order, j + 1, m_last - j), j < m_last - 1
+        p, corrector = min(order, j + 1, n - j), j < m_last - 1
         rks, rho_p, rho_c, b_h = unipc_coefficients(lambdas[max(0, j + 1 - p):j + 1], lambdas[j + 1], p, corrector)
         m0 = models[-1]
         d1s = [(models[-1 - k] - m0) / rk for k, rk in enumerate(rks, start=1)]
