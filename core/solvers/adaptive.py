@@ -98,7 +98,9 @@ def initial_state(p: AdaptiveProblem, x0: torch.Tensor) -> AdaptiveState:
     t0 = p.targets[0].expand(batch).clone()
     k1 = p.f(t0, x0)
     if p.h0 is None:
-        h, nfe0 = initial_step(p.f, x0, k1, t0, p.direction, p.span, p.tableau, p.rtol, p.atol), 2
+        with torch.no_grad():  # step sizes are not differentiated (sqrt of a zero norm has no derivative)
+            h = initial_step(p.f, x0.detach(), k1.detach(), t0, p.direction, p.span, p.tableau, p.rtol, p.atol)
+        nfe0 = 2
     else:
         h, nfe0 = torch.full((batch,), min(abs(p.h0), p.span), dtype=x0.dtype, device=dev), 1
     if p.xs is not None:
@@ -145,8 +147,9 @@ def attempt_step(p: AdaptiveProblem, s: AdaptiveState) -> None:
     hs = p.direction * h_try
     t_next = torch.where(hits, target, s.t + hs)
     x_new, err_vec, k_last = _stages(p, s, hs, t_next)
-    scale = p.atol + p.rtol * torch.maximum(s.x.abs(), x_new.abs())
-    err = rms_norm(err_vec / scale)
+    # the error only chooses steps: not differentiated (backpropagation runs through the accepted steps)
+    scale = p.atol + p.rtol * torch.maximum(s.x.detach().abs(), x_new.detach().abs())
+    err = rms_norm(err_vec.detach() / scale)
     finite = torch.isfinite(err) & torch.isfinite(x_new).reshape(x_new.shape[0], -1).all(dim=1)
     err = torch.where(finite, err, torch.full_like(err, float("inf")))  # non-finite trial: reject, shrink
     accept = s.active & (err <= 1.0)
