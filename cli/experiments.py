@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import math
+import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 
 import typer
-from gentool.cli._common import handle_errors, print_table, progress_bar, say
+from gentool.cli._common import console, handle_errors, print_table, progress_bar, say
 from gentool.cli._jobs import run_job
 from gentool.core.config import coerce, make_config
-from gentool.core.errors import BadInput, Interrupted
+from gentool.core.errors import BadInput, Interrupted, NumericalFailure, choose
 from gentool.core.experiments.executors import EXECUTORS
 from gentool.core.experiments.points import FAILED, RAN, RUNNING, SKIPPED
 from gentool.core.experiments.recipe import Recipe, load_recipe, split_options
-from gentool.core.experiments.report import compare_runs, merge, plot_report, summary, write_table
+from gentool.core.experiments.report import (
+    FORMATS,
+    X_COLUMNS,
+    compare_runs,
+    describe_non_finite,
+    long_table,
+    merge,
+    non_finite,
+    plot_report,
+    render,
+    summary,
+    write_table,
+)
 from gentool.core.experiments.sweep import (
     INTERRUPTED,
     TIMEOUT,
@@ -124,12 +139,25 @@ def sweep_cmd(
         return
     with progress_bar(f"sweep {rec.name}") as progress:
         outcome = run_sweep(rec, points, sweep_dir, opts, progress=progress, timeout_s=timeout)
-    raise typer.Exit(_report_sweep(outcome, sweep_dir, timeout))
+    raise typer.Exit(_report_sweep(outcome, sweep_dir, timeout, opts.executor))
 
 
-def _report_sweep(outcome: SweepOutcome, sweep_dir: Path, timeout: float | None) -> int:
+NEXT_AFTER_STOP = {
+    "slurm": "the queued and running Slurm jobs keep going; re-run the same sweep to wait for them (they are "
+             "not submitted again)",
+    "local": "the local workers were stopped (each point keeps its last committed unit); re-run the same sweep "
+             "to resume the unfinished points",
+    "debug": "the running point stopped after its last committed unit; re-run the same sweep to resume it and "
+             "run the rest",
+}
+
+
+def _report_sweep(outcome: SweepOutcome, sweep_dir: Path, timeout: float | None, executor: str) -> int:
     """Print the sweep's summary, each failure with its reason and each unfinished job; return the exit
     code: 0 all complete, 1 some point failed or still runs, 130 interrupted."""
+    if outcome.orphans_stopped:
+        say(f"stopped {outcome.orphans_stopped} local worker(s) left running by an earlier run of this sweep; "
+            "their points resume from their last committed unit")
     count = Counter(r.state for r in outcome.results)
     say(f"{len(outcome.results)} points: {count[RAN]} completed, {count[SKIPPED]} skipped (complete already), "
         f"{count[FAILED]} failed, {count[RUNNING]} still queued or running -> {sweep_dir}")
@@ -139,11 +167,14 @@ def _report_sweep(outcome: SweepOutcome, sweep_dir: Path, timeout: float | None)
             say(f"failed {r.point_id}{job}: exit {r.exit_code}: {r.message}")
         elif r.state == RUNNING:
             say(f"running {r.point_id}{job}")
-    if outcome.stopped:
-        why = f"gave up waiting after {timeout:g} s" if outcome.stopped == TIMEOUT else "interrupted"
-        say(f"{why}: the queued and running jobs keep going; re-run the same sweep to wait for them "
-            "(they are not submitted again)")
-    if count[FAILED]:
+    if outcome.stopped == TIMEOUT:
+        say(f"gave up waiting after {timeout:g} s: " + (
+            "the local workers keep running; a re-run of the same sweep stops them first and resumes their "
+            "points" if executor == "local" else "the queued and running jobs keep going; re-run the same "
+            "sweep to wait for them (they are not submitted again)"))
+    elif outcome.stopped == INTERRUPTED:
+        say(f"interrupted: {NEXT_AFTER_STOP[executor]}")
+    if count[FAILED] and outcome.stopped != INTERRUPTED:
         say("re-run the same sweep to retry the failed points (each resumes from its last completed unit)")
     if outcome.stopped == INTERRUPTED:
         return Interrupted.exit_code
@@ -160,7 +191,40 @@ def _table(title: str, header: list[str], body: list[list[object]]) -> Table:
 
 
 def _fmt(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    """A cell's text: floats with 4 significant digits, a non-finite number marked as such."""
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else f"{value} (non-finite)"
+    return str(value)
+
+
+def _show(title: str, header: list[str], body: list[list[object]], metrics: list[str], fmt: str,
+          non_finite: list[dict[str, object]]) -> None:
+    """Print a summary: as CSV/JSON, or as a table — wide (one column per metric) when it fits the
+    terminal width, else long (one row per run and metric)."""
+    if fmt != "table":
+        sys.stdout.write(render(header, body, fmt, non_finite))
+        return
+    table = _table(title, header, body)
+    if console.measure(table, options=console.options.update_width(10_000)).maximum > _width():
+        table = _table(title, *long_table(header, body, metrics))
+    print_table(table)
+
+
+def _width() -> int:
+    return shutil.get_terminal_size().columns
+
+
+def _note(text: str, fmt: str) -> None:
+    """A status line: stdout with the table, stderr when stdout carries CSV/JSON."""
+    if fmt == "table":
+        say(text)
+    else:
+        sys.stderr.write(text + "\n")
+
+
+def _metric_list(text: str | None) -> list[str] | None:
+    names = [m.strip() for m in text.split(",") if m.strip()] if text else []
+    return names or None
 
 
 @handle_errors
@@ -169,38 +233,52 @@ def report_cmd(
                                        "the run directories to overlay."),
     compare: bool = typer.Option(False, "--compare", help="Overlay completed runs (any job): each metric's mean "
                                  "vs generation/step with its 95% CI band, one curve per run."),
-    metrics: str = typer.Option(None, help="--compare: comma-separated metrics (default: all)."),
+    metrics: str = typer.Option(None, help="Comma-separated metrics to show and plot (default: all)."),
+    fmt: str = typer.Option("table", "--format", help=f"What to print: {', '.join(FORMATS)} (csv/json: the "
+                            "summary on stdout, status lines on stderr)."),
     out: Path = typer.Option(None, help="Where to write report.csv/json and plots (default SWEEP_DIR; with "
                              "--compare the first run directory)."),
     plots: bool = typer.Option(True, help="Write comparison plots."),
 ) -> None:
     """Merge every completed run's JSONL and metrics.json into report.csv/report.json; print and plot.
     With --compare, overlay several run directories instead (compare.csv, compare.png). Points the sweep
-    recorded as failed (and that have not completed since) are listed with their reasons, also in report.json."""
+    recorded as failed (and that have not completed since) are listed with their reasons, also in report.json.
+    A NaN or infinite value is shown as non-finite and the exit code is 3."""
+    fmt = choose("format", fmt, FORMATS)
     if compare:
-        _compare(paths, metrics, out or paths[0], plots)
+        _compare(paths, _metric_list(metrics), out or paths[0], plots, fmt)
         return
     if len(paths) != 1:
         raise BadInput(f"report takes one sweep directory (or --compare RUN...), got {len(paths)}")
     sweep_dir = paths[0]
     params, rows = merge(sweep_dir)
+    header, body = summary(params, rows, _metric_list(metrics))
+    names = [h for h in header if h not in (*params, "point seed", "source", *X_COLUMNS)]
     out_dir = out or sweep_dir
     failed = failures(sweep_dir)
     csv_path, json_path = write_table(out_dir, params, rows, failed)
-    print_table(_table(f"{sweep_dir} ({len({r['point'] for r in rows})} runs, {len(rows)} rows)",
-                       *summary(params, rows)))
-    paths_ = plot_report(out_dir, params, rows) if plots else []
+    bad = non_finite(rows, ("point", "source"))
+    _show(f"{sweep_dir} ({len({r['point'] for r in rows})} runs, {len(rows)} rows)", header, body, names, fmt,
+          bad)
+    paths_ = plot_report(out_dir, params, rows, names) if plots else []
     for f in failed:
-        say(f"failed {f['point']}" + (f" (job {f['job_id']})" if f["job_id"] else "") +
-            f": exit {f['exit_code']}: {f['reason']}")
-    say(f"wrote {csv_path}, {json_path}" + (f" and {len(paths_)} plots" if paths_ else ""))
+        _note(f"failed {f['point']}" + (f" (job {f['job_id']})" if f["job_id"] else "") +
+              f": exit {f['exit_code']}: {f['reason']}", fmt)
+    _note(f"wrote {csv_path}, {json_path}" + (f" and {len(paths_)} plots" if paths_ else ""), fmt)
+    _refuse_non_finite(bad)
 
 
-def _compare(runs: list[Path], metrics: str | None, out: Path, plots: bool) -> None:
-    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    header, body, written = compare_runs(runs, out, names, draw=plots)
-    print_table(_table(f"{len(runs)} runs, final values", header, body))
-    say("wrote " + ", ".join(str(p) for p in written))
+def _refuse_non_finite(bad: list[dict[str, object]]) -> None:
+    if bad:
+        raise NumericalFailure(describe_non_finite(bad) + "; shown as non-finite above and written as "
+                               "'nan'/'inf' in the report files")
+
+
+def _compare(runs: list[Path], metrics: list[str] | None, out: Path, plots: bool, fmt: str) -> None:
+    header, body, written, bad = compare_runs(runs, out, metrics, draw=plots)
+    _show(f"{len(runs)} runs, final values", header, body, header[2:], fmt, bad)
+    _note("wrote " + ", ".join(str(p) for p in written), fmt)
+    _refuse_non_finite(bad)
 
 
 def register(app: typer.Typer) -> None:

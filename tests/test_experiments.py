@@ -5,12 +5,18 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from gentool.cli.experiments import parse_overrides
 from gentool.cli.main import app
 from gentool.core.errors import BadInput
+from gentool.core.experiments.points import point_id
 from gentool.core.experiments.recipe import load_recipe
 from gentool.core.experiments.sweep import DONE, expand
 from typer.testing import CliRunner
@@ -38,6 +44,10 @@ def _recipe(tmp_path: Path, text: str = SIMPLEX, name: str = "simplex.toml") -> 
     return path
 
 
+def _pid(method: str, seed: int) -> str:
+    return point_id({"method": method}, seed)
+
+
 def _done(sweep_dir: Path) -> dict[str, float]:
     return {p.parent.name: p.stat().st_mtime_ns for p in sweep_dir.glob(f"*/{DONE}")}
 
@@ -50,7 +60,7 @@ def test_sweep_4x2_local_executor_then_report_merges_8_runs(tmp_path: Path) -> N
     assert "8 points: 8 completed, 0 skipped" in res.output
     assert len(_done(out)) == 8
     assert list((out / "submitit").glob("*_result.pkl")), "jobs did not go through submitit's local executor"
-    point = json.loads((out / "method-softmax-gd__seed-1" / "point.json").read_text())
+    point = json.loads((out / _pid("softmax-gd", 1) / "point.json").read_text())
     assert point["params"] == {"method": "softmax-gd"} and point["seed"] == 1
     assert point["recipe"]["command"] == "optimize simplex"
     res = runner.invoke(app, ["report", str(out)])
@@ -74,20 +84,21 @@ def test_killed_sweep_rerun_completes_only_missing_points(tmp_path: Path) -> Non
     before = _done(out)
     # A kill leaves points without their marker: one half-written (and a temp file of a torn write), one never
     # started.
-    (out / "method-frank-wolfe__seed-0" / DONE).unlink()
-    (out / "method-frank-wolfe__seed-0" / "metrics.jsonl").unlink()
-    (out / "method-frank-wolfe__seed-0" / ".metrics.jsonl.x1.tmp").write_text('{"iter": 0, "gap": 1.0, "obj')
-    shutil.rmtree(out / "method-softmax-gd__seed-1")
+    fw0, sgd1 = _pid("frank-wolfe", 0), _pid("softmax-gd", 1)
+    (out / fw0 / DONE).unlink()
+    (out / fw0 / "metrics.jsonl").unlink()
+    (out / fw0 / ".metrics.jsonl.x1.tmp").write_text('{"iter": 0, "gap": 1.0, "obj')
+    shutil.rmtree(out / sgd1)
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "4 points: 2 completed, 2 skipped" in res.output
     after = _done(out)
     assert set(after) == set(before)
     rerun = {k for k in after if after[k] != before[k]}
-    assert rerun == {"method-frank-wolfe__seed-0", "method-softmax-gd__seed-1"}
-    rows = [json.loads(line) for line in (out / "method-frank-wolfe__seed-0" / "metrics.jsonl").open()]
+    assert rerun == {fw0, sgd1}
+    rows = [json.loads(line) for line in (out / fw0 / "metrics.jsonl").open()]
     assert rows[0]["iter"] == 0 and len(rows) >= 2
-    assert not list((out / "method-frank-wolfe__seed-0").glob(".*.tmp"))
+    assert not list((out / fw0).glob(".*.tmp"))
 
 
 @pytest.mark.parametrize(("text", "needle"), [
@@ -171,3 +182,143 @@ def test_the_same_recipe_runs_from_python_and_the_cli(tmp_path: Path, monkeypatc
     cli = runner.invoke(app, ["run", str(path), "--iters", "7", "--seed", "1", "--out", str(tmp_path / "cli")])
     assert cli.exit_code == 0, cli.output
     assert (tmp_path / "py" / "metrics.jsonl").read_text() == (tmp_path / "cli" / "metrics.jsonl").read_text()
+
+
+def test_point_ids_are_injective_in_the_exact_values(tmp_path: Path) -> None:
+    """Values whose slugs collide (sign, separators, types) get different directories; the id keeps a
+    readable slug; the same values always give the same id."""
+    pairs = [({"tol": 0.001}, {"tol": -0.001}), ({"x": "-1,0,0.5"}, {"x": "1,0,0.5"}),
+             ({"n": 1}, {"n": 1.0}), ({"n": 1}, {"n": "1"}), ({"a": "x y"}, {"a": "x-y"})]
+    for a, b in pairs:
+        assert point_id(a, 0) != point_id(b, 0), (a, b)
+        assert point_id(a, 0) == point_id(dict(a), 0)
+    assert point_id({"tol": 0.001}, 3).startswith("tol-0.001__seed-3__")
+    assert len(point_id({"x": "y" * 500}, 0)) < 140
+    text = SIMPLEX.replace('method = ["frank-wolfe", "exponentiated-gradient", "projected-gradient", "softmax-gd"]',
+                           "tol = [0.001, -0.001]").replace("seeds = [0, 1]", "seeds = [0]")
+    points = expand(load_recipe(_recipe(tmp_path, text)), tmp_path / "s")
+    assert len({p.run_dir for p in points}) == 2 and [p.params["tol"] for p in points] == [0.001, -0.001]
+
+
+def test_old_point_directories_are_reused_only_when_their_point_json_matches(tmp_path: Path) -> None:
+    from gentool.core.experiments.points import POINT, legacy_point_id
+
+    recipe = load_recipe(_recipe(tmp_path))
+    old = tmp_path / "s" / legacy_point_id({"method": "frank-wolfe"}, 0)
+    old.mkdir(parents=True)
+    (old / POINT).write_text(json.dumps({"params": {"method": "frank-wolfe"}, "seed": 0}))
+    ids = [p.point_id for p in expand(recipe, tmp_path / "s")]
+    assert ids[0] == old.name and ids[1] == _pid("frank-wolfe", 1)
+    (old / POINT).write_text(json.dumps({"params": {"method": "softmax-gd"}, "seed": 0}))
+    assert expand(recipe, tmp_path / "s")[0].point_id == _pid("frank-wolfe", 0)
+
+
+@pytest.mark.parametrize(("edit", "args", "needle"), [
+    (('"projected-gradient", "softmax-gd"]', '"projected-gradient", "frank-wolfe"]'), [],
+     "duplicate sweep points: {'method': 'frank-wolfe'} and {'method': 'frank-wolfe'}"),
+    (("seeds = [0, 1]", "seeds = [1, 1]"), [], "duplicate sweep points"),
+    (("", ""), ["--method", "softmax-gd"], "cannot override method: the recipe sweeps over it"),
+    (("", ""), ["--seed", "3"], "cannot override seed: the recipe sweeps over it"),
+])
+def test_duplicate_points_and_overrides_of_swept_keys_are_refused(tmp_path: Path, edit: tuple[str, str],
+                                                                  args: list[str], needle: str) -> None:
+    out = tmp_path / "s"
+    res = runner.invoke(app, ["sweep", str(_recipe(tmp_path, SIMPLEX.replace(*edit))), "--executor", "debug",
+                              "--out", str(out), *args])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], res.output
+    assert not out.exists()
+
+
+SLOW_MAD = """
+command = "mad-loop"
+[options]
+family = "gaussian"
+data = "gaussian"
+dim = 2
+generations = GENS
+seeds = 2
+n-real = 20
+n-synth = 20
+n-test = 50
+device = "cpu"
+progress = false
+plots = false
+[sweep]
+loop = ["fresh", "accumulate"]
+"""
+GENTOOL = Path(sys.executable).with_name("gentool")
+
+
+def _units(run_dir: Path) -> int:
+    return len(list((run_dir / "units").glob("*.jsonl"))) if (run_dir / "units").is_dir() else 0
+
+
+def _wait_for(cond: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _start_sweep(tmp_path: Path, gens: int, *args: str) -> tuple[subprocess.Popen[str], Path, list[Path]]:
+    recipe = _recipe(tmp_path, SLOW_MAD.replace("GENS", str(gens)), f"mad{gens}.toml")
+    out = tmp_path / f"s{gens}"
+    proc = subprocess.Popen([str(GENTOOL), "sweep", str(recipe), "--out", str(out), *args], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    dirs = [out / point_id({"loop": loop}, None) for loop in ("fresh", "accumulate")]
+    return proc, out, dirs
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_debug_sweep_and_the_next_point_never_starts(tmp_path: Path) -> None:
+    proc, out, (first, second) = _start_sweep(tmp_path, 3000, "--executor", "debug")
+    try:
+        _wait_for(lambda: _units(first) >= 2, 180, "two committed units of the first point")
+        proc.send_signal(signal.SIGINT)
+        text, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, text
+    assert "interrupted: the running point stopped after its last committed unit" in text
+    assert not (first / DONE).exists() and not (second / "config.json").exists(), text
+    assert "Traceback" not in text
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_local_workers_and_a_killed_sweeps_orphans_are_stopped_by_the_rerun(tmp_path: Path) -> None:
+    """SIGINT to the sweep alone: it stops its local workers before it exits (exit 130, the message says the
+    re-run resumes). SIGKILL to the sweep: its workers live on; the re-run stops them before it submits, so
+    no point ever has two workers, and every point completes with all its units."""
+    from gentool.core.experiments import workers
+
+    proc, out, dirs = _start_sweep(tmp_path, 3000, "--executor", "local", "--parallel", "2")
+    try:
+        _wait_for(lambda: all(_units(d) >= 2 for d in dirs), 180, "both points running")
+        recorded = workers.recorded(out)
+        assert len(recorded) == 2 and all(workers.alive(w) for w in recorded)
+        proc.send_signal(signal.SIGINT)
+        text, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 130, text
+        assert "interrupted: the local workers were stopped" in text and "Traceback" not in text
+        assert not any(workers.alive(w) for w in recorded)
+        assert not [p for w in recorded for p in workers.descendants(w.pid)]
+
+        proc, out, dirs = _start_sweep(tmp_path, 300, "--executor", "local", "--parallel", "2")
+        _wait_for(lambda: all(_units(d) >= 2 for d in dirs), 180, "both points running again")
+        orphans = workers.recorded(out)
+        proc.kill()
+        proc.wait(timeout=30)
+        assert all(workers.alive(w) for w in orphans), "the workers of a SIGKILLed sweep live on"
+        done = subprocess.run([str(GENTOOL), "sweep", str(out.parent / "mad300.toml"), "--out", str(out),
+                               "--executor", "local", "--parallel", "2"], text=True, capture_output=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "stopped 2 local worker(s) left running by an earlier run of this sweep" in done.stdout
+        assert not any(workers.alive(w) for w in orphans)
+        for d in dirs:
+            assert json.loads((d / DONE).read_text())["units"] == 300 and _units(d) == 300
+    finally:
+        proc.kill()
+        for w in workers.recorded(out):
+            workers.stop([w], grace_s=0.5)

@@ -16,7 +16,7 @@ from gentool.cli.main import app
 from gentool.core.errors import BadInput
 from gentool.core.experiments import slurm
 from gentool.core.experiments.executors import executor_options, parse_mem, point_mem_mb, sbatch_lines
-from gentool.core.experiments.points import FAILED, Point, PointResult, wait_until_unlocked
+from gentool.core.experiments.points import FAILED, Point, PointResult, point_id, wait_until_unlocked
 from gentool.core.experiments.recipe import load_recipe
 from gentool.core.experiments.sweep import expand, read_status
 from gentool.core.experiments.waiting import Submitted, slurm_outcomes, stderr_tail
@@ -123,7 +123,8 @@ def test_dry_run_prints_points_and_sbatch_lines_and_submits_nothing(tmp_path: Pa
                               "--mem", "2G", "--partition", "short", "--array-parallelism", "1", "--time", "7"])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    assert lines[:3] == ["todo      method-frank-wolfe__seed-0", "todo      method-softmax-gd__seed-0",
+    fw0, sgd0 = point_id({"method": "frank-wolfe"}, 0), point_id({"method": "softmax-gd"}, 0)
+    assert lines[:3] == [f"todo      {fw0}", f"todo      {sgd0}",
                          f"2 points: 0 complete, 0 queued, 2 to submit -> {out}"]
     for flag in ("--array=0-1%1", "--mem=2048M", "--partition=short", "--time=7", "--cpus-per-task=1",
                  "--job-name=gentool-simplex", f"--output={out.absolute()}/submitit/%A_%a_0_log.out"):
@@ -143,22 +144,23 @@ def test_failed_point_reason_printed_recorded_and_reported(tmp_path: Path) -> No
     """A point that cannot run (its directory holds another command's run) fails with its reason, through
     the local executor's job; the others complete; status.json and `gentool report` keep the reason."""
     out = tmp_path / "s"
-    (out / "method-frank-wolfe__seed-0").mkdir(parents=True)
-    (out / "method-frank-wolfe__seed-0" / "config.json").write_text(json.dumps({"command": "train", "config": {}}))
+    fw0, sgd0 = point_id({"method": "frank-wolfe"}, 0), point_id({"method": "softmax-gd"}, 0)
+    (out / fw0).mkdir(parents=True)
+    (out / fw0 / "config.json").write_text(json.dumps({"command": "train", "config": {}}))
     res = runner.invoke(app, ["sweep", str(_recipe(tmp_path)), "--executor", "local", "--parallel", "1",
                               "--out", str(out)])
     assert res.exit_code == 1, res.output
     assert "2 points: 1 completed, 0 skipped (complete already), 1 failed" in res.output
     line = next(ln for ln in res.output.splitlines() if ln.startswith("failed "))
-    assert line.startswith("failed method-frank-wolfe__seed-0 (job ") and "): exit 2: " in line
+    assert line.startswith(f"failed {fw0} (job ") and "): exit 2: " in line
     assert "already holds a `train` run" in line
-    entry = read_status(out)["method-frank-wolfe__seed-0"]
+    entry = read_status(out)[fw0]
     assert entry["state"] == "failed" and entry["exit_code"] == 2 and "already holds a `train` run" in entry["reason"]
-    assert read_status(out)["method-softmax-gd__seed-0"]["state"] == "complete"
+    assert read_status(out)[sgd0]["state"] == "complete"
     res = runner.invoke(app, ["report", str(out), "--no-plots"])
-    assert res.exit_code == 0 and "failed method-frank-wolfe__seed-0 (job " in res.output
+    assert res.exit_code == 0 and f"failed {fw0} (job " in res.output
     failed = json.loads((out / "report.json").read_text())["failed"]
-    assert [f["point"] for f in failed] == ["method-frank-wolfe__seed-0"] and "`train`" in failed[0]["reason"]
+    assert [f["point"] for f in failed] == [fw0] and "`train`" in failed[0]["reason"]
 
 
 def _job(tmp_path: Path, job_id: str) -> Submitted:

@@ -1,13 +1,17 @@
 """Sweep points: a recipe's grid expanded into points, and the code that runs one point inside a job.
 
 Each point gets its own run directory `SWEEP_DIR/<point id>` and a `point.json` (recipe, parameters, seed,
-environment); the job itself is built from the recipe's config and `execute`d there with `resume="auto"`, so
-a point that was killed mid-run resumes from its last committed unit, and a complete one is skipped.
+environment). A point id is a readable slug of its swept values and seed plus a short hash of their exact
+values (`tol-0.001__seed-0__3f2a9c1d`), so two different points never share a directory. The job itself is
+built from the recipe's config and `execute`d there with `resume="auto"`, so a point that was killed mid-run
+resumes from its last committed unit, and a complete one is skipped.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import re
 import time
@@ -16,8 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gentool.core.config import make_config
-from gentool.core.errors import GentoolError
+from gentool.core.config import config_dict, make_config
+from gentool.core.errors import BadInput, GentoolError, Interrupted
 from gentool.core.experiments.recipe import Recipe, grid_options, split_options
 from gentool.core.io import atomic_write_json, environment_info
 from gentool.core.jobs import JOBS
@@ -59,35 +63,100 @@ class PointResult:
     job_id: str = ""
 
 
+SLUG_CHARS = 120  # the readable part of a point id; the hash keeps longer ones distinct
+
+
 def _slug(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-") or "x"
 
 
-def point_id(params: dict[str, Any], seed: int | None) -> str:
-    """Directory name of a point: `key-value__key-value__seed-S` (stable, filesystem-safe)."""
+def legacy_point_id(params: dict[str, Any], seed: int | None) -> str:
+    """The slug alone (`key-value__key-value__seed-S`): the directory name of sweeps written before ids had a
+    hash; not injective (`0.001` and `-0.001` share it), so it is only reused when that directory's
+    `point.json` records exactly this point."""
     parts = [f"{_slug(k)}-{_slug(v)}" for k, v in params.items()]
     if seed is not None:
         parts.append(f"seed-{seed}")
     return "__".join(parts) or "base"
 
 
+def values_hash(params: dict[str, Any], seed: int | None) -> str:
+    """First 8 hex digits of SHA-256 over the canonical JSON of {params, seed}: exact values and types
+    (`0.001` vs `-0.001`, `1` vs `1.0` vs `"1"`, list order) give different hashes."""
+    text = json.dumps({"params": params, "seed": seed}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def point_id(params: dict[str, Any], seed: int | None) -> str:
+    """Directory name of a point: `slug__hash`, where slug = `legacy_point_id` cut to `SLUG_CHARS` and hash
+    = `values_hash` (injective in the exact values, stable, filesystem-safe)."""
+    return f"{legacy_point_id(params, seed)[:SLUG_CHARS].rstrip('-_')}__{values_hash(params, seed)}"
+
+
+def _recorded(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((run_dir / POINT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def existing_id(sweep_dir: Path, params: dict[str, Any], seed: int | None) -> str:
+    """The point's id: `point_id`, unless only a directory of an older sweep (`legacy_point_id`) exists whose
+    `point.json` records exactly these params and seed (then it is reused, so old sweeps resume)."""
+    pid, old = point_id(params, seed), legacy_point_id(params, seed)
+    if (sweep_dir / pid).exists() or not (sweep_dir / old).is_dir():
+        return pid
+    rec = _recorded(sweep_dir / old)
+    same = rec is not None and rec.get("params") == params and rec.get("seed") == seed
+    return old if same else pid
+
+
+def check_overrides(recipe: Recipe, config: dict[str, Any], run: dict[str, Any]) -> None:
+    """A command-line override of a swept setting (or of the seed of a sweep over seeds) is refused: every
+    point would run the override while its directory keeps the swept label."""
+    swept = [k for k in config if k in recipe.sweep] + [k for k in ("device",) if k in run and k in recipe.sweep]
+    if "seed" in run and recipe.seeds:
+        swept.append("seed")
+    if swept:
+        names = ", ".join(k.replace("_", "-") for k in swept)
+        raise BadInput(f"cannot override {names}: the recipe sweeps over it (sweep.{swept[0]}); change the sweep "
+                       f"list instead (e.g. sweep.{swept[0]}=[...])")
+
+
+def _check_distinct(points: list[Point], configs: list[str]) -> None:
+    """Two points with the same config and seed would be one run: refuse (naming both)."""
+    seen: dict[tuple[str, int | None], Point] = {}
+    for point, config in zip(points, configs, strict=True):
+        key = (config, point.seed)
+        if key in seen:
+            raise BadInput(f"duplicate sweep points: {seen[key].params} and {point.params} (seed {point.seed}) "
+                           "are the same run; remove the repeated value from the sweep")
+        seen[key] = point
+
+
 def expand(recipe: Recipe, sweep_dir: str | Path, overrides: dict[str, Any] | None = None) -> list[Point]:
     """The recipe's grid (cartesian product of sweep lists × seeds) as points under `sweep_dir`;
-    `overrides` (setting -> value) apply to every point."""
+    `overrides` (setting -> value) apply to every point and may not name a swept setting. Points that are
+    the same run (equal config and seed) are refused."""
     spec = JOBS[recipe.command]
     extra_config, extra_run = split_options(spec, overrides or {}, "overrides")
+    check_overrides(recipe, extra_config, extra_run)
     seeds: list[int | None] = list(recipe.seeds) or [None]
-    points = []
+    points, configs = [], []
     for options in grid_options(recipe):
         params = {k: options[k] for k in recipe.sweep}
         config = {k: v for k, v in {**options, **extra_config}.items() if k != "device"}
         run = {**recipe.run, **({"device": options["device"]} if "device" in options else {}), **extra_run}
-        make_config(spec.config, config, "overrides")  # a bad override fails before anything runs
+        built = make_config(spec.config, config, "overrides")  # a bad override fails before anything runs
+        canonical = json.dumps([config_dict(built), run.get("device")], sort_keys=True, default=str)
         for seed in seeds:
-            pid = point_id(params, seed)
+            pid = existing_id(Path(sweep_dir), params, seed)
             points.append(Point(pid, recipe.command, params, seed, config,
                                 {**run, **({"seed": seed} if seed is not None else {})},
                                 str(Path(sweep_dir) / pid)))
+            configs.append(canonical)
+    _check_distinct(points, configs)
     return points
 
 
@@ -138,5 +207,13 @@ def run_point(point: Point, recipe_info: dict[str, Any], lock_wait_s: float = LO
 
 
 def run_points(points: list[Point], recipe_info: dict[str, Any]) -> list[PointResult]:
-    """Run a chunk of points sequentially (the body of one submitit job)."""
-    return [run_point(p, recipe_info) for p in points]
+    """Run a chunk of points sequentially (the body of one submitit job). A point stopped by a signal stops
+    the job: the points after it are reported interrupted, not started."""
+    results: list[PointResult] = []
+    for point in points:
+        if results and results[-1].exit_code == Interrupted.exit_code:
+            results.append(PointResult(point.point_id, Interrupted.exit_code, 0.0,
+                                       "not started: the job was stopped by a signal", FAILED))
+        else:
+            results.append(run_point(point, recipe_info))
+    return results

@@ -10,7 +10,11 @@ directory per point (see `points`), submitit's folder and `status.json`: each po
 - skips complete points (their `DONE.json`),
 - waits for points whose Slurm job, submitted by an earlier run that was killed, interrupted or stopped
   waiting (`timeout_s`), is still queued or running, instead of submitting them again,
+- stops the live local workers an earlier, killed run left behind (see `workers`),
 - submits the others: a half-written point resumes from its last committed unit, the rest start.
+
+SIGINT/SIGTERM stop the waiting: Slurm jobs keep going (a re-run waits for them); local workers are stopped
+within a few seconds and the debug executor's point stops after its last commit (a re-run resumes them).
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gentool.core.errors import BadInput
-from gentool.core.experiments import slurm
+from gentool.core.errors import BadInput, Interrupted
+from gentool.core.experiments import slurm, workers
 from gentool.core.experiments.executors import (
     ExecutorOptions,
     chunks,
@@ -35,6 +39,7 @@ from gentool.core.experiments.executors import (
 from gentool.core.experiments.points import (
     FAILED,
     POINT,
+    RAN,
     RUNNING,
     SKIPPED,
     Point,
@@ -47,6 +52,7 @@ from gentool.core.experiments.recipe import Recipe
 from gentool.core.experiments.waiting import Submitted, still_running, wait
 from gentool.core.io import atomic_write_json, read_json
 from gentool.core.run.rundir import DONE, open_run_dir
+from gentool.core.run.signals import StopOnSignal
 
 __all__ = ["DONE", "POINT", "STATUS", "ExecutorOptions", "Point", "PointResult", "SweepOutcome", "executor_options",
            "expand", "failures", "is_complete", "plan", "read_status", "run_sweep"]
@@ -64,6 +70,7 @@ class SweepOutcome:
 
     results: list[PointResult]
     stopped: str = ""
+    orphans_stopped: int = 0
 
 
 def recipe_info(recipe: Recipe) -> dict[str, Any]:
@@ -131,7 +138,17 @@ def _submit_new(points: list[Point], info: dict[str, Any], folder: Path, opts: E
                 ) -> list[Submitted]:
     parts = chunks(points, opts)
     jobs = submit(make_executor(folder, opts, name), run_points, parts, info)
-    return [Submitted(part, str(job.job_id), job) for part, job in zip(parts, jobs, strict=True)]
+    subs = [Submitted(part, str(job.job_id), job) for part, job in zip(parts, jobs, strict=True)]
+    if opts.executor == "local":
+        workers.record(folder.parent, local_workers(subs))
+    return subs
+
+
+def local_workers(subs: list[Submitted]) -> list[workers.Worker]:
+    """The controller processes of local jobs (submitit's `LocalJob._process`)."""
+    procs = [getattr(s.job, "_process", None) for s in subs]
+    found = [workers.worker_of(p.pid) for p in procs if p is not None]
+    return [w for w in found if w is not None]
 
 
 def run_sweep(recipe: Recipe, points: list[Point], sweep_dir: str | Path, opts: ExecutorOptions,
@@ -140,11 +157,13 @@ def run_sweep(recipe: Recipe, points: list[Point], sweep_dir: str | Path, opts: 
     seconds; the sweep directory is locked meanwhile (a second `gentool sweep` into it is refused)."""
     sweep_dir = Path(sweep_dir)
     with open_run_dir(sweep_dir, "sweep") as rd:
+        orphans = workers.stop(workers.recorded(sweep_dir))  # never two workers on one point
         info = recipe_info(recipe)
         rd.write_config({"recipe": info, "executor": asdict(opts), "points": [p.point_id for p in points]},
                         None, None)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        return _run(points, info, sweep_dir, opts, job_name(recipe), deadline, progress)
+        outcome = _run(points, info, sweep_dir, opts, job_name(recipe), deadline, progress)
+        return SweepOutcome(outcome.results, outcome.stopped, orphans)
 
 
 def _run(points: list[Point], info: dict[str, Any], sweep_dir: Path, opts: ExecutorOptions, name: str,
@@ -162,20 +181,41 @@ def _run(points: list[Point], info: dict[str, Any], sweep_dir: Path, opts: Execu
         results.extend(batch)
         if progress:
             progress(len(results), len(points))
+        if opts.executor == "debug" and any(r.exit_code == Interrupted.exit_code for r in batch):
+            raise Interrupted("the debug job's point was stopped by a signal")  # the signal was this process's
 
     collect([])
     stopped = ""
     try:
-        _, pending = wait(subs, opts.executor, sweep_dir / SUBMITIT, deadline, on_results=collect)
+        with StopOnSignal("the sweep was interrupted"):
+            _, pending = wait(subs, opts.executor, sweep_dir / SUBMITIT, deadline, on_results=collect)
         stopped = TIMEOUT if pending else ""
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         stopped = INTERRUPTED
     finished = {r.point_id for r in results}
-    results += [r for s in subs for r in still_running(s) if r.point_id not in finished]
+    if stopped == INTERRUPTED and opts.executor != "slurm":
+        results += _stop_local(subs, finished)
+    else:
+        results += [r for s in subs for r in still_running(s) if r.point_id not in finished]
     order = {p.point_id: i for i, p in enumerate(points)}
     results.sort(key=lambda r: order[r.point_id])
     write_status(sweep_dir, results, opts.executor)
     return SweepOutcome(results, stopped)
+
+
+def _stop_local(subs: list[Submitted], finished: set[str]) -> list[PointResult]:
+    """After an interrupt: stop the local workers still running and report their unfinished points (complete
+    ones as run, the others as interrupted, resumed by a re-run)."""
+    workers.stop(local_workers(subs))
+    out = []
+    for sub in subs:
+        for p in sub.points:
+            if p.point_id in finished:
+                continue
+            out.append(PointResult(p.point_id, 0, 0.0, "", RAN, sub.job_id) if is_complete(p.run_dir) else
+                       PointResult(p.point_id, Interrupted.exit_code, 0.0, "interrupted; a re-run of the sweep "
+                                   "resumes it from its last committed unit", FAILED, sub.job_id))
+    return out
 
 
 def _point_state(point: Point, queued: dict[str, str]) -> str:
