@@ -222,3 +222,25 @@ def image_pngs(directory: str | Path, images: Any, first: int = 0) -> list[Path]
     """One PNG per image `(n, C, H, W)` in `[-1, 1]`, named `{first + i:06d}.png` in `directory` (atomic writes)."""
     return [atomic_write_bytes(Path(directory) / f"{first + i:06d}.png", png_bytes(p))
             for i, p in enumerate(to_pixels(images))]
+
+
+def w2_bound_figure(path: str | Path, sigmas: Any, bound: Any, eps: Any, eps_se: Any, w2_sigmas: Any,
+                    measured: Mapping[str, Any], title: str = "") -> Path:
+    """Left: the W2 upper bound B(σ) and the `measured` curves (label -> W2(p_σ, q_σ) at `w2_sigmas`) against σ
+    (log-log); right: the RMS score error ε(σ) of the model on its own PF-ODE marginals with its ±2 s.e. band."""
+    sig, eps, se = as_numpy(sigmas), as_numpy(eps), as_numpy(eps_se)
+    fig, axes = subplots(1, 2, width=4.8)
+    ax = axes[0, 0]
+    ax.plot(sig, as_numpy(bound), label="upper bound B(σ)")
+    for label, w2 in measured.items():
+        ax.plot(as_numpy(w2_sigmas), as_numpy(w2), "o--", ms=3, label=label)
+    ax.set(xscale="log", yscale="log", xlabel="noise level σ (data units)", ylabel="W2(p_σ, q_σ) (data units)",
+           title=title)
+    ax.legend(fontsize=7)
+    ax = axes[0, 1]
+    ax.plot(sig, eps, label="ε(σ), Monte Carlo")
+    ax.fill_between(sig, np.maximum(eps - 2 * se, eps * 1e-3), eps + 2 * se, alpha=0.25, label="± 2 s.e.")
+    ax.set(xscale="log", yscale="log", xlabel="noise level σ (data units)",
+           ylabel="RMS score error ε(σ) (1 / data units)", title="score error on the model's marginals")
+    ax.legend(fontsize=7)
+    return save(fig, path)
