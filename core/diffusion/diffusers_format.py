@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from gentool.core.diffusion.discrete import DiscreteSchedule
-from gentool.core.diffusion.discrete_denoiser import DiscreteDenoiser, Prediction
+from gentool.core.diffusion.discrete_denoiser import Clipping, DiscreteDenoiser, Prediction
 from gentool.core.errors import BadInput
 from gentool.core.io import atomic_write_bytes, atomic_write_json
 
@@ -34,13 +34,15 @@ INSTALL_HINT = "pip install 'gentool[diffusers]'"
 @dataclass(frozen=True)
 class DiffusersModel:
     """A loaded model: its denoiser, where it came from, the number of classes of a class-conditional net (None:
-    unconditional) and what `gentool.json` says (`data`, `null_class`)."""
+    unconditional), what `gentool.json` says (`data`, `null_class`) and the x_0 clipping its scheduler config
+    asks for."""
 
     denoiser: DiscreteDenoiser
     path: Path
     num_classes: int | None = None
     data: str | None = None
     null_class: int | None = None
+    clipping: Clipping = Clipping()
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -164,7 +166,7 @@ def load_diffusers(ref: str | Path, device: torch.device | str = "cpu",
     meta = _read_json(model_dir / META_FILE) if (model_dir / META_FILE).is_file() else {}
     denoiser = DiscreteDenoiser(net, schedule, prediction, _sample_shape(net.config), integer_timesteps)
     return DiffusersModel(denoiser, model_dir, net.config.get("num_class_embeds"), meta.get("data"),
-                          meta.get("null_class"))
+                          meta.get("null_class"), Clipping.from_config(sched_config))
 
 
 def save_diffusers(path: str | Path, denoiser: DiscreteDenoiser, scheduler: Mapping[str, Any],

@@ -13,6 +13,7 @@ was trained on.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,24 @@ class Spacing(StrEnum):
     LINSPACE = "linspace"
     LEADING = "leading"
     TRAILING = "trailing"
+
+
+class TimestepRule(StrEnum):
+    """Whose `set_timesteps` places the inference timesteps (the three differ for linspace and leading):
+    `euler` (EulerDiscrete, Heun, the Euler/LMS family), `ddim` (DDIM, PNDM, DDPM), `dpm-solver`
+    (DPMSolverMultistep, UniPC: N + 1 points, the last dropped)."""
+
+    EULER = "euler"
+    DDIM = "ddim"
+    DPM = "dpm-solver"
+
+    @classmethod
+    def of_scheduler(cls, name: str | None) -> TimestepRule:
+        """The rule of the diffusers scheduler class `name` (unknown classes: euler)."""
+        name = str(name or "")
+        if name.startswith(("DPMSolverMultistep", "DPMSolverSinglestep", "UniPC", "DEIS")):
+            return cls.DPM
+        return cls.DDIM if name.startswith(("DDIM", "DDPM", "PNDM")) else cls.EULER
 
 
 def _linear(n: int, start: float, end: float) -> torch.Tensor:
@@ -80,6 +99,8 @@ class DiscreteSchedule:
     sigmas: torch.Tensor
     spacing: Spacing = Spacing.LINSPACE
     steps_offset: int = 0
+    rule: TimestepRule = TimestepRule.EULER
+    final_zero: bool = True
 
     def __post_init__(self) -> None:
         s = self.sigmas
@@ -98,10 +119,15 @@ class DiscreteSchedule:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DiscreteSchedule:
-        """The table and timestep spacing of a diffusers scheduler config."""
+        """The table and timestep spacing of a diffusers scheduler config; its class gives the timestep rule,
+        and `set_alpha_to_one = false` (DDIM, PNDM) or `final_sigmas_type = sigma_min` (DPM-Solver, UniPC) a
+        model grid that ends at the table's smallest sigma instead of 0."""
         spacing = Spacing(choose("timestep_spacing", str(config.get("timestep_spacing", "linspace")),
                                  [s.value for s in Spacing]))
-        return cls.from_betas(betas_from_config(config), spacing, int(config.get("steps_offset", 0)))
+        table = cls.from_betas(betas_from_config(config), spacing, int(config.get("steps_offset", 0)))
+        final_zero = config.get("set_alpha_to_one") is not False and config.get("final_sigmas_type") != "sigma_min"
+        return dataclasses.replace(table, rule=TimestepRule.of_scheduler(config.get("_class_name")),
+                                   final_zero=final_zero)
 
     @property
     def num_train_timesteps(self) -> int:
@@ -137,23 +163,34 @@ class DiscreteSchedule:
         return ((1 - w) * table[low] + w * table[low + 1]).exp()
 
     def inference_timesteps(self, steps: int) -> torch.Tensor:
-        """The `steps` decreasing timesteps of diffusers' Euler-family schedulers (`EulerDiscreteScheduler`):
-        linspace `t_k = (T-1)(1 - k/(N-1))`; leading `t_k = (N-1-k) floor(T/N) + offset`; trailing
-        `t_k = round(T - k T/N) - 1`."""
+        """The `steps` decreasing timesteps `t_k` (k < N) that `self.rule`'s scheduler places:
+
+            linspace  euler: (T-1)(1 - k/(N-1)) (0 for N = 1);  ddim: round of that;  dpm-solver: round((T-1)(N-k)/N)
+            leading   (N-1-k) floor(T/N) + offset;  dpm-solver: (N-k) floor(T/(N+1)) + offset
+            trailing  round(T - k T/N) - 1
+        """
         require(steps >= 1, f"steps must be >= 1, got {steps}")
-        n_train = self.num_train_timesteps
+        n_train, rule = self.num_train_timesteps, self.rule
         k = torch.arange(steps, dtype=torch.float64)
+        if self.spacing is Spacing.LINSPACE and rule is TimestepRule.DPM:
+            return torch.round((n_train - 1) * (steps - k) / steps)
         if self.spacing is Spacing.LINSPACE:
-            return (n_train - 1) * (1 - k / max(steps - 1, 1))
+            t = (n_train - 1) * (1 - k / (steps - 1)) if steps > 1 else k  # numpy's linspace(0, T-1, 1) is [0]
+            return t.round() if rule is TimestepRule.DDIM else t
+        if self.spacing is Spacing.LEADING and rule is TimestepRule.DPM:
+            return (steps - k) * (n_train // (steps + 1)) + self.steps_offset
         if self.spacing is Spacing.LEADING:
             return (steps - 1 - k) * (n_train // steps) + self.steps_offset
         return torch.round(n_train - k * n_train / steps) - 1
 
     def model_grid(self, steps: int) -> torch.Tensor:
         """The model's own sigma grid: `inference_timesteps` mapped to sigma by linear interpolation of the table
-        in t (as diffusers' `EulerDiscreteScheduler`), then 0; `steps + 1` entries."""
+        in t (as diffusers' schedulers), then 0, or with `final_zero` false the table's smallest sigma (left out
+        when the last timestep is 0 already: that step would not move)."""
         t = self.inference_timesteps(steps).clamp(0, self.num_train_timesteps - 1)
         low = t.floor().long().clamp(max=self.num_train_timesteps - 2)
         w = t - low
         s = (1 - w) * self.sigmas[low] + w * self.sigmas[low + 1]
+        if not self.final_zero:
+            return s if bool(t[-1] == 0) else torch.cat([s, self.sigmas[:1]])
         return torch.cat([s, s.new_zeros(1)])

@@ -114,3 +114,50 @@ class ClassConditioned:
                              torch.cat([labels, torch.full_like(labels, int(self.null))]))
         cond, uncond = both.chunk(2)
         return uncond + self.scale * (cond - uncond)
+
+
+CLIP_MODES = ("off", "clip", "dynamic")
+
+
+@dataclass(frozen=True)
+class Clipping:
+    """What diffusers' schedulers do to the x_0 prediction `D` before stepping (`clip_sample`,
+    `thresholding`): `off`; `clip`: `D <- clamp(D, -r, r)`, r = `clip_range`; `dynamic` (Imagen's dynamic
+    thresholding, per sample): `s = clamp(quantile(|D|, ratio), 1, max_value)`, `D <- clamp(D, -s, s) / s`."""
+
+    mode: str = "off"
+    clip_range: float = 1.0
+    ratio: float = 0.995
+    max_value: float = 1.0
+
+    def __post_init__(self) -> None:
+        choose("clip_sample", self.mode, CLIP_MODES)
+
+    @classmethod
+    def from_config(cls, config: Any) -> Clipping:
+        """The clipping a diffusers scheduler config asks for (`thresholding` wins over `clip_sample`)."""
+        mode = "dynamic" if config.get("thresholding") else "clip" if config.get("clip_sample") else "off"
+        return cls(mode, float(config.get("clip_sample_range", 1.0)),
+                   float(config.get("dynamic_thresholding_ratio", 0.995)), float(config.get("sample_max_value", 1.0)))
+
+    def __call__(self, d: torch.Tensor) -> torch.Tensor:
+        if self.mode == "clip":
+            return d.clamp(-self.clip_range, self.clip_range)
+        if self.mode == "dynamic":
+            flat = d.reshape(d.shape[0], -1)
+            s = torch.quantile(flat.abs().float(), self.ratio, dim=1).clamp(1, self.max_value)[:, None].to(d.dtype)
+            return (torch.maximum(torch.minimum(flat, s), -s) / s).reshape(d.shape)
+        return d
+
+
+@dataclass(frozen=True, eq=False)
+class Clipped:
+    """`D_c(x, sigma) = clipping(D(x, sigma))` (exact for diffusers' Heun, DPM-Solver and UniPC, which step
+    with the clipped x_0; diffusers' DDIM steps with the clipped x_0 but the unclipped epsilon unless
+    `use_clipped_model_output=True`, which is what this equals)."""
+
+    denoiser: Any
+    clipping: Clipping
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        return self.clipping(self.denoiser(x, sigma))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from gentool.core.diffusion.checkpoints import denoiser_from_state, load_checkpo
 from gentool.core.diffusion.denoisers import Denoiser
 from gentool.core.diffusion.diffusers_format import load_diffusers
 from gentool.core.diffusion.discrete import DiscreteSchedule
-from gentool.core.diffusion.discrete_denoiser import ClassConditioned, DiscreteDenoiser
+from gentool.core.diffusion.discrete_denoiser import ClassConditioned, Clipping, DiscreteDenoiser
 from gentool.core.diffusion.models import image_shape
 from gentool.core.diffusion.targets import make_target
 from gentool.core.errors import BadInput
@@ -23,7 +24,8 @@ EDM_SIGMA_RANGE = (0.002, 80.0)  # EDM's defaults, for denoisers defined at ever
 class SampleSource:
     """`denoiser` draws samples of `shape`; `sigma_range` is its default `(sigma_min, sigma_max)`; `schedule`
     the noise table of a discrete-table model; `image_shape` `(C, H, W)` when samples are images; `data` the
-    bundled data set it was trained on; `num_classes`/`null_class` for class-conditional models."""
+    bundled data set it was trained on; `num_classes`/`null_class` for class-conditional models; `clipping` the
+    x_0 clipping of a diffusers model's scheduler config."""
 
     denoiser: Denoiser
     shape: tuple[int, ...]
@@ -34,6 +36,7 @@ class SampleSource:
     data: str | None = None
     num_classes: int | None = None
     null_class: int | None = None
+    clipping: Clipping = Clipping()
 
     @property
     def classes(self) -> tuple[int, ...]:
@@ -76,8 +79,9 @@ def diffusers_source(ref: str | Path, device: torch.device | str, integer_timest
     unconditional class recorded in `gentool.json`."""
     model = load_diffusers(ref, device, integer_timesteps)
     null = null_class if null_class is not None else model.null_class
-    return _discrete_source(model.denoiser, model.denoiser.sample_shape, model.path.name, model.data,
-                            num_classes=model.num_classes, null_class=null)
+    source = _discrete_source(model.denoiser, model.denoiser.sample_shape, model.path.name, model.data,
+                              num_classes=model.num_classes, null_class=null)
+    return dataclasses.replace(source, clipping=model.clipping)
 
 
 def is_checkpoint(ref: str | Path) -> bool:

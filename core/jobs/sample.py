@@ -19,9 +19,11 @@ from typing import Any
 
 import torch
 from gentool.core import plots
-from gentool.core.config import check_float, check_int, setting
+from gentool.core.config import check_float, check_int, read_array, setting
 from gentool.core.data import DATASETS, sample_data
 from gentool.core.diffusion import GRIDS, SAMPLERS, SCHEDULES, TARGETS, make_grid
+from gentool.core.diffusion.discrete import Spacing, TimestepRule
+from gentool.core.diffusion.discrete_denoiser import CLIP_MODES, Clipped, Clipping
 from gentool.core.diffusion.samplers import Option, option_declarations, run_sampler
 from gentool.core.diffusion.sources import SampleSource, model_source, target_source
 from gentool.core.diffusion.targets import MixtureTarget, reference_flow
@@ -33,6 +35,8 @@ from gentool.core.run.contract import JobSpec, Row
 
 MMD_MAX = 2000  # MMD is O(n^2): computed on the first MMD_MAX samples
 MODEL_GRID = "model"  # a discrete-table model's own timesteps (its scheduler's timestep_spacing)
+CONVENTIONS = ("sigma", "vp")
+SIGMA_RANGES = ("table", "spacing")
 SAMPLE_GRIDS = (*GRIDS, MODEL_GRID)
 
 
@@ -66,6 +70,25 @@ class SampleSettings:
                                      "(default: from the model's gentool.json).")
     save_png: str | None = setting(None, "Image models: also write one PNG per sample into this directory.",
                                    metavar="DIR")
+    init: str | None = setting(None, "Start from these standard normal draws z (.npy of shape (n, *sample shape)) "
+                               "instead of drawing them from the seed, as a diffusers pipeline's latents=z.",
+                               metavar="FILE")
+    convention: str = setting("sigma", "States at both ends: sigma: x₀ = z σ₀, samples x (k-diffusion, EDM); vp: "
+                              "x₀ = z sqrt(σ₀² + 1), samples x / sqrt(σ_N² + 1) (the VP sample of a diffusers "
+                              "pipeline with DDIM, DDPM, DPM-Solver or UniPC, or Euler/Heun with leading spacing: "
+                              "the same seed then gives the pipeline's latents).", choices=CONVENTIONS)
+    clip_sample: str | None = setting(None, "Clip the denoised x₀ (diffusers' clip_sample: to ±clip_sample_range; "
+                                      "dynamic: thresholding) before every step (default: what a diffusers "
+                                      "model's scheduler config asks for, else off).", choices=CLIP_MODES)
+    timestep_spacing: str | None = setting(None, "Diffusers models: how grid model places its timesteps "
+                                           "(default: the scheduler config's).", choices=tuple(Spacing))
+    timestep_rule: str | None = setting(None, "Diffusers models: whose set_timesteps grid model follows (euler: "
+                                        "Euler/Heun; ddim: DDIM/DDPM/PNDM; dpm-solver: DPM-Solver/UniPC; default: "
+                                        "the scheduler config's class).", choices=tuple(TimestepRule))
+    sigma_range: str = setting("table", "Diffusers models: the default σ range of the edm, log-sigma and uniform-t "
+                               "grids: the whole noise table (diffusers' DPM-Solver with Karras sigmas), or the "
+                               "ends of grid model's timesteps (spacing: diffusers' Euler and Heun).",
+                               choices=SIGMA_RANGES)
 
     def __post_init__(self) -> None:
         require((self.target is None) != (self.model is None), "give exactly one of target and model")
@@ -74,6 +97,14 @@ class SampleSettings:
         choose("sampler", self.sampler, SAMPLERS)
         choose("grid", self.grid, SAMPLE_GRIDS)
         choose("schedule", self.schedule, SCHEDULES)
+        choose("convention", self.convention, CONVENTIONS)
+        choose("sigma_range", self.sigma_range, SIGMA_RANGES)
+        if self.clip_sample is not None:
+            choose("clip_sample", self.clip_sample, CLIP_MODES)
+        if self.timestep_spacing is not None:
+            choose("timestep_spacing", self.timestep_spacing, tuple(Spacing))
+        if self.timestep_rule is not None:
+            choose("timestep_rule", self.timestep_rule, tuple(TimestepRule))
         check_int("steps", self.steps, 1, 100_000)
         check_int("n", self.n, 1, 10**9)
         check_int("dim", self.dim, 1, 100_000)
@@ -107,7 +138,7 @@ def _option_help(declared: list[tuple[str, Option]]) -> str:
                     for opt, names in groups.values())
 
 
-def _option_fields() -> list[tuple[str, Any, Any]]:
+def sampler_option_fields() -> list[tuple[str, Any, Any]]:
     """A config field for every sampler option name (default None: the sampler's own default)."""
     out = []
     for name, declared in option_declarations().items():
@@ -116,7 +147,8 @@ def _option_fields() -> list[tuple[str, Any, Any]]:
     return out
 
 
-SampleConfig = dataclasses.make_dataclass("SampleConfig", _option_fields(), bases=(SampleSettings,), frozen=True)
+SampleConfig = dataclasses.make_dataclass("SampleConfig", sampler_option_fields(), bases=(SampleSettings,),
+                                          frozen=True)
 SampleConfig.__module__ = __name__
 SampleConfig.__doc__ = SampleSettings.__doc__
 
@@ -133,8 +165,24 @@ def open_source(cfg: SampleConfig, device: torch.device) -> SampleSource:
             f"save_png needs a model of images; {source.name} draws samples of shape {source.shape}")
     require(cfg.grid != MODEL_GRID or source.schedule is not None,
             f"grid {MODEL_GRID!r} needs a model with a discrete noise table (a diffusers model)")
+    discrete = {"timestep_spacing": cfg.timestep_spacing, "timestep_rule": cfg.timestep_rule,
+                "sigma_range": None if cfg.sigma_range == "table" else cfg.sigma_range,
+                "clip_sample": None if cfg.clip_sample == "off" else cfg.clip_sample}
+    for name, given in discrete.items():
+        require(given is None or source.schedule is not None, f"{name} applies to diffusers models; {source.name} "
+                "has no discrete noise table")
     if cfg.class_label is not None or cfg.cfg != 1.0 or source.classes:
         check_conditioning(cfg, source)
+    return with_timesteps(source, cfg)
+
+
+def with_timesteps(source: SampleSource, cfg: SampleConfig) -> SampleSource:
+    """The source with the timestep spacing and rule of the settings, where given."""
+    changes = {"spacing": Spacing(cfg.timestep_spacing) if cfg.timestep_spacing is not None else None,
+               "rule": TimestepRule(cfg.timestep_rule) if cfg.timestep_rule is not None else None}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if changes:
+        source = dataclasses.replace(source, schedule=dataclasses.replace(source.schedule, **changes))
     return source
 
 
@@ -151,11 +199,16 @@ def check_conditioning(cfg: SampleConfig, source: SampleSource) -> None:
 
 
 def sigma_grid(cfg: SampleConfig, source: SampleSource) -> torch.Tensor:
-    """The σ grid of `cfg`; σ range from the settings, else the source's default."""
+    """The σ grid of `cfg`; σ range from the settings, else the source's default (with sigma_range = spacing,
+    the first and last nonzero σ of the model grid)."""
     if cfg.grid == MODEL_GRID:
         return source.schedule.model_grid(cfg.steps)
-    lo = cfg.sigma_min if cfg.sigma_min is not None else source.sigma_range[0]
-    hi = cfg.sigma_max if cfg.sigma_max is not None else source.sigma_range[1]
+    default = source.sigma_range
+    if cfg.sigma_range == "spacing":
+        spaced = source.schedule.model_grid(cfg.steps)
+        default = (float(spaced[-2]), float(spaced[0]))
+    lo = cfg.sigma_min if cfg.sigma_min is not None else default[0]
+    hi = cfg.sigma_max if cfg.sigma_max is not None else default[1]
     if not lo < hi:
         raise BadInput(f"sigma_max must be a finite number > {lo:g} (sigma_min), got {hi:g}")
     return make_grid(cfg.grid, cfg.steps, sigma_min=lo, sigma_max=hi, rho=cfg.rho, schedule=cfg.schedule)
@@ -172,11 +225,42 @@ class SampleJob:
         self.source = open_source(config, self.device)
         self.sigmas = sigma_grid(config, self.source)
         self.dtype = torch.float64 if self.analytic else torch.float32
+        self.clipping = self._clipping()
+        self.init = self._init()
         self.g = make_generator(seed)
         self.xs: list[torch.Tensor] = []
         self.x0s: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
         self.nfe, self.seconds = 0, 0.0
+
+    def _clipping(self) -> Clipping:
+        """The model's x_0 clipping, or the clip_sample setting with the model's numbers."""
+        mode = self.config.clip_sample
+        return self.source.clipping if mode is None else dataclasses.replace(self.source.clipping, mode=mode)
+
+    def _init(self) -> torch.Tensor | None:
+        """The standard normal draws of the init setting, (n, *sample shape), checked."""
+        if self.config.init is None:
+            return None
+        z = torch.as_tensor(read_array(self.config.init, "init"), dtype=self.dtype)
+        shape = (self.config.n, *self.source.shape)
+        flat = (self.config.n, math.prod(self.source.shape))
+        require(tuple(z.shape) in (shape, flat), f"init must hold n = {self.config.n} draws of shape "
+                f"{self.source.shape}, i.e. an array of shape {shape}; got {tuple(z.shape)}")
+        require(bool(torch.isfinite(z).all()), "init contains non-finite values")
+        return z.reshape(shape)
+
+    def initial_state(self, first: int, b: int) -> torch.Tensor:
+        """`x_0 = z sigma_0` (convention sigma) or `z sqrt(sigma_0^2 + 1)` (vp), z the init rows or standard
+        normal draws from the seeded generator (the next b of one stream, as a diffusers pipeline draws them)."""
+        z = self.init[first:first + b] if self.init is not None else torch.randn(
+            b, *self.source.shape, generator=self.g, dtype=self.dtype)
+        s0 = float(self.sigmas[0])
+        return (z * (s0 if self.config.convention == "sigma" else math.sqrt(s0**2 + 1))).to(self.device)
+
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """The sample in the convention: x (sigma), or the VP sample `x / sqrt(sigma_N^2 + 1)` (vp)."""
+        return x if self.config.convention == "sigma" else x / math.sqrt(float(self.sigmas[-1]) ** 2 + 1)
 
     @property
     def analytic(self) -> bool:
@@ -211,10 +295,11 @@ class SampleJob:
         cfg = self.config
         first = self.units_done * self.batch
         b = min(self.batch, cfg.n - first)
-        x0 = (torch.randn(b, *self.source.shape, generator=self.g, dtype=self.dtype) * float(self.sigmas[0]))
-        x0 = x0.to(self.device)
+        x0 = self.initial_state(first, b)
         labels = self._labels(first, b)
         denoiser = self.source.denoiser if labels is None else self.source.conditioned(labels, cfg.cfg)
+        if self.clipping.mode != "off":
+            denoiser = Clipped(denoiser, self.clipping)
         start = time.perf_counter()
         x, nfe = run_sampler(denoiser, x0, self.sigmas, cfg.sampler, seed=self.seed, first_index=first,
                              **cfg.sampler_options())
@@ -222,7 +307,7 @@ class SampleJob:
         if not bool(torch.isfinite(x).all()):
             raise NumericalFailure(f"sampler {cfg.sampler} produced non-finite samples at {cfg.steps} steps; "
                                    f"{self.hint}")
-        self.xs.append(x.cpu())
+        self.xs.append(self.output(x).cpu())
         self.x0s.append(x0.cpu())
         self.labels += [] if labels is None else [labels]
         self.nfe, self.seconds = max(self.nfe, nfe), self.seconds + seconds

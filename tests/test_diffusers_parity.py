@@ -1,0 +1,186 @@
+"""gentool's sample job against diffusers' own schedulers on one tiny random UNet2DModel: the same initial draws
+z (`init`), the scheduler's config saved beside the model (grid, timestep rule, clipping and final sigma come from
+it), the scheduler's defaults expressed as sampler options; float32 on CPU, relative error <= 1e-4. Stochastic
+schedulers get the same noise through `noise_sampler`. Not paired: diffusers' third-order `sde-dpmsolver++`
+step, whose D2 coefficient `(1 - e^{-2h} - 2h)/(2h)^2 - 1/2` tends to -1 as h -> 0 (its ODE step's, and k-diffusion's
+`sample_dpmpp_3m_sde`, tend to 0; gentool's `dpmpp-3m-sde` follows k-diffusion)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gentool.core.config import make_config
+from gentool.core.diffusion import run_sampler
+from gentool.core.diffusion.diffusers_format import load_diffusers
+from gentool.core.diffusion.discrete import DiscreteSchedule
+from gentool.core.jobs.sample import SampleConfig, SampleJob
+from test_diffusers import tiny_unet
+
+diffusers = pytest.importorskip("diffusers")
+
+STEPS = 10
+TOL = 1e-4
+SD_TABLE = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+
+# (id, scheduler class, its arguments, step arguments, gentool settings)
+PAIRS = [
+    ("euler", "EulerDiscreteScheduler", {}, {}, {"sampler": "euler", "grid": "model"}),
+    ("euler-trailing", "EulerDiscreteScheduler", {"timestep_spacing": "trailing"}, {},
+     {"sampler": "euler", "grid": "model"}),
+    ("euler-karras-leading", "EulerDiscreteScheduler",
+     {"use_karras_sigmas": True, "timestep_spacing": "leading", "steps_offset": 1, **SD_TABLE}, {},
+     {"sampler": "euler", "grid": "edm", "sigma_range": "spacing", "convention": "vp"}),
+    ("ddim", "DDIMScheduler", {"clip_sample": False}, {}, {"sampler": "ddim", "eta": 0.0, "grid": "model",
+                                                           "convention": "vp"}),
+    ("ddim-clip", "DDIMScheduler", {"clip_sample": True, "clip_sample_range": 0.5},
+     {"use_clipped_model_output": True}, {"sampler": "ddim", "eta": 0.0, "grid": "model", "convention": "vp"}),
+    ("ddim-sd", "DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, **SD_TABLE}, {},
+     {"sampler": "ddim", "eta": 0.0, "grid": "model", "convention": "vp"}),
+    ("dpmpp-2m", "DPMSolverMultistepScheduler", {}, {},
+     {"sampler": "dpmpp-2m", "grid": "model", "convention": "vp", "integer_timesteps": True}),
+    ("dpmpp-2m-heun", "DPMSolverMultistepScheduler", {"solver_type": "heun"}, {},
+     {"sampler": "dpmpp-2m", "solver": "heun", "grid": "model", "convention": "vp", "integer_timesteps": True}),
+    ("dpmpp-2m-threshold", "DPMSolverMultistepScheduler", {"thresholding": True, "sample_max_value": 1.5}, {},
+     {"sampler": "dpmpp-2m", "grid": "model", "convention": "vp", "integer_timesteps": True}),
+    ("dpmpp-3m", "DPMSolverMultistepScheduler", {"solver_order": 3}, {},
+     {"sampler": "dpmpp-3m-kd", "solver": "midpoint", "lower_order_final": True, "grid": "model",
+      "convention": "vp", "integer_timesteps": True}),
+    ("dpmpp-3m-leading", "DPMSolverMultistepScheduler", {"solver_order": 3, "timestep_spacing": "leading",
+                                                         "steps_offset": 1, **SD_TABLE}, {},
+     {"sampler": "dpmpp-3m-kd", "solver": "midpoint", "lower_order_final": True, "grid": "model",
+      "convention": "vp", "integer_timesteps": True}),
+    ("unipc", "UniPCMultistepScheduler", {}, {},
+     {"sampler": "unipc", "order": 2, "grid": "model", "convention": "vp", "integer_timesteps": True}),
+    ("unipc-3", "UniPCMultistepScheduler", {"solver_order": 3}, {},
+     {"sampler": "unipc", "order": 3, "grid": "model", "convention": "vp", "integer_timesteps": True}),
+    ("heun", "HeunDiscreteScheduler", {}, {}, {"sampler": "heun", "grid": "model"}),
+    ("heun-clip", "HeunDiscreteScheduler", {"clip_sample": True, "clip_sample_range": 0.5}, {},
+     {"sampler": "heun", "grid": "model"}),
+]
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return tiny_unet().eval()
+
+
+def draws(n: int = 4, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def diffusers_loop(sched, unet, z: torch.Tensor, steps: int = STEPS, generator: torch.Generator | None = None,
+                   **step_kwargs) -> torch.Tensor:
+    """What a pipeline's denoising loop does with latents z."""
+    sched.set_timesteps(steps)
+    x = z * sched.init_noise_sigma
+    extra = {"generator": generator} if generator is not None else {}
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(unet(sched.scale_model_input(x, t), t).sample, t, x, **step_kwargs, **extra).prev_sample
+    return x
+
+
+def model_dir(unet, sched, path: Path) -> Path:
+    unet.save_pretrained(path)
+    sched.save_pretrained(path)
+    return path
+
+
+def gentool_job(path: Path, z: torch.Tensor, tmp: Path, **settings) -> torch.Tensor:
+    np.save(tmp / "z.npy", z.numpy())
+    config = make_config(SampleConfig, {"model": str(path), "n": len(z), "steps": STEPS, "init": str(tmp / "z.npy"),
+                                        **settings})
+    job = SampleJob(config, seed=0)
+    job.advance()
+    return job.samples()["x"]
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "step_kwargs", "settings"), [p[1:] for p in PAIRS],
+                         ids=[p[0] for p in PAIRS])
+def test_sample_job_equals_diffusers_scheduler(unet, tmp_path, cls: str, kwargs: dict, step_kwargs: dict,
+                                               settings: dict) -> None:
+    sched = getattr(diffusers, cls)(**kwargs)
+    z = draws()
+    expected = diffusers_loop(sched, unet, z, **step_kwargs)
+    ours = gentool_job(model_dir(unet, sched, tmp_path / "model"), z, tmp_path, **settings)
+    assert rel(ours, expected) < TOL
+
+
+def test_clipping_matters_and_ddim_default_keeps_the_unclipped_epsilon(unet, tmp_path) -> None:
+    """Without clipping the result differs; diffusers' DDIM default (unclipped epsilon) is another method."""
+    sched = diffusers.DDIMScheduler(clip_sample=True, clip_sample_range=0.5)
+    z, path = draws(), model_dir(unet, sched, tmp_path / "model")
+    clipped = diffusers_loop(sched, unet, z, use_clipped_model_output=True)
+    settings = {"sampler": "ddim", "eta": 0.0, "grid": "model", "convention": "vp"}
+    assert rel(gentool_job(path, z, tmp_path, **settings, clip_sample="off"), clipped) > 1e-2
+    assert rel(diffusers_loop(sched, unet, z), clipped) > 1e-3
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "sampler", "opts"), [
+    ("EulerAncestralDiscreteScheduler", {}, "euler-ancestral", {}),
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, "dpmpp-2m-sde", {}),
+], ids=["euler-ancestral", "dpmpp-2m-sde"])
+def test_stochastic_samplers_equal_diffusers_with_the_same_noise(unet, tmp_path, cls: str, kwargs: dict,
+                                                                 sampler: str, opts: dict) -> None:
+    sched = getattr(diffusers, cls)(**kwargs)
+    z = draws()
+    expected = diffusers_loop(sched, unet, z, generator=torch.Generator().manual_seed(7))
+    model = load_diffusers(model_dir(unet, sched, tmp_path / "model"), integer_timesteps=cls.startswith("DPM"))
+    g = torch.Generator().manual_seed(7)
+    sigmas = sched.sigmas.double()
+    start = z * float(sched.init_noise_sigma) * (1 if cls.startswith("Euler") else float((sigmas[0] ** 2 + 1).sqrt()))
+    ours, _ = run_sampler(model.denoiser, start, sigmas, sampler,
+                          noise_sampler=lambda s, s1: torch.randn(z.shape, generator=g), **opts)
+    assert rel(ours, expected) < TOL
+
+
+@pytest.mark.parametrize("cls", ["EulerDiscreteScheduler", "HeunDiscreteScheduler", "DDIMScheduler", "DDPMScheduler",
+                                 "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"])
+@pytest.mark.parametrize(("spacing", "offset"), [("linspace", 0), ("leading", 1), ("trailing", 0)])
+def test_model_timesteps_equal_each_schedulers_own(cls: str, spacing: str, offset: int) -> None:
+    for steps in (1, 2, 7, 10, 25):
+        sched = getattr(diffusers, cls)(timestep_spacing=spacing, steps_offset=offset)
+        sched.set_timesteps(steps)
+        expected = sched.timesteps.double()
+        if cls.startswith("Heun"):
+            expected = torch.cat([expected[:1], expected[1::2]])
+        ours = DiscreteSchedule.from_config({**sched.config, "_class_name": cls}).inference_timesteps(steps)
+        torch.testing.assert_close(ours, expected, rtol=0, atol=1e-3)
+
+
+def test_same_seed_gives_the_pipelines_initial_latents(unet, tmp_path) -> None:
+    """convention vp and the seed: the job's first draws are `torch.randn(shape, generator=manual_seed(seed))`,
+    what a pipeline's `prepare_latents` draws; its samples equal the DDIM pipeline's."""
+    sched = diffusers.DDIMScheduler(clip_sample=False)
+    path = model_dir(unet, sched, tmp_path / "model")
+    pipe = diffusers.DDIMPipeline(unet=unet, scheduler=sched)
+    image = pipe(batch_size=3, generator=torch.Generator().manual_seed(5), num_inference_steps=STEPS, eta=0.0,
+                 output_type="np").images
+    config = make_config(SampleConfig, {"model": str(path), "n": 3, "steps": STEPS, "sampler": "ddim", "eta": 0.0,
+                                        "grid": "model", "convention": "vp"})
+    job = SampleJob(config, seed=5)
+    job.advance()
+    ours = (job.samples()["x"] / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(ours, image, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "settings"), [
+    ("DPMSolverMultistepScheduler", {"solver_order": 3}, {"sampler": "dpmpp-3m-kd"}),
+    ("DDIMScheduler", {"clip_sample": False, **SD_TABLE}, {"sampler": "ddim", "eta": 0.0}),
+    ("EulerDiscreteScheduler", {"timestep_spacing": "leading", "steps_offset": 1, **SD_TABLE}, {"sampler": "euler"}),
+], ids=["3m-kdiffusion-defaults", "ddim-sigma-convention", "euler-leading-sigma-convention"])
+def test_the_diffusers_settings_matter(unet, tmp_path, cls: str, kwargs: dict, settings: dict) -> None:
+    """Without the scheduler's own options (solver, lower_order_final; the vp convention) the results differ."""
+    sched = getattr(diffusers, cls)(**kwargs)
+    z = draws()
+    expected = diffusers_loop(sched, unet, z)
+    ours = gentool_job(model_dir(unet, sched, tmp_path / "model"), z, tmp_path, grid="model", integer_timesteps=True,
+                       **settings)
+    assert rel(ours, expected) > 1e-3
