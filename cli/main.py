@@ -48,7 +48,7 @@ app = typer.Typer(
 )
 
 # Each module exposes `register(app)`; order is the order shown in `gentool --help`.
-SUBCOMMAND_MODULES = ("sample", "train", "bound", "monoflow", "optimize", "mad", "experiments", "bench")
+SUBCOMMAND_MODULES = ("sample", "tune", "train", "bound", "monoflow", "optimize", "mad", "experiments", "bench")
 
 
 def _version(value: bool) -> None:

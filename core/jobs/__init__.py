@@ -23,7 +23,7 @@ from gentool.core.run.contract import JobSpec
 from gentool.core.run.device import resolve_device
 from gentool.core.run.execute import RunResult, execute
 
-JOB_SPECS = ("sample:SPEC", "train:SPEC", "bound:SPEC", "monoflow:SPEC", "simplex:SIMPLEX",
+JOB_SPECS = ("sample:SPEC", "tune:SPEC", "train:SPEC", "bound:SPEC", "monoflow:SPEC", "simplex:SIMPLEX",
              "simplex:COMPARE", "optimize:PARTICLES", "topk:SPEC", "mad:SPEC")
 
 
