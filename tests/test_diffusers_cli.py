@@ -105,12 +105,19 @@ def test_train_unet_then_sample_and_load_in_diffusers(tmp_path: Path) -> None:
     assert not (train / "ckpt.pt").exists()
     unet = diffusers.UNet2DModel.from_pretrained(train / "unet")
     assert unet.config.block_out_channels == [8, 16] and unet.config.sample_size == 8
-    assert diffusers.DDPMScheduler.from_pretrained(train / "unet").config.prediction_type == "v_prediction"
+    assert diffusers.DDPMScheduler.from_pretrained(train / "scheduler").config.prediction_type == "v_prediction"
+    pipe = diffusers.DiffusionPipeline.from_pretrained(train)  # the run directory is a DDPMPipeline
+    assert type(pipe).__name__ == "DDPMPipeline" and pipe.scheduler.config.prediction_type == "v_prediction"
+    images = pipe(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+                  output_type="np").images
+    assert images.shape == (2, 8, 8, 1) and np.isfinite(images).all()
     res = gentool("sample", "--model", str(train), "--steps", "3", "-n", "40", "--out", str(tmp_path / "s"))
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "s" / "metrics.json").read_text())
     assert metrics["feature_net"] == "digits_classifier" and metrics["frechet_distance"] > 0
     assert {"precision", "recall", "density", "coverage", "sliced_w2_heldout"} <= set(metrics)
+    res = gentool("sample", "--model", str(train / "unet"), "--steps", "2", "-n", "40", "--out", str(tmp_path / "u"))
+    assert res.exit_code == 0, res.output  # the unet folder alone finds its scheduler beside it
 
 
 def test_prediction_needs_the_unet(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from gentool.core.io import atomic_write_bytes, atomic_write_json
 
 SUPPORTED_MODELS = ("UNet2DModel",)
 SCHEDULER_FILE, META_FILE, MODEL_FILE = "scheduler_config.json", "gentool.json", "config.json"
+PIPELINE_FILE = "model_index.json"
 WEIGHTS = "diffusion_pytorch_model"  # diffusers' weight files: WEIGHTS.safetensors, WEIGHTS.bin, sharded WEIGHTS-...
 INSTALL_HINT = "pip install 'gentool[diffusers]'"
 
@@ -89,7 +90,8 @@ def resolve(ref: str | Path) -> Path:
 
 
 def _scheduler_config(root: Path, model_dir: Path) -> tuple[Path, dict[str, Any]]:
-    for path in (model_dir / SCHEDULER_FILE, root / "scheduler" / SCHEDULER_FILE, root / SCHEDULER_FILE):
+    for path in (model_dir / SCHEDULER_FILE, root / "scheduler" / SCHEDULER_FILE, root / SCHEDULER_FILE,
+                 model_dir.parent / "scheduler" / SCHEDULER_FILE):
         if path.is_file():
             return path, _read_json(path)
     raise BadInput(f"no scheduler config for the diffusers model in {model_dir} ({SCHEDULER_FILE} there, or "
@@ -186,3 +188,24 @@ def save_diffusers(path: str | Path, denoiser: DiscreteDenoiser, scheduler: Mapp
         atomic_write_json(path / META_FILE, dict(meta))
         atomic_write_bytes(path / files[-1].name, files[-1].read_bytes())
     return path
+
+
+def save_pipeline(root: str | Path, denoiser: DiscreteDenoiser, scheduler: Mapping[str, Any],
+                  meta: Mapping[str, Any]) -> Path:
+    """Write `denoiser`'s net as a diffusers `DDPMPipeline` into `root`: `unet/` (weights, `config.json`,
+    `gentool.json` with `meta`), `scheduler/scheduler_config.json` (a `DDPMScheduler` with `scheduler` and the
+    prediction type) and `model_index.json` last, each file atomically; other files in `root` are left alone.
+    `DiffusionPipeline.from_pretrained(root)` and `load_diffusers(root)` (or `root/unet`) read it."""
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    root = Path(root)
+    sched = DDPMScheduler.from_config({**scheduler, "prediction_type": denoiser.prediction.value})
+    with tempfile.TemporaryDirectory() as tmp, _diffusers_quiet():
+        DDPMPipeline(unet=denoiser.net, scheduler=sched).save_pretrained(tmp)
+        files = sorted((f for f in Path(tmp).rglob("*") if f.is_file()),
+                       key=lambda f: (f.name == PIPELINE_FILE, f.name == MODEL_FILE, str(f)))
+        for f in files:
+            if f.name == PIPELINE_FILE:
+                atomic_write_json(root / "unet" / META_FILE, dict(meta))
+            atomic_write_bytes(root / f.relative_to(tmp), f.read_bytes())
+    return root

@@ -1,7 +1,8 @@
 """The `train` job: training of a small denoiser on a bundled data set; one unit = `checkpoint_every` steps.
 
 Outputs besides the run contract's: the EMA denoiser that the sample job's `model` setting reads — `ckpt.pt` (mlp,
-conv) or, for the unet, a diffusers model directory `unet/` (`UNet2DModel.from_pretrained` reads it) — and
+conv) or, for the unet, a diffusers DDPMPipeline (`model_index.json`, `unet/`, `scheduler/`:
+`DiffusionPipeline.from_pretrained(out)` reads it) — and
 `loss.png`, `metrics.json` (steps, mean loss of the last 100 steps, sigma_data).
 """
 
@@ -16,7 +17,7 @@ from gentool.core import plots
 from gentool.core.config import check_int, setting
 from gentool.core.data import DATASETS, sample_data
 from gentool.core.diffusion.checkpoints import save_checkpoint
-from gentool.core.diffusion.diffusers_format import save_diffusers
+from gentool.core.diffusion.diffusers_format import save_pipeline
 from gentool.core.diffusion.discrete_denoiser import DiscreteDenoiser, Prediction
 from gentool.core.diffusion.models import ARCHS
 from gentool.core.diffusion.training import UNET_SCHEDULER, DenoiserTrainer, TrainConfig
@@ -40,7 +41,7 @@ class TrainJobConfig:
     prediction: str = setting("epsilon", "unet: what the net predicts (its diffusers prediction_type).",
                               choices=tuple(p.value for p in Prediction))
     steps: int = setting(3000, "Total optimisation steps (a resumed run may raise it).", extendable=True)
-    batch: int = setting(512, "Minibatch size.")
+    batch_size: int = setting(512, "Minibatch size.", old=("batch",))
     lr: float = setting(1e-3, "Adam learning rate (cosine decay to 0 over steps).")
     ema: float = setting(0.999, "EMA decay of the sampled weights, in [0, 1).")
     checkpoint_every: int = setting(500, "Steps per unit: rows, checkpoint and progress every this many steps.")
@@ -51,11 +52,12 @@ class TrainJobConfig:
                 "prediction applies to the unet architecture (mlp and conv use EDM preconditioning)")
         check_int("n_train", self.n_train, 2, 10**8)
         check_int("checkpoint_every", self.checkpoint_every, 1)
+        check_int("batch_size", self.batch_size, 1)
         self.train_config()  # validates the network and optimiser settings
 
     def train_config(self) -> TrainConfig:
         arch = ("conv" if self.data == "digits" else "mlp") if self.arch == "auto" else self.arch
-        return TrainConfig(arch=arch, width=self.width, depth=self.depth, steps=self.steps, batch=self.batch,
+        return TrainConfig(arch=arch, width=self.width, depth=self.depth, steps=self.steps, batch=self.batch_size,
                            lr=self.lr, ema=self.ema, prediction=self.prediction)
 
 
@@ -101,7 +103,7 @@ class TrainJob(SteppedUnits):
         cfg, losses = self.config, self.trainer.losses
         facts = {"data": cfg.data, "seed": self.seed, "n_train": cfg.n_train}
         if isinstance(self.trainer.ema, DiscreteDenoiser):
-            save_diffusers(out / "unet", self.trainer.ema, UNET_SCHEDULER, {**facts, "steps": self.trainer.step})
+            save_pipeline(out, self.trainer.ema, UNET_SCHEDULER, {**facts, "steps": self.trainer.step})
         else:
             save_checkpoint(out / "ckpt.pt", {**self.trainer.state_dict(), **facts})
         tail = losses[-min(100, len(losses)):]
