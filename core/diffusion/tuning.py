@@ -26,15 +26,18 @@ x_0 = σ_max z_m) over M training noises. The grid is initialised at the best ED
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from gentool.core.diffusion.grids import edm_grid
 from gentool.core.diffusion.samplers import SAMPLERS, SamplerSpec, run_definition
+from gentool.core.diffusion.sources import is_checkpoint
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -314,3 +317,42 @@ def tune(denoiser: Denoiser, sampler: str, nfe: int, x_train: torch.Tensor, ref_
         if on_step is not None:
             on_step(it, loss)
     return trainer.schedule(sampler, learn, errors={"train_loss": trainer.best_loss, "search": searched})
+
+
+def _sha256_files(paths: list[Path], root: Path) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def model_identity(target: str | None, dim: int, model: str | None) -> dict[str, Any]:
+    """What a tuned schedule was made for: an analytic target's name and dimension, or the SHA-256 of a
+    checkpoint file (a run directory's `ckpt.pt`) or of every file of a diffusers model directory."""
+    if model is None:
+        return {"target": target, "dim": dim if target in ("gaussian", "gmm-random", "point") else 2}
+    path = Path(model)
+    if is_checkpoint(model):
+        path = path / "ckpt.pt" if path.is_dir() else path
+        return {"model_sha256": _sha256_files([path], path.parent)}
+    require(path.is_dir(), f"model {model!r}: a tuned schedule needs a local checkpoint or model directory")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return {"model_sha256": _sha256_files(files, path)}
+
+
+def load_tuned(path: str | Path) -> TunedSchedule:
+    """A `tuned.json` (or the run directory holding one)."""
+    p = Path(path)
+    p = p / "tuned.json" if p.is_dir() else p
+    if not p.is_file():
+        raise BadInput(f"tuned schedule not found: {p}")
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"cannot read tuned schedule {p}: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{p} is not a tuned schedule")
+    return TunedSchedule.from_dict(data)

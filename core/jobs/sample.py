@@ -27,10 +27,12 @@ from gentool.core.diffusion.discrete_denoiser import CLIP_MODES, Clipped, Clippi
 from gentool.core.diffusion.samplers import Option, option_declarations, run_sampler
 from gentool.core.diffusion.sources import SampleSource, model_source, target_source
 from gentool.core.diffusion.targets import MixtureTarget, reference_flow
+from gentool.core.diffusion.tuning import TunedSchedule, load_tuned, model_identity
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
 from gentool.core.io import atomic_write_json
 from gentool.core.metrics.images import IMAGE_DATA, heldout_image_metrics
 from gentool.core.nn import make_generator
+from gentool.core.progress import Reports, in_phase, one_step
 from gentool.core.run.contract import JobSpec, Row
 
 MMD_MAX = 2000  # MMD is O(n^2): computed on the first MMD_MAX samples
@@ -38,6 +40,7 @@ MODEL_GRID = "model"  # a discrete-table model's own timesteps (its scheduler's 
 CONVENTIONS = ("sigma", "vp")
 SIGMA_RANGES = ("table", "spacing")
 SAMPLE_GRIDS = (*GRIDS, MODEL_GRID)
+TUNED_TAKES = ("sampler", "steps", "grid", "schedule", "sigma_min", "sigma_max", "rho", "sigma_range")
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,9 @@ class SampleSettings:
     timestep_rule: str | None = setting(None, "Diffusers models: whose set_timesteps grid model follows (euler: "
                                         "Euler/Heun; ddim: DDIM/DDPM/PNDM; dpm-solver: DPM-Solver/UniPC; default: "
                                         "the scheduler config's class).", choices=tuple(TimestepRule))
+    tuned: str | None = setting(None, "A `gentool tune` schedule (tuned.json or its run directory): sampler, NFE, "
+                                "σ grid and corrections from the file, for the model it was tuned for.",
+                                metavar="PATH")
     sigma_range: str = setting("table", "Diffusers models: the default σ range of the edm, log-sigma and uniform-t "
                                "grids: the whole noise table (diffusers' DPM-Solver with Karras sigmas), or the "
                                "ends of grid model's timesteps (spacing: diffusers' Euler and Heun).",
@@ -120,6 +126,11 @@ class SampleSettings:
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 0)
         SAMPLERS[self.sampler].resolve(self.given_options())
+        if self.tuned is not None:
+            defaults = {f.name: f.default for f in dataclasses.fields(SampleSettings)}
+            taken = [n for n in TUNED_TAKES if getattr(self, n) != defaults[n]] + list(self.given_options())
+            require(not taken, f"tuned takes the sampler, its options, steps and the σ grid from the schedule; "
+                    f"do not also set {', '.join(taken)}")
 
     def given_options(self) -> dict[str, Any]:
         """The sampler options set (not None); the sampler refuses those it does not take."""
@@ -214,7 +225,7 @@ def sigma_grid(cfg: SampleConfig, source: SampleSource) -> torch.Tensor:
     return make_grid(cfg.grid, cfg.steps, sigma_min=lo, sigma_max=hi, rho=cfg.rho, schedule=cfg.schedule)
 
 
-class SampleJob:
+class SampleJob(Reports):
     """State: the generator, the finished batches (x, x0 and class labels) and the NFE and time spent."""
 
     command = "sample"
@@ -223,7 +234,9 @@ class SampleJob:
     def __init__(self, config: SampleConfig, seed: int = 0, device: torch.device | str = "cpu") -> None:
         self.config, self.seed, self.device = config, int(seed), torch.device(device)
         self.source = open_source(config, self.device)
-        self.sigmas = sigma_grid(config, self.source)
+        self.tuned = self._tuned()
+        self.sigmas = sigma_grid(config, self.source) if self.tuned is None else torch.tensor(
+            self.tuned.sigmas, dtype=torch.float64)
         self.dtype = torch.float64 if self.analytic else torch.float32
         self.clipping = self._clipping()
         self.init = self._init()
@@ -232,6 +245,21 @@ class SampleJob:
         self.x0s: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
         self.nfe, self.seconds = 0, 0.0
+
+    def _tuned(self) -> TunedSchedule | None:
+        """The tuned schedule of the tuned setting, refused unless it was made for this model."""
+        cfg = self.config
+        if cfg.tuned is None:
+            return None
+        schedule = load_tuned(cfg.tuned)
+        here = model_identity(cfg.target, cfg.dim, cfg.model)
+        require(schedule.model == here, f"tuned schedule {cfg.tuned} was made for {schedule.model}, not for this "
+                f"model ({here}); tune it for this model with gentool tune")
+        return schedule
+
+    @property
+    def sampler(self) -> str:
+        return self.config.sampler if self.tuned is None else self.tuned.sampler
 
     def _clipping(self) -> Clipping:
         """The model's x_0 clipping, or the clip_sample setting with the model's numbers."""
@@ -301,12 +329,15 @@ class SampleJob:
         if self.clipping.mode != "off":
             denoiser = Clipped(denoiser, self.clipping)
         start = time.perf_counter()
-        x, nfe = run_sampler(denoiser, x0, self.sigmas, cfg.sampler, seed=self.seed, first_index=first,
-                             **cfg.sampler_options())
+        if self.tuned is not None:
+            x, nfe = self.tuned.run(denoiser, x0), self.tuned.nfe
+        else:
+            x, nfe = run_sampler(denoiser, x0, self.sigmas, cfg.sampler, seed=self.seed, first_index=first,
+                                 **cfg.sampler_options())
         seconds = time.perf_counter() - start
         if not bool(torch.isfinite(x).all()):
-            raise NumericalFailure(f"sampler {cfg.sampler} produced non-finite samples at {cfg.steps} steps; "
-                                   f"{self.hint}")
+            raise NumericalFailure(f"sampler {self.sampler} produced non-finite samples at {len(self.sigmas) - 1} "
+                                   f"steps; {self.hint}")
         self.xs.append(self.output(x).cpu())
         self.x0s.append(x0.cpu())
         self.labels += [] if labels is None else [labels]
@@ -340,26 +371,38 @@ class SampleJob:
         if plots_on and images is not None:
             plots.image_grid_png(out / "grid.png", x.reshape(len(x), *images))
         elif plots_on:
-            title = f"{self.source.name} {self.config.sampler} NFE={self.nfe}"
-            plots.sample_panels(out / "scatter.png", [(title, x)])
+            title = f"{self.source.name} {self.sampler} NFE={self.nfe}"
+            with one_step(self.progress, "figure"):
+                plots.sample_panels(out / "scatter.png", [(title, x)], self._plot_reference(len(x)))
         return metrics
+
+    def _plot_reference(self, n: int) -> torch.Tensor | None:
+        """What the scatter draws under the samples: exact target samples, or held-out data (None otherwise)."""
+        n = min(n, 5000)
+        if self.analytic:
+            return self.source.denoiser.sample(n, make_generator(self.seed + 54321))
+        data = self.source.data
+        return sample_data(data, n, make_generator(self.seed + 54321), split="test") if data in DATASETS else None
 
     def _heldout_metrics(self, x: torch.Tensor) -> dict[str, Any]:
         data = self.source.data
         held_out = sample_data(data, len(x), make_generator(self.seed + 12345), split="test")
-        out: dict[str, Any] = {f"{k}_heldout": v for k, v in distribution_errors(x, held_out, self.seed).items()}
-        if data in IMAGE_DATA:
-            out.update(heldout_image_metrics(x, data))
+        with one_step(self.progress, "metrics vs held-out data"):
+            out: dict[str, Any] = {f"{k}_heldout": v for k, v in distribution_errors(x, held_out, self.seed).items()}
+            if data in IMAGE_DATA:
+                out.update(heldout_image_metrics(x, data))
         return out
 
     def _analytic_metrics(self, x0: torch.Tensor, x: torch.Tensor) -> dict[str, float]:
         out: dict[str, float] = {}
         if self.config.reference:
-            ref = reference_flow(self.source.denoiser, x0, float(self.sigmas[0]))
+            ref = reference_flow(self.source.denoiser, x0, float(self.sigmas[0]),
+                                 progress=in_phase(self.progress, "reference solve (float64 dopri5)"))
             err = ((x - ref) ** 2).sum(1).sqrt()
             out.update(endpoint_rmse=float(err.pow(2).mean().sqrt()), endpoint_max=float(err.max()))
         exact = self.source.denoiser.sample(x.shape[0], make_generator(self.seed + 12345))
-        out.update(distribution_errors(x, exact, self.seed))
+        with one_step(self.progress, "sliced W2, MMD vs exact samples"):
+            out.update(distribution_errors(x, exact, self.seed))
         return out
 
 

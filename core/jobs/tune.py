@@ -14,7 +14,6 @@ the learned grid against the EDM and the searched grid).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from gentool.core.config import check_float, check_int, setting
 from gentool.core.diffusion import TARGETS
 from gentool.core.diffusion.grids import edm_grid
 from gentool.core.diffusion.samplers import solve_sampler
-from gentool.core.diffusion.sources import SampleSource, is_checkpoint, model_source, target_source
+from gentool.core.diffusion.sources import SampleSource, model_source, target_source
 from gentool.core.diffusion.targets import MixtureTarget, reference_flow
 from gentool.core.diffusion.tuning import (
     DEFAULT_LEARN,
@@ -37,13 +36,14 @@ from gentool.core.diffusion.tuning import (
     base_spec,
     endpoint_errors,
     evaluations,
+    model_identity,
     parse_learn,
     run_schedule,
     search_edm_grid,
     steps_for,
     tunable_samplers,
 )
-from gentool.core.errors import BadInput, require
+from gentool.core.errors import require
 from gentool.core.io import atomic_write_json, atomic_write_text
 from gentool.core.jobs.sample import sampler_option_fields
 from gentool.core.nn import make_generator
@@ -105,30 +105,6 @@ class TuneSettings:
 TuneConfig = dataclasses.make_dataclass("TuneConfig", sampler_option_fields(), bases=(TuneSettings,), frozen=True)
 TuneConfig.__module__ = __name__
 TuneConfig.__doc__ = TuneSettings.__doc__
-
-
-def _sha256_files(paths: list[Path], root: Path) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(str(path.relative_to(root)).encode() + b"\0")
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
-def model_identity(target: str | None, dim: int, model: str | None) -> dict[str, Any]:
-    """What a tuned schedule was made for: an analytic target's name and dimension, or the SHA-256 of a
-    checkpoint file (a run directory's `ckpt.pt`) or of every file of a diffusers model directory."""
-    if model is None:
-        return {"target": target, "dim": dim if target in ("gaussian", "gmm-random", "point") else 2}
-    path = Path(model)
-    if is_checkpoint(model):
-        path = path / "ckpt.pt" if path.is_dir() else path
-        return {"model_sha256": _sha256_files([path], path.parent)}
-    require(path.is_dir(), f"model {model!r}: a tuned schedule needs a local checkpoint or model directory")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    return {"model_sha256": _sha256_files(files, path)}
 
 
 def open_model(target: str | None, dim: int, model: str | None, device: torch.device) -> SampleSource:
@@ -309,23 +285,6 @@ def tune_figure(path: Path, losses: list[float], tuned: tuple[float, ...], edm: 
     ax_grid.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_grid.legend()
     return plots.save(fig, path)
-
-
-def load_tuned(path: str | Path) -> TunedSchedule:
-    """A `tuned.json` (or the run directory holding one)."""
-    import json
-
-    p = Path(path)
-    p = p / "tuned.json" if p.is_dir() else p
-    if not p.is_file():
-        raise BadInput(f"tuned schedule not found: {p}")
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"cannot read tuned schedule {p}: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadInput(f"{p} is not a tuned schedule")
-    return TunedSchedule.from_dict(data)
 
 
 SPEC = JobSpec("tune", TuneConfig, TuneJob,
