@@ -175,7 +175,9 @@ def _split_key(text: str) -> tuple[Path, str | None]:
 
 def read_arrays(path: str | Path, name: str) -> Any:
     """The numbers in a file: `.npy` (one array), `.csv` (comma-separated rows), `.txt` (whitespace-separated
-    rows), or `.npz` (a dict of its arrays). A missing or unreadable file is `BadInput` naming `name`."""
+    rows), or `.npz` (a dict of its arrays), read without unpickling (`gentool.core.io.load_numpy_file`). A
+    missing or unreadable file, a dtype that is not real (complex, object, text) or a NaN/inf entry is
+    `BadInput` naming `name` (and the entry's row and column)."""
     import numpy as np
 
     path = Path(path)
@@ -183,18 +185,36 @@ def read_arrays(path: str | Path, name: str) -> Any:
         raise BadInput(f"{name}: {path} is not an array file (allowed: {', '.join(ARRAY_FILES)})")
     if not path.is_file():
         raise BadInput(f"{name}: file not found: {path}")
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {k: np.asarray(archive[k], dtype=float) for k in archive.files}
-            if not arrays:
-                raise ValueError("the archive holds no array")
-            return arrays
-        if path.suffix == ".npy":
-            return np.asarray(np.load(path, allow_pickle=False), dtype=float)
-        return np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=1, dtype=float)
-    except (ValueError, OSError, TypeError, EOFError) as exc:
-        raise BadInput(f"{name}: cannot read {path}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+    if path.suffix in (".npy", ".npz"):
+        from gentool.core.io import load_numpy_file
+
+        loaded = load_numpy_file(path, name)
+        if isinstance(loaded, dict) and not loaded:
+            raise BadInput(f"{name}: cannot read {path}: the archive holds no array")
+        arrays = {k: np.asarray(v, dtype=float) for k, v in loaded.items()} if isinstance(loaded, dict) else \
+            np.asarray(loaded, dtype=float)
+    else:
+        try:
+            arrays = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=1, dtype=float)
+        except (ValueError, OSError, TypeError, EOFError) as exc:
+            raise BadInput(f"{name}: cannot read {path}: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
+                           ) from None
+    for key, arr in (arrays.items() if isinstance(arrays, dict) else [(None, arrays)]):
+        check_finite_array(arr, f"{name}: {path}{':' + key if key else ''}")
+    return arrays
+
+
+def check_finite_array(arr: Any, where: str) -> None:
+    """`BadInput` naming the first non-finite entry of `arr` (its row and column, 1-based) and `where`."""
+    import numpy as np
+
+    values = np.asarray(arr, dtype=float)
+    bad = np.argwhere(~np.isfinite(values))
+    if len(bad):
+        at = tuple(int(i) + 1 for i in bad[0])
+        place = {1: f"entry {at[0]}", 2: f"row {at[0]}, column {at[-1]}"}.get(len(at), f"index {at}")
+        value = values[tuple(bad[0])]
+        raise BadInput(f"{where} holds a non-finite value ({value}) at {place}; only finite numbers are accepted")
 
 
 def read_array(value: str | Path, name: str) -> Any:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from gentool.core.errors import StorageError
+from gentool.core.errors import BadInput, StorageError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -116,6 +118,104 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_torch_file(path: str | Path, what: str) -> Any:
+    """`torch.load(path, map_location="cpu", weights_only=True)`: the one way gentool reads a `.pt` file.
+
+    Only tensors, containers (dict, list, tuple) and plain scalars are rebuilt; a file that names any other
+    Python object (a pickle whose `__reduce__` would run code) is refused before anything in it runs.
+    Refused or unreadable files are `BadInput` naming `what` and `path`.
+    """
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "pickle protocol 4": the load itself reports what is wrong
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"(GLOBAL [\w.]+|Unsupported operand \d+|Unsupported class [\w.]+)", str(exc))
+        detail = f" ({found.group(1)})" if found else ""
+        raise BadInput(f"cannot read {what} {path}: it is not a file of tensors and plain data{detail}; gentool "
+                       "never unpickles other Python objects, which could run code") from None
+    except Exception as exc:  # noqa: BLE001 - any other unreadable file is the user's to fix
+        raise BadInput(f"cannot read {what} {path}: {type(exc).__name__}") from None
+
+
+REAL_KINDS = "biuf"  # numpy dtype kinds gentool reads: bool, signed and unsigned integers, floats
+
+
+def memory_available(device: str | torch.device | None = None) -> int:
+    """Bytes that an allocation on `device` may use: free CUDA memory, else `MemAvailable` of /proc/meminfo
+    (physical memory where that file is missing)."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info(dev)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_allocation(nbytes: float, what: str, device: str | torch.device | None = None) -> None:
+    """Refuse (`BadInput`) an allocation of about `nbytes` bytes that does not fit in `memory_available`;
+    `what` names the data and the settings that size it."""
+    limit = memory_available(device)
+    if nbytes > limit:
+        raise BadInput(f"{what} needs about {_size(nbytes)} of memory, more than the {_size(limit)} available "
+                       f"on {torch.device(device) if device is not None else 'cpu'}")
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.3g} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1024
+    return f"{nbytes:.3g} EiB"
+
+
+def _npy_header(fh: Any, source: str, what: str) -> None:
+    """Check an `.npy` header (read from `fh`) before its data is allocated: a real numeric dtype and a size
+    that fits in memory."""
+    version = np.lib.format.read_magic(fh)
+    shape, _, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0(fh))
+    if dtype.kind not in REAL_KINDS or dtype.hasobject:
+        raise BadInput(f"{what}: {source} holds {dtype} values; only real numbers (bool, integer, float) are "
+                       "accepted")
+    count = math.prod(int(n) for n in shape)
+    check_allocation(count * dtype.itemsize, f"{what}: {source} of shape {tuple(shape)}")
+
+
+def load_numpy_file(path: str | Path, what: str) -> Any:
+    """The array of an `.npy` file, or a dict of the arrays of an `.npz` file: the one way gentool reads them.
+
+    Headers are checked before any data is read (real numeric dtypes only; the size must fit in memory),
+    and `allow_pickle=False`, so an object array is refused instead of unpickled. A refused or unreadable
+    file is `BadInput` naming `what` and `path`.
+    """
+    import zipfile
+
+    path = Path(path)
+    try:
+        if path.suffix == ".npz":
+            with zipfile.ZipFile(path) as archive:
+                for name in archive.namelist():
+                    with archive.open(name) as fh:
+                        _npy_header(fh, f"{path}:{name.removesuffix('.npy')}", what)
+            with np.load(path, allow_pickle=False) as archive:
+                return {k: archive[k] for k in archive.files}
+        with open(path, "rb") as fh:
+            _npy_header(fh, str(path), what)
+        return np.load(path, allow_pickle=False)
+    except BadInput:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise BadInput(f"{what}: cannot read {path}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
 
 
 def atomic_savefig(fig: Any, path: str | Path, **kwargs: Any) -> Path:

@@ -10,7 +10,9 @@ from gentool.core.diffusion.denoisers import EDMPrecond
 from gentool.core.diffusion.discrete_denoiser import DiscreteDenoiser
 from gentool.core.diffusion.training import KIND, TrainConfig, build_denoiser
 from gentool.core.errors import BadInput
-from gentool.core.io import atomic_torch_save
+from gentool.core.io import atomic_torch_save, load_torch_file
+
+CHECKPOINT_KEYS = ("config", "dim", "sigma_data", "model", "ema")
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -25,10 +27,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         path = path / "ckpt.pt"
     if not path.is_file():
         raise BadInput(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise BadInput(f"cannot read checkpoint {path}: {type(exc).__name__}") from None
+    state = load_torch_file(path, "checkpoint")
     kind = state.get("kind") if isinstance(state, dict) else None
     if kind != KIND:
         raise BadInput(f"checkpoint {path} has kind {kind!r}; expected {KIND!r}")
@@ -38,9 +37,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def denoiser_from_state(
     state: dict[str, Any], device: torch.device | str = "cpu", ema: bool = True
 ) -> EDMPrecond | DiscreteDenoiser:
-    """Rebuild the (EMA by default) denoiser of a checkpoint dict, in eval mode."""
-    model = build_denoiser(TrainConfig(**state["config"]), int(state["dim"]), float(state["sigma_data"]))
-    model.load_state_dict(state["ema" if ema else "model"])
+    """Rebuild the (EMA by default) denoiser of a checkpoint dict, in eval mode.
+
+    The dict is checked against the network its config describes (keys, tensor names and shapes) before
+    anything runs; a mismatch is one `BadInput` line naming the first problem.
+    """
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise BadInput(f"checkpoint lacks {', '.join(missing)}; expected keys {', '.join(CHECKPOINT_KEYS)}")
+    try:
+        model = build_denoiser(TrainConfig(**state["config"]), int(state["dim"]), float(state["sigma_data"]))
+        model.load_state_dict(state["ema" if ema else "model"])
+    except BadInput as exc:
+        raise BadInput(f"checkpoint config is invalid: {exc}") from None
+    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as exc:
+        reason = " ".join((str(exc).strip() or type(exc).__name__).split())[:300]
+        raise BadInput(f"checkpoint does not match the denoiser its config describes: {reason}") from None
     return model.to(device).eval().requires_grad_(False)
 
 

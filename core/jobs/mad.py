@@ -20,7 +20,7 @@ from gentool.core.mad.config import MadConfig
 from gentool.core.mad.simulation import Simulation
 from gentool.core.mad.summary import summarize, summary_csv
 from gentool.core.run.contract import JobSpec, Row
-from gentool.core.run.rundir import snapshot_path
+from gentool.core.run.rundir import read_snapshot, snapshot_path
 
 HEADLINE = ("w2_gauss", "recall", "trace_cov", "det_ratio", "modes", "test_error")
 DECADES = 2.0
@@ -82,7 +82,7 @@ class MadJob:
                      overlay={k: c.values for k, c in curves.items()},
                      overlay_labels={k: c.label for k, c in curves.items()})
         picks = sorted({1, (cfg.generations + 1) // 2, cfg.generations})
-        panels = [(f"generation {t}", np.load(snapshot_path(out, t))["x"]) for t in picks
+        panels = [(f"generation {t}", read_snapshot(out, t)["x"]) for t in picks
                   if snapshot_path(out, t).is_file()]
         reference = self.sim.ref.test if cfg.d == 2 else None
         if panels:

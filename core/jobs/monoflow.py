@@ -17,7 +17,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from gentool.core import plots
 from gentool.core.config import (
@@ -48,7 +47,7 @@ from gentool.core.monoflow.exact import TARGETS, analytic_target
 from gentool.core.monoflow.particles import ExactRun, exact_steps, init_particle_run, particle_steps
 from gentool.core.nn import ACTIVATIONS, make_generator, seeded
 from gentool.core.run.contract import JobSpec, Row, SteppedUnits
-from gentool.core.run.rundir import snapshot_path
+from gentool.core.run.rundir import read_snapshot, snapshot_path
 from gentool.core.solvers import FIXED_METHODS
 
 MODES = ("generator", "particles", "exact")
@@ -268,7 +267,7 @@ class _MonoFlowJob(SteppedUnits, ABC):
         if plots_on:
             units = [u for u in range(1, self.units_done + 1) if snapshot_path(out, u).is_file()][-4:]
             panels = [(f"step {min(u * self.config.eval_every, self.config.steps)}",
-                       np.load(snapshot_path(out, u))["x"]) for u in units]
+                       read_snapshot(out, u)["x"]) for u in units]
             plots.sample_panels(out / "final.png", panels or [("final", self.current())], self.real)
         return {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}
 

@@ -55,7 +55,7 @@ from gentool.core.probspace import (
 )
 from gentool.core.probspace.kernels import median_bandwidth, silverman_factor
 from gentool.core.run.contract import JobSpec, Row, SteppedUnits
-from gentool.core.run.rundir import snapshot_path
+from gentool.core.run.rundir import read_snapshot, snapshot_path
 from gentool.core.solvers import FIXED_METHODS
 
 DIVERGED = 1e6  # particles this many times farther out than the start and the target: blown up
@@ -417,7 +417,7 @@ class ParticlesJob(SteppedUnits):
         snaps = {0.0: self.x0.cpu().numpy()}
         for unit in range(1, self.units_done + 1):
             if snapshot_path(out, unit).is_file():
-                data = np.load(snapshot_path(out, unit))
+                data = read_snapshot(out, unit)
                 snaps[float(data["t"])] = data["x"]
         snaps[self.t] = self.x.cpu().numpy()
         return snaps

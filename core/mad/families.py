@@ -195,6 +195,18 @@ class DiffusionFamily:
         trainer.train(cfg.steps)
         return trainer.result()
 
+    def model_state(self, model: Any) -> dict[str, Any]:
+        """The fitted model as plain data: its checkpoint dict (weights, EMA, config, losses)."""
+        return model.state
+
+    def model_from_state(self, state: dict[str, Any]) -> Any:
+        """The `TrainResult` of a `model_state` (EMA denoiser, raw model, losses, checkpoint)."""
+        from gentool.core.diffusion.checkpoints import denoiser_from_state
+        from gentool.core.diffusion.training import TrainResult
+
+        return TrainResult(denoiser_from_state(state, self.device), denoiser_from_state(state, self.device, ema=False),
+                           list(state.get("losses", [])), state)
+
     def sample(self, model: Any, n: int, lam: float, gens: Generators) -> torch.Tensor:
         from gentool.core.diffusion import sample
 
@@ -225,6 +237,22 @@ class MonoFlowFamily:
         previous = context.previous if context is not None and self.warm_start else None
         init = copy.deepcopy(previous.generator) if previous is not None else None
         return train_generator(x[0].float(), cfg, generator=gens[0], device=self.device, init_generator=init)
+
+    def model_state(self, model: Any) -> dict[str, Any]:
+        """The fitted generator as plain data: its weights, output dimension and latent dimension."""
+        from gentool.core.monoflow import sample_generator
+
+        dim = sample_generator(model.generator, 1, model.latent_dim, generator=torch.Generator().manual_seed(0))
+        return {"generator": model.generator.state_dict(), "dim": int(dim.shape[1]), "latent_dim": model.latent_dim}
+
+    def model_from_state(self, state: dict[str, Any]) -> Any:
+        """A generator run holding the weights of a `model_state` (what warm start reads: `.generator`)."""
+        from gentool.core.monoflow import MonoFlowConfig
+        from gentool.core.monoflow.training import init_generator_run
+
+        run = init_generator_run(int(state["dim"]), MonoFlowConfig(steps=self.train_steps), device=self.device)
+        run.generator.load_state_dict(state["generator"])
+        return run
 
     def sample(self, model: Any, n: int, lam: float, gens: Generators) -> torch.Tensor:
         from gentool.core.monoflow import sample_generator

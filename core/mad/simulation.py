@@ -74,7 +74,7 @@ class Simulation:
             real = self.real.sample(plan.n_real[nxt], seed_rngs(group.seed_ids, t, "fresh"))
         step = Step(torch.cat(group.recent, dim=1), real, plan.real_fraction[nxt], cfg.budget, gens)
         group.data = self.kind.kept(group.data, step)
-        group.model = model if cfg.warm_start else None
+        group.model = model if getattr(self.family, "warm_start", False) else None  # only these families reuse it
 
     def _step_group(self, group: Group, t: int) -> tuple[list[dict[str, Any]], torch.Tensor]:
         cfg = self.cfg
@@ -106,13 +106,17 @@ class Simulation:
         return rows, first
 
     def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain data only (warm-start models as the family's `model_state`), so a run directory's
+        state loads with `weights_only=True`."""
+        models = [None if g.model is None else self.family.model_state(g.model) for g in self.groups]
         return {"generation": self.generation, "data": [g.data for g in self.groups],
-                "recent": [g.recent for g in self.groups], "model": [g.model for g in self.groups]}
+                "recent": [g.recent for g in self.groups], "model": models}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state["data"]) != len(self.groups):
             raise ValueError("state does not match this loop's seeds")
         for group, data, recent, model in zip(self.groups, state["data"], state["recent"], state["model"],
                                               strict=True):
-            group.data, group.recent, group.model = data, list(recent), model
+            group.data, group.recent = data, list(recent)
+            group.model = None if model is None else self.family.model_from_state(model)
         self.generation = int(state["generation"])

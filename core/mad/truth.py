@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from gentool.core.config import read_arrays
 from gentool.core.errors import BadInput, require
 
 FILE_SUFFIXES = (".npy", ".txt", ".csv", ".npz")
@@ -51,17 +52,11 @@ def _positive_numbers(text: str, name: str, count: int | None = None) -> list[fl
 def _from_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise BadInput(f"truth file not found: {path}")
-    try:
-        if path.suffix == ".npz":
-            with np.load(path) as z:
-                cov = z["cov"] if "cov" in z else np.diag(z["var"])
-                mean = z["mean"] if "mean" in z else np.zeros(cov.shape[0])
-            return np.asarray(mean, float), np.asarray(cov, float)
-        arr = np.load(path) if path.suffix == ".npy" else np.loadtxt(
-            path, delimiter="," if path.suffix == ".csv" else None, ndmin=1)
-    except (ValueError, OSError, KeyError) as exc:
-        raise BadInput(f"truth: cannot read {path}: {str(exc).splitlines()[0]}") from None
-    arr = np.asarray(arr, float)
+    arr = read_arrays(path, "truth")  # no pickles, real finite numbers, header checked before allocation
+    if isinstance(arr, dict):
+        require("cov" in arr or "var" in arr, f"truth: {path} holds neither 'cov' nor 'var'")
+        cov = arr["cov"] if "cov" in arr else np.diag(arr["var"])
+        return np.asarray(arr.get("mean", np.zeros(cov.shape[0])), float), np.asarray(cov, float)
     cov = np.diag(arr.ravel()) if arr.ndim == 1 or 1 in arr.shape and arr.size > 1 else np.atleast_2d(arr)
     return np.zeros(cov.shape[0]), cov
 

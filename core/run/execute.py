@@ -72,11 +72,23 @@ def _prepare(rd: RunDirectory, job: Job, resume: str) -> tuple[list[Row], bool]:
         (rd.path / DONE).unlink(missing_ok=True)
     units, state = rd.load_state()
     if state is not None:
-        job.load_state_dict(state)
+        _restore(rd, job, state)
     if job.units_done != units:
         raise BadInput(f"state of {rd.path} is inconsistent ({units} units committed, the job restored "
                        f"{job.units_done}); delete the directory to start over")
     return rd.rows(units), True
+
+
+def _restore(rd: RunDirectory, job: Job, state: Any) -> None:
+    """`job.load_state_dict(state)`; a state that does not fit the job (keys, shapes) is one `BadInput` line."""
+    try:
+        job.load_state_dict(state)
+    except BadInput as exc:
+        raise BadInput(f"cannot resume {rd.path}: {exc}") from None
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        reason = " ".join((str(exc).strip() or type(exc).__name__).split())[:300]
+        raise BadInput(f"cannot resume {rd.path}: its state file does not match this {job.command} run "
+                       f"({type(exc).__name__}: {reason}); delete the directory to start over") from None
 
 
 def _headline(rows: list[Row], keep: int = 3) -> dict[str, float]:

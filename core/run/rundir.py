@@ -35,6 +35,8 @@ from gentool.core.io import (
     atomic_write_text,
     environment_info,
     jsonl_text,
+    load_numpy_file,
+    load_torch_file,
     read_json,
     read_jsonl,
 )
@@ -54,6 +56,11 @@ def _unit_file(out: Path, unit: int) -> Path:
 def snapshot_path(out: str | Path, unit: int) -> Path:
     """Where the samples after `unit` are kept when the job asks for snapshots (`snapshot_every`)."""
     return Path(out) / "snapshots" / f"{unit:06d}.npz"
+
+
+def read_snapshot(out: str | Path, unit: int) -> dict[str, Any]:
+    """The arrays of the snapshot after `unit` (read with `load_numpy_file`: no pickles, headers checked)."""
+    return load_numpy_file(snapshot_path(out, unit), "snapshot")
 
 
 def _acquire(out: Path, command: str) -> int:
@@ -137,12 +144,10 @@ class RunDirectory:
         path = self.path / STATE
         if not path.exists():
             return 0, None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            return int(state["units_done"]), state["job"]
-        except Exception as exc:  # noqa: BLE001 - any unreadable state is the user's to fix
-            raise BadInput(f"state file {path} is unreadable ({type(exc).__name__}); delete {self.path} to "
-                           "start over") from None
+        state = load_torch_file(path, "state file")
+        if not (isinstance(state, dict) and isinstance(state.get("units_done"), int) and "job" in state):
+            raise BadInput(f"state file {path} is not a gentool run state; delete {self.path} to start over")
+        return state["units_done"], state["job"]
 
     def rows(self, units_done: int) -> list[dict[str, Any]]:
         """The committed rows of units 1..units_done; rows of uncommitted later units are deleted."""
