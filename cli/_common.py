@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import typer
+from gentool.cli._extras import missing_extra
 from gentool.core.errors import BadInput, GentoolError, Interrupted, StorageError
 from rich.console import Console
 from rich.progress import (
@@ -94,6 +95,11 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except (GentoolError, OSError, KeyboardInterrupt) as exc:
             raise error_exit(exc) from None
+        except ModuleNotFoundError as exc:  # an optional extra's package: one line naming its pip install
+            hint = missing_extra(exc)
+            if hint is None:
+                raise
+            raise fail(hint, BadInput.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 

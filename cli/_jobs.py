@@ -20,6 +20,7 @@ from typing import Any
 import typer
 from gentool.cli._common import format_numbers, handle_errors, print_table, progress_bar, rows_table, say, warn
 from gentool.core.config import config_fields, field_types, make_config
+from gentool.core.errors import BadInput
 from gentool.core.io import read_json
 from gentool.core.run import JobSpec, execute, resolve_device
 from gentool.core.run.device import DEVICES
@@ -51,17 +52,40 @@ def _escape(text: str) -> str:
     return text.replace("[", "\\[")
 
 
-def _field_parameter(field: Any, hint: Any) -> inspect.Parameter:
-    flag = "--" + field.name.replace("_", "-")
-    names = [flag, field.metadata["short"]] if field.metadata.get("short") else [flag]
+def _field_parameter(field: Any, hint: Any, name: str | None = None) -> inspect.Parameter:
+    """The option of a config field, or (`name`: one of the field's `old` names) its hidden former spelling."""
+    flag = "--" + (name or field.name).replace("_", "-")
+    short = field.metadata.get("short") if name is None else None
+    names = [flag, short] if short else [flag]
     if hint is bool or hint == bool | None:
-        option = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=_help(field), show_default=False)
+        option = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=_help(field), show_default=False,
+                              hidden=name is not None)
         annotation: Any = bool | None
     else:
-        option = typer.Option(None, *names, help=_help(field), show_default=False,
+        option = typer.Option(None, *names, help=_help(field), show_default=False, hidden=name is not None,
                               metavar=field.metadata.get("metavar") or _metavar(hint, field.metadata.get("choices")))
         annotation = str | None
-    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+    return inspect.Parameter(_param_name(field.name, name), inspect.Parameter.KEYWORD_ONLY, default=option,
+                             annotation=annotation)
+
+
+def _param_name(field: str, old: str | None) -> str:
+    return field if old is None else f"{field}__old__{old}"
+
+
+def _given(fields: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """{field: value} of the options given, a former spelling counting as its field (`--batch` for
+    `--batch-size`); both spellings at once is bad input."""
+    given = {}
+    for f in fields:
+        values = {name: kwargs[_param_name(f.name, name)] for name in (None, *f.metadata.get("old", ()))}
+        set_ = {name: v for name, v in values.items() if v is not None}
+        if len(set_) > 1:
+            spellings = ", ".join("--" + (n or f.name).replace("_", "-") for n in set_)
+            raise BadInput(f"{f.name} is given twice ({spellings}); give it once")
+        if set_:
+            given[f.name] = next(iter(set_.values()))
+    return given
 
 
 def _run_parameters(spec: JobSpec) -> list[inspect.Parameter]:
@@ -122,10 +146,10 @@ def job_command(spec: JobSpec) -> Any:
 
     @handle_errors
     def command(**kwargs: Any) -> None:
-        given = {f.name: kwargs[f.name] for f in fields if kwargs[f.name] is not None}
-        run_job(spec, given, **{k: kwargs[k] for k in RUN_OPTIONS})
+        run_job(spec, _given(fields, kwargs), **{k: kwargs[k] for k in RUN_OPTIONS})
 
-    params = [_field_parameter(f, hints[f.name]) for f in fields] + _run_parameters(spec)
+    params = [_field_parameter(f, hints[f.name], name) for f in fields for name in (None, *f.metadata.get("old", ()))]
+    params += _run_parameters(spec)
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__doc__ = spec.help

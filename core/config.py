@@ -26,12 +26,14 @@ Parser = Callable[[Any], Any]
 
 
 def setting(default: Any, help: str, *, choices: Iterable[str] | None = None, extendable: bool = False,
-            parse: Parser | None = None, short: str | None = None, metavar: str | None = None) -> Any:
+            parse: Parser | None = None, short: str | None = None, metavar: str | None = None,
+            old: Iterable[str] = ()) -> Any:
     """A config field: `help` is shown by the CLI; `choices` are the allowed values (listed in help and
     errors); `extendable` settings (run lengths) may grow when a run is resumed; `parse` turns text or a
-    TOML value into the field's value; `short` is a one-letter CLI alias such as "-n"."""
+    TOML value into the field's value; `short` is a one-letter CLI alias such as "-n"; `old` are former
+    names of the field, still accepted for one release (as keys and as hidden CLI options)."""
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "extendable": extendable,
-            "parse": parse, "short": short, "metavar": metavar}
+            "parse": parse, "short": short, "metavar": metavar, "old": tuple(old)}
     if isinstance(default, list | dict | set):
         raise TypeError("use a tuple or None for container defaults")
     return dataclasses.field(default=default, metadata=meta)
@@ -40,6 +42,12 @@ def setting(default: Any, help: str, *, choices: Iterable[str] | None = None, ex
 def config_fields(cls: type) -> list[dataclasses.Field]:
     """The dataclass fields of a config class, in declaration order."""
     return list(dataclasses.fields(cls))
+
+
+def field_name(cls: type, key: str) -> str | None:
+    """The field that `key` (dashes or underscores; the field's name or one of its `old` names) names, or None."""
+    name = str(key).replace("-", "_")
+    return next((f.name for f in config_fields(cls) if name == f.name or name in f.metadata.get("old", ())), None)
 
 
 def field_types(cls: type) -> dict[str, Any]:
@@ -128,12 +136,14 @@ def make_config(cls: type, options: Mapping[str, Any], where: str = "") -> Any:
     prefix = f"{where}: " if where else ""
     kwargs: dict[str, Any] = {}
     for key, value in options.items():
-        name = str(key).replace("-", "_")
-        if name not in fields:
+        name = field_name(cls, key)
+        if name is None:
             try:
                 choose("setting", str(key), [n.replace("_", "-") for n in fields])
             except BadInput as exc:
                 raise BadInput(prefix + str(exc)) from None
+        if name in kwargs:
+            raise BadInput(f"{prefix}{name} is given twice (under its name and a former name)")
         parse = fields[name].metadata.get("parse")
         try:
             kwargs[name] = parse(value) if parse is not None and value is not None else coerce(name, hints[name], value)

@@ -91,7 +91,7 @@ def test_a_changed_data_file_is_refused_on_resume(tmp_path: Path, user_module: s
     r, _ = planted_portfolio(np.random.default_rng(8), 10)
     data = tmp_path / "returns.npy"
     np.save(data, r)
-    config = SimplexConfig(objective=f"{user_module}:portfolio_tensor", data=data, dim=10, iters=5)
+    config = SimplexConfig(objective=f"{user_module}:portfolio_tensor", data=data, dim=10, steps=5)
     state = SimplexJob(config).state_dict()
     np.save(data, 2 * r)
     with pytest.raises(BadInput, match="changed since the run started"):
@@ -119,7 +119,7 @@ def test_compare_table_and_plot(tmp_path: Path) -> None:
     np.savez(tmp_path / "q.npz", A=a, b=b)
     out = tmp_path / "cmp"
     res = _run("compare", "--objective", "quadratic", "--x", f"{tmp_path / 'q.npz'}:b", "--matrix",
-               f"{tmp_path / 'q.npz'}:A", "--steps", "away,open-loop", "--iters", "3000", "--log-every", "10",
+               f"{tmp_path / 'q.npz'}:A", "--fw-steps", "away,open-loop", "--steps", "3000", "--log-every", "10",
                "--out", str(out))
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader((out / "table.csv").open()))
@@ -166,14 +166,14 @@ def test_compare_and_simplex_state_round_trip() -> None:
     """A job restored from the state after some units ends where an uninterrupted job ends (the backtracking
     step sizes are part of the state)."""
     matrix = parse_matrix(planted_portfolio(np.random.default_rng(3), 30)[0].tolist())
-    cfg = CompareConfig(objective="portfolio", matrix=matrix, iters=2500, steps=("away", "open-loop"))
+    cfg = CompareConfig(objective="portfolio", matrix=matrix, steps=2500, fw_steps=("away", "open-loop"))
     clean, resumed = CompareJob(cfg), CompareJob(cfg)
     while not clean.done:
         clean.advance()
     _resumed(CompareJob(cfg), resumed, 2)
     for a, b in zip(clean.results, resumed.results, strict=True):
         assert a["method"] == b["method"] and a["iters"] == b["iters"] and torch.equal(a["p"], b["p"])
-    scfg = SimplexConfig(objective="portfolio", matrix=matrix, method="exponentiated-gradient", iters=2500)
+    scfg = SimplexConfig(objective="portfolio", matrix=matrix, method="exponentiated-gradient", steps=2500)
     clean_s, resumed_s = SimplexJob(scfg), SimplexJob(scfg)
     while not clean_s.done:
         clean_s.advance()

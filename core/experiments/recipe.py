@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gentool.core.config import coerce, config_fields, make_config
+from gentool.core.config import coerce, config_fields, field_name, make_config
 from gentool.core.errors import BadInput
 from gentool.core.jobs import JOBS
 from gentool.core.run.contract import JobSpec
@@ -85,7 +85,7 @@ def job_spec(command: Any, where: str = "recipe") -> JobSpec:
 def normalize_key(spec: JobSpec, key: str, where: str, run_keys: tuple[str, ...] = RUN_KEYS) -> str:
     """A recipe key (dashes or underscores) as a config field or run-setting name, or `BadInput`."""
     names = [f.name for f in config_fields(spec.config)] + list(run_keys)
-    name = str(key).replace("-", "_")
+    name = field_name(spec.config, key) or str(key).replace("-", "_")  # a former name maps to its field
     if name not in names:
         raise _unknown(f"setting of {spec.command!r}", str(key), [n.replace("_", "-") for n in names], where)
     return name

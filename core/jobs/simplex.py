@@ -102,7 +102,7 @@ class SolverSettings(SimplexProblem):
     lr: float = setting(1.0, "Gradient methods: initial step size (kept fixed with no-backtrack).")
     backtrack: bool = setting(True, "Gradient methods: adapt the step by backtracking (try twice the last "
                               "step, halve until a sufficient-decrease test holds).")
-    iters: int = setting(ITERS, "Maximum iterations (per method).")
+    steps: int = setting(ITERS, "Maximum steps (iterations) per method.", old=("iters",))
     tol: float = setting(TOL, "Stop once the Frank-Wolfe gap p·∇F − min ∇F (>= F − F*) is <= tol (negative: never "
                          "stop early).")
     log_every: int = setting(1, "Trace every this many iterations.")
@@ -110,12 +110,12 @@ class SolverSettings(SimplexProblem):
     def __post_init__(self) -> None:
         check_float("lr", self.lr, 0.0, lo_open=True)
         check_float("tol", self.tol)
-        check_int("iters", self.iters, 0, 10**9)
+        check_int("steps", self.steps, 0, 10**9)
         check_int("log_every", self.log_every, 1)
         super().__post_init__()
 
     def make_run(self, obj: SimplexObjective, method: str, step: str, *, timed: bool = False) -> SimplexRun:
-        return SimplexRun(obj, method, p0=self.start(), iters=self.iters, tol=self.tol, lr=self.lr, step=step,
+        return SimplexRun(obj, method, p0=self.start(), iters=self.steps, tol=self.tol, lr=self.lr, step=step,
                           backtrack=self.backtrack, log_every=self.log_every, timed=timed)
 
 
@@ -125,12 +125,12 @@ class SimplexConfig(SolverSettings):
 
     method: str = setting("frank-wolfe", "Optimiser (softmax-gd only for objectives with an entropy term).",
                           choices=tuple(METHODS))
-    step: str = setting("away", "Frank-Wolfe step: away (away steps, exact line search), line-search, or "
-                        "open-loop 2/(t+2).", choices=FW_STEPS)
+    fw_step: str = setting("away", "Frank-Wolfe step: away (away steps, exact line search), line-search, or "
+                           "open-loop 2/(t+2).", choices=FW_STEPS, old=("step",))
 
     def __post_init__(self) -> None:
         choose("method", self.method, METHODS)
-        choose("step", self.step, FW_STEPS)
+        choose("fw_step", self.fw_step, FW_STEPS)
         super().__post_init__()
 
     def check_objective(self, obj: SimplexObjective) -> None:
@@ -139,7 +139,7 @@ class SimplexConfig(SolverSettings):
 
 
 def _not_converged(run: SimplexRun, tol: float) -> str:
-    return (f"not converged: gap {run.gap:.3g} > tol {tol:g} after {run.t} iterations; raise iters, or "
+    return (f"not converged: gap {run.gap:.3g} > tol {tol:g} after {run.t} iterations; raise steps, or "
             "compare the methods on this problem (optimize compare)")
 
 
@@ -152,11 +152,11 @@ class SimplexJob:
     def __init__(self, config: SimplexConfig, seed: int = 0, device: torch.device | str = "cpu") -> None:
         self.config, self.seed, self.device = config, int(seed), torch.device("cpu")
         self.digest = config.data_digest()
-        self.run = config.make_run(config.make_objective(), config.method, config.step)
+        self.run = config.make_run(config.make_objective(), config.method, config.fw_step)
 
     @property
     def units_total(self) -> int:
-        return math.ceil((self.config.iters + 1) / SIMPLEX_CHUNK)
+        return math.ceil((self.config.steps + 1) / SIMPLEX_CHUNK)
 
     @property
     def units_done(self) -> int:
@@ -210,16 +210,16 @@ class CompareConfig(SolverSettings):
 
     methods: tuple[str, ...] | None = setting(None, "Methods to compare (default: every method that can solve "
                                               "the objective from p0).", choices=tuple(METHODS), metavar="LIST")
-    steps: tuple[str, ...] = setting(("away",), "Frank-Wolfe steps to compare (one row each).", choices=FW_STEPS,
-                                      metavar="LIST")
+    fw_steps: tuple[str, ...] = setting(("away",), "Frank-Wolfe steps to compare (one row each).",
+                                        choices=FW_STEPS, metavar="LIST")
 
     def __post_init__(self) -> None:
         for m in self.methods or ():
             choose("methods", m, METHODS)
         require(self.methods is None or len(self.methods) > 0, "methods must name at least one method")
-        require(len(self.steps) > 0, "steps must name at least one Frank-Wolfe step")
-        for s in self.steps:
-            choose("steps", s, FW_STEPS)
+        require(len(self.fw_steps) > 0, "fw_steps must name at least one Frank-Wolfe step")
+        for s in self.fw_steps:
+            choose("fw_steps", s, FW_STEPS)
         super().__post_init__()
 
     def check_objective(self, obj: SimplexObjective) -> None:
@@ -232,7 +232,7 @@ class CompareConfig(SolverSettings):
         out: list[tuple[str, str, str]] = []
         for m in dict.fromkeys(self.methods or suitable_methods(obj, self.start())):
             if m == FrankWolfe.name:
-                out += [(f"frank-wolfe ({s})", m, s) for s in dict.fromkeys(self.steps)]
+                out += [(f"frank-wolfe ({s})", m, s) for s in dict.fromkeys(self.fw_steps)]
             else:
                 out.append((m, m, "away"))
         return out
@@ -249,7 +249,7 @@ class CompareJob:
         self.obj = config.make_objective()
         self.digest = config.data_digest()
         self.entries = config.entries(self.obj)
-        self.per_method = math.ceil((config.iters + 1) / SIMPLEX_CHUNK)
+        self.per_method = math.ceil((config.steps + 1) / SIMPLEX_CHUNK)
         self.index, self.results = 0, []
         self.run = self._new_run()
 
@@ -308,7 +308,7 @@ class CompareJob:
             plots.convergence(out / "compare.png", series, "gap", {"iter": "iterations", "seconds": "time (s)"})
         late = [r["method"] for r in self.results if not r["converged"]]
         summary: Row = {"fstar": fstar, "fstar_from": source, "table": table}
-        return summary | ({"warning": f"not converged within {self.config.iters} iterations (gap > tol "
+        return summary | ({"warning": f"not converged within {self.config.steps} iterations (gap > tol "
                                       f"{self.config.tol:g}): {', '.join(late)}"} if late else {})
 
 
