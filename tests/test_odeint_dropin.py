@@ -192,3 +192,13 @@ def test_bad_arguments_name_the_allowed_ones(kwargs, text):
 def test_adjoint_needs_parameters():
     with pytest.raises(BadInput, match="nn.Module"):
         odeint_adjoint(lambda t, y: -y, torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("ode", list(PROBLEMS))
+def test_cuda_matches_cpu(ode):
+    f, y0, t, exact = construct_problem(ode)
+    ys = odeint(f.cuda(), y0.detach().cuda(), t.detach().cuda())
+    assert ys.device.type == "cuda"
+    assert rel_error(ys.cpu(), exact) < 1e-5
+    assert rel_error(ys.cpu(), odeint(f.cpu(), y0.detach(), t.detach())) < 1e-5  # steps may differ by rounding
