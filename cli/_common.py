@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: one-line errors with documented exit codes, rich progress, tables.
+"""Shared CLI plumbing: one-line errors with documented exit codes, progress lines, tables.
 
 Exit codes: 2 bad input, 3 numerical failure, 4 file-system error, 130 interrupted (see
 `gentool.core.errors`). Error text is written to stderr literally (no markup is interpreted).
@@ -14,20 +14,12 @@ from typing import Any, TypeVar
 
 import typer
 from gentool.cli._extras import missing_extra
+from gentool.cli._progress import ProgressLine
 from gentool.core.errors import BadInput, GentoolError, Interrupted, StorageError
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 F = TypeVar("F", bound=Callable[..., Any])
-err_console = Console(stderr=True)
 console = Console()
 
 
@@ -106,30 +98,20 @@ def handle_errors(fn: F) -> F:
 
 @contextmanager
 def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[..., None]]:
-    """Yield a `progress(done, total, **info)` callback rendered as a rich progress bar on stderr.
+    """Yield a `progress(done, total, **info)` callback drawn as progress lines on stderr (`cli._progress`:
+    one line per phase, fitted to the terminal width, plain lines when stderr is not a terminal).
 
-    The bar appears at the first update, so a command that fails before doing any work prints only its
+    The line appears at the first update, so a command that fails before doing any work prints only its
     one-line error.
     """
     if not enabled:
         yield lambda done, total, **info: None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    prog = Progress(*columns, console=err_console, transient=False)
-    task = prog.add_task(description.replace("[", "\\["), total=None, info="")
-
-    def update(done: int, total: int, **info: float) -> None:
-        if not prog.live.is_started:
-            prog.start()
-        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
-        prog.update(task, completed=done, total=total, info=text.replace("[", "\\["))
-
+    line = ProgressLine(description)
     try:
-        yield update
+        yield line
     finally:
-        if prog.live.is_started:
-            prog.stop()
+        line.close()
 
 
 def format_numbers(values: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ from gentool.cli._common import format_numbers, handle_errors, print_table, prog
 from gentool.core.config import config_fields, field_types, make_config
 from gentool.core.errors import BadInput
 from gentool.core.io import read_json
+from gentool.core.progress import attach
 from gentool.core.run import JobSpec, execute, resolve_device
 from gentool.core.run.device import DEVICES
 
@@ -94,7 +95,7 @@ def _run_parameters(spec: JobSpec) -> list[inspect.Parameter]:
                                  default=typer.Option(default, *decls, help=help))
 
     return [
-        opt("out", Path(spec.default_out), Path, "--out", help="Run directory (locked while the run works in it)."),
+        opt("out", spec.default_out, str, "--out", help="Run directory (locked while the run works in it)."),
         opt("seed", None, int | None, "--seed", help=_escape("Random seed [default: 0; with --resume: the stored "
                                                              "seed].")),
         opt("device", "auto", str, "--device", help=f"One of: {', '.join(DEVICES)}."),
@@ -105,27 +106,36 @@ def _run_parameters(spec: JobSpec) -> list[inspect.Parameter]:
     ]
 
 
-def options_for_resume(out: Path, given: dict[str, Any], seed: int | None) -> tuple[dict[str, Any], int | None]:
-    """With `--resume`: the stored config overlaid with the options given on the command line."""
-    path = out / "config.json"
-    if not path.is_file():
+def options_for_resume(spec: JobSpec, out: str | Path, given: dict[str, Any], seed: int | None
+                       ) -> tuple[dict[str, Any], int | None]:
+    """With `--resume`: the stored config overlaid with the options given on the command line. A config.json
+    of another command, or one that is not JSON, is left to `execute` (one line naming the owner or the file);
+    stored settings that do not make a valid config are reported as a corrupt config.json."""
+    path = Path(out) / "config.json"
+    try:
+        stored = read_json(path) if path.is_file() else None
+    except (ValueError, UnicodeDecodeError):
+        stored = None
+    if not isinstance(stored, dict) or stored.get("command") != spec.command or not isinstance(stored.get("config"),
+                                                                                             dict):
         return given, seed
     try:
-        stored = read_json(path)
-        return {**stored["config"], **given}, stored["seed"] if seed is None else seed
-    except (ValueError, KeyError, TypeError):
-        return given, seed  # `execute` reports the unreadable config on one line
+        make_config(spec.config, stored["config"])
+    except BadInput as exc:
+        raise BadInput(f"{path} is corrupt: {exc}; delete {out} to start over") from None
+    return {**stored["config"], **given}, stored.get("seed") if seed is None else seed
 
 
-def run_job(spec: JobSpec, given: dict[str, Any], *, out: Path, seed: int | None, device: str, resume: bool,
+def run_job(spec: JobSpec, given: dict[str, Any], *, out: str | Path, seed: int | None, device: str, resume: bool,
             progress: bool, plots: bool) -> dict[str, Any]:
     """Build the config from the given options, build the job, execute it, print its headline numbers."""
     if resume:
-        given, seed = options_for_resume(out, given, seed)
+        given, seed = options_for_resume(spec, out, given, seed)
     config = make_config(spec.config, given)
-    job = spec.build(config, 0 if seed is None else seed, resolve_device(device))
+    job = spec.make(config, 0 if seed is None else seed, resolve_device(device))
     start = time.perf_counter()
     with progress_bar(spec.command, enabled=progress) as bar:
+        attach(job, bar)  # the job's phases after its units (reference solves, metrics, figures)
         result = execute(job, out, resume="require" if resume else "never", progress=bar, plots=plots)
     seconds = time.perf_counter() - start
     summary = dict(result.summary)
