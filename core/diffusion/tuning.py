@@ -234,8 +234,9 @@ class Optimiser:
 
 class ScheduleTrainer:
     """Adam on the training loss from the grid `init` (parameter groups: grid `lr_grid`, corrections
-    `lr_coef`), keeping the best iterate; a non-finite loss undoes the step and halves both learning rates.
-    `state_dict()` holds everything to continue bit-identically."""
+    `lr_coef`; both decayed to 0 over the iterations on a cosine), keeping the best iterate; a non-finite
+    loss undoes the step and halves both learning rates. `state_dict()` holds everything to continue
+    bit-identically."""
 
     def __init__(self, spec: SamplerSpec, denoiser: Denoiser, x: torch.Tensor, ref: torch.Tensor,
                  init: torch.Tensor, evaluations_: int, learn: Sequence[str], settings: Optimiser,
@@ -243,6 +244,8 @@ class ScheduleTrainer:
         self.spec, self.denoiser, self.x, self.ref, self.options = spec, denoiser, x, ref, dict(options or {})
         self.params, self.evaluations = ScheduleParameters(init, evaluations_, learn), evaluations_
         self.opt = torch.optim.Adam(self.params.groups(settings.lr_grid, settings.lr_coef))
+        self.decay = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, max(settings.iterations, 1),
+                                                                eta_min=0.0)
         self.losses: list[float] = []
         self.best_loss, self.best = math.inf, self._snapshot()
 
@@ -271,6 +274,7 @@ class ScheduleTrainer:
             self.best_loss, self.best = value, self._snapshot()
         loss.backward()
         self.opt.step()
+        self.decay.step()
         return value
 
     def schedule(self, sampler: str, learn: Sequence[str], **extra: Any) -> TunedSchedule:
@@ -288,12 +292,14 @@ class ScheduleTrainer:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"params": self._snapshot(), "opt": self.opt.state_dict(), "losses": list(self.losses),
+        return {"params": self._snapshot(), "opt": self.opt.state_dict(), "decay": self.decay.state_dict(),
+                "losses": list(self.losses),
                 "best_loss": self.best_loss, "best": self.best}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.params.load_state_dict(state["params"])
         self.opt.load_state_dict(state["opt"])
+        self.decay.load_state_dict(state["decay"])
         self.losses, self.best_loss, self.best = list(state["losses"]), state["best_loss"], state["best"]
 
 

@@ -71,7 +71,7 @@ class TuneSettings:
                          "scale (per-evaluation output scale), shift (per-evaluation σ shift).")
     train_samples: int = setting(256, "Training noises (teacher solves).")
     eval_samples: int = setting(1000, "Held-out noises for the reported errors (another generator).")
-    iterations: int = setting(400, "Adam iterations.", extendable=True)
+    iterations: int = setting(400, "Adam iterations (learning rates decay to 0 over them on a cosine).")
     lr_grid: float = setting(0.05, "Adam learning rate of the grid (θ, log σ_min).")
     lr_coef: float = setting(0.005, "Adam learning rate of the per-evaluation corrections.")
     sigma_min: float | None = setting(None, "Smallest σ of the EDM grid and of the search (default: 0.002, or "
