@@ -55,6 +55,14 @@ class Reports:
     progress: Progress = staticmethod(no_progress)  # type: ignore[assignment]
 
 
+def position(job: Any) -> tuple[int, int]:
+    """The (done, total) shown for a job after each unit: its own counter when it has one
+    (`progress_position()`, e.g. the iterations of an optimiser that stops early, where a count of units
+    would claim work that was never done), else its units."""
+    own = getattr(job, "progress_position", None)
+    return own() if own is not None else (job.units_done, job.units_total)
+
+
 def attach(job: Any, progress: Progress | None) -> None:
     """Hand `progress` to a job that reports phases (one with a `progress` attribute); others are unchanged."""
     if progress is not None and hasattr(job, "progress"):

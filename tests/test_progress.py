@@ -161,3 +161,18 @@ def test_sample_shows_every_phase_at_80_columns(tmp_path, monkeypatch) -> None:
     for phase in ("sample", "sample: reference solve", "sample: sliced W2, MMD vs", "sample: figure"):
         assert any(p.startswith(phase) for p in phases), (phase, phases)
     assert all(len(x) <= 80 for x in res.output.splitlines() if "[" in x)
+
+
+def test_simplex_progress_counts_iterations_not_chunks(tmp_path, monkeypatch) -> None:
+    """An optimiser that converges after a few iterations shows those iterations (k/k), not every chunk of
+    the allowed maximum as done; the key metric is the latest gap, not a mean over the chunk."""
+    monkeypatch.setenv("COLUMNS", "80")
+    res = CliRunner().invoke(app, ["optimize", "simplex", "--out", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    iters = int(re.search(r"iters=(\d+)", res.output).group(1))
+    bar = [x for x in res.output.splitlines() if x.startswith("optimize simplex  [")][-1]
+    assert f"  {iters}/{iters}  " in bar and "gap=" in bar
+    res = CliRunner().invoke(app, ["optimize", "compare", "--out", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    counts = [tuple(map(int, m)) for m in re.findall(r"  (\d+)/(\d+)  ", res.output)]
+    assert all(d <= t for d, t in counts) and counts[-1][0] == counts[-1][1]

@@ -166,6 +166,14 @@ class SimplexJob:
     def done(self) -> bool:
         return self.run.finished
 
+    def progress_position(self) -> tuple[int, int]:
+        """Iterations done of the most allowed (of those done once the run has converged)."""
+        return self.run.t, self.run.t if self.run.finished else self.config.steps
+
+    def progress_info(self, rows: list[Row]) -> dict[str, float]:
+        """The key metric shown with the progress: the Frank-Wolfe gap at the latest iteration."""
+        return {"gap": rows[-1]["gap"]}
+
     def advance(self) -> list[Row]:
         rows = self.run.iterate(SIMPLEX_CHUNK)
         if not bool(torch.isfinite(self.run.p).all()):
@@ -271,6 +279,17 @@ class CompareJob:
     @property
     def done(self) -> bool:
         return self.run is None
+
+    def progress_position(self) -> tuple[int, int]:
+        """Iterations: those of the finished methods plus the current one's, of those plus `steps` for every
+        method still to finish."""
+        finished = sum(int(r["iters"]) for r in self.results)
+        current = 0 if self.run is None else self.run.t
+        return finished + current, finished + (len(self.entries) - self.index) * self.config.steps
+
+    def progress_info(self, rows: list[Row]) -> dict[str, Any]:
+        """The key metric shown with the progress: the method's Frank-Wolfe gap at its latest iteration."""
+        return {"gap": rows[-1]["gap"]}
 
     def advance(self) -> list[Row]:
         label = self.entries[self.index][0]

@@ -24,6 +24,7 @@ from typing import Any
 
 from gentool.core.config import config_dict, extendable_fields
 from gentool.core.errors import BadInput, NumericalFailure, choose
+from gentool.core.progress import position
 from gentool.core.run.contract import Job, Row
 from gentool.core.run.rundir import CONFIG, DONE, RESUME_MODES, RunDirectory, config_differences, open_run_dir
 from gentool.core.run.signals import StopOnSignal
@@ -152,7 +153,8 @@ def _loop(rd: RunDirectory, job: Job, rows: list[Row], resumed: bool, progress: 
                               snapshot=bool(every) and job.units_done % every == 0)
                 pending = []
             if progress is not None:
-                progress(job.units_done, job.units_total, **_headline(new))
+                info = job.progress_info(new) if hasattr(job, "progress_info") else _headline(new)
+                progress(*position(job), **info)
         with stop.committing():
             summary = job.finish(out, rows, plots)
             rd.finish(rows, job.units_done, summary, time.perf_counter() - start)
