@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 import shutil
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import typer
 from gentool.cli._common import console, handle_errors, print_table, progress_bar, say
-from gentool.cli._jobs import run_job
-from gentool.core.config import coerce, make_config
+from gentool.cli._jobs import _field_parameter, run_job
+from gentool.core.config import coerce, config_fields, field_types, make_config
 from gentool.core.errors import BadInput, Interrupted, NumericalFailure, choose
 from gentool.core.experiments.executors import EXECUTORS
 from gentool.core.experiments.points import FAILED, RAN, RUNNING, SKIPPED
-from gentool.core.experiments.recipe import Recipe, load_recipe, split_options
+from gentool.core.experiments.recipe import load_recipe, record_recipe, split_options
 from gentool.core.experiments.report import (
     FORMATS,
     X_COLUMNS,
@@ -29,6 +32,7 @@ from gentool.core.experiments.report import (
     summary,
     write_table,
 )
+from gentool.core.experiments.resources import Resources
 from gentool.core.experiments.sweep import (
     INTERRUPTED,
     TIMEOUT,
@@ -71,6 +75,15 @@ def _flag(value: object, name: str) -> bool:
     return bool(coerce(name, bool, value))
 
 
+DOTTED = re.compile(r"[A-Za-z][\w-]*(\.[A-Za-z][\w-]*)?=")
+
+
+def split_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """(`table.key=value` overrides, the other arguments) of the arguments after a recipe."""
+    dotted = [a for a in args if not a.startswith("-") and DOTTED.match(a)]
+    return dotted, [a for a in args if a not in dotted]
+
+
 @handle_errors
 def run_cmd(
     ctx: typer.Context,
@@ -79,58 +92,67 @@ def run_cmd(
 ) -> None:
     """Run a recipe's job with its options table (any sweep table is ignored; use `gentool sweep`).
 
-    Arguments after the recipe (`--name value`, `--flag`, `--no-flag`) win over recipe values, e.g.
-    `gentool run recipes/x.toml --steps 5`; also `--out`, `--seed`, `--device`, `--resume`. The run
-    directory defaults to runs/<recipe name>.
+    Arguments after the recipe override it: `table.key=value` typed like the TOML value it replaces (e.g.
+    `options.steps=10`, `options.sampler=heun`), or `--name value`, `--flag`, `--no-flag` for options; also
+    `--out`, `--seed`, `--device`, `--resume`. The run directory defaults to runs/<recipe name> and records
+    the effective recipe (recipe.json).
     """
-    rec = load_recipe(recipe, smoke=smoke)
-    extra = parse_overrides(list(ctx.args))
+    dotted, rest = split_args(list(ctx.args))
+    rec = load_recipe(recipe, smoke=smoke, overrides=dotted)
+    extra = parse_overrides(rest)
     out = Path(str(extra.pop("out", Path("runs") / rec.name)))
     resume = _flag(extra.pop("resume", False), "resume")
     config, run = split_options(rec.spec, extra, "arguments")
     run = {**rec.run, **run}
     options = {**rec.options, **config}
     make_config(rec.spec.config, options)
-    run_job(rec.spec, options, out=out, seed=run.get("seed"), device=run.get("device", "auto"), resume=resume,
-            progress=run.get("progress", True), plots=run.get("plots", True))
+    try:
+        run_job(rec.spec, options, out=out, seed=run.get("seed"), device=run.get("device", "auto"), resume=resume,
+                progress=run.get("progress", True), plots=run.get("plots", True))
+    except (Interrupted, NumericalFailure):
+        record_recipe(out, rec)
+        raise
+    record_recipe(out, rec)
 
 
-def _recipe(path: Path, smoke: bool) -> Recipe:
-    return load_recipe(path, smoke=smoke)
+def _with_resources(fn: Any) -> Any:
+    """Add an option per field of `Resources` (help, aliases and metavar from its declaration) to a command;
+    the command receives them as keyword arguments."""
+    hints = field_types(Resources)
+    base = [p for p in inspect.signature(fn).parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    knobs = [_field_parameter(f, hints[f.name]) for f in config_fields(Resources)]
+    fn.__signature__ = inspect.Signature(base + knobs)
+    fn.__annotations__ = {p.name: p.annotation for p in base + knobs}
+    return fn
 
 
+@_with_resources
 @handle_errors
 def sweep_cmd(
     ctx: typer.Context,
     recipe: Path = typer.Argument(..., help="Recipe TOML file with a sweep table."),
     out: Path = typer.Option(None, help="Sweep directory (default runs/<recipe name>)."),
     executor: str = typer.Option("local", help=f"submitit executor: {', '.join(EXECUTORS)}."),
-    parallel: int = typer.Option(None, "--array-parallelism", "--parallel",
-                                 help="Jobs running at once (slurm: array parallelism, default "
-                                      "slurm.array_parallelism or 16; local: default CPU count)."),
-    partition: str = typer.Option(None, help="Slurm partition (default slurm.partition, else the cluster's)."),
-    time: int = typer.Option(None, "--time", help="Job time limit in minutes (default slurm.time or 60)."),
-    gpus: int = typer.Option(None, help="GPUs per job (slurm; default slurm.gpus or 0)."),
-    cpus: int = typer.Option(None, help="CPUs per job (default slurm.cpus or 1)."),
-    mem: str = typer.Option(None, help="Memory per job with its unit, e.g. 4G or 500M (slurm; default "
-                                       "slurm.mem_gb, else estimated from the recipe's sample counts)."),
     timeout: float = typer.Option(None, help="Stop waiting after this many seconds; jobs still queued or "
                                              "running keep going and a re-run of the sweep waits for them."),
     smoke: bool = typer.Option(False, "--smoke", help="Apply the recipe's smoke-table overrides (CI size)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the points, their state and the job "
-                                                          "parameters (slurm: #SBATCH lines); submit nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the points, their state and how they would be "
+                                                          "submitted (slurm: the sbatch script); submit nothing."),
+    **resources: Any,
 ) -> None:
     """Expand a recipe's sweep grid and run every point as a submitit job (slurm: one array task per point).
 
     A re-run skips complete points, waits for points whose Slurm job is still queued or running, resumes
     points killed mid-run from their last completed unit and starts the rest. Arguments after the recipe
-    (`--name value`) override every point's settings.
+    override it: `table.key=value` (e.g. `sweep.sampler=[euler,heun]`, `slurm.time=120`, `options.n=500`),
+    or `--name value` for every point's options; a swept setting cannot be overridden that way. Job resources
+    default to the recipe's [slurm] table; the options below win.
     """
-    rec = _recipe(recipe, smoke)
+    dotted, rest = split_args(list(ctx.args))
+    rec = load_recipe(recipe, smoke=smoke, overrides=dotted)
     sweep_dir = out or Path("runs") / rec.name
-    points = expand(rec, sweep_dir, parse_overrides(list(ctx.args)))
-    opts = executor_options(rec, points, executor, parallel=parallel, partition=partition, time=time, gpus=gpus,
-                            cpus=cpus, mem=mem)
+    points = expand(rec, sweep_dir, parse_overrides(rest))
+    opts = executor_options(rec, points, executor, **resources)
     if timeout is not None and timeout <= 0:
         raise BadInput(f"timeout must be a positive number of seconds, got {timeout}")
     if dry_run:

@@ -314,7 +314,7 @@ SWEEP = [
     (["RECIPE", "--tol", "nan"], 2, "tol must be a finite number"),
     (["RECIPE", "--toll", "1"], 2, "did you mean 'tol'"),
     (["RECIPE", "--out", "FILE"], 4, "is an existing file"),
-    (["RECIPE", "--parallel", "x"], 2, "'--parallel'"),
+    (["RECIPE", "--parallel", "x"], 2, "parallel must be an int"),
 ]
 
 REPORT = [

@@ -275,7 +275,7 @@ def _start_sweep(tmp_path: Path, gens: int, *args: str) -> tuple[subprocess.Pope
 def test_ctrl_c_stops_a_debug_sweep_and_the_next_point_never_starts(tmp_path: Path) -> None:
     proc, out, (first, second) = _start_sweep(tmp_path, 3000, "--executor", "debug")
     try:
-        _wait_for(lambda: _units(first) >= 2, 180, "two committed units of the first point")
+        _wait_for(lambda: _units(first) >= 2, 400, "two committed units of the first point")
         proc.send_signal(signal.SIGINT)
         text, _ = proc.communicate(timeout=60)
     finally:
@@ -295,7 +295,7 @@ def test_ctrl_c_stops_local_workers_and_a_killed_sweeps_orphans_are_stopped_by_t
 
     proc, out, dirs = _start_sweep(tmp_path, 3000, "--executor", "local", "--parallel", "2")
     try:
-        _wait_for(lambda: all(_units(d) >= 2 for d in dirs), 180, "both points running")
+        _wait_for(lambda: all(_units(d) >= 2 for d in dirs), 400, "both points running")
         recorded = workers.recorded(out)
         assert len(recorded) == 2 and all(workers.alive(w) for w in recorded)
         proc.send_signal(signal.SIGINT)
@@ -306,7 +306,7 @@ def test_ctrl_c_stops_local_workers_and_a_killed_sweeps_orphans_are_stopped_by_t
         assert not [p for w in recorded for p in workers.descendants(w.pid)]
 
         proc, out, dirs = _start_sweep(tmp_path, 300, "--executor", "local", "--parallel", "2")
-        _wait_for(lambda: all(_units(d) >= 2 for d in dirs), 180, "both points running again")
+        _wait_for(lambda: all(_units(d) >= 2 for d in dirs), 400, "both points running again")
         orphans = workers.recorded(out)
         proc.kill()
         proc.wait(timeout=30)
@@ -322,3 +322,77 @@ def test_ctrl_c_stops_local_workers_and_a_killed_sweeps_orphans_are_stopped_by_t
         proc.kill()
         for w in workers.recorded(out):
             workers.stop([w], grace_s=0.5)
+
+
+def test_overrides_are_typed_like_the_value_they_replace(tmp_path: Path) -> None:
+    from gentool.core.experiments.recipe import override_value
+
+    assert override_value("3", 20) == 3 and override_value("3", 0.5) == 3.0 and isinstance(override_value("3", 0.5),
+                                                                                            float)
+    assert override_value("123", "gmm-ring") == "123" and override_value("heun", "euler") == "heun"
+    assert override_value("[euler,heun]", ["a"]) == ["euler", "heun"] and override_value("[5, 10]", [1]) == [5, 10]
+    assert override_value("true", False) is True and override_value("1e-3", None) == 0.001
+    recipe = load_recipe(_recipe(tmp_path), overrides=["options.x=[1, 2, 3]", "sweep.method=[softmax-gd,frank-wolfe]",
+                                                       "sweep.seeds=[4]", "slurm.time=120", "options.log_every=2"])
+    assert recipe.options["x"] == [1, 2, 3] and recipe.sweep["method"] == ["softmax-gd", "frank-wolfe"]
+    assert recipe.seeds == [4] and recipe.slurm["time"] == 120 and recipe.options["log_every"] == 2
+    assert recipe.data["options"]["x"] == [1, 2, 3] and recipe.overrides[0] == "options.x=[1, 2, 3]"
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("options.objectiv=kl", "unknown override 'options.objectiv=kl' (expected table.key=value); closest valid "
+                            "keys: options.objective"),
+    ("option.objective=kl", "closest valid keys: options.objective"),
+    ("slurm.acount=x", "closest valid keys: slurm.account"),
+    ("options.method=softmax-gd", "cannot override method: the recipe sweeps over it (sweep.method)"),
+    ("options.seed=3", "cannot override seed: the recipe sweeps over it (sweep.seeds)"),
+    ("options.lr=-1", "lr must be a finite number > 0"),
+    ("slurm.time=0", "time must be an integer >= 1"),
+])
+def test_bad_overrides_are_one_line_exit_2(tmp_path: Path, override: str, needle: str) -> None:
+    path = _recipe(tmp_path)
+    commands = (["run", str(path), override, "--out", str(tmp_path / "r")],
+                ["sweep", str(path), override, "--out", str(tmp_path / "s"), "--executor", "debug"])
+    for args in commands[1:] if "sweeps over" in needle else commands:  # `run` ignores the sweep table
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, res.output
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], res.output
+    assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
+
+
+def test_run_with_overrides_records_the_effective_recipe(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    res = runner.invoke(app, ["run", str(_recipe(tmp_path)), "options.log_every=5", "options.method=softmax-gd",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["log_every"] == 5 and config["method"] == "softmax-gd"
+    recorded = json.loads((out / "recipe.json").read_text())
+    assert recorded["overrides"] == ["options.log_every=5", "options.method=softmax-gd"]
+    assert recorded["effective"]["options"]["log-every"] == 5
+    assert recorded["effective"]["options"]["method"] == "softmax-gd"
+
+
+def test_sweep_override_of_the_grid_changes_the_points_and_is_recorded(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    res = runner.invoke(app, ["sweep", str(_recipe(tmp_path)), "sweep.method=[softmax-gd]", "sweep.seeds=[3]",
+                              "options.log_every=5", "--executor", "debug", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "1 points: 1 completed" in res.output
+    point = json.loads((out / _pid("softmax-gd", 3) / "point.json").read_text())
+    assert point["options"]["log_every"] == 5 and point["recipe"]["overrides"][0] == "sweep.method=[softmax-gd]"
+    assert point["recipe"]["effective"]["sweep"]["method"] == ["softmax-gd"]
+
+
+@pytest.mark.slow
+def test_must_show_mad_gaussian_recipe_with_three_generations(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "r"
+    res = runner.invoke(app, ["run", str(root / "recipes" / "mad-gaussian.toml"), "options.generations=3",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "DONE.json").read_text())["units"] == 3
+    res = runner.invoke(app, ["run", str(root / "recipes" / "mad-gaussian.toml"), "options.nope=1", "--out",
+                              str(tmp_path / "x")])
+    assert res.exit_code == 2 and "unknown override 'options.nope=1'" in res.output

@@ -102,25 +102,61 @@ def test_resources_recipe_table_then_flags_win(tmp_path: Path) -> None:
     recipe = load_recipe(_recipe(tmp_path))
     points = expand(recipe, tmp_path / "s")
     opts = executor_options(recipe, points, "slurm")
-    assert (opts.time, opts.mem_mb, opts.parallel, opts.gpus, opts.cpus, opts.partition) == (10, 3072, 4, 0, 1,
-                                                                                              None)
-    opts = executor_options(recipe, points, "slurm", time=5, mem="500M", parallel=2, gpus=1, cpus=3,
-                            partition="short")
-    assert (opts.time, opts.mem_mb, opts.parallel, opts.gpus, opts.cpus, opts.partition) == (5, 500, 2, 1, 3,
-                                                                                              "short")
+    assert (opts.time, opts.mem_mb, opts.parallel, opts.gpus_per_node, opts.cpus, opts.partition) == (
+        10, 3072, 4, 0, 1, None)
+    opts = executor_options(recipe, points, "slurm", time="5", mem="500M", parallel=2, gpus_per_node=1,
+                            cpus=3, partition="short", account="proj", setup="module load x", sbatch="a=1,b-c=x")
+    assert (opts.time, opts.mem_mb, opts.parallel, opts.gpus_per_node, opts.cpus, opts.partition) == (
+        5, 500, 2, 1, 3, "short")
+    assert opts.account == "proj" and opts.setup == ("module load x",) and opts.sbatch == (("a", "1"), ("b-c", "x"))
     bare = load_recipe(_recipe(tmp_path, SIMPLEX.split("[slurm]")[0]))
     opts = executor_options(bare, expand(bare, tmp_path / "s"), "slurm")
     assert opts.mem_mb == 1024 and opts.time == 60 and opts.parallel is None
     for flags, needle in (({"parallel": 0}, "parallel must be"), ({"cpus": 0}, "cpus must be"),
-                          ({"gpus": -1}, "gpus must be"), ({"mem": "4"}, "memory must be")):
+                          ({"gpus_per_node": -1}, "gpus_per_node must be"), ({"mem": "4"}, "memory must be"),
+                          ({"nodes": "0"}, "nodes must be"), ({"account": "a b"}, "account must be a name"),
+                          ({"sbatch": "account=x"}, "sbatch.account is set by gentool; use the account setting"),
+                          ({"sbatch": "novalue"}, "sbatch must be key=value pairs")):
         with pytest.raises(BadInput, match=needle):
             executor_options(recipe, points, "slurm", **flags)
+
+
+def test_slurm_table_knobs_reach_the_sbatch_script_and_unknown_keys_are_refused(tmp_path: Path) -> None:
+    table = ('[slurm]\naccount = "proj"\nqos = "high"\nconstraint = "a100|h100"\nnodes = 2\ngpus_per_node = 4\n'
+             'exclude = "n[1-2]"\nsetup = ["module load cuda/12", "source ~/env/bin/activate"]\n'
+             'sbatch = { mail-type = "END", reservation = "r1" }\n')
+    path = _recipe(tmp_path, SIMPLEX.split("[slurm]")[0] + table)
+    res = runner.invoke(app, ["sweep", str(path), "--executor", "slurm", "--dry-run", "--out", str(tmp_path / "s"),
+                              "--qos", "low"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    for flag in ("--account=proj", "--qos=low", "--constraint='a100|h100'", "--nodes=2", "--gpus-per-node=4",
+                 "--exclude='n[1-2]'", "--mail-type=END", "--reservation=r1"):
+        assert f"#SBATCH {flag}" in lines, flag
+    setup = lines.index("# setup")
+    assert lines[setup + 1:setup + 3] == ["module load cuda/12", "source ~/env/bin/activate"]
+    assert any(ln.startswith("srun ") and "submitit.core._submit" in ln for ln in lines[setup:])
+    bad = _recipe(tmp_path, SIMPLEX.replace("time = 10", "acount = 'x'"))
+    res = runner.invoke(app, ["sweep", str(bad), "--dry-run", "--executor", "slurm"])
+    assert res.exit_code == 2 and "unknown slurm key 'acount' (did you mean 'account'?); allowed: " in res.output
+    assert "constraint" in res.output and "setup" in res.output and "sbatch" in res.output
+
+
+def test_must_show_dry_run_of_the_sampler_recipe_with_account_qos_constraint(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["sweep", str(ROOT / "recipes" / "sampler-nfe-gmm-ring.toml"), "--executor", "slurm",
+                              "--dry-run", "--account", "a", "--qos", "q", "--constraint", "c", "--out",
+                              str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert {"#SBATCH --account=a", "#SBATCH --qos=q", "#SBATCH --constraint=c"} <= set(lines)
+    setup = load_recipe(ROOT / "recipes" / "sampler-nfe-gmm-ring.toml").slurm["setup"]
+    assert setup and all(line in lines for line in setup)
 
 
 def test_dry_run_prints_points_and_sbatch_lines_and_submits_nothing(tmp_path: Path) -> None:
     out = tmp_path / "s"
     res = runner.invoke(app, ["sweep", str(_recipe(tmp_path)), "--executor", "slurm", "--dry-run", "--out", str(out),
-                              "--mem", "2G", "--partition", "short", "--array-parallelism", "1", "--time", "7"])
+                              "--mem", "2G", "--partition", "short", "--parallel", "1", "--time", "7"])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     fw0, sgd0 = point_id({"method": "frank-wolfe"}, 0), point_id({"method": "softmax-gd"}, 0)
@@ -135,7 +171,7 @@ def test_dry_run_prints_points_and_sbatch_lines_and_submits_nothing(tmp_path: Pa
 
 def test_sbatch_lines_of_a_single_job_have_no_array(tmp_path: Path) -> None:
     recipe = load_recipe(_recipe(tmp_path))
-    opts = executor_options(recipe, expand(recipe, tmp_path), "slurm", gpus=2)
+    opts = executor_options(recipe, expand(recipe, tmp_path), "slurm", gpus_per_node=2)
     lines = sbatch_lines(opts, "x", tmp_path, 1)
     assert "#SBATCH --gpus-per-node=2" in lines and not any(ln.startswith("#SBATCH --array") for ln in lines)
 

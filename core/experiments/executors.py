@@ -1,8 +1,8 @@
 """Where a sweep's points run: submitit's `local` (processes here), `debug` (in this process) or `slurm`
 (one array task per point) executor, the resources each job asks for, and submission.
 
-Resources come from the recipe's `[slurm]` table, overridden by command-line flags; memory defaults to an
-estimate of one point's needs (`point_mem_mb`), never the whole node.
+Resources (`resources.Resources`) come from the recipe's `[slurm]` table, overridden by command-line flags;
+memory defaults to an estimate of one point's needs (`point_mem_mb`), never the whole node.
 """
 
 from __future__ import annotations
@@ -11,17 +11,19 @@ import contextlib
 import io
 import math
 import os
-import re
+import shlex
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from gentool.core.config import config_dict, make_config
 from gentool.core.errors import BadInput, choose
-from gentool.core.experiments import slurm
+from gentool.core.experiments import resources, slurm
 from gentool.core.experiments.points import Point
 from gentool.core.experiments.recipe import Recipe
+from gentool.core.experiments.resources import Resources, parse_mem
 from gentool.core.jobs import JOBS
 
 EXECUTORS = ("local", "slurm", "debug")
@@ -41,29 +43,12 @@ ASKED = ("partition", "time", "cpus_per_task", "gpus_per_node", "mem")  # named 
 
 
 @dataclass(frozen=True)
-class ExecutorOptions:
-    """How to run jobs: executor kind, parallel jobs (slurm: array parallelism) and cluster resources:
-    time limit (minutes), GPUs, CPUs and memory (MB) per job, partition."""
+class ExecutorOptions(Resources):
+    """How to run jobs: the executor kind, the `Resources` each job asks for, and the memory per job in MB
+    (`mem`, else the estimate of the points' needs)."""
 
     executor: str = "local"
-    parallel: int | None = None
-    partition: str | None = None
-    time: int = DEFAULT_TIME_MIN
-    gpus: int = 0
-    cpus: int = 1
     mem_mb: int | None = None
-
-
-def parse_mem(text: str) -> int:
-    """A memory size as sbatch writes it, with its unit (`500M`, `4G`, `1.5G`, `1T`), in MB."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT])B?\s*", str(text), re.IGNORECASE)
-    if not match:
-        raise BadInput(f"memory must be a size with a unit such as 500M, 4G or 1.5G, got {text!r}")
-    scale = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2}[match.group(2).upper()]
-    mb = math.ceil(float(match.group(1)) * scale)
-    if mb < 1:
-        raise BadInput(f"memory must be at least 1M, got {text!r}")
-    return mb
 
 
 def point_mem_mb(point: Point, gpus: int = 0) -> int:
@@ -76,32 +61,15 @@ def point_mem_mb(point: Point, gpus: int = 0) -> int:
     return MEM_STEP_MB * math.ceil(mb / MEM_STEP_MB)
 
 
-def _positive(name: str, value: Any) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise BadInput(f"{name} must be an integer >= 1, got {value!r}")
-
-
 def executor_options(recipe: Recipe, points: list[Point], executor: str, **flags: Any) -> ExecutorOptions:
-    """Merge the recipe's [slurm] table with command-line flags (flags that are not None win). `flags`:
-    parallel, partition, time, gpus, cpus, mem (text such as `4G`). Memory defaults to the largest
-    `point_mem_mb` of the points."""
+    """Merge the recipe's [slurm] table with command-line `flags` (fields of `Resources`; those that are not
+    None win). Memory defaults to the largest `point_mem_mb` of the points."""
     choose("executor", executor, EXECUTORS)
-    table = dict(recipe.slurm)
-    if "array_parallelism" in table:
-        table["parallel"] = table.pop("array_parallelism")
-    if "mem_gb" in table:
-        table["mem_mb"] = math.ceil(float(table.pop("mem_gb")) * 1024)
-    given = {k: v for k, v in flags.items() if v is not None}
-    if "mem" in given:
-        given["mem_mb"] = parse_mem(given.pop("mem"))
-    merged = {**table, **given}
-    for name in ("parallel", "time", "cpus", "mem_mb"):
-        _positive(name, merged.get(name))
-    if not isinstance(merged.get("gpus", 0), int) or merged.get("gpus", 0) < 0:
-        raise BadInput(f"gpus must be an integer >= 0, got {merged['gpus']!r}")
-    if "mem_mb" not in merged and points:
-        merged["mem_mb"] = max(point_mem_mb(p, merged.get("gpus", 0)) for p in points)
-    return ExecutorOptions(executor=executor, **merged)
+    res = resources.from_table(recipe.slurm, "slurm", **flags)
+    mem_mb = parse_mem(res.mem) if res.mem is not None else (
+        max(point_mem_mb(p, res.gpus_per_node) for p in points) if points else None)
+    return ExecutorOptions(**{f.name: getattr(res, f.name) for f in fields(Resources)}, executor=executor,
+                           mem_mb=mem_mb)
 
 
 def job_name(recipe: Recipe) -> str:
@@ -110,27 +78,43 @@ def job_name(recipe: Recipe) -> str:
 
 
 def slurm_parameters(opts: ExecutorOptions, name: str) -> dict[str, Any]:
-    """submitit `SlurmExecutor` parameters of `opts` (each becomes an `#SBATCH` line)."""
-    params: dict[str, Any] = {"job_name": name, "time": opts.time, "cpus_per_task": opts.cpus,
+    """submitit `SlurmExecutor` parameters of `opts` (each becomes an `#SBATCH` line; `setup` lines go
+    before the job's command, `sbatch` pairs are passed through as `additional_parameters`)."""
+    params: dict[str, Any] = {"job_name": name, "time": opts.time, "cpus_per_task": opts.cpus, "nodes": opts.nodes,
                               "array_parallelism": opts.parallel or DEFAULT_ARRAY_PARALLELISM}
     if opts.mem_mb:
         params["mem"] = f"{opts.mem_mb}M"
-    if opts.gpus:
-        params["gpus_per_node"] = opts.gpus
-    if opts.partition:
-        params["partition"] = opts.partition
+    if opts.gpus_per_node:
+        params["gpus_per_node"] = opts.gpus_per_node
+    for key in ("partition", "account", "qos", "constraint", "exclude"):
+        if getattr(opts, key):
+            params[key] = getattr(opts, key)
+    if opts.setup:
+        params["setup"] = list(opts.setup)
+    if opts.sbatch:
+        params["additional_parameters"] = dict(opts.sbatch)
     return params
 
 
-def sbatch_lines(opts: ExecutorOptions, name: str, folder: Path, n_jobs: int) -> list[str]:
-    """The `#SBATCH` lines of the job array submitit would send for `n_jobs` points (made by the function
-    that writes submitit's own sbatch scripts, so they are exactly what `submit` sends; it needs no Slurm)."""
+def submit_command(folder: Path) -> str:
+    """The command submitit's sbatch script runs (`SlurmExecutor._submitit_command_str`)."""
+    return " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+
+
+def sbatch_script(opts: ExecutorOptions, name: str, folder: Path, n_jobs: int) -> str:
+    """The sbatch script submitit would submit for `n_jobs` points (a job array when more than one), made by
+    the function that writes submitit's own sbatch scripts, so it is exactly what `submit` sends (it needs
+    no Slurm)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    params = slurm_parameters(opts, name)
-    text = _make_sbatch_string(command="", folder=folder.absolute(), map_count=n_jobs if n_jobs > 1 else None,
-                               **params)
-    return [line for line in text.splitlines() if line.startswith("#SBATCH")]
+    folder = folder.absolute()
+    return _make_sbatch_string(command=submit_command(folder), folder=folder,
+                               map_count=n_jobs if n_jobs > 1 else None, **slurm_parameters(opts, name))
+
+
+def sbatch_lines(opts: ExecutorOptions, name: str, folder: Path, n_jobs: int) -> list[str]:
+    """The `#SBATCH` lines of `sbatch_script`."""
+    return [line for line in sbatch_script(opts, name, folder, n_jobs).splitlines() if line.startswith("#SBATCH")]
 
 
 def chunks(points: list[Point], opts: ExecutorOptions) -> list[list[Point]]:

@@ -115,13 +115,15 @@ def existing_id(sweep_dir: Path, params: dict[str, Any], seed: int | None) -> st
 def check_overrides(recipe: Recipe, config: dict[str, Any], run: dict[str, Any]) -> None:
     """A command-line override of a swept setting (or of the seed of a sweep over seeds) is refused: every
     point would run the override while its directory keeps the swept label."""
-    swept = [k for k in config if k in recipe.sweep] + [k for k in ("device",) if k in run and k in recipe.sweep]
-    if "seed" in run and recipe.seeds:
-        swept.append("seed")
+    dotted = [o.partition("=")[0].removeprefix("options.").replace("-", "_") for o in recipe.overrides
+              if o.startswith("options.")]
+    given = [*config, *run, *dotted]
+    swept = [k for k in dict.fromkeys(given) if k in recipe.sweep or (k == "seed" and recipe.seeds)]
     if swept:
         names = ", ".join(k.replace("_", "-") for k in swept)
-        raise BadInput(f"cannot override {names}: the recipe sweeps over it (sweep.{swept[0]}); change the sweep "
-                       f"list instead (e.g. sweep.{swept[0]}=[...])")
+        axis = "seeds" if swept[0] == "seed" else swept[0].replace("_", "-")
+        raise BadInput(f"cannot override {names}: the recipe sweeps over it (sweep.{axis}); override the sweep "
+                       f"list instead (sweep.{axis}=[...])")
 
 
 def _check_distinct(points: list[Point], configs: list[str]) -> None:
@@ -194,7 +196,7 @@ def run_point(point: Point, recipe_info: dict[str, Any], lock_wait_s: float = LO
         spec = JOBS[point.command]
         config = make_config(spec.config, point.options)
         seed = int(point.run.get("seed", 0))
-        job = spec.build(config, seed, resolve_device(point.run.get("device", "auto")))
+        job = spec.make(config, seed, resolve_device(point.run.get("device", "auto")))
         atomic_write_json(run_dir / POINT, {**asdict(point), "recipe": recipe_info, "env": environment_info()})
         execute(job, run_dir, resume="auto", plots=bool(point.run.get("plots", True)))
     except GentoolError as exc:

@@ -12,8 +12,10 @@ A recipe looks like::
     sampler = ["euler", "heun"]
     steps = [5, 10, 20]
     seeds = [0, 1]                     # the run's seed
-    [slurm]                            # defaults for sweeps on a Slurm cluster
+    [slurm]                            # resources of each job (see `resources.Resources`)
     partition = "gpu"
+    account = "proj"
+    setup = ["module load cuda"]
     [smoke]                            # overrides of the smoke-sized (CI) run
     n = 200
     sweep = { steps = [5] }
@@ -27,17 +29,17 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from gentool.core.config import coerce, config_fields, field_name, make_config
 from gentool.core.errors import BadInput
+from gentool.core.experiments import resources
 from gentool.core.jobs import JOBS
 from gentool.core.run.contract import JobSpec
 
 TOP_LEVEL_KEYS = ("command", "description", "options", "sweep", "slurm", "smoke")
-SLURM_KEYS = ("partition", "time", "gpus", "cpus", "array_parallelism", "mem_gb")
 RUN_KEYS = ("seed", "device", "plots", "progress")
 SEEDS_KEY = "seeds"
 
@@ -55,6 +57,8 @@ class Recipe:
     seeds: list[int] = field(default_factory=list)
     slurm: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    data: dict[str, Any] = field(default_factory=dict)  # the effective TOML table (overrides applied)
+    overrides: tuple[str, ...] = ()  # the `table.key=value` overrides applied to the file
 
     @property
     def name(self) -> str:
@@ -154,10 +158,11 @@ def parse_recipe(data: dict[str, Any], path: Path, smoke: bool = False) -> Recip
     grid, seeds = _parse_sweep(spec, _check_table(data.get("sweep", {}), "sweep", where), where)
     slurm = _check_table(data.get("slurm", {}), "slurm", where)
     for key in slurm:
-        if key not in SLURM_KEYS:
-            raise _unknown("slurm key", key, list(SLURM_KEYS), where)
+        if str(key).replace("-", "_") not in resources.slurm_keys():
+            raise _unknown("slurm key", key, resources.slurm_keys(), where)
+    resources.from_table(slurm, f"{where}: slurm")  # values checked before anything runs
     recipe = Recipe(path=path, command=spec.command, options=config, run=run, sweep=grid, seeds=seeds,
-                    slurm=dict(slurm), description=str(data.get("description", "")))
+                    slurm=dict(slurm), description=str(data.get("description", "")), data=data)
     for options in grid_options(recipe):
         make_config(spec.config, {k: v for k, v in options.items() if k != "device"}, where)
     return recipe
@@ -172,8 +177,73 @@ def grid_options(recipe: Recipe) -> list[dict[str, Any]]:
             for values in itertools.product(*(recipe.sweep[k] for k in keys))]
 
 
-def load_recipe(path: str | Path, smoke: bool = False) -> Recipe:
-    """Read and validate the TOML recipe at `path` (missing file / bad TOML / bad key -> BadInput)."""
+def override_keys(spec: JobSpec) -> list[str]:
+    """Every `table.key` an override may set: options and sweep settings (dashes as in recipes), the sweep's
+    seeds, run settings, the [slurm] table's keys, and the description."""
+    names = [n.replace("_", "-") for f in config_fields(spec.config) for n in (f.name, *f.metadata.get("old", ()))]
+    return (["description"] + [f"options.{n}" for n in [*names, *RUN_KEYS]] +
+            [f"sweep.{n}" for n in [*names, SEEDS_KEY, "device"]] + [f"slurm.{k}" for k in resources.slurm_keys()])
+
+
+def _bare(text: str) -> Any:
+    """A value that is not TOML: `[a,b]` is a list of (TOML or bare) items, anything else the text itself."""
+    inner = text.strip()
+    if inner.startswith("[") and inner.endswith("]"):
+        return [override_value(item.strip(), None) for item in inner[1:-1].split(",") if item.strip()]
+    return text
+
+
+def override_value(text: str, current: Any) -> Any:
+    """The value of `key=text`, typed like the TOML value `current` it replaces: parsed as TOML (bare words
+    and `[a,b]` allowed); a string setting keeps the text as a string, a float setting takes an integer
+    as a float."""
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = _bare(text)
+    if isinstance(current, str) and not isinstance(value, str):
+        return text
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _table_key(data: dict[str, Any], table: str, key: str) -> str:
+    """The key as the table spells it already (dashes or underscores), else `key` as given."""
+    same = [k for k in data.get(table, {}) if str(k).replace("-", "_") == key.replace("-", "_")]
+    return same[0] if same else key
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...], where: str = "overrides"
+                    ) -> dict[str, Any]:
+    """A copy of the recipe table `data` with each `table.key=value` (`options.steps=10`,
+    `sweep.sampler=[euler,heun]`, `slurm.time=120`) applied; an unknown key is `BadInput` naming the closest
+    valid keys."""
+    spec = job_spec(data.get("command"), where)
+    valid = override_keys(spec)
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for item in overrides:
+        dotted, sep, text = item.partition("=")
+        key = dotted.strip().replace("_", "-")
+        if not sep or key not in valid:
+            near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+            hint = f"; closest valid keys: {', '.join(near)}" if near else f"; valid keys: {', '.join(valid)}"
+            raise BadInput(f"{where}: unknown override {item!r} (expected table.key=value){hint}")
+        table, _, name = key.partition(".")
+        if not name:
+            out[table] = override_value(text, out.get(table))
+            continue
+        if table == "slurm":
+            name = name.replace("-", "_")
+        section = out.setdefault(table, {})
+        name = _table_key(out, table, name)
+        section[name] = override_value(text, section.get(name))
+    return out
+
+
+def load_recipe(path: str | Path, smoke: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read and validate the TOML recipe at `path` (missing file / bad TOML / bad key -> BadInput), with
+    `table.key=value` overrides applied (`apply_overrides`) before validation."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"recipe not found: {path}")
@@ -181,11 +251,23 @@ def load_recipe(path: str | Path, smoke: bool = False) -> Recipe:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: invalid TOML: {str(exc).splitlines()[0]}") from None
+    if overrides:
+        data = apply_overrides(data, overrides, f"{path}: overrides")
     recipe = parse_recipe(data, path)
     if smoke or "smoke" in data:  # the smoke-sized recipe is validated too, even when not asked for
         smoke_recipe = parse_recipe(data, path, smoke=True)
         recipe = smoke_recipe if smoke else recipe
-    return recipe
+    return replace(recipe, overrides=tuple(overrides))
+
+
+def record_recipe(out: str | Path, recipe: Recipe) -> None:
+    """Record the effective recipe (overrides applied) in a run directory that holds a run (`recipe.json`)."""
+    from gentool.core.io import atomic_write_json
+    from gentool.core.run.rundir import CONFIG
+
+    if (Path(out) / CONFIG).is_file():
+        atomic_write_json(Path(out) / "recipe.json", {"path": str(recipe.path), "overrides": list(recipe.overrides),
+                                                      "effective": recipe.data})
 
 
 def run_recipe(path: str | Path, out: str | Path | None = None, *, smoke: bool = False, resume: str = "never",
@@ -197,7 +279,7 @@ def run_recipe(path: str | Path, out: str | Path | None = None, *, smoke: bool =
 
     recipe = load_recipe(path, smoke=smoke)
     config, run = split_options(recipe.spec, {**recipe.options, **recipe.run, **overrides}, "overrides")
-    job = recipe.spec.build(make_config(recipe.spec.config, config), run.get("seed", 0),
+    job = recipe.spec.make(make_config(recipe.spec.config, config), run.get("seed", 0),
                             resolve_device(run.get("device", "auto")))
     return execute(job, Path("runs") / recipe.name if out is None else out, resume=resume,
                    plots=run.get("plots", True))

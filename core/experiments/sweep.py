@@ -33,7 +33,7 @@ from gentool.core.experiments.executors import (
     executor_options,
     job_name,
     make_executor,
-    sbatch_lines,
+    sbatch_script,
     submit,
 )
 from gentool.core.experiments.points import (
@@ -76,7 +76,8 @@ class SweepOutcome:
 def recipe_info(recipe: Recipe) -> dict[str, Any]:
     """What a point records about its recipe."""
     return {"path": str(recipe.path), "command": recipe.command, "options": recipe.options, "run": recipe.run,
-            "sweep": recipe.sweep, "seeds": recipe.seeds}
+            "sweep": recipe.sweep, "seeds": recipe.seeds, "overrides": list(recipe.overrides),
+            "effective": recipe.data}
 
 
 def read_status(sweep_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -227,7 +228,7 @@ def _point_state(point: Point, queued: dict[str, str]) -> str:
 
 def plan(recipe: Recipe, points: list[Point], sweep_dir: str | Path, opts: ExecutorOptions) -> list[str]:
     """What `run_sweep` would do, as lines: each point's state (complete / queued in an earlier run's job /
-    todo) and how the todo points would be submitted (Slurm: the `#SBATCH` lines)."""
+    todo) and how the todo points would be submitted (Slurm: the complete sbatch script)."""
     sweep_dir = Path(sweep_dir)
     todo = [p for p in points if not is_complete(p.run_dir)]
     jobs = recorded_jobs(todo, sweep_dir) if opts.executor == "slurm" else {}
@@ -241,7 +242,8 @@ def plan(recipe: Recipe, points: list[Point], sweep_dir: str | Path, opts: Execu
         return lines
     n_jobs = len(chunks(fresh, opts))
     if opts.executor == "slurm":
-        lines.append(f"sbatch: {'an array of ' if n_jobs > 1 else ''}{n_jobs} job(s), one per point, with")
-        return lines + sbatch_lines(opts, job_name(recipe), sweep_dir / SUBMITIT, n_jobs)
+        lines.append(f"sbatch: {'an array of ' if n_jobs > 1 else ''}{n_jobs} job(s), one per point, with this "
+                     "script:")
+        return lines + sbatch_script(opts, job_name(recipe), sweep_dir / SUBMITIT, n_jobs).splitlines()
     lines.append(f"{opts.executor}: {n_jobs} job(s), {opts.cpus} CPU(s) and a {opts.time} min time limit each")
     return lines
