@@ -4,7 +4,7 @@
     result = run("mad-loop", "runs/mad", generations=20, seeds=100, seed=0)   # as the mad-loop command
 
     spec = JOBS["mad-loop"]                                   # or step by step:
-    job = spec.build(spec.config(generations=20), 0, torch.device("cpu"))
+    job = spec.make(spec.config(generations=20), 0, torch.device("cpu"))
     execute(job, "runs/mad")
 
 A `JobSpec` names the command, its config dataclass, the builder `(config, seed, device) -> Job`, and a
@@ -48,5 +48,5 @@ def run(command: str, out: str | Path, *, seed: int = 0, device: str = "auto", r
     """Run job `command` with `settings` (its config fields) into `out`: the Python twin of the command of the
     same name (same config and seed, same numbers)."""
     spec = get_spec(command)
-    job = spec.build(make_config(spec.config, settings), seed, resolve_device(device))
+    job = spec.make(make_config(spec.config, settings), seed, resolve_device(device))
     return execute(job, out, resume=resume, plots=plots)

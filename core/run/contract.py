@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
+from gentool.core.errors import BadInput
 
 Row = dict[str, Any]
 
@@ -65,6 +66,16 @@ class Job(Protocol):
         ...
 
 
+SEED_MAX = 2**63 - 1  # seeds are in [0, SEED_MAX]: torch and numpy generators take them with room for offsets
+
+
+def check_seed(seed: Any) -> int:
+    """`seed` if it is an integer in [0, SEED_MAX], else `BadInput` naming the range."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise BadInput(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}")
+    return seed
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """How to build one command's job."""
@@ -74,6 +85,10 @@ class JobSpec:
     build: Callable[[Any, int, torch.device], Job]
     help: str
     out_default: str = ""  # default run directory ("runs/<command>" when empty)
+
+    def make(self, config: Any, seed: int, device: torch.device) -> Job:
+        """The job of `config` and `seed` (checked first: every caller builds jobs through here)."""
+        return self.build(config, check_seed(seed), device)
 
     @property
     def default_out(self) -> str:

@@ -8,8 +8,10 @@
    rows are loaded (`resume="auto"` starts fresh in an empty directory, as sweeps need).
 3. Loop: `job.advance()` one unit; its rows must be finite (else `NumericalFailure` naming the unit and the
    job's hint, the last good state stays committed); every `checkpoint_every` units (and at the end) the rows,
-   samples and `state_dict()` are committed atomically. SIGINT/SIGTERM stop the loop (never mid-commit) with
-   `Interrupted`.
+   samples and `state_dict()` are committed atomically, the state with a manifest (size, sha256) of the unit
+   files that `--resume` verifies. SIGINT/SIGTERM stop the loop (never mid-commit) with `Interrupted`.
+A refusal never damages the directory: a resumed run is checked completely (settings, state, units) before
+anything is written, and a new run refused by bad input (at any unit) removes what it wrote.
 4. `job.finish(...)` writes summaries and figures; `metrics.jsonl` and `DONE.json` mark completion.
 """
 
@@ -23,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from gentool.core.config import config_dict, extendable_fields
-from gentool.core.errors import BadInput, NumericalFailure, choose
+from gentool.core.errors import BadInput, NumericalFailure, StorageError, choose
 from gentool.core.progress import position
-from gentool.core.run.contract import Job, Row
+from gentool.core.run.contract import Job, Row, check_seed
 from gentool.core.run.rundir import CONFIG, DONE, RESUME_MODES, RunDirectory, config_differences, open_run_dir
 from gentool.core.run.signals import StopOnSignal
 
@@ -63,21 +65,22 @@ def _prepare(rd: RunDirectory, job: Job, resume: str) -> tuple[list[Row], bool]:
     if resume == "never":
         raise BadInput(f"{rd.path} already holds a `{job.command}` run; resume it or choose another output "
                        "directory")
-    old = {"config": rd.stored.get("config", {}), "seed": rd.stored.get("seed")}
+    old = {"config": rd.stored["config"], "seed": rd.stored.get("seed")}
     diffs = config_differences({**old["config"], "seed": old["seed"]}, {**new["config"], "seed": job.seed},
                                extendable_fields(type(job.config)))
     if diffs:
         raise BadInput(f"cannot resume {rd.path}: settings differ from the stored run: {', '.join(diffs)}")
-    if old["config"] != new["config"]:  # an extendable setting grew: record it, the run is no longer complete
-        rd.write_config(new["config"], job.seed, getattr(job, "device", None))
-        (rd.path / DONE).unlink(missing_ok=True)
-    units, state = rd.load_state()
+    units, state = rd.load_state()  # everything is checked before the directory is touched
     if state is not None:
         _restore(rd, job, state)
     if job.units_done != units:
         raise BadInput(f"state of {rd.path} is inconsistent ({units} units committed, the job restored "
                        f"{job.units_done}); delete the directory to start over")
-    return rd.rows(units), True
+    rows = rd.rows(units)
+    if old["config"] != new["config"]:  # an extendable setting grew: record it, the run is no longer complete
+        rd.write_config(new["config"], job.seed, getattr(job, "device", None))
+        (rd.path / DONE).unlink(missing_ok=True)
+    return rows, True
 
 
 def _restore(rd: RunDirectory, job: Job, state: Any) -> None:
@@ -118,6 +121,9 @@ def execute(job: Job, out: str | Path, *, resume: str = "never", progress: Progr
             checkpoint_every: int = 1, plots: bool = True) -> RunResult:
     """Run `job` to completion in `out` (see the module docstring). Returns the `RunResult`."""
     choose("resume mode", resume, RESUME_MODES)
+    check_seed(job.seed)
+    if not str(out).strip():
+        raise BadInput("the run directory (out) is empty; name a directory")
     if checkpoint_every < 1:
         raise BadInput(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     out = Path(out)
@@ -126,12 +132,13 @@ def execute(job: Job, out: str | Path, *, resume: str = "never", progress: Progr
     start = time.perf_counter()
     created = not out.exists()
     with open_run_dir(out, job.command) as rd:
-        rows, resumed = _prepare(rd, job, resume)
+        fresh = rd.stored is None
         try:
+            rows, resumed = _prepare(rd, job, resume)
             return _loop(rd, job, rows, resumed, progress, checkpoint_every, plots, start)
-        except BadInput:
-            if not resumed and job.units_done == 0:  # bad input found by the first unit: leave no output
-                rd.discard(remove_dir=created)
+        except (BadInput, StorageError) as exc:
+            if fresh and (isinstance(exc, BadInput) or job.units_done == 0):
+                rd.discard(remove_dir=created)  # a refused new run leaves nothing behind: a plain re-run works
             raise
 
 
@@ -141,8 +148,9 @@ def _loop(rd: RunDirectory, job: Job, rows: list[Row], resumed: bool, progress: 
     out, pending = rd.path, []
     with StopOnSignal("") as stop:
         while not job.done:
-            stop.message = (f"stopped in {out} with {job.units_done} of {job.units_total} units committed; "
-                            "resume the run to continue")
+            if not pending:  # the count of the last commit, also when a signal ends that commit
+                stop.message = (f"stopped in {out} with {job.units_done} of {job.units_total} units committed; "
+                                "resume the run to continue")
             new = _advance(job, out)
             rows += new
             pending.append((job.units_done, new))
@@ -151,6 +159,8 @@ def _loop(rd: RunDirectory, job: Job, rows: list[Row], resumed: bool, progress: 
                 with stop.committing():
                     rd.commit(job.units_done, pending, job.state_dict(), job.samples(),
                               snapshot=bool(every) and job.units_done % every == 0)
+                    stop.message = (f"stopped in {out} with {job.units_done} of {job.units_total} units "
+                                    "committed; resume the run to continue")
                 pending = []
             if progress is not None:
                 info = job.progress_info(new) if hasattr(job, "progress_info") else _headline(new)
