@@ -6,7 +6,8 @@ Exit codes (also in README and ARCHITECTURE.md):
     2    BadInput: the user's input is wrong (unknown name, out-of-range value, missing or corrupt file,
          a run directory that is locked, owned by another command, or holds a different config)
     3    NumericalFailure: the computation diverged (non-finite state, step size collapse, max steps);
-         the message names the step/unit and the knob to turn
+         the message names the step/unit and the knob to turn; also UserCodeFailure: the user's
+         module:function raised during a run
     4    StorageError: the file system refused a read or write (permissions, full disk, not a directory)
     130  Interrupted: SIGINT/SIGTERM; the last completed unit is committed and resuming continues
 """
@@ -33,6 +34,11 @@ class NumericalFailure(GentoolError, ArithmeticError):
     """The computation diverged; the message names where (step, time, unit) and what to try."""
 
     exit_code = 3
+
+
+class UserCodeFailure(NumericalFailure):
+    """The user's `module:function` raised while a run was computing (exit 3, like any failure of the
+    computation; the same exception in the checks before a run starts is `BadInput`, exit 2)."""
 
 
 class StorageError(GentoolError, OSError):

@@ -30,7 +30,7 @@ from gentool.core.config import (
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
 from gentool.core.io import atomic_save_npz, atomic_write_text
 from gentool.core.probspace import FW_STEPS, METHODS, OBJECTIVES, SimplexObjective, make_objective
-from gentool.core.probspace.objectives import Data
+from gentool.core.probspace.objectives import Data, checking_user_code
 from gentool.core.probspace.simplex import ITERS, TOL, FrankWolfe, SimplexRun, check_method, suitable_methods
 from gentool.core.run.contract import JobSpec, Row
 
@@ -74,7 +74,8 @@ class SimplexProblem:
     def check_objective(self, obj: SimplexObjective) -> None:
         """Checks that need the objective (subclasses add theirs)."""
         uniform = torch.full((obj.dim,), 1.0 / obj.dim, dtype=torch.float64)
-        obj.value(uniform), obj.grad(uniform)  # a custom objective that fails or returns junk fails here
+        with checking_user_code():  # a custom objective that fails or returns junk fails here (bad input)
+            obj.value(uniform), obj.grad(uniform)
         if self.p0 is not None:
             require(len(self.p0) == obj.dim, f"p0 has {len(self.p0)} entries, the objective has {obj.dim}")
 

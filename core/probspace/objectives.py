@@ -13,12 +13,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from gentool.core.errors import BadInput, choose, require
+from gentool.core.errors import BadInput, GentoolError, UserCodeFailure, choose, require
 from gentool.core.probspace.projection import check_simplex, project_simplex
 from torch import Tensor
 
@@ -145,10 +146,20 @@ def portfolio_objective(returns: Tensor) -> SimplexObjective:
 def import_function(spec: str, kind: str = "objective") -> Callable[..., Any]:
     """The function `module:function` names (`kind` names it in errors: objective, target)."""
     module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise BadInput(f"cannot import {kind} {spec!r}; expected module:function")
     try:
-        fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
+        found = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:  # the user's module imports something missing
+            raise BadInput(f"cannot import {kind} {spec!r}: importing {module!r} raised {_describe(exc)}") from None
         raise BadInput(f"cannot import {kind} {spec!r} ({exc}); expected module:function") from None
+    except Exception as exc:  # noqa: BLE001 - any error in the user's module (SyntaxError, RuntimeError, ...)
+        raise BadInput(f"cannot import {kind} {spec!r}: importing {module!r} raised {_describe(exc)}") from None
+    fn = getattr(found, attr, None)
+    if fn is None:
+        raise BadInput(f"cannot import {kind} {spec!r} (module {module!r} has no attribute {attr!r}); expected "
+                       "module:function")
     require(callable(fn), f"{kind} {spec!r} is not a function")
     return fn
 
@@ -178,10 +189,29 @@ def user_caller(spec: str, data: Data, kind: str = "objective", arg: str = "p") 
     def call(q: Tensor) -> Any:
         try:
             return fn(q) if data is None else fn(q, data)
+        except GentoolError:  # Interrupted (a signal arrived inside the user's code), or gentool's own errors
+            raise
         except Exception as exc:  # noqa: BLE001 - the user's function failed: report it on one line
-            raise BadInput(f"{kind} {spec!r} raised {type(exc).__name__}: {exc}") from None
+            raise UserCodeFailure(f"{kind} {spec!r} raised {_describe(exc)}") from None
 
     return call
+
+
+def _describe(exc: BaseException) -> str:
+    """`Type: first line of the message` (SyntaxError with its file and line)."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, SyntaxError) and exc.filename:
+        text = f"{exc.msg} ({exc.filename}, line {exc.lineno})"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@contextmanager
+def checking_user_code() -> Iterator[None]:
+    """The checks before a run starts: the user's code failing there is bad input (exit 2), not a failed run."""
+    try:
+        yield
+    except UserCodeFailure as exc:
+        raise BadInput(str(exc)) from None
 
 
 def python_objective(spec: str, dim: int, data: Data = None) -> SimplexObjective:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from gentool.core.data import Mixture, grid_mixture, ring_mixture
 from gentool.core.errors import BadInput, choose, require
-from gentool.core.probspace.objectives import Data, user_caller
+from gentool.core.probspace.objectives import Data, checking_user_code, user_caller
 
 
 def autograd_score(log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -119,17 +119,22 @@ def custom_target(spec: str, dim: int, data: Data = None) -> Target:
         if not isinstance(out, torch.Tensor) or out.shape != (x.shape[0],):
             raise BadInput(f"target {spec!r} must return a tensor of shape (n,) = ({x.shape[0]},) for x of shape "
                            f"{tuple(x.shape)}; got {getattr(out, 'shape', type(out).__name__)}")
+        if x.requires_grad and torch.is_grad_enabled() and not out.requires_grad:
+            raise BadInput(f"target {spec!r} returns log π(x) without a gradient in x (the score is taken by "
+                           "autograd): compute it from x with torch operations, not detached or through numpy")
         return out
 
     return Target(spec, dim, log_prob)
 
 
 def check_target(target: Target, x: torch.Tensor) -> None:
-    """Bad input unless `log π` and its score are finite at the points `x (n, d)` (e.g. initial particles)."""
-    require(bool(torch.isfinite(target.log_prob(x)).all()), f"target {target.name!r} is not finite at the initial "
-            "particles")
-    require(bool(torch.isfinite(target.score(x)).all()), f"target {target.name!r} has a non-finite gradient at "
-            "the initial particles")
+    """Bad input unless `log π` and its score are finite at the points `x (n, d)` (e.g. initial particles); the
+    user's code failing here is bad input too."""
+    with checking_user_code():
+        require(bool(torch.isfinite(target.log_prob(x)).all()), f"target {target.name!r} is not finite at the "
+                "initial particles")
+        require(bool(torch.isfinite(target.score(x)).all()), f"target {target.name!r} has a non-finite gradient "
+                "at the initial particles")
 
 
 def make_target(name: str) -> Target:
