@@ -28,13 +28,13 @@ command = "optimize simplex"
 [options]
 objective = "softmax"
 x = [1, 0.5, -1]
-iters = 20
+steps = 20
 progress = false
 [sweep]
 method = ["frank-wolfe", "exponentiated-gradient", "projected-gradient", "softmax-gd"]
 seeds = [0, 1]
 [smoke]
-iters = 5
+steps = 5
 """
 
 
@@ -102,8 +102,8 @@ def test_killed_sweep_rerun_completes_only_missing_points(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(("text", "needle"), [
-    (SIMPLEX.replace("iters = 20", "itres = 20"),
-     "unknown setting of 'optimize simplex' 'itres' (did you mean 'iters'?)"),
+    (SIMPLEX.replace("steps = 20", "stesp = 20"),
+     "unknown setting of 'optimize simplex' 'stesp' (did you mean 'steps'?)"),
     (SIMPLEX.replace('method = ["frank', 'methd = ["frank'), "'methd' (did you mean 'method'?)"),
     (SIMPLEX.replace("[smoke]", "[smokee]"), "unknown top-level key 'smokee' (did you mean 'smoke'?)"),
     (SIMPLEX.replace('"optimize simplex"', '"optimize simplx"'), "unknown command 'optimize simplx'"),
@@ -127,7 +127,7 @@ def test_run_appends_cli_flags_that_win(tmp_path: Path, monkeypatch: pytest.Monk
     res = runner.invoke(app, ["run", str(path), "--iters", "3", "--method", "softmax-gd"])
     assert res.exit_code == 0, res.output
     config = json.loads((tmp_path / "runs" / "simplex" / "config.json").read_text())
-    assert config["config"]["iters"] == 3 and config["config"]["method"] == "softmax-gd"
+    assert config["config"]["steps"] == 3 and config["config"]["method"] == "softmax-gd"
     trace = (tmp_path / "runs" / "simplex" / "metrics.jsonl").read_text().splitlines()
     assert len(trace) == 4  # iterations 0..3
 
@@ -163,7 +163,7 @@ def test_expand_grid_smoke_and_overrides(tmp_path: Path) -> None:
     assert points[0].options["x"] == [1, 0.5, -1] and points[0].options["tol"] == "1e-3"
     assert {p.run["seed"] for p in points} == {0, 1} and points[0].run["progress"] is False
     smoke = load_recipe(_recipe(tmp_path), smoke=True)
-    assert smoke.options["iters"] == 5 and recipe.options["iters"] == 20
+    assert smoke.options["steps"] == 5 and recipe.options["steps"] == 20
     assert parse_overrides(["--progress", "--log-every", "2", "--no-plots", "--x=1,2"]) == {
         "progress": True, "log-every": "2", "plots": False, "x": "1,2"}
     with pytest.raises(BadInput, match="did you mean 'tol'"):
