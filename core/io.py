@@ -24,9 +24,24 @@ import torch
 from gentool.core.errors import BadInput, StorageError
 
 
+def process_umask() -> int:
+    """The process's file-mode creation mask (read without changing it where /proc allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` atomically (temp file in the same directory + fsync + rename).
 
+    The file gets mode 0o666 & ~umask (0644 under umask 022, group-writable under 002), as `open` would give
+    it: the temp file's private 0600 is widened before the rename. Directories are made with 0o777 & ~umask.
     A file-system failure (permissions, full disk, a parent that is a file) is a `StorageError` naming `path`.
     """
     path = Path(path)
@@ -37,6 +52,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~process_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

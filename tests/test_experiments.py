@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -396,3 +397,23 @@ def test_must_show_mad_gaussian_recipe_with_three_generations(tmp_path: Path) ->
     res = runner.invoke(app, ["run", str(root / "recipes" / "mad-gaussian.toml"), "options.nope=1", "--out",
                               str(tmp_path / "x")])
     assert res.exit_code == 2 and "unknown override 'options.nope=1'" in res.output
+
+
+@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775),
+                                                               (0o077, 0o600, 0o700)])
+def test_run_directory_files_follow_the_umask(tmp_path: Path, umask: int, file_mode: int, dir_mode: int) -> None:
+    """Collaborators in a shared directory can read (under umask 002: write) what a run wrote; every file
+    is still written atomically (no temp files left)."""
+    out = tmp_path / "r"
+    old = os.umask(umask)
+    try:
+        res = runner.invoke(app, ["run", str(_recipe(tmp_path)), "options.method=softmax-gd", "--out", str(out)])
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.output
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {"config.json", "DONE.json", "metrics.jsonl", "state.pt", "recipe.json", ".gentool.lock"} <= {
+        p.name for p in files}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(file_mode) for p in files}
+    assert all(d.stat().st_mode & 0o777 == dir_mode for d in [out, *(p for p in out.rglob("*") if p.is_dir())])
+    assert not list(out.rglob("*.tmp"))
