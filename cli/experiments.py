@@ -21,7 +21,6 @@ from gentool.core.experiments.points import FAILED, RAN, RUNNING, SKIPPED
 from gentool.core.experiments.recipe import load_recipe, record_recipe, split_options
 from gentool.core.experiments.report import (
     FORMATS,
-    X_COLUMNS,
     compare_runs,
     describe_non_finite,
     long_table,
@@ -30,6 +29,7 @@ from gentool.core.experiments.report import (
     plot_report,
     render,
     summary,
+    summary_metrics,
     write_table,
 )
 from gentool.core.experiments.resources import Resources
@@ -108,7 +108,7 @@ def run_cmd(
     make_config(rec.spec.config, options)
     try:
         run_job(rec.spec, options, out=out, seed=run.get("seed"), device=run.get("device", "auto"), resume=resume,
-                progress=run.get("progress", True), plots=run.get("plots", True))
+                progress=run.get("progress", True), plots=run.get("plots", True), threads=run.get("threads"))
     except (Interrupted, NumericalFailure):
         record_recipe(out, rec)
         raise
@@ -275,7 +275,7 @@ def report_cmd(
     sweep_dir = paths[0]
     params, rows = merge(sweep_dir)
     header, body = summary(params, rows, _metric_list(metrics))
-    names = [h for h in header if h not in (*params, "point seed", "source", *X_COLUMNS)]
+    names = summary_metrics(header, params)
     out_dir = out or sweep_dir
     failed = failures(sweep_dir)
     csv_path, json_path = write_table(out_dir, params, rows, failed)

@@ -27,6 +27,7 @@ from gentool.core.io import atomic_write_json, atomic_write_text
 
 X_COLUMNS = ("generation", "step", "iter", "round")
 NFE_COLUMN = "nfe"
+POINT_SEED = "point seed"
 NOT_METRICS = {"seconds", "samples_per_s", "seed", "n_train", NFE_COLUMN, *X_COLUMNS}
 
 
@@ -224,7 +225,7 @@ def summary(params: list[str], rows: list[dict[str, Any]], metrics: list[str] | 
     finals = {key: _final_rows(group) for key, group in groups.items()}
     names = select_metrics(metric_names([r for f in finals.values() for r in f], params), metrics)
     x = _x_column(rows)
-    header = [*params, "point seed", "source", *([x] if x else []), *names]
+    header = [*params, POINT_SEED, "source", *([x] if x else []), *names]
     body = []
     for (point, source), final in finals.items():
         first = final[0]
@@ -232,6 +233,11 @@ def summary(params: list[str], rows: list[dict[str, Any]], metrics: list[str] | 
         body.append([*(first.get(p, "") for p in params), _point_seed(point), source,
                      *([first.get(x, "")] if x else []), *means])
     return header, body
+
+
+def summary_metrics(header: list[str], params: list[str]) -> list[str]:
+    """The metric columns of a `summary` header: those after the parameters, point seed, source and x."""
+    return [h for h in header if h not in (*params, POINT_SEED, "source", *X_COLUMNS)]
 
 
 def long_table(header: list[str], body: list[list[Any]], metrics: list[str]) -> tuple[list[str], list[list[Any]]]:
