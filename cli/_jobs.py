@@ -24,9 +24,9 @@ from gentool.core.errors import BadInput
 from gentool.core.io import read_json
 from gentool.core.progress import attach
 from gentool.core.run import JobSpec, execute, resolve_device
-from gentool.core.run.device import DEVICES
+from gentool.core.run.device import DEVICES, use_threads
 
-RUN_OPTIONS = ("out", "seed", "device", "resume", "progress", "plots")
+RUN_OPTIONS = ("out", "seed", "device", "threads", "resume", "progress", "plots")
 
 
 def _metavar(hint: Any, choices: tuple[str, ...] | None) -> str:
@@ -99,6 +99,9 @@ def _run_parameters(spec: JobSpec) -> list[inspect.Parameter]:
         opt("seed", None, int | None, "--seed", help=_escape("Random seed [default: 0; with --resume: the stored "
                                                              "seed].")),
         opt("device", "auto", str, "--device", help=f"One of: {', '.join(DEVICES)}."),
+        opt("threads", None, int | None, "--threads", help=_escape("CPU threads [default: Slurm's cpus-per-task "
+                                                                   "inside a Slurm job, else torch's default]; "
+                                                                   "recorded in config.json.")),
         opt("resume", False, bool, "--resume", help="Continue the run in --out from its last completed unit "
             "(options not given keep their stored values; others must match)."),
         opt("progress", True, bool, "--progress/--no-progress", help="Show a progress bar."),
@@ -127,8 +130,9 @@ def options_for_resume(spec: JobSpec, out: str | Path, given: dict[str, Any], se
 
 
 def run_job(spec: JobSpec, given: dict[str, Any], *, out: str | Path, seed: int | None, device: str, resume: bool,
-            progress: bool, plots: bool) -> dict[str, Any]:
+            progress: bool, plots: bool, threads: int | None = None) -> dict[str, Any]:
     """Build the config from the given options, build the job, execute it, print its headline numbers."""
+    use_threads(threads)
     if resume:
         given, seed = options_for_resume(spec, out, given, seed)
     config = make_config(spec.config, given)

@@ -262,6 +262,7 @@ def environment_info(device: str | torch.device | None = None) -> dict[str, Any]
         "scipy": version("scipy"),
         "platform": platform.platform(),
         "device": str(dev),
+        "threads": torch.get_num_threads(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if dev.type == "cuda" and torch.cuda.is_available():

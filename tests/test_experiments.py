@@ -417,3 +417,34 @@ def test_run_directory_files_follow_the_umask(tmp_path: Path, umask: int, file_m
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(file_mode) for p in files}
     assert all(d.stat().st_mode & 0o777 == dir_mode for d in [out, *(p for p in out.rglob("*") if p.is_dir())])
     assert not list(out.rglob("*.tmp"))
+
+
+def test_threads_default_to_slurms_cpus_per_task_and_are_recorded(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from gentool.core.run.device import resolve_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert resolve_threads(None) == before and resolve_threads(2) == 2  # not inside a Slurm job
+    monkeypatch.setenv("SLURM_JOB_ID", "17")
+    assert resolve_threads(None) == 3 and resolve_threads(5) == 5
+    for bad in (0, -1, True):
+        with pytest.raises(BadInput, match="threads must be an integer >= 1"):
+            resolve_threads(bad)
+    try:
+        res = runner.invoke(app, ["optimize", "simplex", "--objective", "softmax", "--x", "1,0.5,-1", "--threads",
+                                  "2", "--out", str(tmp_path / "a"), "--no-plots"])
+        assert res.exit_code == 0, res.output
+        assert json.loads((tmp_path / "a" / "config.json").read_text())["env"]["threads"] == 2
+        res = runner.invoke(app, ["optimize", "simplex", "--objective", "softmax", "--x", "1,0.5,-1", "--out",
+                                  str(tmp_path / "b"), "--no-plots"])  # inside the (pretend) Slurm job: 3
+        assert res.exit_code == 0 and json.loads((tmp_path / "b" / "config.json").read_text())["env"]["threads"] == 3
+        res = runner.invoke(app, ["run", str(_recipe(tmp_path)), "options.threads=1", "--out", str(tmp_path / "c")])
+        assert res.exit_code == 0 and json.loads((tmp_path / "c" / "config.json").read_text())["env"]["threads"] == 1
+        res = runner.invoke(app, ["optimize", "simplex", "--threads", "0", "--out", str(tmp_path / "d")])
+        assert res.exit_code == 2 and "threads must be an integer >= 1, got 0" in res.output
+        assert not (tmp_path / "d").exists()
+    finally:
+        torch.set_num_threads(before)

@@ -26,6 +26,7 @@ from gentool.core.experiments.recipe import Recipe, grid_options, split_options
 from gentool.core.io import atomic_write_json, environment_info
 from gentool.core.jobs import JOBS
 from gentool.core.run import execute, resolve_device
+from gentool.core.run.device import use_threads
 from gentool.core.run.rundir import DONE, LOCK
 
 POINT = "point.json"
@@ -195,6 +196,7 @@ def run_point(point: Point, recipe_info: dict[str, Any], lock_wait_s: float = LO
     try:
         spec = JOBS[point.command]
         config = make_config(spec.config, point.options)
+        use_threads(point.run.get("threads"))
         seed = int(point.run.get("seed", 0))
         job = spec.make(config, seed, resolve_device(point.run.get("device", "auto")))
         atomic_write_json(run_dir / POINT, {**asdict(point), "recipe": recipe_info, "env": environment_info()})

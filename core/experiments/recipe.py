@@ -40,7 +40,7 @@ from gentool.core.jobs import JOBS
 from gentool.core.run.contract import JobSpec
 
 TOP_LEVEL_KEYS = ("command", "description", "options", "sweep", "slurm", "smoke")
-RUN_KEYS = ("seed", "device", "plots", "progress")
+RUN_KEYS = ("seed", "device", "plots", "progress", "threads")
 SEEDS_KEY = "seeds"
 
 
@@ -95,7 +95,7 @@ def normalize_key(spec: JobSpec, key: str, where: str, run_keys: tuple[str, ...]
     return name
 
 
-RUN_TYPES = {"seed": int, "device": str, "plots": bool, "progress": bool}
+RUN_TYPES = {"seed": int, "device": str, "plots": bool, "progress": bool, "threads": int}
 
 
 def split_options(spec: JobSpec, options: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
