@@ -188,7 +188,7 @@ def test_hub_id_resolves_from_the_local_cache_only(unet, tmp_path, monkeypatch) 
     (lambda d: (d / "scheduler_config.json").unlink(), "no scheduler config"),
     (lambda d: (d / "diffusion_pytorch_model.safetensors").unlink(), "no weights in"),
     (lambda d: (d / "diffusion_pytorch_model.safetensors").write_bytes(b"garbage"), "cannot load the diffusers model"),
-    (lambda d: (d / "config.json").write_text('{"_class_name": "UNet2DConditionModel"}'), "is not supported"),
+    (lambda d: (d / "config.json").write_text('{"_class_name": "UNetMotionModel"}'), "is not supported"),
     (lambda d: (d / "scheduler_config.json").write_text('{"_class_name": "EDMEulerScheduler", "sigma_max": 80}'),
      "no discrete beta schedule"),
     (lambda d: (d / "scheduler_config.json").write_text('{"beta_schedule": "cosine"}'), "unknown beta_schedule"),

@@ -25,7 +25,8 @@ from gentool.core.diffusion.discrete_denoiser import Clipping, DiscreteDenoiser,
 from gentool.core.errors import BadInput
 from gentool.core.io import atomic_write_bytes, atomic_write_json
 
-SUPPORTED_MODELS = ("UNet2DModel",)
+SUPPORTED_MODELS = ("UNet2DModel", "UNet2DConditionModel", "DiTTransformer2DModel", "Transformer2DModel")
+NET_FOLDERS = ("unet", "transformer")  # where a pipeline keeps its denoising net
 SCHEDULER_FILE, META_FILE, MODEL_FILE = "scheduler_config.json", "gentool.json", "config.json"
 PIPELINE_FILE = "model_index.json"
 WEIGHTS = "diffusion_pytorch_model"  # diffusers' weight files: WEIGHTS.safetensors, WEIGHTS.bin, sharded WEIGHTS-...
@@ -35,8 +36,8 @@ INSTALL_HINT = "pip install 'gentool[diffusers]'"
 @dataclass(frozen=True)
 class DiffusersModel:
     """A loaded model: its denoiser, where it came from, the number of classes of a class-conditional net (None:
-    unconditional), what `gentool.json` says (`data`, `null_class`) and the x_0 clipping its scheduler config
-    asks for."""
+    unconditional), what `gentool.json` says (`data`, `null_class`), the x_0 clipping its scheduler config
+    asks for and that config (`scheduler`)."""
 
     denoiser: DiscreteDenoiser
     path: Path
@@ -44,6 +45,7 @@ class DiffusersModel:
     data: str | None = None
     null_class: int | None = None
     clipping: Clipping = Clipping()
+    scheduler: Mapping[str, Any] | None = None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -66,8 +68,9 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def find_model_dir(root: Path) -> Path | None:
-    """The diffusers model directory in `root`: `root` itself (flat) or `root/unet` (pipeline), else None."""
-    return next((d for d in (root, root / "unet") if _is_model_dir(d)), None)
+    """The diffusers model directory in `root`: `root` itself (flat) or `root/unet`, `root/transformer`
+    (pipeline), else None."""
+    return next((d for d in (root, *(root / f for f in NET_FOLDERS)) if _is_model_dir(d)), None)
 
 
 def resolve(ref: str | Path) -> Path:
@@ -134,14 +137,13 @@ def _diffusers_quiet() -> Iterator[None]:
         logging.set_verbosity(level)
 
 
-def _load_net(model_dir: Path, device: torch.device | str) -> torch.nn.Module:
+def _load_net(model_dir: Path, device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     cls = _model_class(model_dir)
     if not any(model_dir.glob(f"{WEIGHTS}*")):
         raise BadInput(f"no weights in {model_dir} ({WEIGHTS}.safetensors or .bin)")
     try:
         with _diffusers_quiet():
-            net = cls.from_pretrained(model_dir, torch_dtype=torch.float32, low_cpu_mem_usage=False,
-                                      local_files_only=True)
+            net = cls.from_pretrained(model_dir, torch_dtype=dtype, low_cpu_mem_usage=False, local_files_only=True)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BadInput(f"cannot load the diffusers model in {model_dir}: {reason}") from None
@@ -154,9 +156,19 @@ def _sample_shape(config: Mapping[str, Any]) -> tuple[int, int, int]:
     return (int(config.get("in_channels", 3)), int(h), int(w))
 
 
-def load_diffusers(ref: str | Path, device: torch.device | str = "cpu",
-                   integer_timesteps: bool = False) -> DiffusersModel:
-    """Load the diffusers model at `ref` (a directory, flat or pipeline, or a cached hub id) as `D(x, sigma)`."""
+def _classes(config: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """(number of class labels, the unconditional one): a UNet's `num_class_embeds` (no null class known);
+    a DiT's `num_embeds_ada_norm` classes plus its classifier-free-guidance label, the last."""
+    if config.get("num_embeds_ada_norm") is not None and config.get("norm_type") == "ada_norm_zero":
+        n = int(config["num_embeds_ada_norm"])
+        return n + 1, n
+    return config.get("num_class_embeds"), None
+
+
+def load_diffusers(ref: str | Path, device: torch.device | str = "cpu", integer_timesteps: bool = False,
+                   dtype: torch.dtype = torch.float32) -> DiffusersModel:
+    """Load the diffusers model at `ref` (a directory, flat or pipeline, or a cached hub id) as `D(x, sigma)`;
+    the net in `dtype`."""
     root = resolve(ref)
     model_dir = find_model_dir(root) if root.is_dir() else None
     if model_dir is None:
@@ -164,11 +176,12 @@ def load_diffusers(ref: str | Path, device: torch.device | str = "cpu",
                        f"with _class_name, or unet/{MODEL_FILE})")
     sched_path, sched_config = _scheduler_config(root, model_dir)
     schedule, prediction = _schedule(sched_path, sched_config)
-    net = _load_net(model_dir, device)
+    net = _load_net(model_dir, device, dtype)
     meta = _read_json(model_dir / META_FILE) if (model_dir / META_FILE).is_file() else {}
     denoiser = DiscreteDenoiser(net, schedule, prediction, _sample_shape(net.config), integer_timesteps)
-    return DiffusersModel(denoiser, model_dir, net.config.get("num_class_embeds"), meta.get("data"),
-                          meta.get("null_class"), Clipping.from_config(sched_config))
+    num_classes, null = _classes(net.config)
+    return DiffusersModel(denoiser, model_dir, num_classes, meta.get("data"), meta.get("null_class", null),
+                          Clipping.from_config(sched_config), sched_config)
 
 
 def save_diffusers(path: str | Path, denoiser: DiscreteDenoiser, scheduler: Mapping[str, Any],

@@ -125,9 +125,12 @@ class DiscreteSchedule:
         spacing = Spacing(choose("timestep_spacing", str(config.get("timestep_spacing", "linspace")),
                                  [s.value for s in Spacing]))
         table = cls.from_betas(betas_from_config(config), spacing, int(config.get("steps_offset", 0)))
-        final_zero = config.get("set_alpha_to_one") is not False and config.get("final_sigmas_type") != "sigma_min"
-        return dataclasses.replace(table, rule=TimestepRule.of_scheduler(config.get("_class_name")),
-                                   final_zero=final_zero)
+        name = str(config.get("_class_name") or "")
+        if name.startswith(("DDIM", "PNDM")):  # configs converted between classes keep the other class's keys
+            final_zero = config.get("set_alpha_to_one") is not False
+        else:
+            final_zero = config.get("final_sigmas_type") != "sigma_min"
+        return dataclasses.replace(table, rule=TimestepRule.of_scheduler(name), final_zero=final_zero)
 
     @property
     def num_train_timesteps(self) -> int:

@@ -84,13 +84,16 @@ class DiscreteDenoiser(nn.Module):
     def sigma_max(self) -> float:
         return self.schedule.sigma_max
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float,
-                class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, class_labels: torch.Tensor | None = None,
+                **cond: torch.Tensor) -> torch.Tensor:
+        """`D(x, sigma)`; `class_labels` and `cond` (e.g. `encoder_hidden_states`) go to the net, which runs in
+        its own dtype (x~ cast to it, its output back to x's dtype)."""
         images = x.reshape(x.shape[0], *self.sample_shape)
         s = expand_sigma(sigma, images)
         t = self.schedule.sigma_to_t(s.reshape(-1), self.integer_timesteps).to(images.dtype)
-        cond = {} if class_labels is None else {"class_labels": class_labels}
-        out = _tensor(self.net(images / (s**2 + 1).sqrt(), t, **cond))
+        cond = cond if class_labels is None else {**cond, "class_labels": class_labels}
+        dtype = getattr(self.net, "dtype", images.dtype)
+        out = _tensor(self.net((images / (s**2 + 1).sqrt()).to(dtype), t, **cond)).to(images.dtype)
         channels = self.sample_shape[0]
         return self.prediction.denoised(images, s, out[:, :channels]).reshape(x.shape)
 
@@ -161,3 +164,25 @@ class Clipped:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         return self.clipping(self.denoiser(x, sigma))
+
+
+@dataclass(frozen=True, eq=False)
+class TextConditioned:
+    """A text-conditional denoiser bound to prompt embeddings `embeds (B, L, E)` (the net's
+    `encoder_hidden_states`), guided with scale `scale` against the negative (or empty) prompt's `negative`:
+    `D_w = D_neg + scale (D_text - D_neg)`, evaluated as one batch [negative, text] (StableDiffusionPipeline's
+    order); scale 1 is the text-conditional model alone."""
+
+    denoiser: DiscreteDenoiser
+    embeds: torch.Tensor
+    negative: torch.Tensor
+    scale: float = 1.0
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        if self.scale == 1.0:
+            return self.denoiser(x, sigma, encoder_hidden_states=self.embeds)
+        s = expand_sigma(sigma, x).reshape(-1)
+        both = self.denoiser(torch.cat([x, x]), torch.cat([s, s]),
+                             encoder_hidden_states=torch.cat([self.negative, self.embeds]))
+        uncond, cond = both.chunk(2)
+        return uncond + self.scale * (cond - uncond)

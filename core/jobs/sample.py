@@ -22,14 +22,16 @@ from gentool.core import plots
 from gentool.core.config import check_float, check_int, read_array, setting
 from gentool.core.data import DATASETS, sample_data
 from gentool.core.diffusion import GRIDS, SAMPLERS, SCHEDULES, TARGETS, make_grid
+from gentool.core.diffusion.compat import scheduler_settings
 from gentool.core.diffusion.discrete import Spacing, TimestepRule
-from gentool.core.diffusion.discrete_denoiser import CLIP_MODES, Clipped, Clipping
+from gentool.core.diffusion.discrete_denoiser import CLIP_MODES, Clipped, Clipping, TextConditioned
+from gentool.core.diffusion.pipelines import DTYPES
 from gentool.core.diffusion.samplers import Option, option_declarations, run_sampler
 from gentool.core.diffusion.sources import SampleSource, model_source, target_source
 from gentool.core.diffusion.targets import MixtureTarget, reference_flow
 from gentool.core.diffusion.tuning import TunedSchedule, load_tuned, model_identity
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
-from gentool.core.io import atomic_write_json
+from gentool.core.io import atomic_save_npz, atomic_write_json
 from gentool.core.metrics.images import IMAGE_DATA, heldout_image_metrics
 from gentool.core.nn import make_generator
 from gentool.core.progress import Reports, in_phase, one_step
@@ -38,6 +40,7 @@ from gentool.core.run.contract import JobSpec, Row
 MMD_MAX = 2000  # MMD is O(n^2): computed on the first MMD_MAX samples
 MODEL_GRID = "model"  # a discrete-table model's own timesteps (its scheduler's timestep_spacing)
 CONVENTIONS = ("sigma", "vp")
+COMPAT = ("diffusers",)
 SIGMA_RANGES = ("table", "spacing")
 SAMPLE_GRIDS = (*GRIDS, MODEL_GRID)
 TUNED_TAKES = ("sampler", "steps", "grid", "schedule", "sigma_min", "sigma_max", "rho", "sigma_range")
@@ -68,7 +71,17 @@ class SampleSettings:
                                       "diffusers' DPM-Solver does) instead of the interpolated one.")
     class_label: int | None = setting(None, "Class-conditional models: the class of every sample (default: the "
                                       "classes in turn).")
-    cfg: float = setting(1.0, "Class-conditional models: classifier-free guidance scale (1: none).")
+    cfg: float = setting(1.0, "Class- and text-conditional models: classifier-free guidance scale (1: none).")
+    prompt: str | None = setting(None, "Text-conditional pipelines: the prompt of every sample.", metavar="TEXT")
+    prompts: str | None = setting(None, "Text-conditional pipelines: a file of prompts, one a line; samples take "
+                                  "them in turn.", metavar="FILE")
+    negative_prompt: str | None = setting(None, "Text-conditional pipelines: what cfg guides away from (default: "
+                                          "the empty prompt).", metavar="TEXT")
+    height: int | None = setting(None, "Image pipelines: image height (a multiple of the VAE factor; default: the "
+                                 "net's sample size).")
+    width: int | None = setting(None, "Image pipelines: image width (default: the net's sample size).")
+    dtype: str = setting("float32", "Diffusers models: the dtype the nets run in (the sampler state stays "
+                         "float32).", choices=tuple(DTYPES))
     null_class: int | None = setting(None, "Class-conditional diffusers models: the unconditional class for cfg "
                                      "(default: from the model's gentool.json).")
     save_png: str | None = setting(None, "Image models: also write one PNG per sample into this directory.",
@@ -91,6 +104,9 @@ class SampleSettings:
     tuned: str | None = setting(None, "A `gentool tune` schedule (tuned.json or its run directory): sampler, NFE, "
                                 "σ grid and corrections from the file, for the model it was tuned for.",
                                 metavar="PATH")
+    compat: str | None = setting(None, "diffusers: sample as the model's own scheduler config does (its sampler, "
+                                 "options, grid, timestep rule, integer timesteps and state convention replace "
+                                 "those settings), so that a seed gives a pipeline's images.", choices=COMPAT)
     sigma_range: str = setting("table", "Diffusers models: the default σ range of the edm, log-sigma and uniform-t "
                                "grids: the whole noise table (diffusers' DPM-Solver with Karras sigmas), or the "
                                "ends of grid model's timesteps (spacing: diffusers' Euler and Heun).",
@@ -104,6 +120,8 @@ class SampleSettings:
         choose("grid", self.grid, SAMPLE_GRIDS)
         choose("schedule", self.schedule, SCHEDULES)
         choose("convention", self.convention, CONVENTIONS)
+        if self.compat is not None:
+            choose("compat", self.compat, COMPAT)
         choose("sigma_range", self.sigma_range, SIGMA_RANGES)
         if self.clip_sample is not None:
             choose("clip_sample", self.clip_sample, CLIP_MODES)
@@ -122,6 +140,11 @@ class SampleSettings:
             check_float("sigma_max", self.sigma_max, self.sigma_min or 0.0, lo_open=True)
         check_float("rho", self.rho, 0.0, lo_open=True)
         check_float("cfg", self.cfg, 0.0)
+        choose("dtype", self.dtype, DTYPES)
+        require(self.prompt is None or self.prompts is None, "give at most one of prompt and prompts")
+        for name in ("height", "width"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), 1, 65536)
         for name in ("class_label", "null_class"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 0)
@@ -171,7 +194,8 @@ def open_source(cfg: SampleConfig, device: torch.device) -> SampleSource:
                 "integer_timesteps and null_class apply to diffusers models, not to analytic targets")
         source = target_source(cfg.target, cfg.dim if cfg.target in ("gaussian", "gmm-random", "point") else 2)
     else:
-        source = model_source(cfg.model, device, cfg.integer_timesteps, cfg.null_class)
+        source = model_source(cfg.model, device, cfg.integer_timesteps, cfg.null_class, DTYPES[cfg.dtype],
+                              (cfg.height, cfg.width))
     require(cfg.save_png is None or source.image_shape is not None,
             f"save_png needs a model of images; {source.name} draws samples of shape {source.shape}")
     require(cfg.grid != MODEL_GRID or source.schedule is not None,
@@ -182,9 +206,38 @@ def open_source(cfg: SampleConfig, device: torch.device) -> SampleSource:
     for name, given in discrete.items():
         require(given is None or source.schedule is not None, f"{name} applies to diffusers models; {source.name} "
                 "has no discrete noise table")
-    if cfg.class_label is not None or cfg.cfg != 1.0 or source.classes:
+    texts = {"prompt": cfg.prompt, "prompts": cfg.prompts, "negative_prompt": cfg.negative_prompt}
+    for name, given in texts.items():
+        require(given is None or source.text is not None, f"{name} needs a text-conditional pipeline (text_encoder "
+                f"and tokenizer); {source.name} has none")
+    if source.text is not None:
+        require(cfg.prompt is not None or cfg.prompts is not None, f"{source.name} is text-conditional: give "
+                "prompt or prompts")
+    elif cfg.class_label is not None or cfg.cfg != 1.0 or source.classes:
         check_conditioning(cfg, source)
     return with_timesteps(source, cfg)
+
+
+def with_scheduler(cfg: SampleConfig, source: SampleSource) -> SampleConfig:
+    """`cfg` with the sampler settings of the model's diffusers scheduler config (compat diffusers)."""
+    require(source.scheduler is not None, f"compat {cfg.compat!r} needs a diffusers model; {source.name} has no "
+            "scheduler config")
+    settings = scheduler_settings(source.scheduler)
+    options = {k: None for k in option_declarations()}  # the scheduler's options replace those given
+    return dataclasses.replace(cfg, **{**options, **settings})
+
+
+def read_prompts(cfg: SampleConfig) -> list[str]:
+    """The prompt setting, or the non-empty lines of the prompts file."""
+    if cfg.prompt is not None:
+        return [cfg.prompt]
+    try:
+        lines = Path(cfg.prompts).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"prompts: cannot read {cfg.prompts}: {type(exc).__name__}") from None
+    prompts = [line for line in lines if line.strip()]
+    require(bool(prompts), f"prompts: {cfg.prompts} has no prompt")
+    return prompts
 
 
 def with_timesteps(source: SampleSource, cfg: SampleConfig) -> SampleSource:
@@ -234,12 +287,17 @@ class SampleJob(Reports):
     def __init__(self, config: SampleConfig, seed: int = 0, device: torch.device | str = "cpu") -> None:
         self.config, self.seed, self.device = config, int(seed), torch.device(device)
         self.source = open_source(config, self.device)
+        if config.compat is not None:  # the scheduler's settings, on the model just loaded
+            self.config = config = with_scheduler(config, self.source)
+            self.source.denoiser.integer_timesteps = config.integer_timesteps
+            self.source = with_timesteps(self.source, config)
         self.tuned = self._tuned()
         self.sigmas = sigma_grid(config, self.source) if self.tuned is None else torch.tensor(
             self.tuned.sigmas, dtype=torch.float64)
         self.dtype = torch.float64 if self.analytic else torch.float32
         self.clipping = self._clipping()
         self.init = self._init()
+        self.embeds = self._embeds()
         self.g = make_generator(seed)
         self.xs: list[torch.Tensor] = []
         self.x0s: list[torch.Tensor] = []
@@ -265,6 +323,24 @@ class SampleJob(Reports):
         """The model's x_0 clipping, or the clip_sample setting with the model's numbers."""
         mode = self.config.clip_sample
         return self.source.clipping if mode is None else dataclasses.replace(self.source.clipping, mode=mode)
+
+    def _embeds(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Text pipelines: the prompts' embeddings (P, L, E) and the negative prompt's (1, L, E)."""
+        if self.source.text is None:
+            return None
+        return self.source.text(read_prompts(self.config)), self.source.text([self.config.negative_prompt or ""])
+
+    def conditioned(self, first: int, b: int) -> Any:
+        """The denoiser of samples `first .. first + b - 1`: with their prompts or class labels (guided by cfg),
+        and the x_0 clipping."""
+        labels, denoiser = self._labels(first, b), self.source.denoiser
+        if self.embeds is not None:
+            embeds, negative = self.embeds
+            rows = torch.arange(first, first + b) % len(embeds)
+            denoiser = TextConditioned(denoiser, embeds[rows], negative.expand(b, *negative.shape[1:]), self.config.cfg)
+        elif labels is not None:
+            denoiser = self.source.conditioned(labels, self.config.cfg)
+        return denoiser if self.clipping.mode == "off" else Clipped(denoiser, self.clipping)
 
     def _init(self) -> torch.Tensor | None:
         """The standard normal draws of the init setting, (n, *sample shape), checked."""
@@ -325,9 +401,7 @@ class SampleJob(Reports):
         b = min(self.batch, cfg.n - first)
         x0 = self.initial_state(first, b)
         labels = self._labels(first, b)
-        denoiser = self.source.denoiser if labels is None else self.source.conditioned(labels, cfg.cfg)
-        if self.clipping.mode != "off":
-            denoiser = Clipped(denoiser, self.clipping)
+        denoiser = self.conditioned(first, b)
         start = time.perf_counter()
         if self.tuned is not None:
             x, nfe = self.tuned.run(denoiser, x0), self.tuned.nfe
@@ -365,16 +439,26 @@ class SampleJob(Reports):
         elif self.source.data in DATASETS:  # a model trained on bundled data: distance to held-out data
             metrics.update(self._heldout_metrics(x.flatten(1)))
         atomic_write_json(out / "metrics.json", metrics)
-        images = self.source.image_shape
+        images = self.images(out, x)
         if images is not None and self.config.save_png is not None:
-            plots.image_pngs(self.config.save_png, x.reshape(len(x), *images))
+            plots.image_pngs(self.config.save_png, images)
         if plots_on and images is not None:
-            plots.image_grid_png(out / "grid.png", x.reshape(len(x), *images))
+            plots.image_grid_png(out / "grid.png", images)
         elif plots_on:
             title = f"{self.source.name} {self.sampler} NFE={self.nfe}"
             with one_step(self.progress, "figure"):
                 plots.sample_panels(out / "scatter.png", [(title, x)], self._plot_reference(len(x)))
         return metrics
+
+    def images(self, out: Path, x: torch.Tensor) -> torch.Tensor | None:
+        """The samples as images (n, C, H, W): decoded by the pipeline's VAE in batches (then also written to
+        images.npz), or reshaped; None for samples that are not images."""
+        if self.source.decoder is None:
+            shape = self.source.image_shape
+            return None if shape is None else x.reshape(len(x), *shape)
+        images = self.source.decoder(x, self.batch)
+        atomic_save_npz(out / "images.npz", images=images.numpy())
+        return images
 
     def _plot_reference(self, n: int) -> torch.Tensor | None:
         """What the scatter draws under the samples: exact target samples, or held-out data (None otherwise)."""
@@ -397,7 +481,7 @@ class SampleJob(Reports):
         out: dict[str, float] = {}
         if self.config.reference:
             ref = reference_flow(self.source.denoiser, x0, float(self.sigmas[0]),
-                                 progress=in_phase(self.progress, "reference solve (float64 dopri5)"))
+                                 progress=in_phase(self.progress, "reference solve"))
             err = ((x - ref) ** 2).sum(1).sqrt()
             out.update(endpoint_rmse=float(err.pow(2).mean().sqrt()), endpoint_max=float(err.max()))
         exact = self.source.denoiser.sample(x.shape[0], make_generator(self.seed + 12345))
