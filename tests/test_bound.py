@@ -20,7 +20,9 @@ from gentool.core.diffusion.bound import (
     w2_bound_curve,
 )
 from gentool.core.diffusion.targets import make_target
+from gentool.core.errors import Interrupted
 from gentool.core.jobs import run
+from gentool.core.jobs.bound import BoundJob
 from scipy.integrate import quad
 from typer.testing import CliRunner
 
@@ -165,6 +167,26 @@ def test_ring_trained_model_bound_dominates_measured_w2(tmp_path: Path) -> None:
     m = json.loads((out / "metrics.json").read_text())
     assert m["w2_bound"] - 4 * m["w2_bound_se"] >= m["w2"] > 0
     assert m["model"] == "model on ring"
+
+
+def test_interrupted_run_resumes_to_the_same_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = dict(target="gmm-ring", perturb=0.1, n=200, batch_size=100, steps=30, n_w2=100, w2_levels=2,
+                    plots=False)
+    run("bound", tmp_path / "whole", **settings)
+    advance = BoundJob.advance
+
+    def stop_after_one(job: BoundJob):
+        if job.units_done == 1:
+            raise Interrupted("stopped")
+        return advance(job)
+
+    monkeypatch.setattr(BoundJob, "advance", stop_after_one)
+    with pytest.raises(Interrupted):
+        run("bound", tmp_path / "split", **settings)
+    monkeypatch.setattr(BoundJob, "advance", advance)
+    run("bound", tmp_path / "split", resume="require", **settings)
+    whole, split = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "split"))
+    assert split == whole
 
 
 # ---- the command ------------------------------------------------------------------------------------------

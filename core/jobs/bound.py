@@ -156,11 +156,12 @@ class BoundJob:
                  "score_err_sigma_min": float(eps[-1])}]
 
     def state_dict(self) -> dict[str, Any]:
-        s = self.sums
-        return {"sq": s.sq, "sq2": s.sq2, "count": s.count, "kept": self.kept, "rng": self.g.get_state()}
+        s = self.sums  # tensors and plain data only: run state is read back with weights_only
+        return {"sq": torch.from_numpy(s.sq), "sq2": torch.from_numpy(s.sq2), "count": s.count, "kept": self.kept,
+                "rng": self.g.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sums = ScoreErrorSums(state["sq"], state["sq2"], state["count"])
+        self.sums = ScoreErrorSums(state["sq"].numpy(), state["sq2"].numpy(), int(state["count"]))
         self.kept = state["kept"]
         self.g.set_state(state["rng"])
 
