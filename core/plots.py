@@ -59,88 +59,178 @@ def image_grid(ax: Any, x: Any, *, max_tiles: int = 100, low: float = -1.0, high
     ax.axis("off")
 
 
-def draw_samples(ax: Any, x: Any, reference: Any | None = None, title: str = "") -> None:
-    """Histogram (1-D), image grid (square images) or scatter (first two coordinates) of `x`."""
+# Axis labels (with units) of the row fields that figures put on their x axes; other names are shown as they are.
+AXIS_LABELS = {"generation": "generation", "iter": "iteration", "step": "optimisation step", "t": "flow time t",
+               "nfe": "function evaluations (NFE)", "seconds": "time (s)", "sigma": "noise level σ"}
+# x fields that count something: integer ticks only (no half generations)
+INTEGER_AXES = {"generation", "iter", "step", "nfe", "steps", "epoch"}
+
+
+def label_axes(ax: Any, x: str, y: str, labels: Mapping[str, str] | None = None) -> None:
+    """x and y labels: `labels[name]`, else `AXIS_LABELS[name]`, else the name."""
+    names = {**AXIS_LABELS, **(labels or {})}
+    ax.set_xlabel(names.get(x, x))
+    ax.set_ylabel(names.get(y, y))
+
+
+def integer_ticks(ax: Any) -> None:
+    """Ticks of the x axis at integers only (generations, iterations, steps)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def legend_if_several(ax: Any) -> None:
+    """A legend when the axes hold more than one labelled artist (a single line needs none)."""
+    handles, _ = ax.get_legend_handles_labels()
+    if len(handles) > 1:
+        ax.legend(fontsize=7)
+
+
+def log_floor(values: Sequence[float]) -> float | None:
+    """Where zeros are drawn on a log axis: a decade below the smallest positive value (1e-16 when none is
+    positive); None when no value is zero."""
+    if all(v != 0 for v in values):
+        return None
+    pos = [v for v in values if v > 0]
+    return min(pos) / 10 if pos else 1e-16
+
+
+def set_log_y(ax: Any, values: Sequence[float], floor: float | None) -> None:
+    """A log y axis for `values`: zeros (drawn at `floor`, see `log_floor`) are marked by a dotted line and a note;
+    with negative values a symmetric log whose linear range is the smallest nonzero magnitude."""
+    if any(v < 0 for v in values):
+        small = min((abs(v) for v in values if v != 0), default=1.0)
+        ax.set_yscale("symlog", linthresh=small)
+        return
+    ax.set_yscale("log")
+    if floor is not None:
+        ax.axhline(floor, color="0.5", ls=":", lw=0.8)
+        ax.text(0.02, 0.02, f"exact 0 drawn at {floor:.1e}", transform=ax.transAxes, fontsize=7, color="0.35")
+
+
+def _floored(ys: Sequence[float], floor: float | None) -> list[float]:
+    return [floor if floor is not None and y == 0 else y for y in ys]
+
+
+def draw_samples(ax: Any, x: Any, reference: Any | None = None, title: str = "",
+                 reference_label: str = "target") -> None:
+    """Histogram (1-D), image grid (square images) or scatter (first two coordinates) of `x`, with the
+    `reference` (target samples, data) drawn under it in grey and a legend naming both."""
     x = as_numpy(x)
     if x.shape[1] == 1:
         data = [x[:, 0]] if reference is None else [as_numpy(reference)[:, 0], x[:, 0]]
-        ax.hist(data, bins=60, density=True, label=["data", "samples"][-len(data):])
+        ax.hist(data, bins=60, density=True, label=[reference_label, "samples"][-len(data):])
+        ax.set_xlabel("x (data units)")
+        ax.set_ylabel("density")
     elif image_side(x.shape[1]) and x.shape[1] != 2:
         image_grid(ax, x)
     else:
         if reference is not None:
             ref = as_numpy(reference)
-            ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.75")
-        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.6)
+            ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.75", label=reference_label, zorder=1)
+        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.6, label="samples", zorder=2)
+        of = f" of {x.shape[1]}" if x.shape[1] > 2 else ""
+        ax.set_xlabel(f"x₁ (coordinate 1{of}, data units)")
+        ax.set_ylabel(f"x₂ (coordinate 2{of}, data units)")
+    legend_if_several(ax)
     ax.set_title(title, fontsize=9)
 
 
-def sample_panels(path: str | Path, panels: Sequence[tuple[str, Any]], reference: Any | None = None) -> Path:
+def sample_panels(path: str | Path, panels: Sequence[tuple[str, Any]], reference: Any | None = None,
+                  reference_label: str = "target") -> Path:
     """One panel per `(title, samples)`, each over the same reference."""
     fig, axes = subplots(1, max(1, len(panels)), width=3.4, height=3.4)
     for ax, (title, x) in zip(axes[0], panels, strict=False):
-        draw_samples(ax, x, reference, title)
+        draw_samples(ax, x, reference, title, reference_label)
     return save(fig, path)
 
 
 def curves(path: str | Path, series: Mapping[str, Sequence[Mapping[str, Any]]], x: str,
            keys: Sequence[str], *, log_keys: Sequence[str] = (), overlay: Mapping[str, Sequence[float]] | None = None,
            overlay_label: str = "closed form", overlay_labels: Mapping[str, str] | None = None,
-           dashed: Sequence[str] = (), log_x: bool = False, markers: bool = False) -> Path:
+           dashed: Sequence[str] = (), log_x: bool = False, markers: bool = False,
+           labels: Mapping[str, str] | None = None, integer_x: bool | None = None, title: str = "",
+           titles: Mapping[str, str] | None = None) -> Path:
     """One panel per key: `series[label]` rows plotted as `key` vs `x` (labels in `dashed` drawn dashed, e.g.
     exact solutions); rows with `key_low`/`key_high` get a band. `overlay[key]` (values at x = 1, 2, ...) is
     drawn dashed and named by `overlay_labels[key]` (default `overlay_label`); keys in `log_keys` (or whose
-    values span more than three decades) get a log y-axis (symmetric-log when a value is ≤ 0); `log_x` puts x
-    on a log axis; `markers` marks every point."""
+    values span more than three decades) get a log y-axis (zeros drawn at a floor with a note, symmetric-log
+    when a value is negative, `set_log_y`); `log_x` puts x on a log axis; `markers` marks every point. Axis
+    labels come from `labels` (else `AXIS_LABELS`), integer x ticks when `integer_x` (default: x counts
+    something, `INTEGER_AXES`), a legend when a panel has more than one line, `title` over all panels and
+    `titles[key]` over one (say what is averaged, over how many seeds)."""
     cols = min(3, max(1, len(keys)))
     fig, axes = subplots(-(-len(keys) // cols) or 1, cols)
     for ax, key in zip(axes.flat, keys, strict=False):
-        values: list[float] = []
-        for label, rows in series.items():
-            pts = [r for r in rows if _finite(r.get(key)) and _finite(r.get(x))]
-            xs, ys = [r[x] for r in pts], [r[key] for r in pts]
-            values += ys
-            ax.plot(xs, ys, "--" if label in dashed else "-", label=label, marker="o" if markers else None, ms=3)
-            if pts and f"{key}_low" in pts[0]:
-                ax.fill_between(xs, [r[f"{key}_low"] for r in pts], [r[f"{key}_high"] for r in pts], alpha=0.25)
+        _curve_panel(ax, series, x, key, log=key in log_keys, dashed=dashed, markers=markers)
         if overlay and key in overlay:
             label_ = (overlay_labels or {}).get(key, overlay_label)
             ax.plot(np.arange(1, len(overlay[key]) + 1), overlay[key], "k--", label=label_)
-        if key in log_keys or _spans_decades(values):
-            ax.set_yscale("log" if all(v > 0 for v in values) else "symlog")
         if log_x:
             ax.set_xscale("log")
-        ax.set_title(key)
-        ax.set_xlabel(x)
-        ax.legend(fontsize=7)
+        elif integer_x or (integer_x is None and x in INTEGER_AXES):
+            integer_ticks(ax)
+        ax.set_title((titles or {}).get(key, key), fontsize=9)
+        label_axes(ax, x, key, labels)
+        legend_if_several(ax)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
     return save(fig, path)
+
+
+def _curve_panel(ax: Any, series: Mapping[str, Sequence[Mapping[str, Any]]], x: str, key: str, *, log: bool,
+                 dashed: Sequence[str], markers: bool) -> None:
+    """The lines (and bands) of `key` against `x` for every series, on a log axis when asked or when the values
+    span decades."""
+    lines = []
+    for label, rows in series.items():
+        pts = [r for r in rows if _finite(r.get(key)) and _finite(r.get(x))]
+        lines.append((label, pts, [r[key] for r in pts]))
+    values = [v for *_, ys in lines for v in ys]
+    log = bool(values) and (log or _spans_decades(values))
+    floor = log_floor(values) if log else None
+    for label, pts, ys in lines:
+        xs = [r[x] for r in pts]
+        ax.plot(xs, _floored(ys, floor), "--" if label in dashed else "-", label=label,
+                marker="o" if markers else None, ms=3)
+        if pts and f"{key}_low" in pts[0]:
+            low, high = [r[f"{key}_low"] for r in pts], [r[f"{key}_high"] for r in pts]
+            ax.fill_between(xs, _floored(low, floor), _floored(high, floor), alpha=0.25)
+    if log:
+        set_log_y(ax, values, floor)
 
 
 def convergence(path: str | Path, series: Mapping[str, Sequence[Mapping[str, Any]]], key: str,
-                xs: Mapping[str, str]) -> Path:
-    """One panel per x in `xs` (row field -> axis label): `key` (log scale) against it, one curve per label
-    of `series` (e.g. the gap of each method against iterations and against seconds)."""
+                xs: Mapping[str, str], ylabel: str | None = None) -> Path:
+    """One panel per x in `xs` (row field -> axis label): `key` (log scale; an exact 0, e.g. the Frank-Wolfe
+    gap at the optimum, drawn at a floor with a note) against it, one curve per label of `series` (e.g. the gap
+    of each method against iterations and against seconds)."""
     fig, axes = subplots(1, len(xs), width=4.8)
+    values = [r[key] for rows in series.values() for r in rows if _finite(r.get(key)) and r[key] >= 0]
+    floor = log_floor(values)
     for ax, (x, label) in zip(axes.flat, xs.items(), strict=False):
         for name, rows in series.items():
-            pts = [r for r in rows if _finite(r.get(key)) and _finite(r.get(x)) and r[key] > 0]
-            ax.plot([r[x] for r in pts], [r[key] for r in pts], label=name)
-        ax.set_yscale("log")
-        ax.set_xlabel(label)
-        ax.set_ylabel(key)
-        ax.legend(fontsize=7)
+            pts = [r for r in rows if _finite(r.get(key)) and _finite(r.get(x)) and r[key] >= 0]
+            ax.plot([r[x] for r in pts], _floored([r[key] for r in pts], floor), label=name)
+        set_log_y(ax, values, floor)
+        if x in INTEGER_AXES:
+            integer_ticks(ax)
+        label_axes(ax, x, key, {x: label, key: ylabel or key})
+        legend_if_several(ax)
     return save(fig, path)
 
 
-def bar(path: str | Path, values: Any, xlabel: str = "i", ylabel: str = "p_i") -> Path:
-    """A bar chart of a vector."""
+def bar(path: str | Path, values: Any, xlabel: str = "coordinate i", ylabel: str = "probability p_i") -> Path:
+    """A bar chart of a vector (integer ticks: one bar per coordinate)."""
     fig, axes = subplots(width=4.5)
     v = as_numpy(values).ravel()
     axes[0, 0].bar(range(v.size), v)
     axes[0, 0].set_xlabel(xlabel)
     axes[0, 0].set_ylabel(ylabel)
+    integer_ticks(axes[0, 0])
     return save(fig, path)
 
 
@@ -161,8 +251,8 @@ def topk_paths(path: str | Path, taus: Any, paths: Mapping[str, Any], x: Any, en
         ax.set_xscale("log")
         ax.set_ylim(-0.05, 1.05)
         ax.set_title(f"entry {i} (x = {xs[i]:.4g}), k = {k}", fontsize=9)
-        ax.set_xlabel("τ")
-        ax.set_ylabel(f"p_{i}")
+        ax.set_xlabel("temperature τ (log scale)")
+        ax.set_ylabel(f"p_{i} (probability mass)")
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(entries):]:
         ax.axis("off")

@@ -133,13 +133,13 @@ def test_reference_flow_matches_scipy_dop853() -> None:
     from scipy.integrate import solve_ivp
 
     target = make_target("gmm-random", dim=3)
-    x0 = 80 * torch.randn(30, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    x0 = 80 * torch.randn(8, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
 
     def rhs(sigma: float, y):
         xs = torch.from_numpy(y).reshape(x0.shape)
         return target.direction(xs, torch.tensor(sigma, dtype=torch.float64)).reshape(-1).numpy()
 
-    peer = solve_ivp(rhs, (80.0, 0.0), x0.reshape(-1).numpy(), method="DOP853", rtol=1e-13, atol=1e-13).y[:, -1]
+    peer = solve_ivp(rhs, (80.0, 0.0), x0.reshape(-1).numpy(), method="DOP853", rtol=1e-12, atol=1e-12).y[:, -1]
     torch.testing.assert_close(reference_flow(target, x0, 80.0), torch.from_numpy(peer).reshape(x0.shape),
                                rtol=0, atol=1e-7)
 

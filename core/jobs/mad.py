@@ -76,17 +76,22 @@ class MadJob:
         summary = summarize(rows)
         keys = sorted({s["metric"] for s in summary} - {"n_train"})
         curves = closed_form_curves(cfg)
-        series = {"mean ± 95% CI": [_band(s, "mean", "ci95_low", "ci95_high") for s in summary],
-                  "median (25-75%)": [_band(s, "median", "q25", "q75") for s in summary]}
+        counts = {k: max(s["count"] for s in summary if s["metric"] == k) for k in keys}
+        if max(counts.values(), default=1) > 1:
+            series = {"mean ± 95% CI": [_band(s, "mean", "ci95_low", "ci95_high") for s in summary],
+                      "median (25-75%)": [_band(s, "median", "q25", "q75") for s in summary]}
+        else:
+            series = {"one seed": [{"generation": s["generation"], s["metric"]: s["mean"]} for s in summary]}
+        titles = {k: f"{k} ({'one seed' if n == 1 else f'over {n} seeds'})" for k, n in counts.items()}
         plots.curves(out / "metrics.png", series, "generation", keys, log_keys=_decade_keys(summary),
                      overlay={k: c.values for k, c in curves.items()},
-                     overlay_labels={k: c.label for k, c in curves.items()})
+                     overlay_labels={k: c.label for k, c in curves.items()}, titles=titles)
         picks = sorted({1, (cfg.generations + 1) // 2, cfg.generations})
         panels = [(f"generation {t}", read_snapshot(out, t)["x"]) for t in picks
                   if snapshot_path(out, t).is_file()]
         reference = self.sim.ref.test if cfg.d == 2 else None
         if panels:
-            plots.sample_panels(out / "snapshots.png", panels, reference)
+            plots.sample_panels(out / "snapshots.png", panels, reference, reference_label="real test data")
 
 
 def _band(s: dict[str, Any], centre: str, low: str, high: str) -> dict[str, Any]:

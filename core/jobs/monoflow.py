@@ -268,7 +268,8 @@ class _MonoFlowJob(SteppedUnits, ABC):
             units = [u for u in range(1, self.units_done + 1) if snapshot_path(out, u).is_file()][-4:]
             panels = [(f"step {min(u * self.config.eval_every, self.config.steps)}",
                        read_snapshot(out, u)["x"]) for u in units]
-            plots.sample_panels(out / "final.png", panels or [("final", self.current())], self.real)
+            plots.sample_panels(out / "final.png", panels or [("final", self.current())], self.real,
+                                reference_label="real data")
         return {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}
 
 

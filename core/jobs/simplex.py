@@ -196,8 +196,8 @@ class SimplexJob:
         atomic_save_npz(out / "final.npz", p=run.p.numpy(), gap=run.gap, iters=run.t, converged=run.converged)
         if plots_on:
             keys = ["objective", "gap"] if "objective" in rows[-1] else ["gap"]
-            log = ["gap"] if all(r["gap"] > 0 for r in rows) else []
-            plots.curves(out / "objective.png", {"trace": rows}, "iter", keys, log_keys=log)
+            plots.curves(out / "objective.png", {"trace": rows}, "iter", keys, log_keys=["gap"],
+                         labels={"objective": "objective F(p)", "gap": "Frank-Wolfe gap"})
             plots.bar(out / "distribution.png", run.p)
         summary: Row = {k: rows[-1][k] for k in ("objective",) if k in rows[-1]}
         summary |= {"gap": run.gap, "iters": run.t, "converged": run.converged}
@@ -325,7 +325,8 @@ class CompareJob:
                         fstar=math.nan if fstar is None else fstar)
         if plots_on:
             series = {label: [r for r in rows if r["method"] == label] for label, _, _ in self.entries}
-            plots.convergence(out / "compare.png", series, "gap", {"iter": "iterations", "seconds": "time (s)"})
+            plots.convergence(out / "compare.png", series, "gap", {"iter": "iteration", "seconds": "time (s)"},
+                              ylabel="Frank-Wolfe gap")
         late = [r["method"] for r in self.results if not r["converged"]]
         summary: Row = {"fstar": fstar, "fstar_from": source, "table": table}
         return summary | ({"warning": f"not converged within {self.config.steps} iterations (gap > tol "

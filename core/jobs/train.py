@@ -20,10 +20,11 @@ from gentool.core.diffusion.checkpoints import save_checkpoint
 from gentool.core.diffusion.diffusers_format import save_pipeline
 from gentool.core.diffusion.discrete_denoiser import DiscreteDenoiser, Prediction
 from gentool.core.diffusion.models import ARCHS
-from gentool.core.diffusion.training import UNET_SCHEDULER, DenoiserTrainer, TrainConfig
+from gentool.core.diffusion.training import UNET_SCHEDULER, DenoiserTrainer, TrainConfig, loss_warning
 from gentool.core.errors import choose, require
 from gentool.core.io import atomic_write_json
 from gentool.core.nn import make_generator
+from gentool.core.progress import Reports, one_step
 from gentool.core.run.contract import JobSpec, Row, SteppedUnits
 
 
@@ -42,7 +43,9 @@ class TrainJobConfig:
                               choices=tuple(p.value for p in Prediction))
     steps: int = setting(3000, "Total optimisation steps (a resumed run may raise it).", extendable=True)
     batch_size: int = setting(512, "Minibatch size.", old=("batch",))
-    lr: float = setting(1e-3, "Adam learning rate (cosine decay to 0 over steps).")
+    lr: float | None = setting(None, "Peak Adam learning rate (default: 0.01 for mlp, 0.001 for conv and unet); "
+                               "linear warm-up, then cosine decay to a tenth of it over steps.")
+    warmup: float = setting(0.1, "Fraction of the steps over which the learning rate warms up linearly from 0.")
     ema: float = setting(0.999, "EMA decay of the sampled weights, in [0, 1).")
     checkpoint_every: int = setting(500, "Steps per unit: rows, checkpoint and progress every this many steps.")
 
@@ -58,10 +61,10 @@ class TrainJobConfig:
     def train_config(self) -> TrainConfig:
         arch = ("conv" if self.data == "digits" else "mlp") if self.arch == "auto" else self.arch
         return TrainConfig(arch=arch, width=self.width, depth=self.depth, steps=self.steps, batch=self.batch_size,
-                           lr=self.lr, ema=self.ema, prediction=self.prediction)
+                           lr=self.lr, ema=self.ema, prediction=self.prediction, warmup=self.warmup)
 
 
-class TrainJob(SteppedUnits):
+class TrainJob(SteppedUnits, Reports):
     """State: the `DenoiserTrainer` (weights, EMA, optimiser, step, losses, RNG)."""
 
     command = "train"
@@ -111,12 +114,21 @@ class TrainJob(SteppedUnits):
                    "sigma_data": self.trainer.sigma_data}
         atomic_write_json(out / "metrics.json", summary)
         if plots_on:
-            k = max(1, len(losses) // 50)
-            smooth = [{"step": i + k, "loss": sum(losses[i:i + k]) / len(losses[i:i + k])}
-                      for i in range(0, len(losses), k)]
-            plots.curves(out / "loss.png", {"loss": [{"step": i + 1, "loss": v} for i, v in enumerate(losses)],
-                                             f"mean over {k}": smooth}, "step", ["loss"], log_keys=["loss"])
-        return summary
+            with one_step(self.progress, "figure"):
+                loss_figure(out / "loss.png", losses)
+        warning = loss_warning(losses, self.trainer.cfg)
+        return summary | ({"warning": warning} if warning else {})
+
+
+def loss_figure(path: Path, losses: list[float]) -> None:
+    """The loss of every step and its running mean over blocks of `k` steps (log y-axis)."""
+    k = max(1, len(losses) // 50)
+    smooth = [{"step": i + k, "loss": sum(losses[i:i + k]) / len(losses[i:i + k])} for i in range(0, len(losses), k)]
+    label = f"mean of blocks of {k} steps" if k > 1 else "per step"
+    series = {"loss per step (one minibatch)": [{"step": i + 1, "loss": v} for i, v in enumerate(losses)]}
+    plots.curves(path, series | ({label: smooth} if k > 1 else {}), "step", ["loss"], log_keys=["loss"],
+                 labels={"step": "optimisation step", "loss": "EDM-weighted denoising loss"},
+                 integer_x=True)
 
 
 def build(config: TrainJobConfig, seed: int, device: torch.device) -> TrainJob:
