@@ -19,6 +19,7 @@ from gentool.core.mad.closed_forms import closed_form_curves
 from gentool.core.mad.config import MadConfig
 from gentool.core.mad.simulation import Simulation
 from gentool.core.mad.summary import summarize, summary_csv
+from gentool.core.progress import Reports, one_step
 from gentool.core.run.contract import JobSpec, Row
 from gentool.core.run.rundir import read_snapshot, snapshot_path
 
@@ -26,7 +27,7 @@ HEADLINE = ("w2_gauss", "recall", "trace_cov", "det_ratio", "modes", "test_error
 DECADES = 2.0
 
 
-class MadJob:
+class MadJob(Reports):
     """`generations` units; state: the training sets of every seed and the first seed's last sample."""
 
     command = "mad-loop"
@@ -65,9 +66,11 @@ class MadJob:
         return None if self._first is None else {"x": self._first.float()}
 
     def finish(self, out: Path, rows: list[Row], plots_on: bool) -> Row:
-        atomic_write_text(out / "summary.csv", summary_csv(rows))
+        with one_step(self.progress, "summary over seeds"):
+            atomic_write_text(out / "summary.csv", summary_csv(rows))
         if plots_on:
-            self._plots(out, rows)
+            with one_step(self.progress, "figures"):
+                self._plots(out, rows)
         last = [r for r in rows if r["generation"] == self.units_total]
         return {k: float(np.mean([r[k] for r in last if k in r])) for k in HEADLINE if any(k in r for r in last)}
 

@@ -46,6 +46,7 @@ from gentool.core.monoflow.evaluate import sample_metrics
 from gentool.core.monoflow.exact import TARGETS, analytic_target
 from gentool.core.monoflow.particles import ExactRun, exact_steps, init_particle_run, particle_steps
 from gentool.core.nn import ACTIVATIONS, make_generator, seeded
+from gentool.core.progress import Reports, one_step
 from gentool.core.run.contract import JobSpec, Row, SteppedUnits
 from gentool.core.run.rundir import read_snapshot, snapshot_path
 from gentool.core.solvers import FIXED_METHODS
@@ -201,7 +202,7 @@ class MonoFlowJobConfig:
         return AffineGenerator(mean, matrix)
 
 
-class _MonoFlowJob(SteppedUnits, ABC):
+class _MonoFlowJob(SteppedUnits, Reports, ABC):
     """The loop shared by the modes: `eval_every` steps, then metrics of `current()` against `real`."""
 
     command = "monoflow"
@@ -268,8 +269,9 @@ class _MonoFlowJob(SteppedUnits, ABC):
             units = [u for u in range(1, self.units_done + 1) if snapshot_path(out, u).is_file()][-4:]
             panels = [(f"step {min(u * self.config.eval_every, self.config.steps)}",
                        read_snapshot(out, u)["x"]) for u in units]
-            plots.sample_panels(out / "final.png", panels or [("final", self.current())], self.real,
-                                reference_label="real data")
+            with one_step(self.progress, "figure"):
+                plots.sample_panels(out / "final.png", panels or [("final", self.current())], self.real,
+                                    reference_label="real data")
         return {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}
 
 

@@ -54,6 +54,7 @@ from gentool.core.probspace import (
     steps_between,
 )
 from gentool.core.probspace.kernels import median_bandwidth, silverman_factor
+from gentool.core.progress import Reports, one_step
 from gentool.core.run.contract import JobSpec, Row, SteppedUnits
 from gentool.core.run.rundir import read_snapshot, snapshot_path
 from gentool.core.solvers import FIXED_METHODS
@@ -315,7 +316,7 @@ class Exact:
         return row
 
 
-class ParticlesJob(SteppedUnits):
+class ParticlesJob(SteppedUnits, Reports):
     """State: particles, step, flow time, the noise generator's state; the initial particles and the driving and
     reference samples are redrawn from the seed."""
 
@@ -407,10 +408,12 @@ class ParticlesJob(SteppedUnits):
         return {"x": self.x, "step": self.step, "t": self.t}
 
     def finish(self, out: Path, rows: list[Row], plots_on: bool) -> Row:
-        snaps = self._snapshots(out)
-        self._save(out, snaps)
+        with one_step(self.progress, "snapshots"):
+            snaps = self._snapshots(out)
+            self._save(out, snaps)
         if plots_on:
-            self._plot(out, rows, snaps)
+            with one_step(self.progress, "figures"):
+                self._plot(out, rows, snaps)
         return self._summary(rows)
 
     def _snapshots(self, out: Path) -> dict[float, np.ndarray]:
