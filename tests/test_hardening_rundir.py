@@ -1,6 +1,8 @@
 """The run directory is never damaged by a refusal: a refused `--resume` leaves every file as it was, a refused new
 run removes what it wrote (so a plain re-run works), `--resume` verifies the committed unit files against the
-manifest in `state.pt`, a corrupt `config.json` is one line, and the Ctrl-C message counts the committed units."""
+manifest in `state.pt`, a corrupt `config.json` is one line, and the Ctrl-C message counts the committed units.
+(Limits that used to fail late are now refused up front: tests/test_hardening_limits.py; late refusals are
+exercised here with small jobs.)"""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any, ClassVar
 import pytest
 import torch
 from gentool.cli.main import app
-from gentool.core.errors import Interrupted
+from gentool.core.errors import BadInput, Interrupted
 from gentool.core.run import execute
 from typer.testing import CliRunner
 
@@ -126,27 +128,6 @@ def test_another_commands_directory_names_the_owner(done_run: Path) -> None:
     assert "already holds a `optimize particles` run" in line and "bandwidth" not in line
 
 
-@pytest.mark.parametrize("argv", [
-    ["sample", "--target", "gaussian", "-n", "1", "--steps", "2"],  # refused by its metrics, after the units
-    ["monoflow", "-n", "2", "--steps", "2"],
-    ["mad-loop", "--family", "gmm", "--n-real", "2", "--generations", "1", "--seeds", "1"],
-])
-def test_a_refused_new_run_leaves_nothing_behind(tmp_path: Path, argv: list[str]) -> None:
-    out = tmp_path / "run"
-    _one_line(_invoke(*argv, "--out", str(out)))
-    assert not out.exists()
-    existing = tmp_path / "existing"
-    existing.mkdir()
-    _one_line(_invoke(*argv, "--out", str(existing)))
-    assert list(existing.iterdir()) == []  # as it was: not even a lock file
-
-
-def test_a_plain_rerun_works_after_a_refused_new_run(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    _one_line(_invoke("sample", "--target", "gaussian", "-n", "1", "--steps", "2", "--out", str(out)))
-    assert _invoke("sample", "--target", "gaussian", "-n", "8", "--steps", "2", "--out", str(out)).exit_code == 0
-
-
 @dataclass(frozen=True)
 class _NoSettings:
     pass
@@ -188,3 +169,44 @@ def test_the_interrupt_message_counts_the_committed_units(tmp_path: Path, signal
     with pytest.raises(Interrupted, match=f"with {signal_at} of 3 units committed"):
         execute(_SignalledJob(signal_at), tmp_path / "run")
     assert torch.load(tmp_path / "run" / "state.pt", weights_only=True)["units_done"] == signal_at
+
+
+class _LateBadInput(_SignalledJob):
+    """Three units; bad input found at unit `fail_at` (4: in `finish`), after earlier units were committed."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__(signal_at=0)
+        self.fail_at = fail_at
+
+    def advance(self) -> list[dict[str, Any]]:
+        if self.step + 1 == self.fail_at:
+            raise BadInput("found late")
+        return super().advance()
+
+    def finish(self, out: Path, rows: list[dict[str, Any]], plots: bool) -> dict[str, Any]:
+        if self.fail_at == 4:
+            raise BadInput("found in finish")
+        return {}
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 4])
+def test_a_new_run_refused_late_leaves_nothing_and_a_rerun_works(tmp_path: Path, fail_at: int) -> None:
+    out, existing = tmp_path / "run", tmp_path / "existing"
+    with pytest.raises(BadInput, match="found"):
+        execute(_LateBadInput(fail_at), out)
+    assert not out.exists()
+    existing.mkdir()
+    with pytest.raises(BadInput, match="found"):
+        execute(_LateBadInput(fail_at), existing)
+    assert list(existing.iterdir()) == []  # as it was: not even a lock file
+    assert execute(_LateBadInput(0), out).units_done == 3  # a plain re-run works
+
+
+def test_a_resumed_run_refused_late_keeps_its_committed_units(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        execute(_SignalledJob(2), out)
+    with pytest.raises(BadInput, match="found late"):
+        execute(_LateBadInput(3), out, resume="require")
+    assert torch.load(out / "state.pt", weights_only=True)["units_done"] == 2
+    assert execute(_LateBadInput(0), out, resume="require").units_done == 3

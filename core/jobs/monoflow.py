@@ -118,7 +118,7 @@ class MonoFlowJobConfig:
         choose("target", self.target, TARGETS)
         choose("generator", self.generator, GENERATORS)
         check_int("eval_every", self.eval_every, 1)
-        check_int("n", self.n, 2, 10**8)
+        check_int("n", self.n, 6, 10**8)  # precision/recall use the 5 nearest neighbours of each sample
         if self.n_train is not None:
             check_int("n_train", self.n_train, 2, 10**8)
         if self.latent_dim is not None:

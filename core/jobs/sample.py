@@ -131,6 +131,8 @@ class SampleSettings:
             choose("timestep_rule", self.timestep_rule, tuple(TimestepRule))
         check_int("steps", self.steps, 1, 100_000)
         check_int("n", self.n, 1, 10**9)
+        require(self.target is None or self.n >= 2, f"n must be >= 2 for an analytic target (its metrics compare "
+                f"sample sets), got {self.n}")
         check_int("dim", self.dim, 1, 100_000)
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, 1)

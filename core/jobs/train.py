@@ -22,7 +22,7 @@ from gentool.core.diffusion.discrete_denoiser import DiscreteDenoiser, Predictio
 from gentool.core.diffusion.models import ARCHS
 from gentool.core.diffusion.training import UNET_SCHEDULER, DenoiserTrainer, TrainConfig, loss_warning
 from gentool.core.errors import choose, require
-from gentool.core.io import atomic_write_json
+from gentool.core.io import atomic_write_json, check_allocation
 from gentool.core.nn import make_generator
 from gentool.core.progress import Reports, one_step
 from gentool.core.run.contract import JobSpec, Row, SteppedUnits
@@ -64,6 +64,17 @@ class TrainJobConfig:
                            lr=self.lr, ema=self.ema, prediction=self.prediction, warmup=self.warmup)
 
 
+def training_bytes(cfg: TrainConfig, dim: int, n_train: int) -> float:
+    """Rough float32 memory of training (an estimate to refuse hopeless sizes up front, not a bound):
+    `4 (n_train d + 8 P + 4 B h)` bytes, with `P` the weights (counted 8 times: weights, gradients, two Adam
+    moments, EMA and the checkpoint copies), `B` the batch and `h` the hidden activations per example
+    (`width (depth + 2)` for the MLP, times the pixels `d` for the convolutional nets)."""
+    width, depth = int(cfg.width), int(cfg.depth)
+    params = depth * width**2 * (1 if cfg.arch == "mlp" else 9) + width * (dim + 64)
+    hidden = width * (depth + 2) * (1 if cfg.arch == "mlp" else dim)
+    return 4.0 * (n_train * dim + 8 * params + 4 * cfg.batch * hidden)
+
+
 class TrainJob(SteppedUnits, Reports):
     """State: the `DenoiserTrainer` (weights, EMA, optimiser, step, losses, RNG)."""
 
@@ -72,6 +83,10 @@ class TrainJob(SteppedUnits, Reports):
 
     def __init__(self, config: TrainJobConfig, seed: int = 0, device: torch.device | str = "cpu") -> None:
         self.config, self.seed, self.device = config, int(seed), torch.device(device)
+        dim = sample_data(config.data, 2, make_generator(self.seed)).shape[1]
+        net = config.train_config()
+        check_allocation(training_bytes(net, dim, config.n_train), f"training (n_train={config.n_train}, "
+                         f"batch_size={config.batch_size}, width={net.width}, depth={net.depth})", self.device)
         x = sample_data(config.data, config.n_train, make_generator(self.seed))
         self.trainer = DenoiserTrainer(x, config.train_config(), generator=make_generator(self.seed + 1, device),
                                        device=self.device)

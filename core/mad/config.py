@@ -125,6 +125,10 @@ class MadConfig:
         self._check_loop()
         self._check_plan()
         family_from_config(self)  # the family's own options (components, bandwidth, sampler, steps, warm start)
+        first_fit = min(self.plan.n_real[0], self.budget or self.plan.n_real[0])
+        require(self.family != "gmm" or first_fit >= self.components, f"gmm with components={self.components} "
+                f"needs at least {self.components} points to fit, but generation 1 fits {first_fit} (n_real"
+                f"{', budget' if self.budget else ''})")
 
     def _check_data(self) -> None:
         if self.data == "gaussian":

@@ -1,0 +1,113 @@
+"""Validate before the first write: seeds within the generators' range, an up-front memory estimate for
+allocations scaled by user numbers (refused with the estimate and the limit), MAD schedules over every
+generation, checkpoint contents against the network their config describes, and limits that used to fail
+late (after writing samples) refused with nothing left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from gentool.cli.main import app
+from gentool.core.diffusion.checkpoints import denoiser_from_state, save_checkpoint
+from gentool.core.diffusion.training import TrainConfig, train_denoiser
+from gentool.core.errors import BadInput
+from gentool.core.io import check_allocation
+from gentool.core.jobs import JOBS
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+COMMANDS = {  # every job command, with options that make it cheap
+    "sample": ["sample", "--target", "gaussian", "--steps", "2", "-n", "8"],
+    "train": ["train", "--steps", "2", "--checkpoint-every", "2", "--n-train", "20"],
+    "monoflow": ["monoflow", "--steps", "2", "--eval-every", "2", "-n", "16"],
+    "mad-loop": ["mad-loop", "--generations", "1", "--seeds", "1"],
+    "optimize simplex": ["optimize", "simplex", "--steps", "2"],
+    "optimize compare": ["optimize", "compare", "--steps", "2"],
+    "optimize particles": ["optimize", "particles", "-n", "8", "--time", "0.02", "--step-size", "0.01"],
+    "optimize topk": ["optimize", "topk", "--x", "3,1,2", "--k", "1"],
+}
+
+
+def _refused(argv: list[str], out: Path, code: int = 2) -> str:
+    res = runner.invoke(app, [*argv, "--out", str(out), "--no-progress", "--no-plots"])
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.exit_code == code, res.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.output, res.stderr
+    assert not out.exists(), f"{argv} left {out} behind"
+    return lines[0]
+
+
+def test_every_job_command_is_listed() -> None:
+    assert sorted(COMMANDS) == sorted(c for c in JOBS if c in COMMANDS) and set(COMMANDS) <= set(JOBS)
+
+
+@pytest.mark.parametrize("seed", [str(2**64 + 5), str(2**63), "-1"])
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_seeds_out_of_range_are_refused(tmp_path: Path, command: str, seed: str) -> None:
+    line = _refused([*COMMANDS[command], "--seed", seed], tmp_path / "out")
+    assert f"seed must be an integer in [0, 2**63 - 1], got {seed}" in line
+
+
+@pytest.mark.parametrize("option", [["--batch-size", "100000000000000"], ["--width", "1000000000"],
+                                    ["--depth", "1000000", "--width", "100000"]])
+def test_training_memory_is_estimated_up_front(tmp_path: Path, option: list[str]) -> None:
+    line = _refused(["train", *option], tmp_path / "out")
+    assert "training (n_train=" in line and "needs about" in line and "available on cpu" in line
+
+
+def test_the_allocation_check_names_estimate_and_limit() -> None:
+    check_allocation(1024, "a small array")
+    with pytest.raises(BadInput, match=r"a huge array needs about .* of memory, more than the .* available on cpu"):
+        check_allocation(2.0**63, "a huge array")
+
+
+@pytest.mark.parametrize(("options", "fragment"), [
+    (["--n-real", "30-10*t", "--generations", "3"], "n_real must be in [2, 100000000] at every generation, got 0 "
+     "at generation 3"),
+    (["--n-synth", "12-5*t", "--generations", "3"], "n_synth must be in [2, 100000000] at every generation, got -3 "
+     "at generation 3"),
+    (["--loop", "augment", "--real-fraction", "0.4*t", "--generations", "3"], "real_fraction (generation 3)"),
+    (["--loop", "fresh", "--real-fraction", "[0.5, 0.5, 1.5]", "--generations", "3"], "real_fraction (generation 3)"),
+])
+def test_mad_schedules_are_checked_at_every_generation(tmp_path: Path, options: list[str], fragment: str) -> None:
+    assert fragment in _refused(["mad-loop", "--seeds", "1", *options], tmp_path / "out")
+
+
+@pytest.mark.parametrize("argv", [
+    ["sample", "--target", "gaussian", "-n", "1", "--steps", "2"],
+    ["monoflow", "-n", "2", "--steps", "2"],
+    ["mad-loop", "--family", "gmm", "--n-real", "2", "--generations", "1", "--seeds", "1"],
+])
+def test_limits_that_failed_late_leave_nothing(tmp_path: Path, argv: list[str]) -> None:
+    _refused(argv, tmp_path / "out")
+
+
+@pytest.fixture(scope="module")
+def checkpoint_state() -> dict[str, Any]:
+    cfg = TrainConfig(width=8, depth=1, steps=1, batch=8)
+    return train_denoiser(torch.randn(16, 2), cfg, generator=torch.Generator().manual_seed(0)).state
+
+
+@pytest.mark.parametrize(("damage", "fragment"), [
+    (lambda s: s.pop("ema"), "checkpoint lacks ema"),
+    (lambda s: s.update(dim=3), "does not match the denoiser its config describes"),
+    (lambda s: s["ema"].pop(next(iter(s["ema"]))), "does not match the denoiser its config describes"),
+    (lambda s: s["config"].update(width=9), "does not match the denoiser its config describes"),
+    (lambda s: s["config"].update(arch="transformer"), "checkpoint config is invalid"),
+    (lambda s: s["config"].update(colour="red"), "does not match the denoiser its config describes"),
+])
+def test_checkpoint_contents_are_checked(tmp_path: Path, checkpoint_state: dict[str, Any], damage: Any,
+                                         fragment: str) -> None:
+    import copy
+
+    state = copy.deepcopy(checkpoint_state)
+    denoiser_from_state(state)  # the intact checkpoint loads
+    damage(state)
+    with pytest.raises(BadInput, match=fragment):
+        denoiser_from_state(state)
+    save_checkpoint(tmp_path / "ckpt.pt", state)
+    assert fragment in _refused(["sample", "--model", str(tmp_path / "ckpt.pt"), "--steps", "2"], tmp_path / "out")
