@@ -21,6 +21,8 @@ import typer
 from gentool.cli._common import format_numbers, handle_errors, print_table, progress_bar, rows_table, say, warn
 from gentool.core.config import config_fields, field_types, make_config
 from gentool.core.errors import BadInput
+from gentool.core.experiments.executors import EXECUTORS
+from gentool.core.experiments.shards import SHARDABLE, run_sharded
 from gentool.core.io import read_json
 from gentool.core.progress import attach
 from gentool.core.run import JobSpec, execute, resolve_device
@@ -106,7 +108,18 @@ def _run_parameters(spec: JobSpec) -> list[inspect.Parameter]:
             "(options not given keep their stored values; others must match)."),
         opt("progress", True, bool, "--progress/--no-progress", help="Show a progress bar."),
         opt("plots", True, bool, "--plots/--no-plots", help="Write the figures."),
-    ]
+    ] + _shard_parameters(spec, opt)
+
+
+def _shard_parameters(spec: JobSpec, opt: Any) -> list[inspect.Parameter]:
+    """--shards and --executor for commands whose units are independent (`SHARDABLE`)."""
+    if spec.command not in SHARDABLE:
+        return []
+    unit = SHARDABLE[spec.command].unit
+    return [opt("shards", None, int | None, "--shards", help=f"Split the run over K tasks by {unit} (each a "
+                "resumable part in OUT/parts), then merge them into OUT exactly as one run would write it; a "
+                "re-run resumes the unfinished parts alone."),
+            opt("executor", "local", str, "--executor", help=f"Where --shards run: {', '.join(EXECUTORS)}.")]
 
 
 def options_for_resume(spec: JobSpec, out: str | Path, given: dict[str, Any], seed: int | None
@@ -153,6 +166,29 @@ def run_job(spec: JobSpec, given: dict[str, Any], *, out: str | Path, seed: int 
     return result.summary
 
 
+def run_shards(spec: JobSpec, given: dict[str, Any], shards: int, executor: str, *, out: str | Path,
+               seed: int | None, device: str, threads: int | None, resume: bool, progress: bool, plots: bool) -> int:
+    """Run a job split over `shards` tasks and merge it (`gentool.core.experiments.shards`); returns the exit
+    code: 0 merged, 1 some shard failed, 130 interrupted."""
+    config = make_config(spec.config, given)
+    resolve_device(device)
+    run = {"device": device, "threads": threads, "plots": plots, "progress": False}
+    with progress_bar(f"{spec.command} shards", enabled=progress) as bar:
+        outcome, merged = run_sharded(spec.command, config, 0 if seed is None else seed, run, Path(out), shards,
+                                      executor, progress=bar)
+    for r in outcome.results:
+        if r.state == "failed":
+            say(f"shard {r.point_id} failed: exit {r.exit_code}: {r.message}")
+    if merged is None:
+        say(f"{len(outcome.results)} shards, not all complete: re-run the same command to resume them -> {out}")
+        return 130 if outcome.stopped == "interrupted" else 1
+    summary = {k: v for k, v in merged.summary.items() if k not in ("table", "warning")}
+    say(f"{spec.command}: {len(outcome.results)} shards merged, {merged.units_done} units; "
+        f"{format_numbers(summary)}")
+    say(f"run directory: {out}")
+    return 0
+
+
 def job_command(spec: JobSpec) -> Any:
     """A Typer command function for `spec` (register it with `app.command(name)(...)`)."""
     hints = field_types(spec.config)
@@ -160,6 +196,9 @@ def job_command(spec: JobSpec) -> Any:
 
     @handle_errors
     def command(**kwargs: Any) -> None:
+        if kwargs.get("shards") is not None:
+            raise typer.Exit(run_shards(spec, _given(fields, kwargs), kwargs["shards"], kwargs["executor"],
+                                        **{k: kwargs[k] for k in RUN_OPTIONS}))
         run_job(spec, _given(fields, kwargs), **{k: kwargs[k] for k in RUN_OPTIONS})
 
     params = [_field_parameter(f, hints[f.name], name) for f in fields for name in (None, *f.metadata.get("old", ()))]

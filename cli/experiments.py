@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from gentool.cli._common import console, handle_errors, print_table, progress_bar, say
+from gentool.cli._common import console, format_numbers, handle_errors, print_table, progress_bar, say
 from gentool.cli._jobs import _field_parameter, run_job
 from gentool.core.config import coerce, config_fields, field_types, make_config
 from gentool.core.errors import BadInput, Interrupted, NumericalFailure, choose
@@ -33,6 +33,7 @@ from gentool.core.experiments.report import (
     write_table,
 )
 from gentool.core.experiments.resources import Resources
+from gentool.core.experiments.shards import merge as merge_shards
 from gentool.core.experiments.sweep import (
     INTERRUPTED,
     TIMEOUT,
@@ -303,8 +304,19 @@ def _compare(runs: list[Path], metrics: list[str] | None, out: Path, plots: bool
     _refuse_non_finite(bad)
 
 
+@handle_errors
+def merge_cmd(out: Path = typer.Argument(..., help="Run directory of a job run with --shards.")) -> None:
+    """Merge the complete shards of a job run with --shards into its run directory (as the unsharded run
+    writes it: rows in unit order, the summary and figures computed over all of them). The job command merges
+    by itself when its last shard finishes; use this after finishing shards by hand."""
+    result = merge_shards(out)
+    summary = {k: v for k, v in result.summary.items() if k not in ("table", "warning")}
+    say(f"merged {out}: {result.units_done} units; {format_numbers(summary)}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `run`, `sweep` and `report` to the gentool app."""
+    """Add `run`, `sweep`, `report` and `merge` to the gentool app."""
     app.command("run", context_settings=EXTRA)(run_cmd)
     app.command("sweep", context_settings=EXTRA)(sweep_cmd)
     app.command("report")(report_cmd)
+    app.command("merge")(merge_cmd)

@@ -448,3 +448,80 @@ def test_threads_default_to_slurms_cpus_per_task_and_are_recorded(tmp_path: Path
         assert not (tmp_path / "d").exists()
     finally:
         torch.set_num_threads(before)
+
+
+MAD_ARGS = ["--family", "gaussian", "--data", "gaussian", "--dim", "2", "--n-real", "20", "--n-synth", "20",
+            "--n-test", "50", "--device", "cpu", "--no-progress", "--no-plots"]
+
+
+def _same_run(a: Path, b: Path) -> None:
+    """Two mad-loop run directories hold the same rows, summary and samples (byte for byte)."""
+    import numpy as np
+
+    for name in ("metrics.jsonl", "summary.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert json.loads((a / DONE).read_text())["summary"] == json.loads((b / DONE).read_text())["summary"]
+    with np.load(a / "samples.npz") as x, np.load(b / "samples.npz") as y:
+        assert x["x"].dtype == y["x"].dtype and x["x"].tobytes() == y["x"].tobytes()
+    configs = [json.loads((d / "config.json").read_text()) for d in (a, b)]
+    assert configs[0]["config"] == configs[1]["config"] and configs[0]["seed"] == configs[1]["seed"]
+
+
+def test_shard_ranges_cover_the_units_in_order() -> None:
+    from gentool.core.experiments.shards import shard_ranges
+
+    assert shard_ranges(200, 4) == [(0, 50), (50, 100), (100, 150), (150, 200)]
+    assert shard_ranges(7, 3) == [(0, 2), (2, 4), (4, 7)] and shard_ranges(1, 1) == [(0, 1)]
+    for bad in (0, 8, -1, True):
+        with pytest.raises(BadInput, match=r"shards must be an integer in \[1, 7\]"):
+            shard_ranges(7, bad)
+
+
+def test_200_seed_mad_loop_over_4_shards_merges_to_the_unsharded_run(tmp_path: Path) -> None:
+    """Each shard runs 50 seeds in its own part directory; the merge equals the unsharded run exactly, and
+    `gentool merge` redoes it; shards beyond the seeds and unshardable commands are refused."""
+    args = ["mad-loop", *MAD_ARGS, "--generations", "3", "--seeds", "200", "--seed", "5"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "plain")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*args, "--shards", "4", "--executor", "debug", "--out", str(tmp_path / "sharded")])
+    assert res.exit_code == 0, res.output
+    assert "4 shards merged, 3 units" in res.output
+    parts = sorted((tmp_path / "sharded" / "parts").glob("000?"))
+    assert [json.loads((p / "config.json").read_text())["seed"] for p in parts] == [5, 55, 105, 155]
+    _same_run(tmp_path / "plain", tmp_path / "sharded")
+    res = runner.invoke(app, ["merge", str(tmp_path / "sharded")])
+    assert res.exit_code == 0, res.output
+    _same_run(tmp_path / "plain", tmp_path / "sharded")
+    res = runner.invoke(app, [*args, "--shards", "201", "--executor", "debug", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "shards must be an integer in [1, 200]" in res.output
+    assert "--shards" not in runner.invoke(app, ["optimize", "simplex", "--help"]).output
+    res = runner.invoke(app, ["merge", str(tmp_path / "plain")])
+    assert res.exit_code == 2 and "holds no sharded run" in res.output
+
+
+@pytest.mark.slow
+def test_a_shard_killed_mid_run_is_resumed_alone_and_the_merge_still_equals_the_unsharded_run(tmp_path: Path
+                                                                                               ) -> None:
+    args = ["mad-loop", *MAD_ARGS, "--generations", "150", "--seeds", "8"]
+    plain = runner.invoke(app, [*args, "--out", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    out = tmp_path / "sharded"
+    cmd = [str(GENTOOL), *args, "--shards", "2", "--executor", "local", "--out", str(out)]
+    proc = subprocess.Popen(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    second = out / "parts" / "0001"
+    try:
+        _wait_for(lambda: _units(second) >= 3, 400, "three committed units of the second shard")
+        holder = int((second / ".gentool.lock").read_text().rsplit("pid ", 1)[1].rstrip(")"))
+        os.kill(holder, signal.SIGKILL)
+        text, _ = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, text
+    assert "shard 0001 failed" in text and not (second / DONE).exists() and (out / "parts" / "0000" / DONE).exists()
+    first_done = (out / "parts" / "0000" / DONE).stat().st_mtime_ns
+    early = {n: (second / "units" / n).stat().st_mtime_ns for n in ("000001.jsonl", "000002.jsonl")}
+    done = subprocess.run(cmd, text=True, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (out / "parts" / "0000" / DONE).stat().st_mtime_ns == first_done  # the complete shard was not re-run
+    assert {n: (second / "units" / n).stat().st_mtime_ns for n in early} == early  # resumed, not restarted
+    _same_run(tmp_path / "plain", out)

@@ -1,0 +1,162 @@
+"""Sharded jobs: one job whose units are independent, split over K tasks and merged exactly.
+
+    outcome = run_sharded(spec, config, seed, "cpu", "runs/big", shards=4, opts=ExecutorOptions(...))
+
+A shardable command names its independent units and how a unit range becomes a job of its own (`SHARDABLE`):
+mad-loop's units are its seeds (seed ids `seed .. seed + seeds - 1`; every draw of seed id k comes from
+`generation_rng(k, t, stream)`, so a seed's numbers do not depend on which other seeds run with it). Shard i
+runs the contiguous range `[a_i, b_i)` as an ordinary run in `OUT/parts/<i>` (locked, resumable), submitted
+like the points of a sweep (`OUT/parts` is their sweep directory: local, debug or Slurm executor; a re-run
+skips complete shards, resumes a killed one from its last committed unit and waits for queued Slurm jobs).
+
+Once every shard is complete, `merge(OUT)` writes `OUT` as the run directory of the unsharded job, through
+`execute` like any run: unit t's rows are the shards' rows of unit t in shard order (= seed order, as the
+unsharded run writes them), the samples and snapshots are the first shard's (its first seed is the run's
+first seed), and `finish` of the unsharded job computes the summary, figures and metrics over all rows. On CPU
+the merged `metrics.jsonl`, `summary.csv`, `samples.npz` and `DONE.json` summary equal the unsharded run's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gentool.core.config import config_dict, make_config
+from gentool.core.errors import BadInput
+from gentool.core.experiments.points import Point
+from gentool.core.experiments.recipe import Recipe
+from gentool.core.experiments.sweep import SweepOutcome, executor_options, run_sweep
+from gentool.core.io import atomic_write_json, read_json, read_jsonl
+from gentool.core.jobs import JOBS
+from gentool.core.run import RunResult, execute, resolve_device
+from gentool.core.run.contract import Job, Row
+from gentool.core.run.rundir import DONE, read_snapshot, snapshot_path
+
+PARTS = "parts"
+PLAN = "shards.json"
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """How a command splits: `units(config)` independent units; `part(config, seed, a, b)` the config and seed
+    of the job that runs units [a, b) alone."""
+
+    unit: str
+    units: Callable[[Any], int]
+    part: Callable[[Any, int, int, int], tuple[Any, int]]
+
+
+def _mad_part(config: Any, seed: int, a: int, b: int) -> tuple[Any, int]:
+    """Seeds a..b-1 of a mad-loop: seed ids `seed + a ..`; the vectorised families' sample metrics stay on
+    the run's first `metric_seeds` seeds."""
+    return dataclasses.replace(config, seeds=b - a, metric_seeds=max(0, min(b - a, config.metric_seeds - a))), seed + a
+
+
+SHARDABLE = {"mad-loop": Sharding("seeds", lambda config: int(config.seeds), _mad_part)}
+
+
+def shard_ranges(units: int, shards: int) -> list[tuple[int, int]]:
+    """`shards` contiguous unit ranges covering 0..units-1, sizes differing by at most one."""
+    if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= units:
+        raise BadInput(f"shards must be an integer in [1, {units}] (the job's independent units), got {shards!r}")
+    cuts = [units * i // shards for i in range(shards + 1)]
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+
+def sharding(command: str) -> Sharding:
+    """The command's `Sharding`, or `BadInput` naming the shardable commands."""
+    if command not in SHARDABLE:
+        raise BadInput(f"{command} cannot be sharded; shardable: {', '.join(SHARDABLE)}")
+    return SHARDABLE[command]
+
+
+def shard_points(command: str, config: Any, seed: int, run: dict[str, Any], out: Path, shards: int) -> list[Point]:
+    """One point per shard, its run directory `OUT/parts/<i>`."""
+    plan = sharding(command)
+    points = []
+    for i, (a, b) in enumerate(shard_ranges(plan.units(config), shards)):
+        part, part_seed = plan.part(config, seed, a, b)
+        pid = f"{i:04d}"
+        points.append(Point(pid, command, {plan.unit: f"{a}-{b - 1}"}, part_seed, config_dict(part),
+                            {**run, "seed": part_seed}, str(out / PARTS / pid)))
+    return points
+
+
+def run_sharded(command: str, config: Any, seed: int, run: dict[str, Any], out: str | Path, shards: int,
+                executor: str, progress: Callable[..., None] | None = None) -> tuple[SweepOutcome, RunResult | None]:
+    """Run the shards (see the module docstring) and merge them once all are complete: (the shards' outcome,
+    the merged run, or None while some shard is not complete). `run`: device, plots, threads of the run
+    (shards draw no figures; the merge does)."""
+    out = Path(out)
+    points = shard_points(command, config, seed, {**run, "plots": False}, out, shards)
+    recipe = Recipe(path=Path(f"{out.name}-shards"), command=command, options=config_dict(config), run=run)
+    opts = executor_options(recipe, points, executor)
+    atomic_write_json(out / PARTS / PLAN, {"command": command, "config": config_dict(config), "seed": seed,
+                                           "run": run, "parts": [p.point_id for p in points]})
+    outcome = run_sweep(recipe, points, out / PARTS, opts, progress=progress)
+    complete = all((Path(p.run_dir) / DONE).is_file() for p in points)
+    return outcome, merge(out) if complete and not outcome.stopped else None
+
+
+class MergedJob:
+    """The unsharded job replayed from its shards' committed units (a `Job` for `execute`)."""
+
+    def __init__(self, job: Job, parts: list[Path]) -> None:
+        self.job, self.parts, self.t = job, parts, 0
+        self.command, self.config, self.seed = job.command, job.config, job.seed
+        self.device = getattr(job, "device", None)
+        self.hint = getattr(job, "hint", "")
+        self.snapshot_every = getattr(job, "snapshot_every", 0)
+
+    @property
+    def units_total(self) -> int:
+        return self.job.units_total
+
+    @property
+    def units_done(self) -> int:
+        return self.t
+
+    @property
+    def done(self) -> bool:
+        return self.t >= self.units_total
+
+    def advance(self) -> list[Row]:
+        """Unit t+1: each shard's rows of that unit, in shard order."""
+        self.t += 1
+        return [row for part in self.parts for row in read_jsonl(part / "units" / f"{self.t:06d}.jsonl")]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"t": self.t}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.t = int(state["t"])
+
+    def samples(self) -> dict[str, Any] | None:
+        """The first shard's samples after this unit (its snapshot), as the unsharded run keeps them."""
+        path = snapshot_path(self.parts[0], self.t)
+        return dict(read_snapshot(self.parts[0], self.t)) if path.is_file() else None
+
+    def finish(self, out: Path, rows: list[Row], plots: bool) -> Row:
+        return self.job.finish(out, rows, plots)
+
+
+def merge(out: str | Path, progress: Callable[..., None] | None = None) -> RunResult:
+    """Write `OUT` as the unsharded run from its complete shards (`gentool merge`); an incomplete shard is
+    `BadInput` naming it."""
+    out = Path(out)
+    try:
+        plan = read_json(out / PARTS / PLAN)
+        command, stored, seed, run, parts = (plan["command"], plan["config"], int(plan["seed"]), plan["run"],
+                                             [out / PARTS / p for p in plan["parts"]])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BadInput(f"{out} holds no sharded run ({out / PARTS / PLAN} is missing or corrupt)") from None
+    missing = [p.name for p in parts if not (p / DONE).is_file()]
+    if missing:
+        raise BadInput(f"cannot merge {out}: shard(s) {', '.join(missing)} not complete; re-run the same command "
+                       "with its shards to finish them")
+    spec = JOBS[command]
+    job = spec.make(make_config(spec.config, stored), seed, resolve_device(run.get("device", "auto")))
+    return execute(MergedJob(job, parts), out, resume="auto", progress=progress, plots=bool(run.get("plots", True)))
