@@ -69,7 +69,7 @@ def format_line(description: str, done: int, total: int, elapsed: float, done_at
     else:
         bar = ""
     line = "  ".join(p for p in (desc, bar, numbers) if p)
-    if metric and width - len(line) - 2 >= 8:
+    if metric and width - len(line) - 2 >= min(8, len(metric)):
         line = line + "  " + _clip(metric, width - len(line) - 2)
     return _clip(line, width)
 

@@ -176,3 +176,8 @@ def test_simplex_progress_counts_iterations_not_chunks(tmp_path, monkeypatch) ->
     assert res.exit_code == 0, res.output
     counts = [tuple(map(int, m)) for m in re.findall(r"  (\d+)/(\d+)  ", res.output)]
     assert all(d <= t for d, t in counts) and counts[-1][0] == counts[-1][1]
+
+
+def test_a_short_metric_is_kept_next_to_a_full_bar() -> None:
+    line = format_line("sample: reference solve", 5, 5, 33.0, 0, {"sigma": 0.0}, width=80)
+    assert line.endswith("sigma=0") and "5/5" in line and len(line) <= 80
