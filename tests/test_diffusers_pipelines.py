@@ -117,7 +117,6 @@ def test_sd_latents_equal_the_pipelines_dpmpp_2m(sd, tmp_path) -> None:
     assert rel(ours.samples()["x"], pipeline_latents(pipe, 4)) < TOL
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_sd_latents_equal_the_pipelines(sd, tmp_path, name: str) -> None:
     path, pipe = with_scheduler(sd, tmp_path, name)
