@@ -130,11 +130,27 @@ def draw_samples(ax: Any, x: Any, reference: Any | None = None, title: str = "",
             ref = as_numpy(reference)
             ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.75", label=reference_label, zorder=1)
         ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.6, label="samples", zorder=2)
+        if reference is not None and len(ref) >= 200:
+            density_contours(ax, ref[:, :2], f"{reference_label} density")
         of = f" of {x.shape[1]}" if x.shape[1] > 2 else ""
         ax.set_xlabel(f"x₁ (coordinate 1{of}, data units)")
         ax.set_ylabel(f"x₂ (coordinate 2{of}, data units)")
     legend_if_several(ax)
     ax.set_title(title, fontsize=9)
+
+
+def density_contours(ax: Any, points: np.ndarray, label: str, bins: int = 60) -> None:
+    """Contour lines (on top, so dense samples cannot hide them) of the density of `points (n, 2)`: a 2-D
+    histogram smoothed by a Gaussian of one bin, at 5 %, 20 % and 50 % of its peak."""
+    from scipy.ndimage import gaussian_filter
+
+    h, xe, ye = np.histogram2d(points[:, 0], points[:, 1], bins=bins, density=True)
+    h = gaussian_filter(h, 1.0)
+    if h.max() <= 0:
+        return
+    ax.contour((xe[:-1] + xe[1:]) / 2, (ye[:-1] + ye[1:]) / 2, h.T, levels=h.max() * np.array([0.05, 0.2, 0.5]),
+               colors="k", linewidths=0.6, zorder=3)
+    ax.plot([], [], color="k", lw=0.6, label=label)  # the contours' legend entry
 
 
 def sample_panels(path: str | Path, panels: Sequence[tuple[str, Any]], reference: Any | None = None,

@@ -65,9 +65,10 @@ def test_sample_panels_draw_the_target_under_the_samples(tmp_path, figures) -> N
     for name in ("s2.png", "s1.png", "s5.png"):
         check_figure(figures[name])
     ax = figures["s2.png"].axes[0]
-    ref, samples = ax.collections
+    ref, samples = ax.collections[:2]
     assert ref.get_label() == "target" and samples.get_label() == "samples" and ref.get_zorder() < samples.get_zorder()
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["target", "samples"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["target", "samples", "target density"]
+    assert len(ax.get_lines()) == 1 and any(c.get_zorder() > samples.get_zorder() for c in ax.collections[2:])
     assert [t.get_text() for t in figures["s1.png"].axes[0].get_legend().get_texts()] == ["data", "samples"]
     assert "of 5" in figures["s5.png"].axes[0].get_xlabel()
     plots.sample_panels(tmp_path / "img.png", [("digits", torch.rand(16, 64))])
