@@ -104,7 +104,7 @@ def test_tuning_drives_the_error_to_zero_on_the_1d_gaussian() -> None:
 
 
 def test_tuned_schedule_reloads_and_reproduces_its_heldout_error(tmp_path) -> None:
-    settings_ = dict(target="gmm-ring", nfe=4, train_samples=16, eval_samples=32, iterations=10)
+    settings_ = dict(target="gmm-ring", nfe=4, train_samples=16, eval_samples=32, steps=10)
     result = run("tune", tmp_path / "t", seed=3, plots=False, **settings_)
     schedule = T.load_tuned(tmp_path / "t")
     recorded = schedule.errors["heldout"]["tuned"]

@@ -71,7 +71,7 @@ class TuneSettings:
                          "scale (per-evaluation output scale), shift (per-evaluation σ shift).")
     train_samples: int = setting(256, "Training noises (teacher solves).")
     eval_samples: int = setting(1000, "Held-out noises for the reported errors (another generator).")
-    iterations: int = setting(400, "Adam iterations (learning rates decay to 0 over them on a cosine).")
+    steps: int = setting(400, "Adam steps (learning rates decay to 0 over them on a cosine).", old=("iterations",))
     lr_grid: float = setting(0.05, "Adam learning rate of the grid (θ, log σ_min).")
     lr_coef: float = setting(0.005, "Adam learning rate of the per-evaluation corrections.")
     sigma_min: float | None = setting(None, "Smallest σ of the EDM grid and of the search (default: 0.002, or "
@@ -87,7 +87,7 @@ class TuneSettings:
         check_int("dim", self.dim, 1, 100_000)
         check_int("train_samples", self.train_samples, 1, 10**7)
         check_int("eval_samples", self.eval_samples, 1, 10**7)
-        check_int("iterations", self.iterations, 0, 10**7)
+        check_int("steps", self.steps, 0, 10**7)
         for name in ("lr_grid", "lr_coef"):
             check_float(name, getattr(self, name), 0.0, lo_open=True, hi=10.0)
         check_float("teacher_rtol", self.teacher_rtol, 0.0, lo_open=True, hi=0.1)
@@ -144,7 +144,7 @@ class TuneJob:
 
     @property
     def units_total(self) -> int:
-        return 2 + math.ceil(self.config.iterations / CHUNK)
+        return 2 + math.ceil(self.config.steps / CHUNK)
 
     @property
     def units_done(self) -> int:
@@ -152,7 +152,7 @@ class TuneJob:
 
     @property
     def done(self) -> bool:
-        return self.trainer is not None and self.iterations_done >= self.config.iterations
+        return self.trainer is not None and self.iterations_done >= self.config.steps
 
     def teacher(self, x0: torch.Tensor, rtol: float | None = None) -> torch.Tensor:
         """A converged solve of the PF-ODE from `x0` at σ_max to σ = 0."""
@@ -189,14 +189,14 @@ class TuneJob:
         return {"phase": "search", "rho": self.searched["rho"], "sigma_min": self.searched["sigma_min"]}
 
     def _optimiser(self) -> Optimiser:
-        return Optimiser(self.config.iterations, self.config.lr_grid, self.config.lr_coef)
+        return Optimiser(self.config.steps, self.config.lr_grid, self.config.lr_coef)
 
     def advance(self) -> list[Row]:
         if not self.data:
             return [self._teachers()]
         if self.trainer is None:
             return [self._start()]
-        start, n = time.perf_counter(), min(CHUNK, self.config.iterations - self.iterations_done)
+        start, n = time.perf_counter(), min(CHUNK, self.config.steps - self.iterations_done)
         losses = [self.trainer.step() for _ in range(n)]
         self.iterations_done += n
         self.tune_seconds += time.perf_counter() - start
