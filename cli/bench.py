@@ -266,10 +266,41 @@ def samplers(
     threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
     out: Path = typer.Option(None, "--out", help="Run directory for samplers.json and config.json."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    model: str = typer.Option(None, "--model", help="Instead: a diffusers model or pipeline directory; time "
+                              "`sample --compat diffusers` against the diffusers scheduler's own loop on it."),
+    steps: int = typer.Option(20, "--steps", help="With --model: sampler steps."),
+    cfg: float = typer.Option(7.5, "--cfg", help="With --model, text pipelines: guidance scale."),
 ) -> None:
-    """Time every plan sampler (gentool eager, graph, compiled; model alone; plain loop) next to its accuracy."""
+    """Time every plan sampler (gentool eager, graph, compiled; model alone; plain loop) next to its accuracy; with
+    --model, gentool against diffusers' own loop on that model."""
+    if model is not None:
+        run_model_bench(model, steps, _ints(batch_sizes, "--batch-sizes") if batch_sizes else (1,), cfg, device,
+                        repeats, clock, threads)
+        return
     run_sampler_bench(batch_sizes, nfe, samplers, device, compile, repeats, accuracy_n, out, show_progress=progress,
                       clock=clock, threads=threads)
+
+
+def run_model_bench(model: str, steps: int, batches: tuple[int, ...], cfg: float, device_name: str, repeats: int,
+                    clock: str, threads: int | None) -> list[dict]:
+    """µs per step of gentool and of the diffusers loop on `model`, one row per batch size, printed."""
+    from gentool.core.jobs.sample_bench import pipeline_bench
+
+    device = resolve_device(device_name)
+    choose("--clock", clock, CLOCKS)
+    require(steps >= 1 and repeats >= 1, f"--steps and --repeats must be >= 1, got {steps}, {repeats}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    say(header(device))
+    rows = [pipeline_bench(model, steps, b, cfg, device, repeats, clock) for b in batches]
+    table = Table(title=f"gentool vs diffusers on {model} ({device}; µs per step, best of {repeats})")
+    for name in ("sampler", "steps", "batch", "gentool", "diffusers", "gentool/diffusers"):
+        table.add_column(name, justify="left" if name == "sampler" else "right")
+    for r in rows:
+        table.add_row(r["sampler"], str(r["steps"]), str(r["batch"]), _us(r["gentool_us"] / 1e6),
+                      _us(r["diffusers_us"] / 1e6), _ratio(r["gentool_us"], r["diffusers_us"]))
+    print_table(table)
+    return rows
 
 
 def register(app: typer.Typer) -> None:

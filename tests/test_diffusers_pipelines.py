@@ -223,3 +223,18 @@ def test_half_precision_sampling_on_cuda(sd, tmp_path, dtype: str) -> None:
         runs[kind] = sample_job.samples()["x"]
     assert torch.isfinite(runs[dtype]).all()
     assert rel(runs[dtype], runs["float32"]) < 5e-2
+
+
+def test_bench_samplers_model_times_gentool_and_diffusers(sd, tmp_path) -> None:
+    """`gentool bench samplers --model DIR`: one row per batch size, for a text pipeline and a bare UNet."""
+    from test_diffusers import tiny_unet
+
+    unet_dir = tmp_path / "unet"
+    tiny_unet().save_pretrained(unet_dir)
+    diffusers.DDIMScheduler().save_pretrained(unet_dir)
+    for model in (sd[0], unet_dir):
+        res = runner.invoke(app, ["bench", "samplers", "--model", str(model), "--steps", "2", "--repeats", "1",
+                                  "--batch-sizes", "1,2"])
+        assert res.exit_code == 0, res.output
+        rows = [line for line in res.output.splitlines() if line.startswith("│")]
+        assert len(rows) == 2 and "gentool/diffusers" in res.output
