@@ -156,3 +156,32 @@ def test_tune_refuses_bad_settings(tmp_path, args: list[str], match: str) -> Non
     res = invoke("tune", "--target", "gmm-ring", *args, "--out", str(tmp_path / "t"))
     assert res.exit_code == 2 and match in res.output, res.output
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tune_runs_on_cuda_with_the_same_code(tmp_path) -> None:
+    settings_ = dict(target="gmm-ring", nfe=4, train_samples=64, eval_samples=64, iterations=20)
+    cpu = run("tune", tmp_path / "cpu", plots=False, device="cpu", **settings_).summary
+    gpu = run("tune", tmp_path / "gpu", plots=False, device="cuda", **settings_).summary
+    assert gpu["heldout_rmse"] == pytest.approx(cpu["heldout_rmse"], rel=1e-6)
+
+
+def test_tune_a_trained_model_and_sample_with_it(tmp_path) -> None:
+    model = tmp_path / "model"
+    run("train", model, plots=False, data="ring", n_train=200, steps=4, batch_size=32, width=8, depth=1,
+        checkpoint_every=4)
+    res = run("tune", tmp_path / "t", plots=False, model=str(model), nfe=3, train_samples=8, eval_samples=8,
+              iterations=3).summary
+    schedule = T.load_tuned(tmp_path / "t")
+    assert schedule.model["model_sha256"] and math.isfinite(res["heldout_rmse"]) and res["teacher_error"] < 1e-2
+    out = invoke("sample", "--model", str(model), "--tuned", str(tmp_path / "t"), "-n", "16",
+                 "--out", str(tmp_path / "s"))
+    assert out.exit_code == 0, out.output
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["nfe"] == schedule.nfe
+    other = tmp_path / "other"
+    run("train", other, plots=False, data="ring", n_train=200, steps=4, batch_size=32, width=8, depth=1, seed=1,
+        checkpoint_every=4)
+    out = invoke("sample", "--model", str(other), "--tuned", str(tmp_path / "t"), "-n", "4",
+                 "--out", str(tmp_path / "s2"))
+    assert out.exit_code == 2 and "was made for" in out.output

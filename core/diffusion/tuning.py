@@ -43,7 +43,7 @@ from gentool.core.errors import BadInput, NumericalFailure, choose, require
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LEARNABLE: tuple[str, ...] = ("grid", "sigma-min", "scale", "shift")
 DEFAULT_LEARN: tuple[str, ...] = ("grid", "sigma-min", "scale", "shift")
-SEARCH_RHO: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 25.0, 40.0, 60.0)
+SEARCH_RHO: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 25.0, 40.0, 60.0, 90.0, 140.0)
 SEARCH_SIGMA_MIN_FACTORS: tuple[float, ...] = (1.0, 2.5, 10.0, 25.0, 100.0)
 
 
