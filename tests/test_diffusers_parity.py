@@ -184,3 +184,15 @@ def test_the_diffusers_settings_matter(unet, tmp_path, cls: str, kwargs: dict, s
     ours = gentool_job(model_dir(unet, sched, tmp_path / "model"), z, tmp_path, grid="model", integer_timesteps=True,
                        **settings)
     assert rel(ours, expected) > 1e-3
+
+
+def test_init_is_checked(unet, tmp_path) -> None:
+    from gentool.core.errors import BadInput
+
+    path = model_dir(unet, diffusers.DDIMScheduler(), tmp_path / "model")
+    with pytest.raises(BadInput, match=r"init must hold n = 4 draws of shape \(1, 8, 8\)"):
+        gentool_job(path, draws(3), tmp_path, n=4)
+    np.save(tmp_path / "bad.npy", np.full((4, 64), np.nan))
+    config = {"model": str(path), "n": 4, "steps": 2, "init": str(tmp_path / "bad.npy")}
+    with pytest.raises(BadInput, match="non-finite"):
+        SampleJob(make_config(SampleConfig, config))

@@ -1,8 +1,9 @@
 """The `sample` job: a diffusion-ODE sampler on an analytic target, a `gentool train` checkpoint or a diffusers
-model (`gentool.core.diffusion.sources`); one unit = a batch.
+model or pipeline (`gentool.core.diffusion.sources`: text- and class-conditional, latent); one unit = a batch.
 
-Outputs besides the run contract's: `samples.npz` (x, x0, sigmas; labels for class-conditional models),
-`scatter.png`, or for images `grid.png` (pixels) and with `save_png` one PNG per sample; `metrics.json`: nfe,
+Outputs besides the run contract's: `samples.npz` (x, x0, sigmas; labels for class-conditional models; latents for
+pipelines with a VAE, whose decoded images go to `images.npz` at the end), `scatter.png`, or for images `grid.png`
+(pixels) and with `save_png` one PNG per sample; `metrics.json`: nfe,
 seconds, samples/s, and for analytic targets the endpoint error against a float64 reference solve and sliced W2 /
 MMD² against exact samples; for models trained on bundled data the distances to held-out data, and for digits the
 image metrics on the local feature net (`gentool.core.metrics.images`).
