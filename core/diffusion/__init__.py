@@ -6,6 +6,9 @@ x, nfe = sample(res.denoiser, 1000, 2, sampler="dpmpp-2m", steps=20, generator=g
 model = load_diffusers("runs/digits-unet/unet")          # a diffusers UNet2DModel as D(x, sigma)
 sigmas = edm_grid(10, model.denoiser.sigma_min, model.denoiser.sigma_max)
 x, nfe = run_sampler(model.denoiser, sigmas[0] * torch.randn(16, 1, 8, 8), sigmas, "dpmpp-2m")
+
+schedule = tune(target, "unipc", 5, x0, x_exact, sigma_max=80.0, sigma_min=0.002)   # a learned 5-NFE sampler
+x = schedule.run(target, x0_new)
 """
 
 from gentool.core.diffusion.checkpoints import load_checkpoint, load_denoiser, save_checkpoint
@@ -18,6 +21,7 @@ from gentool.core.diffusion.samplers import SAMPLERS, run_sampler, sample, sampl
 from gentool.core.diffusion.schedules import SCHEDULES, Schedule, get_schedule
 from gentool.core.diffusion.targets import TARGETS, MixtureTarget, make_target
 from gentool.core.diffusion.training import DenoiserTrainer, TrainConfig, TrainResult, train_denoiser
+from gentool.core.diffusion.tuning import TunedSchedule, load_tuned, tune
 
 __all__ = [
     "train_denoiser",
@@ -52,4 +56,7 @@ __all__ = [
     "TARGETS",
     "MixtureTarget",
     "make_target",
+    "tune",
+    "TunedSchedule",
+    "load_tuned",
 ]
