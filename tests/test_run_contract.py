@@ -91,7 +91,7 @@ def test_resume_compares_every_setting_by_name(tmp_path: Path) -> None:
     assert _cli(*base).exit_code == 0
     res = _cli(*base, "--resume", "--data", "ring", "--lr", "0.5")
     line = _one_error_line(res)
-    assert res.exit_code == 2 and "data ('moons' -> 'ring')" in line and "lr (0.001 -> 0.5)" in line
+    assert res.exit_code == 2 and "data ('moons' -> 'ring')" in line and "lr (0.01 -> 0.5)" in line
     res = _cli(*base, "--resume", "--seed", "3")
     assert res.exit_code == 2 and "seed (0 -> 3)" in _one_error_line(res)
     assert _cli(*base[:-2], "--out", str(out), "--resume", "--steps", "30").exit_code == 0  # steps may grow

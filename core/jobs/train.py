@@ -56,7 +56,9 @@ class TrainJobConfig:
         check_int("n_train", self.n_train, 2, 10**8)
         check_int("checkpoint_every", self.checkpoint_every, 1)
         check_int("batch_size", self.batch_size, 1)
-        self.train_config()  # validates the network and optimiser settings
+        net = self.train_config()  # validates the network and optimiser settings
+        if self.lr is None:  # the architecture's peak learning rate, recorded as a number in config.json
+            object.__setattr__(self, "lr", net.lr)
 
     def train_config(self) -> TrainConfig:
         arch = ("conv" if self.data == "digits" else "mlp") if self.arch == "auto" else self.arch
