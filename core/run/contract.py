@@ -117,6 +117,10 @@ class SteppedUnits:
     def done(self) -> bool:
         return self.step_count >= self.step_total
 
+    def progress_position(self) -> tuple[int, int]:
+        """Steps done of the total: what the progress line counts (a unit is `step_chunk` steps)."""
+        return self.step_count, self.step_total
+
     def next_chunk(self) -> int:
         """Steps to the end of the current unit (never past `step_total`)."""
         return min(self.step_chunk - self.step_count % self.step_chunk, self.step_total - self.step_count)
