@@ -126,7 +126,8 @@ def test_clipping_matters_and_ddim_default_keeps_the_unclipped_epsilon(unet, tmp
 @pytest.mark.parametrize(("cls", "kwargs", "sampler", "opts"), [
     ("EulerAncestralDiscreteScheduler", {}, "euler-ancestral", {}),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, "dpmpp-2m-sde", {}),
-], ids=["euler-ancestral", "dpmpp-2m-sde"])
+    ("DDPMScheduler", {"clip_sample": False}, "ddim", {"eta": 1.0}),
+], ids=["euler-ancestral", "dpmpp-2m-sde", "ddpm"])
 def test_stochastic_samplers_equal_diffusers_with_the_same_noise(unet, tmp_path, cls: str, kwargs: dict,
                                                                  sampler: str, opts: dict) -> None:
     sched = getattr(diffusers, cls)(**kwargs)
@@ -134,7 +135,7 @@ def test_stochastic_samplers_equal_diffusers_with_the_same_noise(unet, tmp_path,
     expected = diffusers_loop(sched, unet, z, generator=torch.Generator().manual_seed(7))
     model = load_diffusers(model_dir(unet, sched, tmp_path / "model"), integer_timesteps=cls.startswith("DPM"))
     g = torch.Generator().manual_seed(7)
-    sigmas = sched.sigmas.double()
+    sigmas = sched.sigmas.double() if hasattr(sched, "sigmas") else model.denoiser.schedule.model_grid(STEPS)
     start = z * float(sched.init_noise_sigma) * (1 if cls.startswith("Euler") else float((sigmas[0] ** 2 + 1).sqrt()))
     ours, _ = run_sampler(model.denoiser, start, sigmas, sampler,
                           noise_sampler=lambda s, s1: torch.randn(z.shape, generator=g), **opts)

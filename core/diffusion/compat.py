@@ -5,6 +5,7 @@ sees integer timesteps, and the state convention, such that sampling equals the 
     EulerDiscrete, EulerAncestralDiscrete, HeunDiscrete   euler | euler-ancestral | heun on grid model (Karras
                                                           sigmas: edm over the spacing's range); vp with leading
     DDIM                                                  ddim eta 0 on grid model, vp
+    DDPM (variance fixed_small)                           ddim eta 1 (its posterior variance) on grid model, vp
     DPMSolverMultistep (dpmsolver++, sde-dpmsolver++)     dpmpp-2m | dpmpp-3m-kd (| -sde), solver_type,
                                                           lower_order_final, integer timesteps, vp
     UniPCMultistep (bh2, x0 prediction)                   unipc of solver_order (lower_order_final), vp
@@ -20,7 +21,7 @@ from typing import Any
 from gentool.core.errors import BadInput, require
 
 SUPPORTED = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler", "DDIMScheduler",
-             "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
+             "DDPMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
 
 
 def _grid(config: Mapping[str, Any], karras_range: str) -> dict[str, Any]:
@@ -64,6 +65,11 @@ def scheduler_settings(config: Mapping[str, Any]) -> dict[str, Any]:
         return _euler_family(name, config)
     if name == "DDIMScheduler":
         return {"sampler": "ddim", "eta": 0.0, "grid": "model", "convention": "vp"}
+    if name == "DDPMScheduler":
+        variance = config.get("variance_type", "fixed_small")
+        require(variance == "fixed_small", f"DDPMScheduler variance_type {variance!r} is not supported; supported: "
+                "fixed_small")
+        return {"sampler": "ddim", "eta": 1.0, "grid": "model", "convention": "vp"}
     if name == "DPMSolverMultistepScheduler":
         return _dpm_solver(config)
     if name == "UniPCMultistepScheduler":
