@@ -2,7 +2,7 @@
 
     python bench/samplers.py [--n 2000] [--seed 0] [--nfe 5,10,20,50,100] [--steps 5,10,20,50]
 
-Endpoint RMSE is against a float64 DOP853 reference (rtol 1e-12) from the same initial noise
+Endpoint RMSE is against a float64 dopri5 reference (rtol 1e-10) from the same initial noise
 (x0 = 80 z, z ~ N(0, I) from the seed). The first table fixes the NFE budget (2-evaluation samplers take
 (NFE + 1) // 2 steps); the second fixes the number of grid steps, the convention of SPEC §2's k-diffusion
 figures (Euler 0.312/0.140/0.061/0.022, DPM++(2M) 0.676/0.257/0.028/0.005, Heun 2.74/0.128/0.016/0.002

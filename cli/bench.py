@@ -193,7 +193,7 @@ def sampler_table(rows: list[dict], device: torch.device) -> Table:
     floor = "CUDA-graph floor" if device.type == "cuda" else "model-alone eager floor"
     clock = "CPU-time" if rows and rows[0].get("clock") == "cpu" else "wall-time"
     table = Table(title=f"Samplers on {device}: {clock} µs per step of D(x, σ) = MLP(\\[x, log σ]) 3→64→64→2, "
-                        f"float32 (floor: the {floor}); endpoint RMSE on the gmm-ring, float64, vs the DOP853 "
+                        f"float32 (floor: the {floor}); endpoint RMSE on the gmm-ring, float64, vs the dopri5 "
                         "reference")
     cols: list[tuple[str, Callable[[dict], Any]]] = [
         ("sampler", lambda r: r["sampler"]), ("batch", lambda r: f"{r['batch']:,}"),
