@@ -6,7 +6,8 @@ on CUDA also graph-captured), the model alone (the same number of denoiser calls
 an eager loop on CPU) and the sampler's definition run as a plain loop on tensors (what k-diffusion's
 `sampling.py` does); plus the endpoint RMSE of the sampler at that NFE on the gmm-ring (exact denoiser,
 float64) against the float64 reference solve (`reference_flow`: dopri5, rtol 1e-10) from the same noise. The timed
-denoiser is `D(x, sigma) = MLP([x, log sigma])`, 3->64->64->2 SiLU, float32. Returns rows (dicts); rendering is the caller's job (`gentool bench samplers`).
+denoiser is `D(x, sigma) = MLP([x, log sigma])`, 3->64->64->2 SiLU, float32. Returns rows (dicts); rendering is
+the caller's job (`gentool bench samplers`).
 """
 
 from __future__ import annotations
