@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 from gentool.cli._common import format_numbers, handle_errors, print_table, progress_bar, rows_table, say, warn
-from gentool.core.config import config_fields, field_types, make_config
+from gentool.core.config import config_fields, current_names, field_types, make_config
 from gentool.core.errors import BadInput
 from gentool.core.experiments.executors import EXECUTORS
 from gentool.core.experiments.shards import SHARDABLE, run_sharded
@@ -139,7 +139,7 @@ def options_for_resume(spec: JobSpec, out: str | Path, given: dict[str, Any], se
         make_config(spec.config, stored["config"])
     except BadInput as exc:
         raise BadInput(f"{path} is corrupt: {exc}; delete {out} to start over") from None
-    return {**stored["config"], **given}, stored.get("seed") if seed is None else seed
+    return {**current_names(spec.config, stored["config"]), **given}, stored.get("seed") if seed is None else seed
 
 
 def run_job(spec: JobSpec, given: dict[str, Any], *, out: str | Path, seed: int | None, device: str, resume: bool,

@@ -50,6 +50,13 @@ def field_name(cls: type, key: str) -> str | None:
     return next((f.name for f in config_fields(cls) if name == f.name or name in f.metadata.get("old", ())), None)
 
 
+def current_names(cls: type, config: Any) -> Any:
+    """A stored config mapping with former field names (`setting(old=...)`) replaced by the current ones."""
+    if not isinstance(config, Mapping):
+        return config
+    return {field_name(cls, key) or key: value for key, value in config.items()}
+
+
 def field_types(cls: type) -> dict[str, Any]:
     """Resolved type hints of the config class's fields."""
     return typing.get_type_hints(cls)

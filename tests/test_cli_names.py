@@ -161,3 +161,22 @@ def test_missing_extra_mechanism_is_generic(monkeypatch: pytest.MonkeyPatch) -> 
     assert res.exit_code == 2 and "pip install 'gentool[test]'" in res.stderr
     res = runner.invoke(small, ["no_such_module_xyz"])
     assert res.exit_code == 1 and isinstance(res.exception, ModuleNotFoundError)
+
+
+def test_resume_of_a_run_stored_under_former_names(tmp_path: Path) -> None:
+    """A run directory written before a rename (config.json with `iters`, `step`) resumes; a changed value is
+    still refused, under the current name."""
+    import json
+
+    out = tmp_path / "run"
+    args = ["optimize", "simplex", "--objective", "sparsemax", "--no-progress", "--no-plots", "--out", str(out)]
+    assert runner.invoke(app, [*args, "--steps", "30"]).exit_code == 0
+    stored = json.loads((out / "config.json").read_text())
+    config = stored["config"]
+    config["iters"], config["step"] = config.pop("steps"), config.pop("fw_step")
+    (out / "config.json").write_text(json.dumps(stored))
+    (out / "DONE.json").unlink()
+    res = runner.invoke(app, [*args, "--resume"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*args, "--resume", "--steps", "40"])
+    assert res.exit_code == 2 and "steps (30 -> 40)" in res.stderr

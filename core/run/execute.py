@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gentool.core.config import config_dict, extendable_fields
+from gentool.core.config import config_dict, current_names, extendable_fields
 from gentool.core.errors import BadInput, NumericalFailure, StorageError, choose
 from gentool.core.progress import position
 from gentool.core.run.contract import Job, Row, check_seed
@@ -65,7 +65,7 @@ def _prepare(rd: RunDirectory, job: Job, resume: str) -> tuple[list[Row], bool]:
     if resume == "never":
         raise BadInput(f"{rd.path} already holds a `{job.command}` run; resume it or choose another output "
                        "directory")
-    old = {"config": rd.stored["config"], "seed": rd.stored.get("seed")}
+    old = {"config": current_names(type(job.config), rd.stored["config"]), "seed": rd.stored.get("seed")}
     diffs = config_differences({**old["config"], "seed": old["seed"]}, {**new["config"], "seed": job.seed},
                                extendable_fields(type(job.config)))
     if diffs:
