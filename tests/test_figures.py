@@ -153,3 +153,17 @@ def test_job_figures(tmp_path, figures) -> None:
     assert all(integer_locator(ax) for ax in panels(mad))
     assert all("one seed" in ax.get_title() for ax in panels(mad))
     assert figures["scatter.png"].axes[0].collections[0].get_label() == "target"
+
+
+def test_report_figures_say_how_many_seeds_each_point_averages(tmp_path, figures) -> None:
+    from gentool.core.experiments.report import plot_report
+
+    rows = [{"lam": lam, "seed": s, "generation": g, "w2": 0.1 * g + 0.01 * s} for lam in (0.5, 1.0)
+            for s in (0, 1, 2) for g in (1, 2, 3)]
+    plot_report(tmp_path, ["lam"], rows)
+    fig = figures["w2_vs_generation.png"]
+    check_figure(fig)
+    assert fig._suptitle.get_text() == "mean over 3 seeds per point"
+    assert integer_locator(fig.axes[0]) and fig.axes[0].get_legend() is not None
+    plot_report(tmp_path / "one", ["lam"], [r for r in rows if r["seed"] == 0])
+    assert "one seed" in figures["w2_vs_generation.png"]._suptitle.get_text()

@@ -285,6 +285,18 @@ def _mean_curves(rows: list[dict[str, Any]], x: str, y: str, keys: list[str]) ->
     return {label: [{x: k, y: sum(pts[k]) / len(pts[k])} for k in sorted(pts)] for label, pts in sorted(acc.items())}
 
 
+def _seeds_note(rows: list[dict[str, Any]], x: str, y: str, keys: list[str]) -> str:
+    """What a point of `_mean_curves` averages: "mean over N seeds" (or "N1-N2 seeds" when points differ)."""
+    counts: dict[tuple[str, Any], int] = defaultdict(int)
+    for row in rows:
+        if _numeric(row.get(x)) and _numeric(row.get(y)):
+            counts[(_group_label(row, keys), row[x])] += 1
+    lo, hi = min(counts.values(), default=0), max(counts.values(), default=0)
+    if hi <= 1:
+        return "one seed per point (no average)"
+    return f"mean over {lo if lo == hi else f'{lo}-{hi}'} seeds per point"
+
+
 def plot_report(out_dir: str | Path, params: list[str], rows: list[dict[str, Any]],
                 metrics: list[str] | None = None) -> list[Path]:
     """Comparison plots: each metric (all, or `metrics`) vs generation/step/iter per sweep value (mean over
@@ -296,12 +308,13 @@ def plot_report(out_dir: str | Path, params: list[str], rows: list[dict[str, Any
     sel = [r for r in rows if x in r] if x else []
     for y in _plotted(sel, params, metrics):
         paths.append(plots.curves(out_dir / f"{y}_vs_{x}.png", _mean_curves(sel, x, y, params), x, [y],
-                                  markers=True))
+                                  markers=True, title=_seeds_note(sel, x, y, params)))
     sel = [r for r in rows if NFE_COLUMN in r]
     keys = ["sampler"] if "sampler" in params else [p for p in params if p != "steps"]
     for y in _plotted(sel, params, metrics):
         paths.append(plots.curves(out_dir / f"{y}_vs_nfe.png", _mean_curves(sel, NFE_COLUMN, y, keys),
-                                  NFE_COLUMN, [y], log_keys=[y], log_x=True, markers=True))
+                                  NFE_COLUMN, [y], log_keys=[y], log_x=True, markers=True,
+                                  title=_seeds_note(sel, NFE_COLUMN, y, keys)))
     return paths
 
 
@@ -392,7 +405,8 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, metrics: list[
     paths = [atomic_write_text(out_dir / COMPARE_TABLE, buf.getvalue())]
     if draw:
         series = {label: [p for m in names for p in bands[(label, m)]] for label, _ in runs}
-        paths.append(plots.curves(out_dir / "compare.png", series, x, names))
+        paths.append(plots.curves(out_dir / "compare.png", series, x, names,
+                                  title="each run: mean over its seeds, band: 95% CI"))
     header = ["run", x, *(f"{m} (mean ± sem, median)" for m in names)]
     body = []
     for label, _ in runs:

@@ -142,18 +142,20 @@ def _pause(executor: str, waited: float) -> float:
 def wait(subs: list[Submitted], executor: str, folder: Path, deadline: float | None = None,
          on_results: Callable[[list[PointResult]], None] | None = None) -> tuple[list[PointResult], list[Submitted]]:
     """Wait until every job has ended or the monotonic `deadline` passed; return (results of the ended
-    jobs, jobs still queued or running). `on_results` sees each batch of results as it comes."""
+    jobs, jobs still queued or running). `on_results` sees each batch of results as it comes, and an empty batch
+    after every poll without one (a heartbeat: the caller's progress shows the time waited)."""
     pending, results = list(subs), []
     start = time.monotonic()
     while pending:
         done = finished(pending, executor)
+        batch: list[PointResult] = []
         if done:
             batch = slurm_outcomes(done, folder) if executor == "slurm" else [
                 r for s in done for r in local_outcome(s)]
             results += batch
             pending = [s for s in pending if s not in done]
-            if on_results:
-                on_results(batch)
+        if on_results:
+            on_results(batch)
         if not pending or (deadline is not None and time.monotonic() >= deadline):
             break
         time.sleep(_pause(executor, time.monotonic() - start))
