@@ -100,8 +100,10 @@ def odeint(func: ODE_FUNC, y0: torch.Tensor | tuple[torch.Tensor, ...], t: torch
     err = RMS(e / (atol + rtol max(|y|, |y'|))) <= 1 and land exactly on every time of `t`; options
     `first_step`, `max_num_steps` and `controller` ("pi" or "integral"). Fixed methods (euler, midpoint, heun2,
     rk4) take one step per interval of `t`, or ceil(|Δt| / step_size) equal steps with
-    options={"step_size": h}. `t` may decrease. Differentiable by backpropagation through the steps; see
-    `odeint_adjoint` for memory that does not grow with the number of steps.
+    options={"step_size": h}. `t` may decrease. Differentiable by backpropagation through the steps (with
+    respect to y0 and the parameters of `func`, not to `t`; step sizes are not differentiated); see
+    `odeint_adjoint` for memory that does not grow with the number of steps. Not supported: torchdiffeq's
+    `event_fn`, per-element tensor tolerances, and its other methods (dopri8, adaptive_heun, adams, ...).
     """
     return _solve(func, y0, t, rtol, atol, method or "dopri5", options)
 
