@@ -77,7 +77,8 @@ class PipelineParts:
     decoder: LatentDecoder | None = None
 
 
-def _component(root: Path, index: dict[str, Any], name: str) -> tuple[str, str] | None:
+def _component(index: dict[str, Any], name: str) -> tuple[str, str] | None:
+    """(library, class) of component `name` in a `model_index.json`, None where it is absent or null."""
     entry = index.get(name)
     if not isinstance(entry, list | tuple) or len(entry) != 2 or entry[1] is None:
         return None
@@ -87,7 +88,9 @@ def _component(root: Path, index: dict[str, Any], name: str) -> tuple[str, str] 
 def _load(root: Path, name: str, library: str, cls_name: str, device: torch.device | str,
           dtype: torch.dtype | None) -> Any:
     """Component `name` of the pipeline at `root` (class `cls_name` of `library`), from its subfolder only."""
-    module = require_module(library if library in ("diffusers", "transformers") else "diffusers")
+    if library not in ("diffusers", "transformers"):
+        raise BadInput(f"{root / PIPELINE_FILE}: {name} comes from {library!r}; supported: diffusers, transformers")
+    module = require_module(library)
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise BadInput(f"{root / PIPELINE_FILE}: {name} class {cls_name!r} is not in {module.__name__}")
@@ -106,7 +109,7 @@ def load_parts(root: Path, device: torch.device | str, dtype: torch.dtype = torc
     if not (root / PIPELINE_FILE).is_file():
         return PipelineParts()
     index = _read_json(root / PIPELINE_FILE)
-    names = {n: _component(root, index, n) for n in ("text_encoder", "tokenizer", "vae")}
+    names = {n: _component(index, n) for n in ("text_encoder", "tokenizer", "vae")}
     text = None
     if names["text_encoder"] is not None and names["tokenizer"] is not None:
         encoder = _load(root, "text_encoder", *names["text_encoder"], device, dtype)
