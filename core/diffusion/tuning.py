@@ -58,7 +58,7 @@ def base_spec(sampler: str) -> SamplerSpec:
 
 
 def parse_learn(value: Sequence[str] | str) -> tuple[str, ...]:
-    """`--learn` as a tuple of `LEARNABLE` names ("grid,scale" or a sequence); "grid" is always learned."""
+    """The learn setting as a tuple of `LEARNABLE` names ("grid,scale" or a sequence); "grid" is always learned."""
     names = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
     for name in names:
         choose("learn", name, LEARNABLE)
