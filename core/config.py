@@ -27,13 +27,16 @@ Parser = Callable[[Any], Any]
 
 def setting(default: Any, help: str, *, choices: Iterable[str] | None = None, extendable: bool = False,
             parse: Parser | None = None, short: str | None = None, metavar: str | None = None,
-            old: Iterable[str] = ()) -> Any:
+            old: Iterable[str] = (), applies: Mapping[str, Iterable[str]] | None = None) -> Any:
     """A config field: `help` is shown by the CLI; `choices` are the allowed values (listed in help and
     errors); `extendable` settings (run lengths) may grow when a run is resumed; `parse` turns text or a
     TOML value into the field's value; `short` is a one-letter CLI alias such as "-n"; `old` are former
-    names of the field, still accepted for one release (as keys and as hidden CLI options)."""
+    names of the field, still accepted for one release (as keys and as hidden CLI options); `applies`
+    ({"mode": ("particles", "exact")}) says which choices of other fields use the setting: with any other
+    choice it must keep its default (`check_applies`)."""
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "extendable": extendable,
-            "parse": parse, "short": short, "metavar": metavar, "old": tuple(old)}
+            "parse": parse, "short": short, "metavar": metavar, "old": tuple(old),
+            "applies": {k: tuple(v) for k, v in (applies or {}).items()}}
     if isinstance(default, list | dict | set):
         raise TypeError("use a tuple or None for container defaults")
     return dataclasses.field(default=default, metadata=meta)
@@ -157,9 +160,26 @@ def make_config(cls: type, options: Mapping[str, Any], where: str = "") -> Any:
         except BadInput as exc:
             raise BadInput(prefix + str(exc)) from None
     try:
-        return cls(**kwargs)
+        cfg = cls(**kwargs)
+        check_applies(cfg)
     except BadInput as exc:
         raise BadInput(prefix + str(exc)) from None
+    return cfg
+
+
+def check_applies(cfg: Any) -> None:
+    """One rule for settings a method does not use: a setting declared with `applies={field: choices}` must keep
+    its default unless `field` is one of `choices`; otherwise `BadInput` naming the settings that the chosen
+    value takes."""
+    fields = config_fields(type(cfg))
+    for f in fields:
+        for key, allowed in f.metadata.get("applies", {}).items():
+            value = getattr(cfg, key)
+            if value not in allowed and getattr(cfg, f.name) != f.default:
+                takes = [g.name for g in fields if value in g.metadata.get("applies", {}).get(key, ())]
+                raise BadInput(f"{f.name} applies to {key} {', '.join(map(str, allowed))}, not {value!r}; {key} "
+                               f"{value!r} takes: {', '.join(takes) or 'none of them'} (of the {key}-specific "
+                               "settings)")
 
 
 ARRAY_FILES = (".npy", ".npz", ".csv", ".txt")

@@ -78,7 +78,8 @@ class MonoFlowJobConfig:
         "'1,0.8;0.8,0.89'.", parse=matrix_parser("data_cov"), metavar="MATRIX")
     fresh_real: bool = setting(False, "Draw a fresh real minibatch from the data distribution at every "
                                "discriminator step (as the official 2-D toy) instead of from n_train fixed points.")
-    target: str = setting("gaussian-1d", "Analytic target (exact mode).", choices=TARGETS)
+    target: str = setting("gaussian-1d", "Analytic target (exact mode).", choices=TARGETS,
+                          applies={"mode": ("exact",)})
     h: str = setting("logit", "Monotone h of the flow dx/dt = ∇h(d(x)).", choices=tuple(H_FUNCTIONS))
     shift: float = setting(0.0, "Shift C of the vanilla h = softplus(d + C) (the official code uses 5).")
     rate: float | None = setting(None, f"Rate a of h = exp(a d) (h exp; default {EXP_RATE:g}, the official toy's).")
@@ -90,7 +91,7 @@ class MonoFlowJobConfig:
                                   "fresh_real or a data file).")
     batch_size: int = setting(512, "Minibatch size.")
     lr_d: float = setting(2e-4, "Discriminator Adam learning rate.")
-    lr_g: float = setting(1e-4, "Generator Adam learning rate.")
+    lr_g: float = setting(1e-4, "Generator Adam learning rate.", applies={"mode": ("generator",)})
     beta1: float = setting(0.5, "Adam beta1 (both networks).")
     beta2: float = setting(0.999, "Adam beta2 (both networks).")
     hidden: int = setting(256, "Hidden units of both networks (per hidden layer).")
@@ -98,20 +99,24 @@ class MonoFlowJobConfig:
     activation: str = setting("leaky_relu", "Hidden activation of both networks (leaky_relu: slope 0.01; "
                               "leaky_relu_0.2: the official code's).", choices=tuple(ACTIVATIONS))
     generator: str = setting("mlp", "Generator (generator mode): mlp, or affine g(z) = mean + matrix z.",
-                             choices=GENERATORS)
+                             choices=GENERATORS, applies={"mode": ("generator",)})
     generator_mean: tuple[float, ...] | None = setting(None, "Initial mean of the affine generator (default 1, as "
                                                        "the official toy).", parse=vector_parser("generator_mean"),
                                                        metavar="VECTOR")
     generator_matrix: tuple[tuple[float, ...], ...] | None = setting(
         None, "Initial matrix (d, k) of the affine generator (default I; k is its latent dimension).",
         parse=matrix_parser("generator_matrix"), metavar="MATRIX")
-    latent_dim: int | None = setting(None, f"Latent dimension of the mlp generator (default {LATENT}).")
-    k_gen: int = setting(1, "Generator steps per discriminator step (k > 1: distillation loss).")
-    eps: float = setting(0.05, "Distillation step size (k_gen > 1).")
+    latent_dim: int | None = setting(None, f"Latent dimension of the mlp generator (default {LATENT}).",
+                                     applies={"mode": ("generator",)})
+    k_gen: int = setting(1, "Generator steps per discriminator step (k > 1: distillation loss).",
+                         applies={"mode": ("generator",)})
+    eps: float = setting(0.05, "Distillation step size (k_gen > 1).", applies={"mode": ("generator",)})
     d_steps: int = setting(1, "Discriminator steps per generator step or particle round.")
-    dt: float = setting(0.05, "Flow time per round (particles, exact).")
-    solver_steps: int = setting(1, "Solver steps per round (particles, exact).")
-    method: str = setting("euler", "Fixed-step solver method (particles, exact).", choices=FIXED_METHODS)
+    dt: float = setting(0.05, "Flow time per round (particles, exact).", applies={"mode": ("particles", "exact")})
+    solver_steps: int = setting(1, "Solver steps per round (particles, exact).",
+                                applies={"mode": ("particles", "exact")})
+    method: str = setting("euler", "Fixed-step solver method (particles, exact).", choices=FIXED_METHODS,
+                          applies={"mode": ("particles", "exact")})
 
     def __post_init__(self) -> None:
         choose("mode", self.mode, MODES)

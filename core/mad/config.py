@@ -90,16 +90,17 @@ class MadConfig:
     budget: int | None = setting(None, "accumulate-subsample: points drawn per fit (default: n_real); reservoir: "
                                  "points kept.")
     arch: str = setting("mlp", "diffusion: the denoiser network (unet: a diffusers UNet2DModel, square images "
-                        "such as digits).", choices=("mlp", "conv", "unet"))
+                        "such as digits).", choices=("mlp", "conv", "unet"), applies={"family": ("diffusion",)})
     warm_start: bool = setting(False, "diffusion/monoflow: fine-tune the previous generation's model instead of "
-                               "training from scratch.")
+                               "training from scratch.", applies={"family": ("diffusion", "monoflow")})
     cov: str = setting("unbiased", "Gaussian covariance estimator.", choices=("unbiased", "mle"))
     bandwidth: str | float = setting("scott", "KDE bandwidth: scott, silverman or a positive number.",
-                                     parse=parse_bandwidth)
-    components: int = setting(8, "GMM components.")
-    sampler: str = setting("dpmpp-2m", "Diffusion family: sampler.")
-    steps: int = setting(20, "Diffusion family: sampler steps.")
-    train_steps: int = setting(2000, "Training steps per generation (diffusion, monoflow).")
+                                     parse=parse_bandwidth, applies={"family": ("kde",)})
+    components: int = setting(8, "GMM components.", applies={"family": ("gmm",)})
+    sampler: str = setting("dpmpp-2m", "Diffusion family: sampler.", applies={"family": ("diffusion",)})
+    steps: int = setting(20, "Diffusion family: sampler steps.", applies={"family": ("diffusion",)})
+    train_steps: int = setting(2000, "Training steps per generation (diffusion, monoflow).",
+                               applies={"family": ("diffusion", "monoflow")})
     metrics: tuple[str, ...] | None = setting(
         None, "Sample metrics, comma-separated, or none (default: all for non-Gaussian families, none for "
         "gaussian and linear-regression).", parse=parse_metrics, metavar="LIST")
