@@ -251,7 +251,7 @@ def check_finite_array(arr: Any, where: str) -> None:
         at = tuple(int(i) + 1 for i in bad[0])
         place = {1: f"entry {at[0]}", 2: f"row {at[0]}, column {at[-1]}"}.get(len(at), f"index {at}")
         value = values[tuple(bad[0])]
-        raise BadInput(f"{where} holds a non-finite value ({value}) at {place}; only finite numbers are accepted")
+        raise BadInput(f"{where} must be finite: it holds {value} at {place}")
 
 
 def read_array(value: str | Path, name: str) -> Any:
@@ -305,6 +305,8 @@ def file_digest(value: str | Path | None) -> str:
 
 
 def _array(value: Any, name: str) -> Any:
+    """The numbers of a vector/matrix setting (text, a list, or an array file): real and finite, else `BadInput`
+    naming the setting (and the entry)."""
     import numpy as np
 
     if is_array_file(value):
@@ -319,11 +321,16 @@ def _array(value: Any, name: str) -> Any:
         if any(len(r) != len(parsed[0]) for r in parsed) or not parsed[0]:
             raise BadInput(f"{name} rows must be non-empty and of equal length, got {value!r}")
         arr = np.array(parsed, dtype=float)
-        return arr[0] if len(rows) == 1 else arr
-    try:
-        return np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        raise BadInput(f"{name} must be numbers, got {value!r}") from None
+        arr = arr[0] if len(rows) == 1 else arr
+    else:
+        if np.iscomplexobj(value):
+            raise BadInput(f"{name} must be real numbers, got {value!r}")
+        try:
+            arr = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            raise BadInput(f"{name} must be numbers, got {value!r}") from None
+    check_finite_array(arr, name)
+    return arr
 
 
 # ---- validation helpers (raise BadInput naming the field) -------------------------------------------

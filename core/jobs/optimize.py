@@ -73,6 +73,9 @@ _STEPS = ", ".join(f"{m} {d.step:g}" for m, d in DEFAULTS.items())
 
 
 
+MAX_STEPS = 10**9  # flow steps of one run (time / step_size)
+
+
 @dataclass(frozen=True)
 class ParticlesConfig:
     """Move particles along a Wasserstein gradient flow (KL to a target, potential, interaction, entropy)."""
@@ -159,6 +162,9 @@ class ParticlesConfig:
             object.__setattr__(self, "time", defaults.time)
         if self.step_size is None:
             object.__setattr__(self, "step_size", defaults.step)
+        ratio = self.time / self.step_size
+        require(ratio <= MAX_STEPS, f"time / step_size = {ratio:.3g} steps, more than {MAX_STEPS:.0e}: raise "
+                f"step_size (now {self.step_size:g}) or lower time (now {self.time:g})")
         if self.log_every is None:
             steps = steps_between(0.0, self.time, self.step_size)
             object.__setattr__(self, "log_every", max(1, math.ceil(steps / ROWS)))

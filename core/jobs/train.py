@@ -54,6 +54,7 @@ class TrainJobConfig:
         require(self.prediction == "epsilon" or self.train_config().arch == "unet",
                 "prediction applies to the unet architecture (mlp and conv use EDM preconditioning)")
         check_int("n_train", self.n_train, 2, 10**8)
+        check_int("steps", self.steps, 1, 10**9)
         check_int("checkpoint_every", self.checkpoint_every, 1)
         check_int("batch_size", self.batch_size, 1)
         net = self.train_config()  # validates the network and optimiser settings

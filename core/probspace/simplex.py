@@ -260,6 +260,8 @@ class ProximalGradient(_Backtracking):
     def step(self, obj: SimplexObjective, pt: Point, t: int) -> Point:
         def propose(eta: float) -> Tensor:
             v = pt.p - eta * pt.smooth_grad
+            if not bool(torch.isfinite(v.abs().sum())):  # (the projection sums the entries)
+                raise NumericalFailure(f"projected-gradient step p - lr * grad overflowed at lr {eta:g}; lower lr")
             return prox_entropy_simplex(v, eta * obj.entropy) if obj.entropy else project_simplex(v)
 
         return self.search(obj, pt, t, propose,

@@ -1,0 +1,97 @@
+"""Finite or refused: NaN/inf in input data files and command-line vectors is bad input naming the file (or
+setting), row and column; only real numeric dtypes are accepted (complex, object, text -> exit 2); extreme
+values end as exit 2 or a numerical-failure exit naming the knob, never a traceback; `--out ''` is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gentool.cli.main import app
+from gentool.core.config import parse_matrix, parse_vector, read_array
+from gentool.core.errors import BadInput
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def _one_line(argv: list[str], code: int, out: Path) -> str:
+    res = runner.invoke(app, [*argv, "--no-progress", "--no-plots"] + ([] if "--out" in argv else
+                                                                        ["--out", str(out)]))
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.exit_code == code, res.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.output, res.stderr
+    return lines[0]
+
+
+def _write(path: Path, arr: np.ndarray) -> Path:
+    if path.suffix == ".npy":
+        np.save(path, arr)
+    elif path.suffix == ".npz":
+        np.savez(path, a=arr)
+    else:
+        np.savetxt(path, arr, delimiter="," if path.suffix == ".csv" else " ")
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".csv", ".txt"])
+@pytest.mark.parametrize(("bad", "where"), [(np.nan, "row 3, column 2"), (np.inf, "row 3, column 2"),
+                                            (-np.inf, "row 3, column 2")])
+def test_non_finite_data_names_file_row_and_column(tmp_path: Path, suffix: str, bad: float, where: str) -> None:
+    arr = np.ones((4, 2))
+    arr[2, 1] = bad
+    path = _write(tmp_path / f"x{suffix}", arr)
+    with pytest.raises(BadInput, match=rf"init: {path}(:a)? must be finite: it holds {bad} at {where}"):
+        read_array(str(path), "init")
+    line = _one_line(["optimize", "particles", "--init", str(path)], 2, tmp_path / "out")
+    assert str(path) in line and where in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("arr", [np.array([[1 + 2j, 0.5], [1.0, 2.0]]), np.array([["a", "b"], ["c", "d"]]),
+                                 np.array([[1, None], [2, 3]], dtype=object)], ids=["complex", "text", "object"])
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_only_real_numeric_dtypes(tmp_path: Path, arr: np.ndarray, suffix: str) -> None:
+    path = tmp_path / f"x{suffix}"
+    if suffix == ".npy":
+        np.save(path, arr, allow_pickle=True)
+    else:
+        np.savez(path, a=arr)
+    line = _one_line(["optimize", "particles", "--init", str(path)], 2, tmp_path / "out")
+    assert "only real numbers (bool, integer, float) are accepted" in line and str(path) in line
+
+
+@pytest.mark.parametrize("text", ["1,nan,2", "1,inf", "-inf,0", "1,2;3,nan"])
+def test_command_line_vectors_must_be_finite(text: str) -> None:
+    with pytest.raises(BadInput, match=r"^v must be finite: it holds -?(nan|inf) at (entry|row)"):
+        (parse_matrix if ";" in text else parse_vector)(text, "v")
+
+
+def test_vectors_from_lists_must_be_real_and_finite() -> None:
+    with pytest.raises(BadInput, match="v must be finite"):
+        parse_vector([1.0, float("inf")], "v")
+    with pytest.raises(BadInput, match="v must be real numbers"):
+        parse_vector([1 + 1j, 2.0], "v")
+
+
+@pytest.mark.parametrize(("argv", "code", "fragment"), [
+    (["optimize", "particles", "--time", "1e308", "--step-size", "1e-300"], 2,
+     "time / step_size = inf steps, more than 1e+09: raise step_size"),
+    (["optimize", "simplex", "--method", "projected-gradient", "--no-backtrack", "--lr", "1e308", "--steps", "5"],
+     3, "overflowed at lr 1e+308; lower lr"),
+    (["monoflow", "--dt", "1e308"], 2, "dt applies to mode particles, exact"),
+    (["optimize", "particles", "--target", "gaussian", "--target-mean", "nan,0"], 2, "target_mean must be finite"),
+    (["optimize", "topk", "--x", "1,2,-inf", "--k", "1"], 2, "x must be finite: it holds -inf at entry 3"),
+    (["train", "--steps", str(2**63)], 2, "steps must be an integer in [1, 1000000000]"),
+])
+def test_extreme_values_name_the_knob(tmp_path: Path, argv: list[str], code: int, fragment: str) -> None:
+    assert fragment in _one_line(argv, code, tmp_path / "out")
+
+
+@pytest.mark.parametrize("command", [["optimize", "topk", "--x", "3,1,2", "--k", "1"],
+                                     ["mad-loop", "--generations", "1", "--seeds", "1"]])
+def test_an_empty_out_is_refused(tmp_path: Path, command: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert "the run directory (out) is empty" in _one_line([*command, "--out", ""], 2, tmp_path / "unused")
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current directory
