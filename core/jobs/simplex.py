@@ -32,6 +32,7 @@ from gentool.core.io import atomic_save_npz, atomic_write_text
 from gentool.core.probspace import FW_STEPS, METHODS, OBJECTIVES, SimplexObjective, make_objective
 from gentool.core.probspace.objectives import Data, checking_user_code
 from gentool.core.probspace.simplex import ITERS, TOL, FrankWolfe, SimplexRun, check_method, suitable_methods
+from gentool.core.progress import Reports, one_step
 from gentool.core.run.contract import JobSpec, Row
 
 SIMPLEX_CHUNK = 1000
@@ -144,7 +145,7 @@ def _not_converged(run: SimplexRun, tol: float) -> str:
             "compare the methods on this problem (optimize compare)")
 
 
-class SimplexJob:
+class SimplexJob(Reports):
     """State: the `SimplexRun` (point, iteration, step size, convergence) and the data file's digest."""
 
     command = "optimize simplex"
@@ -196,9 +197,10 @@ class SimplexJob:
         atomic_save_npz(out / "final.npz", p=run.p.numpy(), gap=run.gap, iters=run.t, converged=run.converged)
         if plots_on:
             keys = ["objective", "gap"] if "objective" in rows[-1] else ["gap"]
-            plots.curves(out / "objective.png", {"trace": rows}, "iter", keys, log_keys=["gap"],
-                         labels={"objective": "objective F(p)", "gap": "Frank-Wolfe gap"})
-            plots.bar(out / "distribution.png", run.p)
+            with one_step(self.progress, "figures"):
+                plots.curves(out / "objective.png", {"trace": rows}, "iter", keys, log_keys=["gap"],
+                             labels={"objective": "objective F(p)", "gap": "Frank-Wolfe gap"})
+                plots.bar(out / "distribution.png", run.p)
         summary: Row = {k: rows[-1][k] for k in ("objective",) if k in rows[-1]}
         summary |= {"gap": run.gap, "iters": run.t, "converged": run.converged}
         if run.p.numel() <= SHOW_P:
@@ -247,7 +249,7 @@ class CompareConfig(SolverSettings):
         return out
 
 
-class CompareJob:
+class CompareJob(Reports):
     """State: the index of the method running, its `SimplexRun` state, and the results of those done."""
 
     command = "optimize compare"
@@ -325,8 +327,9 @@ class CompareJob:
                         fstar=math.nan if fstar is None else fstar)
         if plots_on:
             series = {label: [r for r in rows if r["method"] == label] for label, _, _ in self.entries}
-            plots.convergence(out / "compare.png", series, "gap", {"iter": "iteration", "seconds": "time (s)"},
-                              ylabel="Frank-Wolfe gap")
+            with one_step(self.progress, "figure"):
+                plots.convergence(out / "compare.png", series, "gap", {"iter": "iteration", "seconds": "time (s)"},
+                                  ylabel="Frank-Wolfe gap")
         late = [r["method"] for r in self.results if not r["converged"]]
         summary: Row = {"fstar": fstar, "fstar_from": source, "table": table}
         return summary | ({"warning": f"not converged within {self.config.steps} iterations (gap > tol "

@@ -19,6 +19,7 @@ from gentool.core.config import float64_tensor, setting, vector_parser
 from gentool.core.errors import choose
 from gentool.core.io import atomic_write_json
 from gentool.core.probspace.topk import TOPK_MAPS, check_topk, smooth_topk
+from gentool.core.progress import Reports, one_step
 from gentool.core.run.contract import JobSpec, Row
 
 SHOW_P = 10
@@ -44,7 +45,7 @@ class TopkConfig:
         check_topk(float64_tensor(self.x), self.k, self.tau)
 
 
-class TopkJob:
+class TopkJob(Reports):
     """State: p once computed (one unit)."""
 
     command = "optimize topk"
@@ -88,7 +89,8 @@ class TopkJob:
         total = float(p.sum())
         atomic_write_json(out / "result.json", {"p": p.tolist(), "k": c.k, "tau": c.tau, "map": c.map, "sum": total})
         if plots_on:
-            self.figure(out / "topk.png")
+            with one_step(self.progress, "figure"):
+                self.figure(out / "topk.png")
         summary: Row = {"map": c.map, "k": c.k, "tau": c.tau, "sum": total}
         return summary | ({"p": ", ".join(f"{v:.6g}" for v in p.tolist())} if p.numel() <= SHOW_P else {})
 
