@@ -64,7 +64,7 @@ class BoundConfig:
                                     "component stds scaled by 1 + eps about the mean), > -1.")
     model: str | None = setting(None, "A `gentool train` checkpoint (file or run directory) trained on data with "
                                 f"an analytic law ({', '.join(DATA_TARGETS)}).", metavar="PATH")
-    dim: int = setting(2, "Dimension for the gaussian, gmm-random and point targets.")
+    dim: int = setting(2, "Dimension for the gaussian, gmm-random and point targets.", applies={"target": ANY_DIM})
     n: int = setting(4000, "Model trajectories for the Monte Carlo score error.", short="-n")
     batch_size: int | None = setting(None, "Trajectories per unit (default: all at once).")
     steps: int = setting(200, "Heun steps of the model's PF-ODE (EDM grid; also the quadrature grid).")
