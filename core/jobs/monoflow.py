@@ -30,7 +30,7 @@ from gentool.core.config import (
 )
 from gentool.core.data import DATASETS, sample_data
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
-from gentool.core.io import atomic_save_npz
+from gentool.core.io import atomic_save_npz, check_allocation
 from gentool.core.metrics.gaussian import mean_cov
 from gentool.core.monoflow import (
     H_FUNCTIONS,
@@ -61,6 +61,13 @@ DIVERGED = 1e6  # samples this many times farther out than the data: the flow ha
 
 
 
+
+
+def network_bytes(hidden: int, depth: int, batch: int, n: int) -> float:
+    """Rough float32 memory of the two MLPs (an estimate to refuse hopeless sizes up front): weights counted 4
+    times (weights, gradients, two Adam moments) for both nets, `depth hidden²` each, plus the activations of
+    `max(batch, n)` points through `depth + 2` layers (forward and backward)."""
+    return 4.0 * (2 * 4 * depth * hidden**2 + 2 * 3 * max(batch, n) * hidden * (depth + 2))
 
 
 @dataclass(frozen=True)
@@ -219,6 +226,9 @@ class _MonoFlowJob(SteppedUnits, Reports, ABC):
 
     def __init__(self, config: MonoFlowJobConfig, seed: int, device: torch.device) -> None:
         self.config, self.seed, self.device = config, int(seed), device
+        c = config
+        check_allocation(network_bytes(c.hidden, c.depth, c.batch_size, c.n), f"monoflow networks (hidden={c.hidden}, "
+                         f"depth={c.depth}, batch_size={c.batch_size}, n={c.n})", device)
         self.rng = make_generator(self.seed)
 
     @property

@@ -10,6 +10,9 @@ from gentool.core.errors import choose, require
 from gentool.core.monoflow.h import get_h
 from gentool.core.nn import ACTIVATIONS
 
+INT_LIMITS = {"steps": 10**9, "batch_size": 10**8, "k_gen": 10**4, "d_steps": 10**4, "hidden": 10**5,
+              "depth": 1000, "latent_dim": 10**6, "solver_steps": 10**6}  # integer settings: upper bounds
+
 
 @dataclass(frozen=True)
 class MonoFlowConfig:
@@ -54,10 +57,10 @@ class MonoFlowConfig:
         require(math.isfinite(self.shift), f"shift must be finite, got {self.shift}")
         require(math.isfinite(self.rate) and self.rate > 0, f"rate must be > 0 (h = exp(rate d) increasing), got "
                 f"{self.rate}")
-        ints = ("steps", "batch_size", "k_gen", "d_steps", "hidden", "depth", "latent_dim", "solver_steps")
-        for name in ints:
+        for name, hi in INT_LIMITS.items():
             value = getattr(self, name)
-            require(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+            require(isinstance(value, int) and 1 <= value <= hi, f"{name} must be an integer in [1, {hi}], got "
+                    f"{value!r}")
         for name in ("lr_d", "lr_g", "eps", "dt"):
             value = getattr(self, name)
             require(math.isfinite(value) and value > 0, f"{name} must be > 0, got {value!r}")
