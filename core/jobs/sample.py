@@ -47,6 +47,9 @@ SAMPLE_GRIDS = (*GRIDS, MODEL_GRID)
 TUNED_TAKES = ("sampler", "steps", "grid", "schedule", "sigma_min", "sigma_max", "rho", "sigma_range")
 
 
+DIM_DEFAULT = 2  # the dimension of the analytic targets unless dim says otherwise
+
+
 @dataclass(frozen=True)
 class SampleSettings:
     """What to sample (exactly one of `target` and `model`), with which sampler, on which σ grid. The
@@ -59,7 +62,7 @@ class SampleSettings:
     steps: int = setting(20, "Grid steps (σ levels; the last step goes to 0).")
     n: int = setting(10000, "Number of samples.", short="-n")
     batch_size: int | None = setting(None, "Samples per batch, to bound memory (default: all at once).")
-    dim: int = setting(2, "Dimension for the gaussian, gmm-random and point targets.")
+    dim: int = setting(DIM_DEFAULT, "Dimension for the gaussian, gmm-random and point targets.")
     grid: str = setting("edm", "σ grid (model: a diffusers model's own timesteps).", choices=SAMPLE_GRIDS)
     schedule: str = setting("vp-linear", "Schedule of the uniform-t grid.", choices=tuple(SCHEDULES))
     sigma_min: float | None = setting(None, "Smallest nonzero σ (default: 0.002, or the model's noise table).")
@@ -135,6 +138,8 @@ class SampleSettings:
         require(self.target is None or self.n >= 2, f"n must be >= 2 for an analytic target (its metrics compare "
                 f"sample sets), got {self.n}")
         check_int("dim", self.dim, 1, 100_000)
+        require(self.model is None or self.dim == DIM_DEFAULT, "dim applies to analytic targets (gaussian, gmm-random, "
+                "point); a model has its own dimension")
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, 1)
         if self.sigma_min is not None:
