@@ -1,0 +1,148 @@
+"""The probe list of issue 25 for every job command, generated from the commands' configs (so a new option is
+probed without editing this file): each float option given nan, inf, -inf, 1e308, -1e308; each count option 0,
+-1, 2**63; each path option '', a file where a directory is expected and a directory where a file is expected,
+a path in a missing directory, a read-only directory. Every probe ends with a documented exit code (0, 2, 3 or 4;
+NaN and '' always 2), no traceback, at most one `error:` line, and a refused new run leaves no directory.
+
+The whole sweep is `slow`; the default suite runs a representative subset (`FAST`)."""
+
+from __future__ import annotations
+
+import signal
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gentool.cli.main import app
+from gentool.core.config import config_fields, field_types
+from gentool.core.jobs import JOBS
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+BASE = {  # each job command with options that keep an accepted probe cheap
+    "sample": ["sample", "--target", "gaussian", "--steps", "2", "-n", "8", "--no-reference"],
+    "tune": ["tune", "--target", "gaussian", "--nfe", "2", "--steps", "1", "--train-samples", "8",
+             "--eval-samples", "8"],
+    "train": ["train", "--steps", "2", "--checkpoint-every", "2", "--n-train", "20", "--width", "8", "--depth", "1",
+              "--batch-size", "8"],
+    "bound": ["bound", "--target", "gaussian", "-n", "8", "--steps", "2", "--n-w2", "8", "--w2-levels", "2"],
+    "monoflow": ["monoflow", "--steps", "2", "--eval-every", "2", "-n", "16", "--n-train", "32", "--hidden", "8",
+                 "--batch-size", "8"],
+    "optimize simplex": ["optimize", "simplex", "--steps", "3"],
+    "optimize compare": ["optimize", "compare", "--steps", "3"],
+    "optimize particles": ["optimize", "particles", "-n", "8", "--time", "0.02", "--step-size", "0.01"],
+    "optimize topk": ["optimize", "topk", "--x", "3,1,2", "--k", "1"],
+    "mad-loop": ["mad-loop", "--generations", "1", "--seeds", "1", "--n-real", "20", "--n-test", "20"],
+}
+FLOATS = ("nan", "inf", "-inf", "1e308", "-1e308")
+COUNTS = ("0", "-1", str(2**63))
+PATHS = ("''", "file-for-dir", "dir-for-file", "missing-parent", "read-only-dir")
+PATH_FIELDS = {"PATH": "file", "FILE": "file", "DIR": "dir"}
+
+
+def _kind(field: Any, hint: Any) -> str | None:
+    """float, count, file, dir or None (not probed here: names, vectors, schedules, switches)."""
+    metavar = field.metadata.get("metavar")
+    if metavar in PATH_FIELDS:
+        return PATH_FIELDS[metavar]
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if field.metadata.get("choices") or field.metadata.get("parse") or len(args) != 1:
+        return "file" if args[0] is Path else None
+    return {float: "float", int: "count", Path: "file"}.get(args[0])
+
+
+def _flag(command: str, name: str) -> str:
+    short = {f.name: f.metadata.get("short") for f in config_fields(JOBS[command].config)}.get(name)
+    return short or "--" + name.replace("_", "-")
+
+
+def probes() -> list[tuple[str, str, str, str]]:
+    """(command, option, kind, value) for every probed option of every job command, plus --out."""
+    cases = []
+    for command in BASE:
+        hints = field_types(JOBS[command].config)
+        for field in config_fields(JOBS[command].config):
+            kind = _kind(field, hints[field.name])
+            values = {"float": FLOATS, "count": COUNTS, "file": PATHS, "dir": PATHS}.get(kind or "", ())
+            cases += [(command, _flag(command, field.name), kind, v) for v in values]
+        cases += [(command, "--out", "out", v) for v in PATHS]
+    return cases
+
+
+ALL = probes()
+FAST = [c for c in ALL if c[3] in ("nan", str(2**63), "''")]  # refused at once: cheap, and they found bugs
+
+
+def _value(kind: str, probe: str, tmp: Path) -> str:
+    """The command-line text of a probe (files and directories created under `tmp`)."""
+    (tmp / "a-file").write_text("not what was asked for\n")
+    (tmp / "a-dir").mkdir(exist_ok=True)
+    readonly = tmp / "read-only"
+    readonly.mkdir(exist_ok=True)
+    readonly.chmod(0o500)
+    expects_dir = kind in ("dir", "out")
+    return {"''": "", "file-for-dir": str(tmp / "a-file"), "dir-for-file": str(tmp / "a-dir"),
+            "missing-parent": str(tmp / "missing" / ("sub" if expects_dir else "x.npy")),
+            "read-only-dir": str(readonly / "x") if expects_dir else str(readonly)}.get(probe, probe)
+
+
+def _argv(command: str, option: str, value: str, out: Path) -> list[str]:
+    base = list(BASE[command])
+    if option in base:  # the probe replaces the base's value of that option
+        i = base.index(option)
+        del base[i:i + 2]
+    argv = [*base, option, value]
+    if option != "--out":
+        argv += ["--out", str(out)]
+    return [*argv, "--no-progress", "--no-plots"]
+
+
+class RanTooLong(Exception):
+    """An accepted probe that does not finish: a value that should have been refused (2**63 steps) was taken."""
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise RanTooLong(f"the probe ran longer than {LIMIT_S} s")
+
+
+LIMIT_S = 120
+
+
+def _check(tmp_path: Path, command: str, option: str, kind: str, probe: str) -> None:
+    out = tmp_path / "run"
+    value = _value(kind, probe, tmp_path)
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(LIMIT_S)
+    try:
+        res = runner.invoke(app, _argv(command, option, value, out))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        (tmp_path / "read-only").chmod(0o700)
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert "Traceback" not in res.output and not (res.exception and not isinstance(res.exception, SystemExit)), \
+        (command, option, value, repr(res.exception), res.output[-2000:])
+    assert res.exit_code in (0, 2, 3, 4), (command, option, value, res.exit_code, res.output[-2000:])
+    if probe in ("nan", "''"):
+        assert res.exit_code == 2, (command, option, value, res.exit_code, res.output[-2000:])
+    if res.exit_code:
+        assert len(errors) == 1, (command, option, value, res.stderr)
+    if res.exit_code == 2 and option != "--out":
+        assert not out.exists(), f"{command} {option} {value!r}: a refused run left {out} behind"
+
+
+def _id(case: tuple[str, str, str, str]) -> str:
+    return f"{case[0]} {case[1]} {case[3]}"
+
+
+@pytest.mark.parametrize("case", FAST, ids=[_id(c) for c in FAST])
+def test_probe_fast(tmp_path: Path, case: tuple[str, str, str, str]) -> None:
+    _check(tmp_path, *case)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [c for c in ALL if c not in FAST], ids=[_id(c) for c in ALL if c not in FAST])
+def test_probe_all(tmp_path: Path, case: tuple[str, str, str, str]) -> None:
+    _check(tmp_path, *case)
