@@ -75,3 +75,21 @@ def test_points_run_side_by_side_not_one_per_node(cluster: Cluster, tmp_path: Pa
     assert len(records) == 2
     first, second = sorted(records, key=lambda r: r["Start"])
     assert second["Start"] < first["End"], records  # the second started before the first ended
+
+
+def test_setup_lines_and_extra_sbatch_parameters_reach_the_job(cluster: Cluster, tmp_path: Path) -> None:
+    """The [slurm] table's `setup` lines run in the job before gentool (their output is in the job's log), and
+    `sbatch` pairs are passed to sbatch unchanged (the job's comment, as Slurm reports it)."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text((ROOT / "recipes" / "mad-gaussian.toml").read_text().split("[slurm]")[0] +
+                      '[slurm]\ntime = 10\nsetup = ["echo setup-ran-in-$SLURM_JOB_ID"]\n'
+                      'sbatch = { comment = "gentool-knobs" }\n' +
+                      "[smoke]" + (ROOT / "recipes" / "mad-gaussian.toml").read_text().split("[smoke]")[1])
+    out = tmp_path / "s"
+    res = gentool("sweep", recipe, "--smoke", "--executor", "slurm", "--out", out)
+    assert res.returncode == 0, output(res)
+    logs = "".join(p.read_text() for p in (out / "submitit").glob("*_log.out"))
+    assert "setup-ran-in-" in logs, logs
+    array = next(iter(read_status(out).values()))["job_id"].split("_")[0]
+    shown = cluster.run("scontrol", "show", "job", array)
+    assert "Comment=gentool-knobs" in shown, shown
