@@ -9,6 +9,9 @@ from gentool.core.errors import choose, require
 GRIDS: tuple[str, ...] = ("edm", "uniform-t", "log-sigma")
 
 
+SIGMA_LIMIT = 1e10  # largest noise level a run takes (σ² and the EDM grid stay finite in float64)
+
+
 def _with_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 

@@ -40,6 +40,7 @@ from gentool.core.diffusion.bound import (
 )
 from gentool.core.diffusion.checkpoints import denoiser_from_state, load_checkpoint
 from gentool.core.diffusion.denoisers import Denoiser
+from gentool.core.diffusion.grids import SIGMA_LIMIT
 from gentool.core.diffusion.targets import TARGETS, MixtureTarget, make_target
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
 from gentool.core.io import atomic_write_json, atomic_write_text
@@ -88,7 +89,7 @@ class BoundConfig:
             check_int("batch_size", self.batch_size, 2)
         check_int("steps", self.steps, 2, 100_000)
         check_float("sigma_min", self.sigma_min, 0.0, lo_open=True)
-        check_float("sigma_max", self.sigma_max, self.sigma_min, lo_open=True)
+        check_float("sigma_max", self.sigma_max, self.sigma_min, SIGMA_LIMIT, lo_open=True)
         check_float("rho", self.rho, 0.0, lo_open=True)
         check_int("n_w2", self.n_w2, 2, 20_000)
         check_int("w2_levels", self.w2_levels, 1, self.steps + 1)

@@ -165,6 +165,8 @@ class ParticlesConfig:
         ratio = self.time / self.step_size
         require(ratio <= MAX_STEPS, f"time / step_size = {ratio:.3g} steps, more than {MAX_STEPS:.0e}: raise "
                 f"step_size (now {self.step_size:g}) or lower time (now {self.time:g})")
+        require(steps_between(0.0, self.time, self.step_size) >= 1, f"time / step_size = {ratio:.3g}: the flow "
+                f"takes no step; lower step_size (now {self.step_size:g}) or raise time (now {self.time:g})")
         if self.log_every is None:
             steps = steps_between(0.0, self.time, self.step_size)
             object.__setattr__(self, "log_every", max(1, math.ceil(steps / ROWS)))

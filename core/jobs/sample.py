@@ -26,6 +26,7 @@ from gentool.core.diffusion import GRIDS, SAMPLERS, SCHEDULES, TARGETS, make_gri
 from gentool.core.diffusion.compat import scheduler_settings
 from gentool.core.diffusion.discrete import Spacing, TimestepRule
 from gentool.core.diffusion.discrete_denoiser import CLIP_MODES, Clipped, Clipping, TextConditioned
+from gentool.core.diffusion.grids import SIGMA_LIMIT
 from gentool.core.diffusion.pipelines import DTYPES
 from gentool.core.diffusion.samplers import Option, option_declarations, run_sampler
 from gentool.core.diffusion.sources import SampleSource, model_source, target_source
@@ -145,7 +146,7 @@ class SampleSettings:
         if self.sigma_min is not None:
             check_float("sigma_min", self.sigma_min, 0.0, lo_open=True)
         if self.sigma_max is not None:
-            check_float("sigma_max", self.sigma_max, self.sigma_min or 0.0, lo_open=True)
+            check_float("sigma_max", self.sigma_max, self.sigma_min or 0.0, SIGMA_LIMIT, lo_open=True)
         check_float("rho", self.rho, 0.0, lo_open=True)
         check_float("cfg", self.cfg, 0.0)
         choose("dtype", self.dtype, DTYPES)

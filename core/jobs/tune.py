@@ -25,7 +25,7 @@ import torch
 from gentool.core import plots
 from gentool.core.config import check_float, check_int, setting
 from gentool.core.diffusion import TARGETS
-from gentool.core.diffusion.grids import edm_grid
+from gentool.core.diffusion.grids import SIGMA_LIMIT, edm_grid
 from gentool.core.diffusion.samplers import solve_sampler
 from gentool.core.diffusion.sources import SampleSource, model_source, target_source
 from gentool.core.diffusion.targets import MixtureTarget, reference_flow
@@ -95,7 +95,7 @@ class TuneSettings:
         if self.sigma_min is not None:
             check_float("sigma_min", self.sigma_min, 0.0, lo_open=True)
         if self.sigma_max is not None:
-            check_float("sigma_max", self.sigma_max, self.sigma_min or 0.0, lo_open=True)
+            check_float("sigma_max", self.sigma_max, self.sigma_min or 0.0, SIGMA_LIMIT, lo_open=True)
 
     def given_options(self) -> dict[str, Any]:
         """The base sampler's options set (not None); the sampler refuses those it does not take."""

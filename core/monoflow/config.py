@@ -10,6 +10,7 @@ from gentool.core.errors import choose, require
 from gentool.core.monoflow.h import get_h
 from gentool.core.nn import ACTIVATIONS
 
+FLOAT32_MAX = 1e38  # (3.4e38 is float32's largest number)
 INT_LIMITS = {"steps": 10**9, "batch_size": 10**8, "k_gen": 10**4, "d_steps": 10**4, "hidden": 10**5,
               "depth": 1000, "latent_dim": 10**6, "solver_steps": 10**6}  # integer settings: upper bounds
 
@@ -64,6 +65,9 @@ class MonoFlowConfig:
         for name in ("lr_d", "lr_g", "eps", "dt"):
             value = getattr(self, name)
             require(math.isfinite(value) and value > 0, f"{name} must be > 0, got {value!r}")
+        for name in ("lr_d", "lr_g", "eps"):  # Adam and the networks work in float32
+            require(getattr(self, name) < FLOAT32_MAX, f"{name} must be below {FLOAT32_MAX:.0e} (float32), got "
+                    f"{getattr(self, name)!r}")
         for name in ("beta1", "beta2"):
             value = getattr(self, name)
             require(0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
