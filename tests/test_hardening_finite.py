@@ -84,6 +84,10 @@ def test_vectors_from_lists_must_be_real_and_finite() -> None:
     (["optimize", "particles", "--target", "gaussian", "--target-mean", "nan,0"], 2, "target_mean must be finite"),
     (["optimize", "topk", "--x", "1,2,-inf", "--k", "1"], 2, "x must be finite: it holds -inf at entry 3"),
     (["train", "--steps", str(2**63)], 2, "steps must be an integer in [1, 1000000000]"),
+    (["optimize", "particles", "--step-size", "1e308"], 2, "the flow takes no step; lower step_size"),
+    (["monoflow", "--lr-d", "1e308"], 2, "lr_d must be below 1e+38 (float32)"),
+    (["sample", "--target", "gaussian", "--sigma-max", "1e308"], 2, "sigma_max must be a finite number in"),
+    (["monoflow", "--hidden", "100000", "--depth", "1000"], 2, "monoflow networks (hidden=100000, depth=1000"),
 ])
 def test_extreme_values_name_the_knob(tmp_path: Path, argv: list[str], code: int, fragment: str) -> None:
     assert fragment in _one_line(argv, code, tmp_path / "out")
