@@ -5,6 +5,10 @@ the state's shape).
   the element's index), turned into a normal by Box–Muller. So a sample's noise does not depend on the batch
   it is drawn in, on how a run is split into batches, or on the device; and it is pure tensor arithmetic
   (no generator state), safe inside a CUDA graph or a compiled function.
+* `BrownianPath` (the default of samplers with sub-step noise): a Brownian motion W over sigma, built point by
+  point at the sigmas the sampler asks for by Lévy's construction (a new point beyond the known ones is an
+  independent Gaussian increment, one between two known points a Brownian-bridge draw), from `SeededNoise`
+  draws: draws over overlapping intervals are consistent, and as `SeededNoise` independent of batching.
 * `BrownianNoise`: a Brownian motion W over sigma from torchsde `BrownianTree`s, returning
   `(W(sigma') - W(sigma)) / sqrt|sigma' - sigma|`: draws over overlapping intervals are consistent (what
   single-step SDE solvers with sub-steps need; k-diffusion's `BrownianTreeNoiseSampler`).
@@ -94,3 +98,48 @@ class BrownianNoise:
         sign = 1.0 if float(sigma) < float(sigma_next) else -1.0
         w = torch.stack([tree(t0, t1) for tree in self.trees]) if self.per_sample else self.trees[0](t0, t1)
         return w * (sign / math.sqrt(t1 - t0))
+
+
+class BrownianPath:
+    """`noise(a, b) = (W(b) − W(a)) / sqrt|b − a|` for a Brownian motion W over sigma with W = 0 at the first
+    sigma asked for. W at a new point q (one draw z of `SeededNoise` each, drawn `block` at a time):
+
+        beyond the known points, next to the nearest one p:   W(q) = W(p) + sqrt|q − p| z,
+        between known neighbours p < q < r:                   W(q) = W(p) + (q − p)/(r − p) (W(r) − W(p))
+                                                                     + sqrt((q − p)(r − q)/(r − p)) z,
+
+    which is the exact law of W at the points given the known ones (Lévy's construction), so sub-step and step
+    increments that share points are consistent. The numbers depend on the order of the points asked for (fixed
+    by the sampler's definition), the seed and each sample's global index, not on batching."""
+
+    def __init__(self, like: torch.Tensor, seed: int, first: int = 0, block: int = 16) -> None:
+        self.source, self.block = SeededNoise(like, seed, first), max(1, int(block))
+        self.zero = torch.zeros_like(like)
+        self.points: dict[float, torch.Tensor] = {}
+        self.pending: list[torch.Tensor] = []
+
+    def _z(self) -> torch.Tensor:
+        if not self.pending:
+            self.pending = list(self.source.draws(self.block).unbind(0))[::-1]
+        return self.pending.pop()
+
+    def _w(self, q: float) -> torch.Tensor:
+        if q in self.points:
+            return self.points[q]
+        below = [p for p in self.points if p < q]
+        above = [p for p in self.points if p > q]
+        if not self.points:
+            w = self.zero
+        elif below and above:
+            p, r = max(below), min(above)
+            wp, wr = self.points[p], self.points[r]
+            w = wp + (q - p) / (r - p) * (wr - wp) + math.sqrt((q - p) * (r - q) / (r - p)) * self._z()
+        else:
+            p = max(below) if below else min(above)
+            w = self.points[p] + math.sqrt(abs(q - p)) * self._z()
+        self.points[q] = w
+        return w
+
+    def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
+        a, b = float(sigma), float(sigma_next)
+        return (self._w(b) - self._w(a)) / math.sqrt(abs(b - a))

@@ -163,7 +163,7 @@ def dpmpp_sde(model: Model, noise: Noise, x: Any, sigmas: Grid, eta: Scalar = 1.
     """DPM-Solver++ (stochastic, single-step; k-diffusion `sample_dpmpp_sde`): with lambda_s = lambda + r h,
     an ancestral DPM-Solver++(1) sub-step to sigma_s, then the full step with `D_d = (1 - 1/2r) D + (1/2r)
     D(x_s, sigma_s)`, each as `x <- (s_down/s) x - expm1(-(lambda_down - lambda)) D_* + s_noise s_up z`
-    with noise from (sigma, sigma_s) and (sigma, sigma'): consistent sub-step noise needs a Brownian tree.
+    with noise from (sigma, sigma_s) and (sigma, sigma'): consistent sub-step noise needs one Brownian path.
     A step to 0 is Euler. NFE 2 per step, 1 for the step to 0."""
     fac = 1 / (2 * r)
     for s, s1 in pairs(sigmas):

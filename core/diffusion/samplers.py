@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from gentool.core.diffusion import sampler_defs as defs
 from gentool.core.diffusion.denoisers import Denoiser
-from gentool.core.diffusion.noise import BrownianNoise, SeededNoise
+from gentool.core.diffusion.noise import BrownianPath, SeededNoise
 from gentool.core.diffusion.tracing import record
 from gentool.core.errors import choose, require
 from gentool.core.progress import Progress
@@ -181,7 +181,7 @@ SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
     SamplerSpec("dpmpp-3m-sde", defs.dpmpp_multistep, (ETA, S_NOISE, SOLVER_3M, LOWER_ORDER_FINAL), noise="seeded",
                 summary="DPM-Solver++(3M) SDE"),
     SamplerSpec("dpmpp-sde", defs.dpmpp_sde, (ETA, S_NOISE, R_SDE), nfe_per_step=TWO, noise="brownian",
-                summary="DPM-Solver++ SDE, single-step (Brownian tree)"),
+                summary="DPM-Solver++ SDE, single-step (Brownian path)"),
     SamplerSpec("unipc", defs.unipc, (order_option(3, 2),), order="order+1", summary="UniPC-bh2"),
     SamplerSpec("ipndm", defs.adams, (order_option(4, 4),), bound={"weights": defs.ab_fixed}, order="2",
                 summary="iPNDM, fixed Adams–Bashforth weights"),
@@ -255,11 +255,10 @@ def _solve_ode(denoiser: Denoiser, x: torch.Tensor, grid: tuple[float, ...], opt
 
 
 def default_noise(spec: SamplerSpec, x: torch.Tensor, grid: Sequence[float], seed: int, first: int) -> NoiseSampler:
-    """The sampler's default noise: `BrownianNoise` over the positive sigmas for samplers with sub-step
-    noise, else `SeededNoise`; both depend on (seed, each sample's global index) only."""
+    """The sampler's default noise: `BrownianPath` for samplers with sub-step noise (its draws in one block of
+    2 per grid step), else `SeededNoise`; both depend on (seed, each sample's global index) only."""
     if spec.noise == "brownian":
-        positive = [float(s) for s in grid if float(s) > 0]
-        return BrownianNoise(x, min(positive), max(positive), seed, first)
+        return BrownianPath(x, seed, first, block=2 * len(grid))
     return SeededNoise(x, seed, first)
 
 
