@@ -59,6 +59,8 @@ def _field_parameter(field: Any, hint: Any, name: str | None = None) -> inspect.
     """The option of a config field, or (`name`: one of the field's `old` names) its hidden former spelling."""
     flag = "--" + (name or field.name).replace("_", "-")
     short = field.metadata.get("short") if name is None else None
+    if short and not short.startswith("-"):  # a second long name, declared without dashes
+        short = "--" + short
     names = [flag, short] if short else [flag]
     if hint is bool or hint == bool | None:
         option = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=_help(field), show_default=False,

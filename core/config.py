@@ -30,7 +30,8 @@ def setting(default: Any, help: str, *, choices: Iterable[str] | None = None, ex
             old: Iterable[str] = (), applies: Mapping[str, Iterable[str]] | None = None) -> Any:
     """A config field: `help` is shown by the CLI; `choices` are the allowed values (listed in help and
     errors); `extendable` settings (run lengths) may grow when a run is resumed; `parse` turns text or a
-    TOML value into the field's value; `short` is a one-letter CLI alias such as "-n"; `old` are former
+    TOML value into the field's value; `short` is a one-letter CLI alias such as "-n" (or, without dashes, a
+    second long name); `old` are former
     names of the field, still accepted for one release (as keys and as hidden CLI options); `applies`
     ({"mode": ("particles", "exact")}) says which choices of other fields use the setting: with any other
     choice it must keep its default (`check_applies`)."""

@@ -195,5 +195,5 @@ def test_init_is_checked(unet, tmp_path) -> None:
         gentool_job(path, draws(3), tmp_path, n=4)
     np.save(tmp_path / "bad.npy", np.full((4, 64), np.nan))
     config = {"model": str(path), "n": 4, "steps": 2, "init": str(tmp_path / "bad.npy")}
-    with pytest.raises(BadInput, match="non-finite"):
+    with pytest.raises(BadInput, match="must be finite: it holds nan at row 1, column 1"):
         SampleJob(make_config(SampleConfig, config))

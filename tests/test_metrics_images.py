@@ -46,7 +46,8 @@ def test_identical_feature_sets_are_perfect() -> None:
     f = torch.randn(200, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     m = feature_metrics(f, f)
     assert abs(m["frechet_distance"]) < 1e-9 and m["precision"] == m["recall"] == m["coverage"] == 1.0
-    assert m["density"] == pytest.approx(6 / 5)  # each ball holds its centre and its k = 5 neighbours: (k + 1) / k
+    # strict balls (d < r, as the reference prdc): each holds its centre and its k - 1 = 4 nearer neighbours: k / k
+    assert m["density"] == pytest.approx(1.0)
 
 
 def test_unknown_image_data_is_bad_input() -> None:

@@ -80,11 +80,11 @@ class Resources:
 
     parallel: int | None = setting(
         None, "Jobs running at once (slurm: array parallelism, default 16; local: default the CPU count).",
-        short="--array-parallelism")
+        short="array-parallelism")
     partition: str | None = setting(None, "Slurm partition (default: the cluster's).")
     time: int = setting(60, "Job time limit in minutes.")
     cpus: int = setting(1, "CPUs per job (cpus-per-task).")
-    gpus_per_node: int = setting(0, "GPUs per job (slurm: per node).", short="--gpus")
+    gpus_per_node: int = setting(0, "GPUs per job (slurm: per node).", short="gpus")
     mem: str | None = setting(None, "Memory per job with its unit, e.g. 4G or 500M (slurm; default: estimated "
                               "from the recipe's sample counts).")
     nodes: int = setting(1, "Nodes per job (slurm).")

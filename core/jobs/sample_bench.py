@@ -1,4 +1,4 @@
-"""`gentool bench samplers --model DIR`: microseconds per step of `gentool sample --compat diffusers` on a diffusers
+"""Diffusers-model sampler benchmark: microseconds per step of the sample job in compat mode diffusers on a diffusers
 model against the diffusers scheduler's own loop on the same net, measured in one run (interleaved repeats, best
 kept). Both start from the same latents and run the same number of steps; text pipelines are timed through
 `pipe(..., output_type="latent")` (prompt encoding included, as a pipeline does it per call), other models through

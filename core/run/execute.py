@@ -9,7 +9,7 @@
 3. Loop: `job.advance()` one unit; its rows must be finite (else `NumericalFailure` naming the unit and the
    job's hint, the last good state stays committed); every `checkpoint_every` units (and at the end) the rows,
    samples and `state_dict()` are committed atomically, the state with a manifest (size, sha256) of the unit
-   files that `--resume` verifies. SIGINT/SIGTERM stop the loop (never mid-commit) with `Interrupted`.
+   files that a resumed run verifies. SIGINT/SIGTERM stop the loop (never mid-commit) with `Interrupted`.
 A refusal never damages the directory: a resumed run is checked completely (settings, state, units) before
 anything is written, and a new run refused by bad input (at any unit) removes what it wrote.
 4. `job.finish(...)` writes summaries and figures; `metrics.jsonl` and `DONE.json` mark completion.
