@@ -185,3 +185,20 @@ def test_tune_a_trained_model_and_sample_with_it(tmp_path) -> None:
     out = invoke("sample", "--model", str(other), "--tuned", str(tmp_path / "t"), "-n", "4",
                  "--out", str(tmp_path / "s2"))
     assert out.exit_code == 2 and "was made for" in out.output
+
+
+@pytest.mark.slow
+def test_tune_a_diffusers_model_and_sample_with_it(tmp_path) -> None:
+    """Images: a tiny random diffusers UNet (8x8, saved as a user would); the schedule is tied to its files."""
+    pytest.importorskip("diffusers")
+    from test_diffusers import saved, tiny_unet
+
+    model = saved(tiny_unet().eval(), tmp_path / "unet", "epsilon")
+    res = run("tune", tmp_path / "t", plots=False, model=str(model), nfe=3, train_samples=4, eval_samples=4,
+              iterations=2).summary
+    schedule = T.load_tuned(tmp_path / "t")
+    assert schedule.model["model_sha256"] and math.isfinite(res["heldout_rmse"]) and schedule.nfe == 3
+    out = invoke("sample", "--model", str(model), "--tuned", str(tmp_path / "t"), "-n", "4", "--out",
+                 str(tmp_path / "s"))
+    assert out.exit_code == 0, out.output
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["nfe"] == 3
