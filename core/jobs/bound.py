@@ -16,7 +16,6 @@ one-component Gaussians (target gaussian with perturb), else exact empirical W2 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ from gentool.core.io import atomic_write_json, atomic_write_text
 from gentool.core.metrics.gaussian import gaussian_w2
 from gentool.core.metrics.wasserstein import exact_w2, sliced_w2
 from gentool.core.nn import make_generator
-from gentool.core.run.contract import JobSpec, Row
+from gentool.core.run.contract import BatchedUnits, JobSpec, Row
 
 # bundled training data with an analytic law -> its target
 DATA_TARGETS = {"ring": "gmm-ring", "grid": "gmm-grid"}
@@ -108,7 +107,7 @@ def open_model(cfg: BoundConfig, device: torch.device) -> tuple[MixtureTarget, D
     return make_target(DATA_TARGETS[data]), denoiser_from_state(state, device), f"model on {data}"
 
 
-class BoundJob:
+class BoundJob(BatchedUnits):
     """State: the score-error sums per σ level, the kept states at the W2 levels, the generator."""
 
     command = "bound"
@@ -126,23 +125,11 @@ class BoundJob:
         self.kept: list[torch.Tensor] = []
 
     @property
-    def batch(self) -> int:
-        return self.config.batch_size or self.config.n
-
-    @property
-    def units_total(self) -> int:
-        return math.ceil(self.config.n / self.batch)
-
-    @property
     def units_done(self) -> int:
         return len(self.kept)
 
-    @property
-    def done(self) -> bool:
-        return self.units_done >= self.units_total
-
     def advance(self) -> list[Row]:
-        b = min(self.batch, self.config.n - self.units_done * self.batch)
+        _, b = self.next_batch()
         dtype = torch.float64 if self.analytic else torch.float32
         z = torch.randn(b, self.target.dim, generator=self.g, dtype=dtype).to(self.device)
         ys = model_trajectory(self.model, z, self.sigmas.to(dtype))

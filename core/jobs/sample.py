@@ -37,7 +37,7 @@ from gentool.core.io import atomic_save_npz, atomic_write_json
 from gentool.core.metrics.images import IMAGE_DATA, heldout_image_metrics
 from gentool.core.nn import make_generator
 from gentool.core.progress import Reports, in_phase, one_step
-from gentool.core.run.contract import JobSpec, Row
+from gentool.core.run.contract import BatchedUnits, JobSpec, Row
 
 MMD_MAX = 2000  # MMD is O(n^2): computed on the first MMD_MAX samples
 MODEL_GRID = "model"  # a discrete-table model's own timesteps (its scheduler's timestep_spacing)
@@ -287,7 +287,7 @@ def sigma_grid(cfg: SampleConfig, source: SampleSource) -> torch.Tensor:
     return make_grid(cfg.grid, cfg.steps, sigma_min=lo, sigma_max=hi, rho=cfg.rho, schedule=cfg.schedule)
 
 
-class SampleJob(Reports):
+class SampleJob(BatchedUnits, Reports):
     """State: the generator, the finished batches (x, x0 and class labels) and the NFE and time spent."""
 
     command = "sample"
@@ -380,20 +380,8 @@ class SampleJob(Reports):
         return isinstance(self.source.denoiser, MixtureTarget)
 
     @property
-    def batch(self) -> int:
-        return self.config.batch_size or self.config.n
-
-    @property
-    def units_total(self) -> int:
-        return math.ceil(self.config.n / self.batch)
-
-    @property
     def units_done(self) -> int:
         return len(self.xs)
-
-    @property
-    def done(self) -> bool:
-        return self.units_done >= self.units_total
 
     def _labels(self, first: int, b: int) -> torch.Tensor | None:
         """Class labels of samples `first .. first + b - 1` for class-conditional models: the `class_label`
@@ -406,8 +394,7 @@ class SampleJob(Reports):
 
     def advance(self) -> list[Row]:
         cfg = self.config
-        first = self.units_done * self.batch
-        b = min(self.batch, cfg.n - first)
+        first, b = self.next_batch()
         x0 = self.initial_state(first, b)
         labels = self._labels(first, b)
         denoiser = self.conditioned(first, b)

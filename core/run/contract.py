@@ -124,3 +124,27 @@ class SteppedUnits:
     def next_chunk(self) -> int:
         """Steps to the end of the current unit (never past `step_total`)."""
         return min(self.step_chunk - self.step_count % self.step_chunk, self.step_total - self.step_count)
+
+
+class BatchedUnits:
+    """Mixin for jobs whose units are batches of `config.n` items, `config.batch_size` at a time (all at once
+    when None): provides `batch`, `units_total`, `done` and `next_batch()` from the job's `units_done`."""
+
+    config: Any
+
+    @property
+    def batch(self) -> int:
+        return self.config.batch_size or self.config.n
+
+    @property
+    def units_total(self) -> int:
+        return -(-self.config.n // self.batch)
+
+    @property
+    def done(self) -> bool:
+        return self.units_done >= self.units_total
+
+    def next_batch(self) -> tuple[int, int]:
+        """`(first, b)`: the index of the next batch's first item and its size (the last batch may be short)."""
+        first = self.units_done * self.batch
+        return first, min(self.batch, self.config.n - first)
