@@ -202,3 +202,32 @@ def test_tune_a_diffusers_model_and_sample_with_it(tmp_path) -> None:
                  str(tmp_path / "s"))
     assert out.exit_code == 0, out.output
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["nfe"] == 3
+
+
+def test_a_resumed_tune_equals_an_uninterrupted_one() -> None:
+    """State after the search and one Adam chunk, loaded into a fresh job (which rebuilds its trainer from the
+    searched grid without searching again), continues to the same schedule as one job run through."""
+    config = JOBS["tune"].config(target="gmm-ring", nfe=4, train_samples=16, eval_samples=8, steps=120)
+
+    def finish(job: TuneJob) -> T.TunedSchedule:
+        while not job.done:
+            job.advance()
+        return job.schedule()
+
+    first = TuneJob(config, 2)
+    for _ in range(3):  # teacher, search, the first 50 Adam steps
+        first.advance()
+    resumed = TuneJob(config, 2)
+    resumed.load_state_dict(first.state_dict())
+    assert finish(resumed) == finish(TuneJob(config, 2))
+
+
+def test_tune_cli_writes_its_run_directory(tmp_path) -> None:
+    out = tmp_path / "t"
+    res = invoke("tune", "--target", "gmm-ring", "--nfe", "3", "--train-samples", "8", "--eval-samples", "8",
+                 "--steps", "3", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    for name in ("tuned.json", "tune.png", "metrics.json", "config.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["nfe"] == 3 and metrics["heldout_rmse"] == T.load_tuned(out).errors["heldout"]["tuned"]["rmse"]

@@ -183,11 +183,18 @@ class TuneJob:
 
     def _start(self) -> Row:
         d = self.data
-        init, self.searched = search_edm_grid(self.spec, self.source.denoiser, d["x_train"], d["ref_train"],
-                                              self.steps, self.sigma_max, self.sigma_min, self.options)
-        self.trainer = ScheduleTrainer(self.spec, self.source.denoiser, d["x_train"], d["ref_train"], init,
-                                       self.evaluations, self.learn, self._optimiser(), self.options)
+        _, self.searched = search_edm_grid(self.spec, self.source.denoiser, d["x_train"], d["ref_train"],
+                                           self.steps, self.sigma_max, self.sigma_min, self.options)
+        self.trainer = self._trainer()
         return {"phase": "search", "rho": self.searched["rho"], "sigma_min": self.searched["sigma_min"]}
+
+    def _trainer(self) -> ScheduleTrainer:
+        """The trainer started at the searched EDM grid (a function of `searched`, so a resume does not search
+        again)."""
+        d, found = self.data, self.searched
+        init = edm_grid(self.steps, found["sigma_min"], self.sigma_max, found["rho"])
+        return ScheduleTrainer(self.spec, self.source.denoiser, d["x_train"], d["ref_train"], init,
+                               self.evaluations, self.learn, self._optimiser(), self.options)
 
     def _optimiser(self) -> Optimiser:
         return Optimiser(self.config.steps, self.config.lr_grid, self.config.lr_coef)
@@ -213,7 +220,7 @@ class TuneJob:
         self.iterations_done = state["iterations_done"]
         self.teacher_seconds, self.tune_seconds = state["seconds"]
         if state["trainer"] is not None:
-            self._start()
+            self.trainer = self._trainer()
             self.trainer.load_state_dict(state["trainer"])
 
     def samples(self) -> dict[str, Any] | None:
