@@ -151,7 +151,10 @@ def test_sample_tuned_cli(tmp_path) -> None:
 @pytest.mark.parametrize("args,match", [(["--sampler", "euler-ancestral"], "unipc"),
                                         (["--learn", "scale"], "must include 'grid'"),
                                         (["--learn", "grid,steps"], "sigma-min"),
-                                        (["--sampler", "euler", "--order", "2"], "does not take option 'order'")])
+                                        (["--sampler", "euler", "--order", "2"], "does not take option 'order'"),
+                                        (["--teacher-rtol", "1e-6"], "teacher_rtol applies to models"),
+                                        (["--learn", "grid", "--lr-coef", "0.01"], "lr_coef applies when learn"),
+                                        (["--dim", "3"], "dim applies to target")])
 def test_tune_refuses_bad_settings(tmp_path, args: list[str], match: str) -> None:
     res = invoke("tune", "--target", "gmm-ring", *args, "--out", str(tmp_path / "t"))
     assert res.exit_code == 2 and match in res.output, res.output

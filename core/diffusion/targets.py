@@ -15,6 +15,12 @@ from gentool.core.progress import Progress, no_progress
 from gentool.core.solvers import batch_odeint
 
 TARGETS: tuple[str, ...] = ("gaussian", "gmm-ring", "gmm-grid", "gmm-random", "point")
+ANY_DIM_TARGETS: tuple[str, ...] = ("gaussian", "gmm-random", "point")  # the targets made in any dimension
+
+
+def target_dim(name: str, dim: int) -> int:
+    """The dimension target `name` is made in: `dim` for `ANY_DIM_TARGETS`, else 2."""
+    return dim if name in ANY_DIM_TARGETS else 2
 
 
 class MixtureTarget:

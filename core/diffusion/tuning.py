@@ -38,6 +38,7 @@ import torch
 from gentool.core.diffusion.grids import edm_grid
 from gentool.core.diffusion.samplers import SAMPLERS, SamplerSpec, run_definition
 from gentool.core.diffusion.sources import is_checkpoint
+from gentool.core.diffusion.targets import target_dim
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -339,7 +340,7 @@ def model_identity(target: str | None, dim: int, model: str | None) -> dict[str,
     """What a tuned schedule was made for: an analytic target's name and dimension, or the SHA-256 of a
     checkpoint file (a run directory's `ckpt.pt`) or of every file of a diffusers model directory."""
     if model is None:
-        return {"target": target, "dim": dim if target in ("gaussian", "gmm-random", "point") else 2}
+        return {"target": target, "dim": target_dim(target, dim)}
     path = Path(model)
     if is_checkpoint(model):
         path = path / "ckpt.pt" if path.is_dir() else path

@@ -40,7 +40,7 @@ from gentool.core.diffusion.bound import (
 from gentool.core.diffusion.checkpoints import denoiser_from_state, load_checkpoint
 from gentool.core.diffusion.denoisers import Denoiser
 from gentool.core.diffusion.grids import SIGMA_LIMIT
-from gentool.core.diffusion.targets import TARGETS, MixtureTarget, make_target
+from gentool.core.diffusion.targets import ANY_DIM_TARGETS, TARGETS, MixtureTarget, make_target, target_dim
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
 from gentool.core.io import atomic_write_json, atomic_write_text
 from gentool.core.metrics.gaussian import gaussian_w2
@@ -50,7 +50,6 @@ from gentool.core.run.contract import BatchedUnits, JobSpec, Row
 
 # bundled training data with an analytic law -> its target
 DATA_TARGETS = {"ring": "gmm-ring", "grid": "gmm-grid"}
-ANY_DIM = ("gaussian", "gmm-random", "point")
 EXACT_SEED_OFFSET = 12345  # exact reference samples: an RNG stream of their own
 
 
@@ -64,7 +63,8 @@ class BoundConfig:
                                     "component stds scaled by 1 + eps about the mean), > -1.")
     model: str | None = setting(None, "A `gentool train` checkpoint (file or run directory) trained on data with "
                                 f"an analytic law ({', '.join(DATA_TARGETS)}).", metavar="PATH")
-    dim: int = setting(2, "Dimension for the gaussian, gmm-random and point targets.", applies={"target": ANY_DIM})
+    dim: int = setting(2, "Dimension for the gaussian, gmm-random and point targets.",
+                       applies={"target": ANY_DIM_TARGETS})
     n: int = setting(4000, "Model trajectories for the Monte Carlo score error.", short="-n")
     batch_size: int | None = setting(None, "Trajectories per unit (default: all at once).")
     steps: int = setting(200, "Heun steps of the model's PF-ODE (EDM grid; also the quadrature grid).")
@@ -97,7 +97,7 @@ class BoundConfig:
 def open_model(cfg: BoundConfig, device: torch.device) -> tuple[MixtureTarget, Denoiser, str]:
     """The true target, the model's denoiser and a name for it."""
     if cfg.target is not None:
-        target = make_target(cfg.target, cfg.dim if cfg.target in ANY_DIM else 2)
+        target = make_target(cfg.target, target_dim(cfg.target, cfg.dim))
         return target, dilated_target(target, cfg.perturb), f"{cfg.target} dilated by 1{cfg.perturb:+g}"
     state = load_checkpoint(cfg.model)
     data = state.get("data")

@@ -30,7 +30,7 @@ from gentool.core.diffusion.grids import SIGMA_LIMIT
 from gentool.core.diffusion.pipelines import DTYPES
 from gentool.core.diffusion.samplers import Option, option_declarations, run_sampler
 from gentool.core.diffusion.sources import SampleSource, model_source, target_source
-from gentool.core.diffusion.targets import MixtureTarget, reference_flow
+from gentool.core.diffusion.targets import MixtureTarget, reference_flow, target_dim
 from gentool.core.diffusion.tuning import TunedSchedule, load_tuned, model_identity
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
 from gentool.core.io import atomic_save_npz, atomic_write_json
@@ -201,7 +201,7 @@ def open_source(cfg: SampleConfig, device: torch.device) -> SampleSource:
     if cfg.model is None:
         require(not cfg.integer_timesteps and cfg.null_class is None,
                 "integer_timesteps and null_class apply to diffusers models, not to analytic targets")
-        source = target_source(cfg.target, cfg.dim if cfg.target in ("gaussian", "gmm-random", "point") else 2)
+        source = target_source(cfg.target, target_dim(cfg.target, cfg.dim))
     else:
         source = model_source(cfg.model, device, cfg.integer_timesteps, cfg.null_class, DTYPES[cfg.dtype],
                               (cfg.height, cfg.width))

@@ -28,7 +28,7 @@ from gentool.core.diffusion import TARGETS
 from gentool.core.diffusion.grids import SIGMA_LIMIT, edm_grid
 from gentool.core.diffusion.samplers import solve_sampler
 from gentool.core.diffusion.sources import SampleSource, model_source, target_source
-from gentool.core.diffusion.targets import MixtureTarget, reference_flow
+from gentool.core.diffusion.targets import ANY_DIM_TARGETS, MixtureTarget, reference_flow, target_dim
 from gentool.core.diffusion.tuning import (
     DEFAULT_LEARN,
     Optimiser,
@@ -64,7 +64,8 @@ class TuneSettings:
     target: str | None = setting(None, "Analytic target (exact denoiser).", choices=TARGETS)
     model: str | None = setting(None, "A `gentool train` checkpoint (file or run directory) or a diffusers model "
                                 "directory.", metavar="PATH")
-    dim: int = setting(2, "Dimension for the gaussian, gmm-random and point targets.")
+    dim: int = setting(2, "Dimension for the gaussian, gmm-random and point targets.",
+                       applies={"target": ANY_DIM_TARGETS})
     sampler: str = setting("unipc", "Base sampler (deterministic samplers only).", choices=tunable_samplers())
     nfe: int = setting(5, "Denoiser evaluations per sample (2-evaluation samplers: the largest step count "
                        "within it).")
@@ -92,6 +93,11 @@ class TuneSettings:
         for name in ("lr_grid", "lr_coef"):
             check_float(name, getattr(self, name), 0.0, lo_open=True, hi=10.0)
         check_float("teacher_rtol", self.teacher_rtol, 0.0, lo_open=True, hi=0.1)
+        defaults = {f.name: f.default for f in dataclasses.fields(TuneSettings)}
+        require(self.target is None or self.teacher_rtol == defaults["teacher_rtol"],
+                "teacher_rtol applies to models; an analytic target's teacher is its float64 reference flow")
+        require(bool({"scale", "shift"} & set(parse_learn(self.learn))) or self.lr_coef == defaults["lr_coef"],
+                "lr_coef applies when learn includes scale or shift (the per-evaluation corrections)")
         if self.sigma_min is not None:
             check_float("sigma_min", self.sigma_min, 0.0, lo_open=True)
         if self.sigma_max is not None:
@@ -111,7 +117,7 @@ TuneConfig.__doc__ = TuneSettings.__doc__
 def open_model(target: str | None, dim: int, model: str | None, device: torch.device) -> SampleSource:
     """The analytic target or model to tune for (gradients never flow into a model's weights)."""
     if model is None:
-        return target_source(target, dim if target in ("gaussian", "gmm-random", "point") else 2)
+        return target_source(target, target_dim(target, dim))
     source = model_source(model, device)
     for p in getattr(source.denoiser, "parameters", lambda: [])():
         p.requires_grad_(False)
@@ -280,6 +286,7 @@ def tune_figure(path: Path, losses: list[float], tuned: tuple[float, ...], edm: 
     if finite:
         ax_loss.semilogy(*zip(*finite, strict=True), label="training loss")
     ax_loss.set_xlabel("Adam iteration")
+    ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.set_ylabel("mean squared endpoint distance")
     ax_loss.set_title("loss over the training noises")
     ax_loss.legend()
