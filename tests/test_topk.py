@@ -150,7 +150,9 @@ def test_jacobians_are_the_spec_formulas() -> None:
 @given(problems())
 def test_sparse_with_k1_is_sparsemax(problem) -> None:
     x, _, tau = problem
-    torch.testing.assert_close(smooth_topk(x, 1, tau, "sparse"), project_simplex(x / tau), atol=1e-12, rtol=0)
+    # two sort-based algorithms on x/τ: they agree to 1e-12, or to roundoff at the scale of x/τ when that is large
+    atol = max(1e-12, 16 * torch.finfo(F64).eps * float((x / tau).abs().max()))
+    torch.testing.assert_close(smooth_topk(x, 1, tau, "sparse"), project_simplex(x / tau), atol=atol, rtol=0)
 
 
 def test_threshold_with_k1_relates_to_softmax_only_through_the_odds() -> None:
