@@ -161,22 +161,54 @@ def make_config(cls: type, options: Mapping[str, Any], where: str = "") -> Any:
         except BadInput as exc:
             raise BadInput(prefix + str(exc)) from None
     try:
+        check_applies(_draft(cls, kwargs), kwargs)  # before the config's own checks: one message for the rule
         cfg = cls(**kwargs)
-        check_applies(cfg)
     except BadInput as exc:
         raise BadInput(prefix + str(exc)) from None
     return cfg
 
 
-def check_applies(cfg: Any) -> None:
-    """One rule for settings a method does not use: a setting declared with `applies={field: choices}` must keep
-    its default unless `field` is one of `choices`; otherwise `BadInput` naming the settings that the chosen
-    value takes."""
-    fields = config_fields(type(cfg))
+class derived_choice(property):  # noqa: N801 (used like `property`)
+    """A choice computed from a config's settings (e.g. `source`: the analytic target's name, or "model"), read as
+    a property and usable as an `applies` key like a field declared with `choices`."""
+
+    def __init__(self, pick: Callable[[Any], str | None], choices: Iterable[str], doc: str) -> None:
+        super().__init__(pick, doc=doc)
+        self.choices = tuple(choices)
+
+
+def choices_of(cls: type, key: str) -> tuple[str, ...]:
+    """The values of choice `key` of config `cls`: a field's `choices`, or a `derived_choice`'s."""
+    derived = getattr(cls, key, None)
+    if isinstance(derived, derived_choice):
+        return derived.choices
+    return next((f.metadata.get("choices") or () for f in config_fields(cls) if f.name == key), ())
+
+
+def _draft(cls: type, given: Mapping[str, Any]) -> Any:
+    """An unvalidated instance of `cls` holding the given settings and the other defaults (for `check_applies`,
+    before `__post_init__` resolves or checks anything)."""
+    draft = object.__new__(cls)
+    for f in config_fields(cls):
+        object.__setattr__(draft, f.name, given.get(f.name, f.default))
+    return draft
+
+
+def check_applies(cfg: Any, given: Mapping[str, Any] | None = None) -> None:
+    """One rule for settings a method does not use: a setting declared with `applies={key: choices}` (`key` a
+    field with choices or a `derived_choice`) may be given a value other than its default only when `key` is one
+    of `choices`; otherwise `BadInput` naming the settings that the chosen value takes. `given` holds the settings
+    set explicitly (default: every field of `cfg`): defaults, and values a config resolves itself, never trigger
+    the rule. A `key` value outside its choices is left to the config's own check."""
+    cls = type(cfg)
+    fields = config_fields(cls)
+    given = {f.name: getattr(cfg, f.name) for f in fields} if given is None else given
     for f in fields:
+        if f.name not in given or given[f.name] == f.default:
+            continue
         for key, allowed in f.metadata.get("applies", {}).items():
             value = getattr(cfg, key)
-            if value not in allowed and getattr(cfg, f.name) != f.default:
+            if value not in allowed and value in choices_of(cls, key):
                 takes = [g.name for g in fields if value in g.metadata.get("applies", {}).get(key, ())]
                 raise BadInput(f"{f.name} applies to {key} {', '.join(map(str, allowed))}, not {value!r}; {key} "
                                f"{value!r} takes: {', '.join(takes) or 'none of them'} (of the {key}-specific "
