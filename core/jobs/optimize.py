@@ -74,6 +74,8 @@ _STEPS = ", ".join(f"{m} {d.step:g}" for m, d in DEFAULTS.items())
 
 
 MAX_STEPS = 10**9  # flow steps of one run (time / step_size)
+KERNEL_METHODS = ("kde-flow", "svgd", "mmd-flow")  # deterministic kernel flows: a bandwidth, an ODE solver
+FREE_ENERGY = ("langevin", "kde-flow", "svgd")  # flows of the free energy (entropy, interaction; mmd-flow: MMD^2)
 
 
 @dataclass(frozen=True)
@@ -105,16 +107,18 @@ class ParticlesConfig:
     init_std: float | None = setting(None, "Std of the Gaussian initial particles (default 1).")
     dim: int | None = setting(None, "Dimension when the target does not fix it (none, module:function; default 2, "
                               "or that of init or init_mean).")
-    entropy: float = setting(1.0, "Entropy weight eps (1 = KL to the target).")
-    interaction: float = setting(0.0, "Quadratic interaction W(z) = a|z|^2/2 weight a.")
+    entropy: float = setting(1.0, "Entropy weight eps (1 = KL to the target).", applies={"method": FREE_ENERGY})
+    interaction: float = setting(0.0, "Quadratic interaction W(z) = a|z|^2/2 weight a.",
+                                 applies={"method": FREE_ENERGY})
     bandwidth: float | None = setting(None, "Kernel bandwidth of kde-flow (isotropic; default: bandwidth matrix "
                                       "h^2 Cov with Silverman's h), svgd (default: median rule) or a gaussian "
-                                      "mmd_kernel (default: median distance).")
+                                      "mmd_kernel (default: median distance).", applies={"method": KERNEL_METHODS})
     mmd_kernel: str = setting("energy", "Kernel of mmd-flow: energy (-|x - y|, no bandwidth) or gaussian.",
-                              choices=tuple(MMD_KERNELS))
-    n_target: int = setting(N_TARGET, "Exact target samples driving mmd-flow (drawn once; the flow matches them).")
+                              choices=tuple(MMD_KERNELS), applies={"method": ("mmd-flow",)})
+    n_target: int = setting(N_TARGET, "Exact target samples driving mmd-flow (drawn once; the flow matches them).",
+                            applies={"method": ("mmd-flow",)})
     solver: str = setting("euler", "Fixed-step solver-core method of kde-flow, svgd and mmd-flow (langevin is "
-                          "Euler-Maruyama).", choices=FIXED_METHODS)
+                          "Euler-Maruyama).", choices=FIXED_METHODS, applies={"method": KERNEL_METHODS})
     mmd_bandwidths: tuple[float, ...] | None = setting(
         None, "Bandwidths of the reported MMD^2 (one multi-scale kernel) against a fresh exact target sample "
         f"(default: {', '.join(f'{f:g}' for f in MMD_FACTORS)} x its median distance).", metavar="LIST")
