@@ -26,6 +26,7 @@ from gentool.core.experiments.recipe import Recipe, grid_options, split_options
 from gentool.core.io import atomic_write_json, environment_info
 from gentool.core.jobs import JOBS
 from gentool.core.run import execute, resolve_device
+from gentool.core.run.contract import UnitRange
 from gentool.core.run.device import use_threads
 from gentool.core.run.rundir import DONE, LOCK
 
@@ -199,6 +200,8 @@ def run_point(point: Point, recipe_info: dict[str, Any], lock_wait_s: float = LO
         use_threads(point.run.get("threads"))
         seed = int(point.run.get("seed", 0))
         job = spec.make(config, seed, resolve_device(point.run.get("device", "auto")))
+        if point.run.get("units") is not None:  # a shard: units [a, b) of the job (`shards`)
+            job = UnitRange(job, *point.run["units"])
         atomic_write_json(run_dir / POINT, {**asdict(point), "recipe": recipe_info, "env": environment_info()})
         execute(job, run_dir, resume="auto", plots=bool(point.run.get("plots", True)))
     except GentoolError as exc:

@@ -2,18 +2,27 @@
 
     outcome = run_sharded(spec, config, seed, "cpu", "runs/big", shards=4, opts=ExecutorOptions(...))
 
-A shardable command names its independent units and how a unit range becomes a job of its own (`SHARDABLE`):
-mad-loop's units are its seeds (seed ids `seed .. seed + seeds - 1`; every draw of seed id k comes from
-`generation_rng(k, t, stream)`, so a seed's numbers do not depend on which other seeds run with it). Shard i
-runs the contiguous range `[a_i, b_i)` as an ordinary run in `OUT/parts/<i>` (locked, resumable), submitted
-like the points of a sweep (`OUT/parts` is their sweep directory: local, debug or Slurm executor; a re-run
-skips complete shards, resumes a killed one from its last committed unit and waits for queued Slurm jobs).
+A shardable command names its independent units (`SHARDABLE`), split in one of two ways:
+
+- by a part config (mad-loop): the units are its seeds (seed ids `seed .. seed + seeds - 1`; every draw of
+  seed id k comes from `generation_rng(k, t, stream)`, so a seed's numbers do not depend on which other seeds
+  run with it); shard i is the mad-loop of seeds `[a_i, b_i)` alone. The merge's unit t holds every shard's
+  rows of unit t in shard order (= seed order); the samples and snapshots are the first shard's (its first
+  seed is the run's first seed).
+- by unit range (sample: its batches): shard i runs units `a_i + 1 .. b_i` of the job itself
+  (`gentool.core.run.contract.UnitRange`: the job's `start_at(a_i)` advances its noise stream past the
+  earlier batches, so each batch gets the numbers of the whole run). The merge concatenates the shards'
+  units in order and their final states (`merge_states` of the job class), so the merged `samples.npz`
+  (x, x0, labels) is the whole run's, and `finish` computes the metrics (Fréchet distances, figures, PNGs
+  numbered globally) once over all samples.
+
+Shard i runs in `OUT/parts/<id>` as an ordinary run (locked, resumable), submitted like the points of a sweep
+(`OUT/parts` is their sweep directory: local, debug or Slurm executor; a re-run skips complete shards,
+resumes a killed one from its last committed unit and waits for queued Slurm jobs).
 
 Once every shard is complete, `merge(OUT)` writes `OUT` as the run directory of the unsharded job, through
-`execute` like any run: unit t's rows are the shards' rows of unit t in shard order (= seed order, as the
-unsharded run writes them), the samples and snapshots are the first shard's (its first seed is the run's
-first seed), and `finish` of the unsharded job computes the summary, figures and metrics over all rows. On CPU
-the merged `metrics.jsonl`, `summary.csv`, `samples.npz` and `DONE.json` summary equal the unsharded run's.
+`execute` like any run; `finish` of the unsharded job computes the summary, figures and metrics over all rows.
+On CPU the merged `metrics.jsonl`, `samples.npz` and summary equal the unsharded run's (timings aside).
 """
 
 from __future__ import annotations
@@ -29,11 +38,12 @@ from gentool.core.errors import BadInput
 from gentool.core.experiments.points import Point
 from gentool.core.experiments.recipe import Recipe
 from gentool.core.experiments.sweep import SweepOutcome, executor_options, run_sweep
-from gentool.core.io import atomic_write_json, read_json, read_jsonl
+from gentool.core.io import atomic_write_json, load_torch_file, read_json, read_jsonl
 from gentool.core.jobs import JOBS
+from gentool.core.progress import attach
 from gentool.core.run import RunResult, execute, resolve_device
 from gentool.core.run.contract import Job, Row
-from gentool.core.run.rundir import DONE, read_snapshot, snapshot_path
+from gentool.core.run.rundir import DONE, STATE, read_snapshot, snapshot_path
 
 PARTS = "parts"
 PLAN = "shards.json"
@@ -42,11 +52,13 @@ PLAN = "shards.json"
 @dataclass(frozen=True)
 class Sharding:
     """How a command splits: `units(config)` independent units; `part(config, seed, a, b)` the config and seed
-    of the job that runs units [a, b) alone."""
+    of the job that runs units [a, b) alone, or None: a shard runs units [a, b) of the job itself
+    (`UnitRange`). `hint`: how to get more units than `units(config)`."""
 
     unit: str
     units: Callable[[Any], int]
-    part: Callable[[Any, int, int, int], tuple[Any, int]]
+    part: Callable[[Any, int, int, int], tuple[Any, int]] | None = None
+    hint: str = ""
 
 
 def _mad_part(config: Any, seed: int, a: int, b: int) -> tuple[Any, int]:
@@ -55,13 +67,22 @@ def _mad_part(config: Any, seed: int, a: int, b: int) -> tuple[Any, int]:
     return dataclasses.replace(config, seeds=b - a, metric_seeds=max(0, min(b - a, config.metric_seeds - a))), seed + a
 
 
-SHARDABLE = {"mad-loop": Sharding("seeds", lambda config: int(config.seeds), _mad_part)}
+def _batches(config: Any) -> int:
+    """A sample run's batches: ceil(n / batch_size) (one when batch_size is unset)."""
+    return -(-int(config.n) // int(config.batch_size or config.n))
 
 
-def shard_ranges(units: int, shards: int) -> list[tuple[int, int]]:
+SHARDABLE = {
+    "mad-loop": Sharding("seeds", lambda config: int(config.seeds), _mad_part),
+    "sample": Sharding("batches", _batches, hint="; the units are batches: set batch_size to n / shards or less"),
+}
+
+
+def shard_ranges(units: int, shards: int, hint: str = "") -> list[tuple[int, int]]:
     """`shards` contiguous unit ranges covering 0..units-1, sizes differing by at most one."""
     if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= units:
-        raise BadInput(f"shards must be an integer in [1, {units}] (the job's independent units), got {shards!r}")
+        raise BadInput(f"shards must be an integer in [1, {units}] (the job's independent units), got {shards!r}"
+                       + hint)
     cuts = [units * i // shards for i in range(shards + 1)]
     return list(zip(cuts[:-1], cuts[1:], strict=True))
 
@@ -77,11 +98,14 @@ def shard_points(command: str, config: Any, seed: int, run: dict[str, Any], out:
     """One point per shard, its run directory `OUT/parts/<i>`."""
     plan = sharding(command)
     points = []
-    for i, (a, b) in enumerate(shard_ranges(plan.units(config), shards)):
-        part, part_seed = plan.part(config, seed, a, b)
-        pid = f"{i:04d}"
+    for i, (a, b) in enumerate(shard_ranges(plan.units(config), shards, plan.hint)):
+        if plan.part is not None:
+            part, part_seed = plan.part(config, seed, a, b)
+            pid, extra = f"{i:04d}", {}
+        else:  # the range is in the directory's name: another --shards K never resumes a different range
+            part, part_seed, pid, extra = config, seed, f"{i:04d}-units-{a + 1}-{b}", {"units": [a, b]}
         points.append(Point(pid, command, {plan.unit: f"{a}-{b - 1}"}, part_seed, config_dict(part),
-                            {**run, "seed": part_seed}, str(out / PARTS / pid)))
+                            {**run, "seed": part_seed, **extra}, str(out / PARTS / pid)))
     return points
 
 
@@ -95,7 +119,8 @@ def run_sharded(command: str, config: Any, seed: int, run: dict[str, Any], out: 
     recipe = Recipe(path=Path(f"{out.name}-shards"), command=command, options=config_dict(config), run=run)
     opts = executor_options(recipe, points, executor)
     atomic_write_json(out / PARTS / PLAN, {"command": command, "config": config_dict(config), "seed": seed,
-                                           "run": run, "parts": [p.point_id for p in points]})
+                                           "run": run, "parts": [p.point_id for p in points],
+                                           "units": [p.run.get("units") for p in points]})
     outcome = run_sweep(recipe, points, out / PARTS, opts, progress=progress)
     complete = all((Path(p.run_dir) / DONE).is_file() for p in points)
     return outcome, merge(out) if complete and not outcome.stopped else None
@@ -143,6 +168,51 @@ class MergedJob:
         return self.job.finish(out, rows, plots)
 
 
+class ConcatJob:
+    """The unsharded job rebuilt from shards that ran consecutive unit ranges (a `Job` for `execute`): the
+    job holds the merged final state (`merge_states` of the shards' states); unit t's rows are those the shard
+    holding unit t committed for it. Committed once, at the end (`checkpoint_every` = all units)."""
+
+    def __init__(self, job: Any, parts: list[tuple[Path, int, int]]) -> None:
+        states = [load_torch_file(path / STATE, "state file")["job"]["job"] for path, _, _ in parts]
+        job.load_state_dict(type(job).merge_states(states))
+        self.job, self.parts, self.t = job, parts, 0
+        self.command, self.config, self.seed = job.command, job.config, job.seed
+        self.device = getattr(job, "device", None)
+        self.hint = getattr(job, "hint", "")
+
+    @property
+    def units_total(self) -> int:
+        return self.job.units_total
+
+    @property
+    def units_done(self) -> int:
+        return self.t
+
+    @property
+    def done(self) -> bool:
+        return self.t >= self.units_total
+
+    def advance(self) -> list[Row]:
+        """Unit t+1: the rows its shard committed for it (its local unit t+1-a)."""
+        self.t += 1
+        path, a = next((path, a) for path, a, b in self.parts if a < self.t <= b)
+        return read_jsonl(path / "units" / f"{self.t - a:06d}.jsonl")
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.job.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.job.load_state_dict(state)
+        self.t = self.job.units_done
+
+    def samples(self) -> dict[str, Any] | None:
+        return self.job.samples()
+
+    def finish(self, out: Path, rows: list[Row], plots: bool) -> Row:
+        return self.job.finish(out, rows, plots)
+
+
 def merge(out: str | Path, progress: Callable[..., None] | None = None) -> RunResult:
     """Write `OUT` as the unsharded run from its complete shards (`gentool merge`); an incomplete shard is
     `BadInput` naming it."""
@@ -159,4 +229,13 @@ def merge(out: str | Path, progress: Callable[..., None] | None = None) -> RunRe
                        "with its shards to finish them")
     spec = JOBS[command]
     job = spec.make(make_config(spec.config, stored), seed, resolve_device(run.get("device", "auto")))
-    return execute(MergedJob(job, parts), out, resume="auto", progress=progress, plots=bool(run.get("plots", True)))
+    attach(job, progress)  # the merge's metrics and figures phases
+    ranges = plan.get("units") or [None] * len(parts)
+    if ranges[0] is None:
+        merged: Any = MergedJob(job, parts)
+        every = 1
+    else:
+        merged = ConcatJob(job, [(p, int(r[0]), int(r[1])) for p, r in zip(parts, ranges, strict=True)])
+        every = merged.units_total
+    return execute(merged, out, resume="auto", progress=progress, plots=bool(run.get("plots", True)),
+                   checkpoint_every=every)

@@ -312,6 +312,7 @@ class SampleJob(BatchedUnits, Reports):
         self.x0s: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
         self.nfe, self.seconds = 0, 0.0
+        self.skipped = 0  # batches before this job's first (a shard, `start_at`)
 
     def _tuned(self) -> TunedSchedule | None:
         """The tuned schedule of the tuned setting, refused unless it was made for this model."""
@@ -381,7 +382,24 @@ class SampleJob(BatchedUnits, Reports):
 
     @property
     def units_done(self) -> int:
-        return len(self.xs)
+        return self.skipped + len(self.xs)
+
+    def start_at(self, unit: int) -> None:
+        """Begin at batch `unit + 1` of the run (a shard): the seed's noise stream is advanced past the draws
+        of batches 1..unit, so every later batch gets the same z as in the whole run."""
+        for k in range(unit):
+            b = min(self.batch, self.config.n - k * self.batch)
+            if self.init is None:
+                torch.randn(b, *self.source.shape, generator=self.g, dtype=self.dtype)
+        self.skipped = unit
+
+    @staticmethod
+    def merge_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+        """The state of the whole run from its consecutive shards' final states: batches, x0 and labels in
+        order, NFE the max, seconds the sum, the generator where the last shard left it."""
+        return {"xs": [x for s in states for x in s["xs"]], "x0s": [x for s in states for x in s["x0s"]],
+                "labels": [y for s in states for y in s.get("labels", [])], "nfe": max(s["nfe"] for s in states),
+                "seconds": sum(s["seconds"] for s in states), "rng": states[-1]["rng"]}
 
     def _labels(self, first: int, b: int) -> torch.Tensor | None:
         """Class labels of samples `first .. first + b - 1` for class-conditional models: the `class_label`

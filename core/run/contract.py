@@ -148,3 +148,52 @@ class BatchedUnits:
         """`(first, b)`: the index of the next batch's first item and its size (the last batch may be short)."""
         first = self.units_done * self.batch
         return first, min(self.batch, self.config.n - first)
+
+
+class UnitRange:
+    """Units `first + 1 .. stop` of `job` alone, as one shard of a job whose units are independent (a `Job`).
+
+    The job implements `start_at(first)`: afterwards its `units_done` is `first` and its next unit is unit
+    `first + 1` of the whole run, with the numbers the whole run gives it (its noise stream advanced past the
+    earlier units' draws). The shard's own units are counted from 1 (`units_done - first`); its state records
+    the range, so a directory of another range is refused on resume. `finish` writes nothing: the merge of
+    the shards computes the summary over the whole run (`gentool.core.experiments.shards`)."""
+
+    def __init__(self, job: Any, first: int, stop: int) -> None:
+        if not 0 <= first < stop <= job.units_total:
+            raise BadInput(f"unit range {first}..{stop} is not inside the job's units 0..{job.units_total}")
+        job.start_at(first)
+        self.job, self.first, self.stop = job, first, stop
+        self.command, self.config, self.seed = job.command, job.config, job.seed
+        self.device = getattr(job, "device", None)
+        self.hint = getattr(job, "hint", "")
+
+    @property
+    def units_total(self) -> int:
+        return self.stop - self.first
+
+    @property
+    def units_done(self) -> int:
+        return self.job.units_done - self.first
+
+    @property
+    def done(self) -> bool:
+        return self.units_done >= self.units_total
+
+    def advance(self) -> list[Row]:
+        return self.job.advance()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"unit_range": [self.first, self.stop], "job": self.job.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        stored = list(state["unit_range"])
+        if stored != [self.first, self.stop]:
+            raise BadInput(f"it holds units {stored[0]}..{stored[1]} of the run, not {self.first}..{self.stop}")
+        self.job.load_state_dict(state["job"])
+
+    def samples(self) -> dict[str, Any] | None:
+        return self.job.samples()
+
+    def finish(self, out: Path, rows: list[Row], plots: bool) -> Row:
+        return {"first_unit": self.first, "stop_unit": self.stop}
