@@ -199,7 +199,8 @@ def check_applies(cfg: Any, given: Mapping[str, Any] | None = None) -> None:
     field with choices or a `derived_choice`) may be given a value other than its default only when `key` is one
     of `choices`; otherwise `BadInput` naming the settings that the chosen value takes. `given` holds the settings
     set explicitly (default: every field of `cfg`): defaults, and values a config resolves itself, never trigger
-    the rule. A `key` value outside its choices is left to the config's own check."""
+    the rule. A `key` value outside its choices is left to the config's own check; a config without `key` (a
+    subclass of the one that declares it) skips it."""
     cls = type(cfg)
     fields = config_fields(cls)
     given = {f.name: getattr(cfg, f.name) for f in fields} if given is None else given
@@ -207,6 +208,8 @@ def check_applies(cfg: Any, given: Mapping[str, Any] | None = None) -> None:
         if f.name not in given or given[f.name] == f.default:
             continue
         for key, allowed in f.metadata.get("applies", {}).items():
+            if not choices_of(cls, key):
+                continue  # a subclass without that choice (optimize compare runs several methods)
             value = getattr(cfg, key)
             if value not in allowed and value in choices_of(cls, key):
                 takes = [g.name for g in fields if value in g.metadata.get("applies", {}).get(key, ())]

@@ -97,13 +97,18 @@ class SimplexProblem:
         return float64_tensor(self.p0)
 
 
+GRADIENT_METHODS = tuple(name for name, cls in METHODS.items() if cls is not FrankWolfe)  # lr, backtracking
+
+
 @dataclass(frozen=True)
 class SolverSettings(SimplexProblem):
     """The problem plus the settings every method shares."""
 
-    lr: float = setting(1.0, "Gradient methods: initial step size (kept fixed with no-backtrack).")
+    lr: float = setting(1.0, "Gradient methods: initial step size (kept fixed with no-backtrack).",
+                        applies={"method": GRADIENT_METHODS})
     backtrack: bool = setting(True, "Gradient methods: adapt the step by backtracking (try twice the last "
-                              "step, halve until a sufficient-decrease test holds).")
+                              "step, halve until a sufficient-decrease test holds).",
+                              applies={"method": GRADIENT_METHODS})
     steps: int = setting(ITERS, "Maximum steps (iterations) per method.", old=("iters",))
     tol: float = setting(TOL, "Stop once the Frank-Wolfe gap p·∇F − min ∇F (>= F − F*) is <= tol (negative: never "
                          "stop early).")
@@ -128,7 +133,8 @@ class SimplexConfig(SolverSettings):
     method: str = setting("frank-wolfe", "Optimiser (softmax-gd only for objectives with an entropy term).",
                           choices=tuple(METHODS))
     fw_step: str = setting("away", "Frank-Wolfe step: away (away steps, exact line search), line-search, or "
-                           "open-loop 2/(t+2).", choices=FW_STEPS, old=("step",))
+                           "open-loop 2/(t+2).", choices=FW_STEPS, old=("step",),
+                           applies={"method": (FrankWolfe.name,)})
 
     def __post_init__(self) -> None:
         choose("method", self.method, METHODS)
