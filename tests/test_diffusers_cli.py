@@ -122,7 +122,7 @@ def test_train_unet_then_sample_and_load_in_diffusers(tmp_path: Path) -> None:
 
 def test_prediction_needs_the_unet(tmp_path: Path) -> None:
     res = gentool("train", "--data", "moons", "--prediction", "v_prediction", "--out", str(tmp_path / "o"))
-    assert res.exit_code == 2 and "prediction applies to the unet" in res.output
+    assert res.exit_code == 2 and "prediction applies to arch unet, not 'auto'" in res.output
     res = gentool("train", "--data", "moons", "--arch", "unet", "--out", str(tmp_path / "o"))
     assert res.exit_code == 2 and "needs square images" in res.output
 

@@ -28,6 +28,9 @@ TAU_SPAN = 1e3
 FIGURE_TAUS = 61
 
 
+SMOOTH_MAPS = tuple(name for name in TOPK_MAPS if name != "hard")  # the maps with a temperature
+
+
 @dataclass(frozen=True)
 class TopkConfig:
     """A smooth Top-k map of a score vector x."""
@@ -38,7 +41,8 @@ class TopkConfig:
     map: str = setting("threshold", "Top-k map: threshold (sigmoid((x - lambda)/tau), sum k), entropic (binary-"
                        "entropy regularised, equal to threshold), sparse (projection of x/tau onto the capped "
                        "simplex), hard (the k largest, ties to the lower index).", choices=tuple(TOPK_MAPS))
-    tau: float = setting(0.1, "Temperature tau > 0 (hard ignores it); the figure spans tau/1000 to tau*1000.")
+    tau: float = setting(0.1, "Temperature tau > 0 of the smooth maps; the figure spans tau/1000 to tau*1000.",
+                         applies={"map": SMOOTH_MAPS})
 
     def __post_init__(self) -> None:
         choose("map", self.map, TOPK_MAPS)

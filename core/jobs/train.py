@@ -40,7 +40,7 @@ class TrainJobConfig:
                                 "(default: 128; unet 32).")
     depth: int | None = setting(None, "Hidden layers; unet: resolution levels (default: 3; unet 2).")
     prediction: str = setting("epsilon", "unet: what the net predicts (its diffusers prediction_type).",
-                              choices=tuple(p.value for p in Prediction))
+                              choices=tuple(p.value for p in Prediction), applies={"arch": ("unet",)})
     steps: int = setting(3000, "Total optimisation steps (a resumed run may raise it).", extendable=True)
     batch_size: int = setting(512, "Minibatch size.", old=("batch",))
     lr: float | None = setting(None, "Peak Adam learning rate (default: 0.01 for mlp, 0.001 for conv and unet); "
