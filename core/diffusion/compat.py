@@ -4,7 +4,8 @@ sees integer timesteps, and the state convention, such that sampling equals the 
 
     EulerDiscrete, EulerAncestralDiscrete, HeunDiscrete   euler | euler-ancestral | heun on grid model (Karras
                                                           sigmas: edm over the spacing's range); vp with leading
-    DDIM                                                  ddim eta 0 on grid model, vp
+    DDIM                                                  ddim eta 0 on grid model, vp; ddim_step stride (to
+                                                          t - T//N), clipped_epsilon false (the net's epsilon)
     DDPM (variance fixed_small)                           ddim eta 1 (its posterior variance) on grid model, vp
     DPMSolverMultistep (dpmsolver++, sde-dpmsolver++)     dpmpp-2m | dpmpp-3m-kd (| -sde), solver_type,
                                                           lower_order_final, integer timesteps, vp
@@ -20,6 +21,7 @@ from typing import Any
 
 from gentool.core.errors import BadInput, require
 
+DDIM_DEFAULTS = {"ddim_step": "next", "clipped_epsilon": True}  # the sample settings' defaults, for the others
 SUPPORTED = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler", "DDIMScheduler",
              "DDPMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
 
@@ -60,11 +62,15 @@ def _unipc(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def scheduler_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """The sample settings that reproduce the diffusers scheduler `config` (with its `_class_name`)."""
-    name = str(config.get("_class_name"))
+    return DDIM_DEFAULTS | _settings(str(config.get("_class_name")), config)
+
+
+def _settings(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
     if name in ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler"):
         return _euler_family(name, config)
     if name == "DDIMScheduler":
-        return {"sampler": "ddim", "eta": 0.0, "grid": "model", "convention": "vp"}
+        return {"sampler": "ddim", "eta": 0.0, "grid": "model", "convention": "vp", "ddim_step": "stride",
+                "clipped_epsilon": False}
     if name == "DDPMScheduler":
         variance = config.get("variance_type", "fixed_small")
         require(variance == "fixed_small", f"DDPMScheduler variance_type {variance!r} is not supported; supported: "

@@ -186,6 +186,18 @@ class DiscreteSchedule:
             return (steps - 1 - k) * (n_train // steps) + self.steps_offset
         return torch.round(n_train - k * n_train / steps) - 1
 
+    def final_sigma(self) -> float:
+        """Where the last step ends: 0, or with `final_zero` false the table's smallest sigma."""
+        return 0.0 if self.final_zero else self.sigma_min
+
+    def ddim_targets(self, steps: int) -> torch.Tensor:
+        """Where diffusers' DDIMScheduler steps from each inference timestep t: `sigma_{t - T//N}` (the table
+        entry), or `final_sigma` where t - T//N < 0 (its `final_alpha_cumprod`). One per step of `model_grid`
+        (a grid left without its final step ends at timestep 0, whose target is the final sigma: no move)."""
+        t = self.inference_timesteps(steps).long() - self.num_train_timesteps // steps
+        to = torch.where(t >= 0, self.sigmas[t.clamp(min=0)], torch.full_like(self.sigmas[:1], self.final_sigma()))
+        return to[:len(self.model_grid(steps)) - 1]
+
     def model_grid(self, steps: int) -> torch.Tensor:
         """The model's own sigma grid: `inference_timesteps` mapped to sigma by linear interpolation of the table
         in t (as diffusers' schedulers), then 0, or with `final_zero` false the table's smallest sigma (left out

@@ -155,15 +155,48 @@ class Clipping:
 
 @dataclass(frozen=True, eq=False)
 class Clipped:
-    """`D_c(x, sigma) = clipping(D(x, sigma))` (exact for diffusers' Heun, DPM-Solver and UniPC, which step
-    with the clipped x_0; diffusers' DDIM steps with the clipped x_0 but the unclipped epsilon unless
-    `use_clipped_model_output=True`, which is what this equals)."""
+    """`D_c(x, sigma) = clipping(D(x, sigma))` (exact for diffusers' Heun, DPM-Solver, UniPC and DDPM, which
+    step with the clipped x_0, and for its DDIM with `use_clipped_model_output=True`; DDIM's default, the net's
+    own epsilon, is `ClippedNetEpsilon`)."""
 
     denoiser: Any
     clipping: Clipping
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         return self.clipping(self.denoiser(x, sigma))
+
+
+@dataclass(frozen=True, eq=False)
+class ClippedNetEpsilon:
+    """diffusers' DDIM step with clipping at its pipelines' default (`use_clipped_model_output=False`): the x_0
+    prediction clipped, the noise estimate the net's own. With `r = s_down / s` of the `ddim` step from sigma
+    (`ddim_step_ratios`), that step is `x~ = D_c + r (x - D) + s_up z`; `ddim` steps `x~ = D~ + r (x - D~) +
+    s_up z` on its denoiser, so this denoiser is
+
+        D~(x, sigma) = D_c + r / (1 - r) (D_c - D),      D_c = clipping(D),
+
+    with r of the grid level nearest sigma in log sigma (`levels` the grid's positive levels, `weights`
+    r/(1 - r) per level; float64 host tables). It belongs to one grid and one eta."""
+
+    denoiser: Any
+    clipping: Clipping
+    levels: torch.Tensor
+    weights: torch.Tensor
+
+    @classmethod
+    def for_ddim(cls, denoiser: Any, clipping: Clipping, sigmas: torch.Tensor, ratios: Any) -> ClippedNetEpsilon:
+        """The denoiser for `ddim` on grid `sigmas` whose steps have the ratios `ratios` (one per step)."""
+        r = torch.as_tensor([float(v) for v in ratios], dtype=torch.float64)
+        levels = sigmas[:len(r)].double()
+        return cls(denoiser, clipping, levels, r / (1 - r))
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        d = self.denoiser(x, sigma)
+        d_c = self.clipping(d)
+        s = expand_sigma(sigma, x).reshape(-1).double().log()
+        nearest = (self.levels.to(x.device).log()[None, :] - s[:, None]).abs().argmin(1)
+        w = self.weights.to(x.device)[nearest].to(x.dtype).reshape(-1, *[1] * (x.ndim - 1))
+        return d_c + w * (d_c - d)
 
 
 @dataclass(frozen=True, eq=False)

@@ -67,6 +67,36 @@ def euler_ancestral(model: Model, noise: Noise, x: Any, sigmas: Grid, eta: Scala
         yield x
 
 
+def ddim(model: Model, noise: Noise, x: Any, sigmas: Grid, eta: Scalar = 1.0,
+         targets: Sequence[Scalar] | None = None) -> Iterator[Any]:
+    """DDIM(eta) (Song et al. 2021) as diffusers' DDIMScheduler steps, in sigma form. Step i leaves s = sigma_i
+    for the level s~ = targets[i] (default sigma_{i+1}) with `(s_down, s_up) = ancestral_step(s, s~, eta)`:
+
+        x~ = x + (s_down - s) d + s_up z     (VP: sqrt(a~) x_0 + sqrt(1 - a~ - std^2) eps + std z)
+
+    (no noise on a step to 0); then the VP sample x~ / sqrt(s~^2 + 1) is the state at s' = sigma_{i+1}:
+    `x' = x~ sqrt((s'^2 + 1) / (s~^2 + 1))`. Diffusers steps from timestep t to t - T//N whatever the spacing,
+    which is the next grid timestep for leading spacing but not for linspace or trailing ones (`targets`).
+    Without targets this is `euler_ancestral` with s_noise 1. NFE 1 per step."""
+    for i, (s, s1) in enumerate(pairs(sigmas)):
+        to = s1 if targets is None else targets[i]
+        d = (x - model(x, s)) / s
+        s_down, s_up = ancestral_step(s, to, eta)
+        x = x + (s_down - s) * d
+        if to > 0 and s_up:
+            x = x + noise(s, to) * s_up
+        if to != s1:
+            x = x * sm.sqrt((s1**2 + 1) / (to**2 + 1))
+        yield x
+
+
+def ddim_step_ratios(sigmas: Grid, targets: Sequence[Scalar] | None = None, eta: Scalar = 0.0) -> list[Scalar]:
+    """`r_i = s_down / s` of `ddim`'s step i: the weight of the noise estimate `(x - D)/s` in its update
+    `x~ = D + r (x - D) + s_up z`."""
+    tos = [s1 for _, s1 in pairs(sigmas)] if targets is None else list(targets)
+    return [ancestral_step(s, to, eta)[0] / s for (s, _), to in zip(pairs(sigmas), tos, strict=True)]
+
+
 def heun(model: Model, noise: Noise, x: Any, sigmas: Grid, s_churn: Scalar = 0.0, s_tmin: Scalar = 0.0,
          s_tmax: Scalar = math.inf, s_noise: Scalar = 1.0) -> Iterator[Any]:
     """EDM Heun (Karras et al. 2022, Algorithm 2): with `gamma = min(s_churn/N, sqrt 2 - 1)` for

@@ -144,15 +144,17 @@ class SamplerSpec:
     order: str = "1"
     noise: str = ""
     summary: str = ""
+    internal: tuple[str, ...] = ()  # arguments a caller derives from the model (not settings), e.g. ddim's targets
 
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Options with defaults filled in, validated; an option the sampler does not take is `BadInput`
         naming the ones it does."""
         names = [o.name for o in self.options]
         for name in given:
-            require(name in names, f"sampler {self.name!r} does not take option {name!r}; it takes: "
-                    f"{', '.join(names) or 'no options'}")
-        return {o.name: o.check(given[o.name]) if o.name in given else o.default for o in self.options}
+            require(name in names or name in self.internal, f"sampler {self.name!r} does not take option {name!r}; "
+                    f"it takes: {', '.join(names) or 'no options'}")
+        internal = {k: given[k] for k in self.internal if given.get(k) is not None}
+        return {o.name: o.check(given[o.name]) if o.name in given else o.default for o in self.options} | internal
 
     def steps_for_nfe(self, nfe: int) -> int:
         """Grid steps that spend about `nfe` evaluations (2-evaluation samplers: (nfe + 1) // 2)."""
@@ -164,7 +166,8 @@ SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
     SamplerSpec("euler", defs.euler, summary="Euler on the PF-ODE"),
     SamplerSpec("euler-ancestral", defs.euler_ancestral, (ETA, S_NOISE), noise="seeded",
                 summary="ancestral Euler (k-diffusion)"),
-    SamplerSpec("ddim", defs.euler_ancestral, (ETA,), noise="seeded", summary="DDIM(eta) = euler-ancestral, s_noise 1"),
+    SamplerSpec("ddim", defs.ddim, (ETA,), noise="seeded", internal=("targets",),
+                summary="DDIM(eta) = euler-ancestral, s_noise 1 (targets: diffusers' t - T//N)"),
     SamplerSpec("heun", defs.heun, nfe_per_step=TWO, order="2", summary="EDM Heun"),
     SamplerSpec("edm-stochastic", defs.heun, (S_CHURN, S_TMIN, S_TMAX, S_NOISE), nfe_per_step=TWO, noise="seeded",
                 summary="EDM Heun with churn (Algorithm 2)"),

@@ -25,9 +25,10 @@ from gentool.core.data import DATASETS, sample_data
 from gentool.core.diffusion import GRIDS, SAMPLERS, SCHEDULES, TARGETS, make_grid
 from gentool.core.diffusion.compat import scheduler_settings
 from gentool.core.diffusion.discrete import Spacing, TimestepRule
-from gentool.core.diffusion.discrete_denoiser import CLIP_MODES, Clipped, Clipping, TextConditioned
+from gentool.core.diffusion.discrete_denoiser import CLIP_MODES, Clipped, ClippedNetEpsilon, Clipping, TextConditioned
 from gentool.core.diffusion.grids import SIGMA_LIMIT
 from gentool.core.diffusion.pipelines import DTYPES
+from gentool.core.diffusion.sampler_defs import ddim_step_ratios
 from gentool.core.diffusion.samplers import Option, option_declarations, run_sampler
 from gentool.core.diffusion.sources import SampleSource, model_source, target_source
 from gentool.core.diffusion.targets import MixtureTarget, reference_flow, target_dim
@@ -44,6 +45,7 @@ MODEL_GRID = "model"  # a discrete-table model's own timesteps (its scheduler's 
 CONVENTIONS = ("sigma", "vp")
 COMPAT = ("diffusers",)
 SIGMA_RANGES = ("table", "spacing")
+DDIM_STEPS = ("next", "stride")
 SAMPLE_GRIDS = (*GRIDS, MODEL_GRID)
 TUNED_TAKES = ("sampler", "steps", "grid", "schedule", "sigma_min", "sigma_max", "rho", "sigma_range")
 
@@ -112,6 +114,13 @@ class SampleSettings:
     compat: str | None = setting(None, "diffusers: sample as the model's own scheduler config does (its sampler, "
                                  "options, grid, timestep rule, integer timesteps and state convention replace "
                                  "those settings), so that a seed gives a pipeline's images.", choices=COMPAT)
+    ddim_step: str = setting("next", "ddim on grid model: from timestep t to the next grid timestep (next), or to "
+                             "t − T//N (stride: diffusers' DDIMScheduler; another level under linspace and trailing "
+                             "spacing), the VP sample then taken to the next grid level.", choices=DDIM_STEPS,
+                             applies={"sampler": ("ddim",)})
+    clipped_epsilon: bool = setting(True, "ddim with clip_sample: step with the noise estimate of the clipped x₀ "
+                                    "(diffusers' use_clipped_model_output), or with the net's own (false: diffusers' "
+                                    "DDIM pipelines' default).", applies={"sampler": ("ddim",)})
     sigma_range: str = setting("table", "Diffusers models: the default σ range of the edm, log-sigma and uniform-t "
                                "grids: the whole noise table (diffusers' DPM-Solver with Karras sigmas), or the "
                                "ends of grid model's timesteps (spacing: diffusers' Euler and Heun).",
@@ -128,6 +137,9 @@ class SampleSettings:
         if self.compat is not None:
             choose("compat", self.compat, COMPAT)
         choose("sigma_range", self.sigma_range, SIGMA_RANGES)
+        choose("ddim_step", self.ddim_step, DDIM_STEPS)
+        require(self.ddim_step == "next" or self.grid == MODEL_GRID, f"ddim_step {self.ddim_step!r} needs grid "
+                f"{MODEL_GRID!r} (a model's own timesteps); got grid {self.grid!r}")
         if self.clip_sample is not None:
             choose("clip_sample", self.clip_sample, CLIP_MODES)
         if self.timestep_spacing is not None:
@@ -305,6 +317,7 @@ class SampleJob(BatchedUnits, Reports):
             self.tuned.sigmas, dtype=torch.float64)
         self.dtype = torch.float64 if self.analytic else torch.float32
         self.clipping = self._clipping()
+        self.targets = self._ddim_targets()
         self.init = self._init()
         self.embeds = self._embeds()
         self.g = make_generator(seed)
@@ -334,6 +347,23 @@ class SampleJob(BatchedUnits, Reports):
         mode = self.config.clip_sample
         return self.source.clipping if mode is None else dataclasses.replace(self.source.clipping, mode=mode)
 
+    def _ddim_targets(self) -> tuple[float, ...] | None:
+        """ddim_step stride: the level each step of grid model goes to (diffusers' t - T//N); else None."""
+        cfg = self.config
+        if cfg.sampler != "ddim" or cfg.ddim_step == "next" or self.tuned is not None:
+            return None
+        return tuple(float(s) for s in self.source.schedule.ddim_targets(cfg.steps))
+
+    def clipped(self, denoiser: Any) -> Any:
+        """`denoiser` with the x_0 clipping: D_c, or for ddim without clipped_epsilon `ClippedNetEpsilon`."""
+        if self.clipping.mode == "off":
+            return denoiser
+        if self.sampler != "ddim" or self.config.clipped_epsilon:
+            return Clipped(denoiser, self.clipping)
+        eta = SAMPLERS["ddim"].resolve(self.config.given_options())["eta"]
+        ratios = ddim_step_ratios(self.sigmas.tolist(), self.targets, eta)
+        return ClippedNetEpsilon.for_ddim(denoiser, self.clipping, self.sigmas, ratios)
+
     def _embeds(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Text pipelines: the prompts' embeddings (P, L, E) and the negative prompt's (1, L, E)."""
         if self.source.text is None:
@@ -350,7 +380,7 @@ class SampleJob(BatchedUnits, Reports):
             denoiser = TextConditioned(denoiser, embeds[rows], negative.expand(b, *negative.shape[1:]), self.config.cfg)
         elif labels is not None:
             denoiser = self.source.conditioned(labels, self.config.cfg)
-        return denoiser if self.clipping.mode == "off" else Clipped(denoiser, self.clipping)
+        return self.clipped(denoiser)
 
     def _init(self) -> torch.Tensor | None:
         """The standard normal draws of the init setting, (n, *sample shape), checked."""
@@ -421,7 +451,7 @@ class SampleJob(BatchedUnits, Reports):
             x, nfe = self.tuned.run(denoiser, x0), self.tuned.nfe
         else:
             x, nfe = run_sampler(denoiser, x0, self.sigmas, cfg.sampler, seed=self.seed, first_index=first,
-                                 **cfg.sampler_options())
+                                 **cfg.sampler_options(), **({} if self.targets is None else {"targets": self.targets}))
         seconds = time.perf_counter() - start
         if not bool(torch.isfinite(x).all()):
             raise NumericalFailure(f"sampler {self.sampler} produced non-finite samples at {len(self.sigmas) - 1} "
