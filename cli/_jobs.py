@@ -169,15 +169,16 @@ def run_job(spec: JobSpec, given: dict[str, Any], *, out: str | Path, seed: int 
 
 
 def run_shards(spec: JobSpec, given: dict[str, Any], shards: int, executor: str, *, out: str | Path,
-               seed: int | None, device: str, threads: int | None, resume: bool, progress: bool, plots: bool) -> int:
-    """Run a job split over `shards` tasks and merge it (`gentool.core.experiments.shards`); returns the exit
-    code: 0 merged, 1 some shard failed, 130 interrupted."""
+               seed: int | None, device: str, threads: int | None, resume: bool, progress: bool, plots: bool,
+               slurm: dict[str, Any] | None = None) -> int:
+    """Run a job split over `shards` tasks and merge it (`gentool.core.experiments.shards`; `slurm`: a recipe's
+    [slurm] table); returns the exit code: 0 merged, 1 some shard failed, 130 interrupted."""
     config = make_config(spec.config, given)
     resolve_device(device)
     run = {"device": device, "threads": threads, "plots": plots, "progress": False}
     with progress_bar(f"{spec.command} shards", enabled=progress) as bar:
         outcome, merged = run_sharded(spec.command, config, 0 if seed is None else seed, run, Path(out), shards,
-                                      executor, progress=bar)
+                                      executor, progress=bar, slurm=slurm)
     for r in outcome.results:
         if r.state == "failed":
             say(f"shard {r.point_id} failed: exit {r.exit_code}: {r.message}")

@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 from gentool.cli._common import console, format_numbers, handle_errors, print_table, progress_bar, say
-from gentool.cli._jobs import _field_parameter, run_job
+from gentool.cli._jobs import _field_parameter, run_job, run_shards
 from gentool.core.config import coerce, config_fields, field_types, make_config
 from gentool.core.errors import BadInput, Interrupted, NumericalFailure, choose
 from gentool.core.experiments.executors import EXECUTORS
@@ -96,17 +96,29 @@ def run_cmd(
     Arguments after the recipe override it: `table.key=value` typed like the TOML value it replaces (e.g.
     `options.steps=10`, `options.sampler=heun`), or `--name value`, `--flag`, `--no-flag` for options; also
     `--out`, `--seed`, `--device`, `--resume`. The run directory defaults to runs/<recipe name> and records
-    the effective recipe (recipe.json).
+    the effective recipe (recipe.json). A recipe with `shards = K` (or the override `shards=K`) runs its job
+    split over K tasks (`--executor local|slurm|debug`, Slurm resources from its [slurm] table) and merges
+    them into the run directory, as `--shards K` on the job command does.
     """
     dotted, rest = split_args(list(ctx.args))
     rec = load_recipe(recipe, smoke=smoke, overrides=dotted)
     extra = parse_overrides(rest)
     out = Path(str(extra.pop("out", Path("runs") / rec.name)))
     resume = _flag(extra.pop("resume", False), "resume")
+    executor = extra.pop("executor", None)
+    if executor is not None and rec.shards is None:
+        raise BadInput(f"executor applies to a recipe with shards (shards = K, or the override shards=K); "
+                       f"{recipe} runs in this process")
     config, run = split_options(rec.spec, extra, "arguments")
     run = {**rec.run, **run}
     options = {**rec.options, **config}
     make_config(rec.spec.config, options)
+    if rec.shards is not None:
+        code = run_shards(rec.spec, options, rec.shards, str(executor or "local"), out=out, seed=run.get("seed"),
+                          device=run.get("device", "auto"), threads=run.get("threads"), resume=resume,
+                          progress=run.get("progress", True), plots=run.get("plots", True), slurm=rec.slurm)
+        record_recipe(out, rec)
+        raise typer.Exit(code)
     try:
         run_job(rec.spec, options, out=out, seed=run.get("seed"), device=run.get("device", "auto"), resume=resume,
                 progress=run.get("progress", True), plots=run.get("plots", True), threads=run.get("threads"))
@@ -151,6 +163,9 @@ def sweep_cmd(
     """
     dotted, rest = split_args(list(ctx.args))
     rec = load_recipe(recipe, smoke=smoke, overrides=dotted)
+    if rec.shards is not None:
+        raise BadInput(f"{recipe}: shards = {rec.shards} splits one run: run it with gentool run (a sweep runs "
+                       "each point whole)")
     sweep_dir = out or Path("runs") / rec.name
     points = expand(rec, sweep_dir, parse_overrides(rest))
     opts = executor_options(rec, points, executor, **resources)

@@ -150,3 +150,54 @@ def test_a_sample_shard_killed_mid_run_is_resumed_alone_and_the_merge_equals_the
         assert first.stat().st_mtime_ns == first_done  # the complete shard was not re-run
     assert {n: (second / "units" / n).stat().st_mtime_ns for n in early} == early  # resumed, not restarted
     _same_samples(tmp_path / "plain", out)
+
+
+RECIPE = """
+command = "sample"
+[options]
+target = "gmm-ring"
+sampler = "euler-ancestral"
+steps = 4
+n = 400
+batch-size = 50
+reference = false
+device = "cpu"
+plots = false
+progress = false
+"""
+
+
+def test_a_recipe_with_shards_runs_sharded_and_merges_to_the_unsharded_run(tmp_path: Path) -> None:
+    """`shards = K` in a recipe and the override `shards=K` of `gentool run` (debug executor) give the plain
+    run's samples; the effective recipe records the shards; shards where they cannot apply are refused."""
+    plain, with_shards = tmp_path / "plain.toml", tmp_path / "sharded.toml"
+    plain.write_text(RECIPE)
+    with_shards.write_text("shards = 2\n" + RECIPE)
+    res = runner.invoke(app, ["run", str(plain), "--out", str(tmp_path / "plain")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["run", str(with_shards), "--executor", "debug", "--out", str(tmp_path / "two")])
+    assert res.exit_code == 0 and "2 shards merged, 8 units" in res.output, res.output
+    _same_samples(tmp_path / "plain", tmp_path / "two")
+    res = runner.invoke(app, ["run", str(plain), "shards=4", "--executor", "debug", "--out", str(tmp_path / "four")])
+    assert res.exit_code == 0 and "4 shards merged, 8 units" in res.output, res.output
+    _same_samples(tmp_path / "plain", tmp_path / "four")
+    assert json.loads((tmp_path / "four" / "recipe.json").read_text())["effective"]["shards"] == 4
+    assert len(list((tmp_path / "four" / "parts").glob("000?-units-*"))) == 4
+    for args, message in [
+        ([str(plain), "shards=0"], "shards must be an integer >= 1, got 0"),
+        ([str(plain), "shards=9"], "shards must be an integer in [1, 8]"),
+        ([str(plain), "--executor", "debug"], "executor applies to a recipe with shards"),
+    ]:
+        res = runner.invoke(app, ["run", *args, "--out", str(tmp_path / "bad")])
+        assert res.exit_code == 2 and message in res.output, res.output
+    res = runner.invoke(app, ["sweep", str(with_shards), "--out", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "shards = 2 splits one run: run it with gentool run" in res.output, res.output
+    swept = tmp_path / "swept.toml"
+    swept.write_text("shards = 2\n" + RECIPE + "[sweep]\nsteps = [3, 4]\n")
+    res = runner.invoke(app, ["run", str(swept), "--out", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "a recipe with a sweep runs each point whole" in res.output, res.output
+    simplex = tmp_path / "simplex.toml"
+    simplex.write_text('shards = 2\ncommand = "optimize simplex"\n[options]\nobjective = "softmax"\nx = [1, 0.5]\n')
+    res = runner.invoke(app, ["run", str(simplex), "--out", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "optimize simplex cannot be sharded; shardable:" in res.output, res.output
+    assert not (tmp_path / "bad").exists()

@@ -20,6 +20,9 @@ A recipe looks like::
     n = 200
     sweep = { steps = [5] }
 
+A top-level `shards = K` splits the run of `gentool run` over K tasks (commands with independent units, see
+`gentool.core.experiments.shards`; a recipe without a sweep), merged into the unsharded run.
+
 Keys are checked against the job's config dataclass, so recipes cannot drift from the code; an unknown key
 is a `BadInput` naming the nearest valid one. The same recipe runs through `gentool run`, `gentool sweep` and
 `run_recipe` in Python.
@@ -33,13 +36,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gentool.core.config import coerce, config_fields, field_name, make_config
+from gentool.core.config import check_int, coerce, config_fields, field_name, make_config
 from gentool.core.errors import BadInput
 from gentool.core.experiments import resources
 from gentool.core.jobs import JOBS
 from gentool.core.run.contract import JobSpec
 
-TOP_LEVEL_KEYS = ("command", "description", "options", "sweep", "slurm", "smoke")
+TOP_LEVEL_KEYS = ("command", "description", "options", "sweep", "slurm", "smoke", "shards")
 RUN_KEYS = ("seed", "device", "plots", "progress", "threads")
 SEEDS_KEY = "seeds"
 
@@ -58,6 +61,7 @@ class Recipe:
     slurm: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     data: dict[str, Any] = field(default_factory=dict)  # the effective TOML table (overrides applied)
+    shards: int | None = None  # `gentool run` splits the job over this many tasks (None: one run)
     overrides: tuple[str, ...] = ()  # the `table.key=value` overrides applied to the file
 
     @property
@@ -144,6 +148,24 @@ def _apply_smoke(data: dict[str, Any], where: str) -> dict[str, Any]:
     return merged
 
 
+def _parse_shards(spec: JobSpec, data: dict[str, Any], where: str) -> int | None:
+    """The recipe's `shards`: an integer >= 1 for a shardable command without a sweep, or None."""
+    from gentool.core.experiments.shards import sharding  # shards builds on recipes
+
+    value = data.get("shards")
+    if value is None:
+        return None
+    try:
+        check_int("shards", value, 1)
+        sharding(spec.command)
+    except BadInput as exc:
+        raise BadInput(f"{where}: {exc}") from None
+    if data.get("sweep"):
+        raise BadInput(f"{where}: shards splits one run; a recipe with a sweep runs each point whole (remove "
+                       "shards or the sweep table)")
+    return value
+
+
 def parse_recipe(data: dict[str, Any], path: Path, smoke: bool = False) -> Recipe:
     """Validate a parsed recipe table; `smoke` applies the [smoke] overrides. Every point's config is built
     once here, so a bad value anywhere in the grid is reported before anything runs."""
@@ -162,7 +184,8 @@ def parse_recipe(data: dict[str, Any], path: Path, smoke: bool = False) -> Recip
             raise _unknown("slurm key", key, resources.slurm_keys(), where)
     resources.from_table(slurm, f"{where}: slurm")  # values checked before anything runs
     recipe = Recipe(path=path, command=spec.command, options=config, run=run, sweep=grid, seeds=seeds,
-                    slurm=dict(slurm), description=str(data.get("description", "")), data=data)
+                    slurm=dict(slurm), description=str(data.get("description", "")), data=data,
+                    shards=_parse_shards(spec, data, where))
     for options in grid_options(recipe):
         make_config(spec.config, {k: v for k, v in options.items() if k != "device"}, where)
     return recipe
@@ -179,9 +202,9 @@ def grid_options(recipe: Recipe) -> list[dict[str, Any]]:
 
 def override_keys(spec: JobSpec) -> list[str]:
     """Every `table.key` an override may set: options and sweep settings (dashes as in recipes), the sweep's
-    seeds, run settings, the [slurm] table's keys, and the description."""
+    seeds, run settings, the [slurm] table's keys, the description and shards."""
     names = [n.replace("_", "-") for f in config_fields(spec.config) for n in (f.name, *f.metadata.get("old", ()))]
-    return (["description"] + [f"options.{n}" for n in [*names, *RUN_KEYS]] +
+    return (["description", "shards"] + [f"options.{n}" for n in [*names, *RUN_KEYS]] +
             [f"sweep.{n}" for n in [*names, SEEDS_KEY, "device"]] + [f"slurm.{k}" for k in resources.slurm_keys()])
 
 

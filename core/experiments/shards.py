@@ -110,13 +110,15 @@ def shard_points(command: str, config: Any, seed: int, run: dict[str, Any], out:
 
 
 def run_sharded(command: str, config: Any, seed: int, run: dict[str, Any], out: str | Path, shards: int,
-                executor: str, progress: Callable[..., None] | None = None) -> tuple[SweepOutcome, RunResult | None]:
+                executor: str, progress: Callable[..., None] | None = None, slurm: dict[str, Any] | None = None
+                ) -> tuple[SweepOutcome, RunResult | None]:
     """Run the shards (see the module docstring) and merge them once all are complete: (the shards' outcome,
     the merged run, or None while some shard is not complete). `run`: device, plots, threads of the run
-    (shards draw no figures; the merge does)."""
+    (shards draw no figures; the merge does); `slurm`: a recipe's [slurm] table for the shards' jobs."""
     out = Path(out)
     points = shard_points(command, config, seed, {**run, "plots": False}, out, shards)
-    recipe = Recipe(path=Path(f"{out.name}-shards"), command=command, options=config_dict(config), run=run)
+    recipe = Recipe(path=Path(f"{out.name}-shards"), command=command, options=config_dict(config), run=run,
+                    slurm=dict(slurm or {}))
     opts = executor_options(recipe, points, executor)
     atomic_write_json(out / PARTS / PLAN, {"command": command, "config": config_dict(config), "seed": seed,
                                            "run": run, "parts": [p.point_id for p in points],
