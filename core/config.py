@@ -161,8 +161,8 @@ def make_config(cls: type, options: Mapping[str, Any], where: str = "") -> Any:
         except BadInput as exc:
             raise BadInput(prefix + str(exc)) from None
     try:
-        check_applies(_draft(cls, kwargs), kwargs)  # before the config's own checks: one message for the rule
         cfg = cls(**kwargs)
+        check_applies(cfg, kwargs)
     except BadInput as exc:
         raise BadInput(prefix + str(exc)) from None
     return cfg
@@ -185,22 +185,13 @@ def choices_of(cls: type, key: str) -> tuple[str, ...]:
     return next((f.metadata.get("choices") or () for f in config_fields(cls) if f.name == key), ())
 
 
-def _draft(cls: type, given: Mapping[str, Any]) -> Any:
-    """An unvalidated instance of `cls` holding the given settings and the other defaults (for `check_applies`,
-    before `__post_init__` resolves or checks anything)."""
-    draft = object.__new__(cls)
-    for f in config_fields(cls):
-        object.__setattr__(draft, f.name, given.get(f.name, f.default))
-    return draft
-
-
 def check_applies(cfg: Any, given: Mapping[str, Any] | None = None) -> None:
     """One rule for settings a method does not use: a setting declared with `applies={key: choices}` (`key` a
     field with choices or a `derived_choice`) may be given a value other than its default only when `key` is one
     of `choices`; otherwise `BadInput` naming the settings that the chosen value takes. `given` holds the settings
     set explicitly (default: every field of `cfg`): defaults, and values a config resolves itself, never trigger
-    the rule. A `key` value outside its choices is left to the config's own check; a config without `key` (a
-    subclass of the one that declares it) skips it."""
+    the rule. It runs after the config's own checks (an unknown or out-of-range value is reported as such); a
+    config without `key` (a subclass of the one that declares it) skips it."""
     cls = type(cfg)
     fields = config_fields(cls)
     given = {f.name: getattr(cfg, f.name) for f in fields} if given is None else given

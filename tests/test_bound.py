@@ -210,7 +210,7 @@ def test_cli_writes_metrics(tmp_path: Path) -> None:
     (["--target", "gaussian", "--perturb", "0.1", "--model", "x.pt"], "error: give exactly one of target and model"),
     (["--target", "ring", "--perturb", "0.1"], "error: unknown target 'ring'"),
     (["--model", "missing.pt"], "error: checkpoint not found"),
-    (["--target", "gmm-ring", "--perturb", "0.1", "--dim", "3"], "error: dim applies to target gaussian"),
+    (["--target", "gmm-ring", "--perturb", "0.1", "--dim", "3"], "error: dim applies to source gaussian"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     out = tmp_path / "bad"

@@ -85,7 +85,7 @@ def test_a_setting_is_accepted_where_it_applies() -> None:
     (["monoflow", "--mode", "exact", "--lr-g", "0.1"], "lr_g applies to mode generator, not 'exact'"),
     (["mad-loop", "--components", "3"], "components applies to family gmm, not 'gaussian'"),
     (["mad-loop", "--family", "kde", "--train-steps", "5"], "family 'kde' takes: bandwidth"),
-    (["sample", "--model", "some/ckpt.pt", "--dim", "3"], "dim applies to analytic targets"),
+    (["sample", "--model", "some/ckpt.pt", "--dim", "3"], "dim applies to source gaussian, gmm-random, point, not 'model'"),
     (["sample", "--target", "gaussian", "--sampler", "euler", "--order", "2"], "sampler 'euler' does not take "
      "option 'order'; it takes: no options"),
 ])

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+from gentool.core.config import derived_choice
 from gentool.core.data import Mixture, random_mixture, ring_mixture
 from gentool.core.data import grid_mixture as _grid_mixture
 from gentool.core.diffusion.denoisers import expand_sigma
@@ -16,6 +17,11 @@ from gentool.core.solvers import batch_odeint
 
 TARGETS: tuple[str, ...] = ("gaussian", "gmm-ring", "gmm-grid", "gmm-random", "point")
 ANY_DIM_TARGETS: tuple[str, ...] = ("gaussian", "gmm-random", "point")  # the targets made in any dimension
+MODEL_SOURCE = "model"  # the `source` of a config sampling a model (a checkpoint or a diffusers model)
+SOURCE = derived_choice(lambda cfg: cfg.target if cfg.model is None else None if cfg.target else MODEL_SOURCE,
+                        (*TARGETS, MODEL_SOURCE), "What a config with `target` and `model` settings samples: the "
+                        "target's name, or 'model' (None with both: the config refuses that); an `applies` key of "
+                        "sample, tune and bound.")
 
 
 def target_dim(name: str, dim: int) -> int:

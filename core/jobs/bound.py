@@ -40,7 +40,14 @@ from gentool.core.diffusion.bound import (
 from gentool.core.diffusion.checkpoints import denoiser_from_state, load_checkpoint
 from gentool.core.diffusion.denoisers import Denoiser
 from gentool.core.diffusion.grids import SIGMA_LIMIT
-from gentool.core.diffusion.targets import ANY_DIM_TARGETS, TARGETS, MixtureTarget, make_target, target_dim
+from gentool.core.diffusion.targets import (
+    ANY_DIM_TARGETS,
+    SOURCE,
+    TARGETS,
+    MixtureTarget,
+    make_target,
+    target_dim,
+)
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
 from gentool.core.io import atomic_write_json, atomic_write_text
 from gentool.core.metrics.gaussian import gaussian_w2
@@ -60,11 +67,12 @@ class BoundConfig:
     target: str | None = setting(None, "Analytic target; the model is its exact denoiser dilated by 1 + perturb "
                                  "about the target's mean.", choices=TARGETS)
     perturb: float | None = setting(None, "With target: the dilation eps of the perturbed model (means and "
-                                    "component stds scaled by 1 + eps about the mean), > -1.")
+                                    "component stds scaled by 1 + eps about the mean), > -1.",
+                                    applies={"source": TARGETS})
     model: str | None = setting(None, "A `gentool train` checkpoint (file or run directory) trained on data with "
                                 f"an analytic law ({', '.join(DATA_TARGETS)}).", metavar="PATH")
     dim: int = setting(2, "Dimension for the gaussian, gmm-random and point targets.",
-                       applies={"target": ANY_DIM_TARGETS})
+                       applies={"source": ANY_DIM_TARGETS})
     n: int = setting(4000, "Model trajectories for the Monte Carlo score error.", short="-n")
     batch_size: int | None = setting(None, "Trajectories per unit (default: all at once).")
     steps: int = setting(200, "Heun steps of the model's PF-ODE (EDM grid; also the quadrature grid).")
@@ -73,6 +81,7 @@ class BoundConfig:
     rho: float = setting(7.0, "ρ of the EDM grid.")
     n_w2: int = setting(1000, "Samples per side for the measured W2 (exact empirical W2 by POT).")
     w2_levels: int = setting(12, "σ levels at which the measured W2 is drawn against the bound (σ_min included).")
+    source = SOURCE
 
     def __post_init__(self) -> None:
         require((self.target is None) != (self.model is None), "give exactly one of target and model")

@@ -28,7 +28,14 @@ from gentool.core.diffusion import TARGETS
 from gentool.core.diffusion.grids import SIGMA_LIMIT, edm_grid
 from gentool.core.diffusion.samplers import solve_sampler
 from gentool.core.diffusion.sources import SampleSource, model_source, target_source
-from gentool.core.diffusion.targets import ANY_DIM_TARGETS, MixtureTarget, reference_flow, target_dim
+from gentool.core.diffusion.targets import (
+    ANY_DIM_TARGETS,
+    MODEL_SOURCE,
+    SOURCE,
+    MixtureTarget,
+    reference_flow,
+    target_dim,
+)
 from gentool.core.diffusion.tuning import (
     DEFAULT_LEARN,
     Optimiser,
@@ -65,7 +72,7 @@ class TuneSettings:
     model: str | None = setting(None, "A `gentool train` checkpoint (file or run directory) or a diffusers model "
                                 "directory.", metavar="PATH")
     dim: int = setting(2, "Dimension for the gaussian, gmm-random and point targets.",
-                       applies={"target": ANY_DIM_TARGETS})
+                       applies={"source": ANY_DIM_TARGETS})
     sampler: str = setting("unipc", "Base sampler (deterministic samplers only).", choices=tunable_samplers())
     nfe: int = setting(5, "Denoiser evaluations per sample (2-evaluation samplers: the largest step count "
                        "within it).")
@@ -79,7 +86,9 @@ class TuneSettings:
     sigma_min: float | None = setting(None, "Smallest σ of the EDM grid and of the search (default: 0.002, or "
                                       "the model's noise table).")
     sigma_max: float | None = setting(None, "Initial noise scale σ_0 (default: 80, or the model's noise table).")
-    teacher_rtol: float = setting(1e-5, "Models: relative and absolute tolerance of the teacher's dopri5.")
+    teacher_rtol: float = setting(1e-5, "Models: relative and absolute tolerance of the teacher's dopri5.",
+                                  applies={"source": (MODEL_SOURCE,)})
+    source = SOURCE
 
     def __post_init__(self) -> None:
         require((self.target is None) != (self.model is None), "give exactly one of target and model")
