@@ -31,7 +31,14 @@ from gentool.core.diffusion.pipelines import DTYPES
 from gentool.core.diffusion.sampler_defs import ddim_step_ratios
 from gentool.core.diffusion.samplers import Option, option_declarations, run_sampler
 from gentool.core.diffusion.sources import SampleSource, model_source, target_source
-from gentool.core.diffusion.targets import MixtureTarget, reference_flow, target_dim
+from gentool.core.diffusion.targets import (
+    ANY_DIM_TARGETS,
+    MODEL_SOURCE,
+    SOURCE,
+    MixtureTarget,
+    reference_flow,
+    target_dim,
+)
 from gentool.core.diffusion.tuning import TunedSchedule, load_tuned, model_identity
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
 from gentool.core.io import atomic_save_npz, atomic_write_json
@@ -65,7 +72,8 @@ class SampleSettings:
     steps: int = setting(20, "Grid steps (σ levels; the last step goes to 0).")
     n: int = setting(10000, "Number of samples.", short="-n")
     batch_size: int | None = setting(None, "Samples per batch, to bound memory (default: all at once).")
-    dim: int = setting(DIM_DEFAULT, "Dimension for the gaussian, gmm-random and point targets.")
+    dim: int = setting(DIM_DEFAULT, "Dimension for the gaussian, gmm-random and point targets.",
+                       applies={"source": ANY_DIM_TARGETS})
     grid: str = setting("edm", "σ grid (model: a diffusers model's own timesteps).", choices=SAMPLE_GRIDS)
     schedule: str = setting("vp-linear", "Schedule of the uniform-t grid.", choices=tuple(SCHEDULES))
     sigma_min: float | None = setting(None, "Smallest nonzero σ (default: 0.002, or the model's noise table).")
@@ -73,26 +81,31 @@ class SampleSettings:
                                       "table).")
     rho: float = setting(7.0, "ρ of the EDM grid.")
     compile: bool = setting(False, "torch.compile the sampler (inductor; eager with a warning where unavailable).")
-    reference: bool = setting(True, "Analytic targets: endpoint error against a float64 reference solve.")
+    reference: bool = setting(True, "Analytic targets: endpoint error against a float64 reference solve.",
+                              applies={"source": TARGETS})
     integer_timesteps: bool = setting(False, "Diffusers models: evaluate at the nearest integer timestep (as "
-                                      "diffusers' DPM-Solver does) instead of the interpolated one.")
+                                      "diffusers' DPM-Solver does) instead of the interpolated one.",
+                                      applies={"source": (MODEL_SOURCE,)})
     class_label: int | None = setting(None, "Class-conditional models: the class of every sample (default: the "
-                                      "classes in turn).")
-    cfg: float = setting(1.0, "Class- and text-conditional models: classifier-free guidance scale (1: none).")
-    prompt: str | None = setting(None, "Text-conditional pipelines: the prompt of every sample.", metavar="TEXT")
+                                      "classes in turn).", applies={"source": (MODEL_SOURCE,)})
+    cfg: float = setting(1.0, "Class- and text-conditional models: classifier-free guidance scale (1: none).",
+                         applies={"source": (MODEL_SOURCE,)})
+    prompt: str | None = setting(None, "Text-conditional pipelines: the prompt of every sample.", metavar="TEXT",
+                                 applies={"source": (MODEL_SOURCE,)})
     prompts: str | None = setting(None, "Text-conditional pipelines: a file of prompts, one a line; samples take "
-                                  "them in turn.", metavar="FILE")
+                                  "them in turn.", metavar="FILE", applies={"source": (MODEL_SOURCE,)})
     negative_prompt: str | None = setting(None, "Text-conditional pipelines: what cfg guides away from (default: "
-                                          "the empty prompt).", metavar="TEXT")
+                                          "the empty prompt).", metavar="TEXT", applies={"source": (MODEL_SOURCE,)})
     height: int | None = setting(None, "Image pipelines: image height (a multiple of the VAE factor; default: the "
-                                 "net's sample size).")
-    width: int | None = setting(None, "Image pipelines: image width (default: the net's sample size).")
+                                 "net's sample size).", applies={"source": (MODEL_SOURCE,)})
+    width: int | None = setting(None, "Image pipelines: image width (default: the net's sample size).",
+                                applies={"source": (MODEL_SOURCE,)})
     dtype: str = setting("float32", "Diffusers models: the dtype the nets run in (the sampler state stays "
-                         "float32).", choices=tuple(DTYPES))
+                         "float32).", choices=tuple(DTYPES), applies={"source": (MODEL_SOURCE,)})
     null_class: int | None = setting(None, "Class-conditional diffusers models: the unconditional class for cfg "
-                                     "(default: from the model's gentool.json).")
+                                     "(default: from the model's gentool.json).", applies={"source": (MODEL_SOURCE,)})
     save_png: str | None = setting(None, "Image models: also write one PNG per sample into this directory.",
-                                   metavar="DIR")
+                                   metavar="DIR", applies={"source": (MODEL_SOURCE,)})
     init: str | None = setting(None, "Start from these standard normal draws z (.npy of shape (n, *sample shape)) "
                                "instead of drawing them from the seed, as a diffusers pipeline's latents=z.",
                                metavar="FILE")
@@ -102,18 +115,22 @@ class SampleSettings:
                               "the same seed then gives the pipeline's latents).", choices=CONVENTIONS)
     clip_sample: str | None = setting(None, "Clip the denoised x₀ (diffusers' clip_sample: to ±clip_sample_range; "
                                       "dynamic: thresholding) before every step (default: what a diffusers "
-                                      "model's scheduler config asks for, else off).", choices=CLIP_MODES)
+                                      "model's scheduler config asks for, else off).", choices=CLIP_MODES,
+                                      applies={"source": (MODEL_SOURCE,)})
     timestep_spacing: str | None = setting(None, "Diffusers models: how grid model places its timesteps "
-                                           "(default: the scheduler config's).", choices=tuple(Spacing))
+                                           "(default: the scheduler config's).", choices=tuple(Spacing),
+                                           applies={"source": (MODEL_SOURCE,)})
     timestep_rule: str | None = setting(None, "Diffusers models: whose set_timesteps grid model follows (euler: "
                                         "Euler/Heun; ddim: DDIM/DDPM/PNDM; dpm-solver: DPM-Solver/UniPC; default: "
-                                        "the scheduler config's class).", choices=tuple(TimestepRule))
+                                        "the scheduler config's class).", choices=tuple(TimestepRule),
+                                        applies={"source": (MODEL_SOURCE,)})
     tuned: str | None = setting(None, "A `gentool tune` schedule (tuned.json or its run directory): sampler, NFE, "
                                 "σ grid and corrections from the file, for the model it was tuned for.",
                                 metavar="PATH")
     compat: str | None = setting(None, "diffusers: sample as the model's own scheduler config does (its sampler, "
                                  "options, grid, timestep rule, integer timesteps and state convention replace "
-                                 "those settings), so that a seed gives a pipeline's images.", choices=COMPAT)
+                                 "those settings), so that a seed gives a pipeline's images.", choices=COMPAT,
+                                 applies={"source": (MODEL_SOURCE,)})
     ddim_step: str = setting("next", "ddim on grid model: from timestep t to the next grid timestep (next), or to "
                              "t − T//N (stride: diffusers' DDIMScheduler; another level under linspace and trailing "
                              "spacing), the VP sample then taken to the next grid level.", choices=DDIM_STEPS,
@@ -124,7 +141,9 @@ class SampleSettings:
     sigma_range: str = setting("table", "Diffusers models: the default σ range of the edm, log-sigma and uniform-t "
                                "grids: the whole noise table (diffusers' DPM-Solver with Karras sigmas), or the "
                                "ends of grid model's timesteps (spacing: diffusers' Euler and Heun).",
-                               choices=SIGMA_RANGES)
+                               choices=SIGMA_RANGES, applies={"source": (MODEL_SOURCE,)})
+
+    source = SOURCE
 
     def __post_init__(self) -> None:
         require((self.target is None) != (self.model is None), "give exactly one of target and model")
