@@ -68,12 +68,15 @@ class MadConfig:
                         choices=LOOPS)
     data: str = setting("gaussian", "Real data: a Gaussian (see truth) or a bundled data set (sklearn-*: exactly "
                         "scikit-learn's make_moons/make_circles/make_blobs).", choices=DATA)
-    dim: int = setting(2, "Dimension of the gaussian data (other data sets fix their own).")
+    dim: int = setting(2, "Dimension of the gaussian data (other data sets fix their own).",
+                       applies={"data": ("gaussian",)})
     truth: str = setting("linspace", "Gaussian data: linspace (N(0, diag(linspace(1, 2, dim)))), isotropic[:v] "
-                         "(N(0, vI)), spectrum:v1,v2,... or a .npy/.txt/.csv/.npz file.", parse=parse_truth)
+                         "(N(0, vI)), spectrum:v1,v2,... or a .npy/.txt/.csv/.npz file.", parse=parse_truth,
+                         applies={"data": ("gaussian",)})
     data_noise: float | None = setting(None, "sklearn-* data: make_moons/make_circles noise or make_blobs "
-                                       "cluster_std (default 0.05, 0.05, 1.0).")
-    label_noise: float = setting(1.0, "linear-regression: label noise σ (y = x·w* + σε).")
+                                       "cluster_std (default 0.05, 0.05, 1.0).", applies={"data": tuple(SKLEARN_NOISE)})
+    label_noise: float = setting(1.0, "linear-regression: label noise σ (y = x·w* + σε).",
+                                 applies={"family": ("linear-regression",)})
     generations: int = setting(10, "Number of generations.")
     seeds: int = setting(1, "Independent repetitions (seed ids seed, seed+1, ...).")
     n_real: int | float | str = setting(100, "Real points: generation 1 and the fixed/fresh real part." +
@@ -83,17 +86,19 @@ class MadConfig:
                                                 metavar="SCHEDULE")
     real_fraction: float | str | None = setting(None, "augment/fresh: real share of the synthetic part's size "
                                                 "(default: n_real real points plus the synthetic part)." +
-                                                SCHEDULE_HELP, parse=parse_optional_schedule, metavar="SCHEDULE")
+                                                SCHEDULE_HELP, parse=parse_optional_schedule, metavar="SCHEDULE",
+                                                applies={"loop": ("augment", "fresh")})
     from_previous: int = setting(1, "fully-synthetic/augment/fresh: the synthetic part is the union of the samples "
-                                 "of the last K generations (MAD App. G).")
+                                 "of the last K generations (MAD App. G).", applies={"loop": HISTORY_FREE_LOOPS})
     lam: float = setting(1.0, "Sampling bias λ in (0, 1]: 1 samples the fitted model unchanged.")
     budget: int | None = setting(None, "accumulate-subsample: points drawn per fit (default: n_real); reservoir: "
-                                 "points kept.")
+                                 "points kept.", applies={"loop": BUDGET_LOOPS})
     arch: str = setting("mlp", "diffusion: the denoiser network (unet: a diffusers UNet2DModel, square images "
                         "such as digits).", choices=("mlp", "conv", "unet"), applies={"family": ("diffusion",)})
     warm_start: bool = setting(False, "diffusion/monoflow: fine-tune the previous generation's model instead of "
                                "training from scratch.", applies={"family": ("diffusion", "monoflow")})
-    cov: str = setting("unbiased", "Gaussian covariance estimator.", choices=("unbiased", "mle"))
+    cov: str = setting("unbiased", "Gaussian covariance estimator.", choices=("unbiased", "mle"),
+                       applies={"family": ("gaussian",)})
     bandwidth: str | float = setting("scott", "KDE bandwidth: scott, silverman or a positive number.",
                                      parse=parse_bandwidth, applies={"family": ("kde",)})
     components: int = setting(8, "GMM components.", applies={"family": ("gmm",)})
