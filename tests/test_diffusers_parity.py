@@ -16,6 +16,7 @@ from gentool.core.config import make_config
 from gentool.core.diffusion import run_sampler
 from gentool.core.diffusion.diffusers_format import load_diffusers
 from gentool.core.diffusion.discrete import DiscreteSchedule
+from gentool.core.diffusion.discrete_denoiser import Clipped
 from gentool.core.jobs.sample import SampleConfig, SampleJob
 from test_diffusers import tiny_unet
 
@@ -93,9 +94,13 @@ def model_dir(unet, sched, path: Path) -> Path:
     return path
 
 
-def gentool_job(path: Path, z: torch.Tensor, tmp: Path, **settings) -> torch.Tensor:
+def save(tmp: Path, z: torch.Tensor) -> Path:
     np.save(tmp / "z.npy", z.numpy())
-    config = make_config(SampleConfig, {"model": str(path), "n": len(z), "steps": STEPS, "init": str(tmp / "z.npy"),
+    return tmp / "z.npy"
+
+
+def gentool_job(path: Path, z: torch.Tensor, tmp: Path, **settings) -> torch.Tensor:
+    config = make_config(SampleConfig, {"model": str(path), "n": len(z), "steps": STEPS, "init": str(save(tmp, z)),
                                         **settings})
     job = SampleJob(config, seed=0)
     job.advance()
@@ -114,20 +119,79 @@ def test_sample_job_equals_diffusers_scheduler(unet, tmp_path, cls: str, kwargs:
 
 
 def test_clipping_matters_and_ddim_default_keeps_the_unclipped_epsilon(unet, tmp_path) -> None:
-    """Without clipping the result differs; diffusers' DDIM default (unclipped epsilon) is another method."""
+    """Without clipping the result differs; diffusers' DDIM default (unclipped epsilon) is another method, which
+    clipped_epsilon false gives."""
     sched = diffusers.DDIMScheduler(clip_sample=True, clip_sample_range=0.5)
     z, path = draws(), model_dir(unet, sched, tmp_path / "model")
     clipped = diffusers_loop(sched, unet, z, use_clipped_model_output=True)
     settings = {"sampler": "ddim", "eta": 0.0, "grid": "model", "convention": "vp"}
     assert rel(gentool_job(path, z, tmp_path, **settings, clip_sample="off"), clipped) > 1e-2
-    assert rel(diffusers_loop(sched, unet, z), clipped) > 1e-3
+    default = diffusers_loop(sched, unet, z)
+    assert rel(default, clipped) > 1e-3
+    ours = gentool_job(path, z, tmp_path, **settings, clipped_epsilon=False, ddim_step="stride")
+    assert rel(ours, default) < 2 * TOL
+
+
+def float64_unet(unet):
+    out = tiny_unet().eval().double()
+    out.load_state_dict(unet.state_dict())
+    return out
+
+
+@pytest.mark.parametrize("steps", [7, 10])
+@pytest.mark.parametrize(("spacing", "offset"), [("linspace", 0), ("leading", 1), ("trailing", 0)])
+def test_ddim_compat_equals_the_schedulers_default(unet, tmp_path, spacing: str, offset: int, steps: int) -> None:
+    """DDIMScheduler(clip_sample=True) as its pipelines step it (use_clipped_model_output False, from t to
+    t - T//N): compat diffusers, float32. Its own float32 and float64 loops are ~6e-5 apart at 10 steps (the net's
+    epsilon is not recomputed from the clipped x_0: rounding is not damped), the bound for ours."""
+    sched = diffusers.DDIMScheduler(clip_sample=True, timestep_spacing=spacing, steps_offset=offset)
+    z = draws()
+    expected = diffusers_loop(sched, unet, z, steps=steps)
+    config = make_config(SampleConfig, {"model": str(model_dir(unet, sched, tmp_path / "model")), "n": len(z),
+                                        "steps": steps, "init": str(save(tmp_path, z)), "compat": "diffusers"})
+    job = SampleJob(config, seed=0)
+    assert (job.config.ddim_step, job.config.clipped_epsilon) == ("stride", False)
+    job.advance()
+    assert rel(job.samples()["x"], expected) < TOL
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.6])
+@pytest.mark.parametrize(("spacing", "offset"), [("linspace", 0), ("leading", 1), ("trailing", 0)])
+def test_ddim_step_rule_and_net_epsilon_are_exact(unet, tmp_path, spacing: str, offset: int, eta: float) -> None:
+    """In float64 (net and state), with the same noise: gentool's ddim with the scheduler's targets t - T//N and
+    ClippedNetEpsilon equals diffusers' DDIM default to its float32 noise table's precision (1e-5), for every
+    spacing; stepping to the next grid level instead differs where t - T//N is not on the grid (linspace)."""
+    from gentool.core.diffusion.discrete_denoiser import ClippedNetEpsilon
+    from gentool.core.diffusion.sampler_defs import ddim_step_ratios
+
+    sched = diffusers.DDIMScheduler(clip_sample=True, clip_sample_range=0.5, timestep_spacing=spacing,
+                                    steps_offset=offset)
+    net = float64_unet(unet)
+    z = draws().double()
+    expected = diffusers_loop(sched, net, z, eta=eta, generator=torch.Generator().manual_seed(3))
+    model = load_diffusers(model_dir(unet, sched, tmp_path / "model"))
+    model.denoiser.net = net
+    table = model.denoiser.schedule
+    grid, targets = table.model_grid(STEPS), tuple(float(t) for t in table.ddim_targets(STEPS))
+    g = torch.Generator().manual_seed(3)
+    results = []
+    for to in (targets, None):
+        g.manual_seed(3)
+        denoiser = ClippedNetEpsilon.for_ddim(model.denoiser, model.clipping, grid,
+                                              ddim_step_ratios(grid.tolist(), to, eta))
+        x, _ = run_sampler(denoiser, z * float((grid[0] ** 2 + 1).sqrt()), grid, "ddim", eta=eta, targets=to,
+                           noise_sampler=lambda s, s1: torch.randn(z.shape, generator=g, dtype=z.dtype))
+        results.append(rel(x / float((grid[-1] ** 2 + 1).sqrt()), expected))
+    assert results[0] < 1e-5
+    assert (results[1] > 1e-3) == (spacing == "linspace")
 
 
 @pytest.mark.parametrize(("cls", "kwargs", "sampler", "opts"), [
     ("EulerAncestralDiscreteScheduler", {}, "euler-ancestral", {}),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, "dpmpp-2m-sde", {}),
     ("DDPMScheduler", {"clip_sample": False}, "ddim", {"eta": 1.0}),
-], ids=["euler-ancestral", "dpmpp-2m-sde", "ddpm"])
+    ("DDPMScheduler", {"clip_sample": True, "clip_sample_range": 0.5}, "ddim", {"eta": 1.0}),
+], ids=["euler-ancestral", "dpmpp-2m-sde", "ddpm", "ddpm-clip"])
 def test_stochastic_samplers_equal_diffusers_with_the_same_noise(unet, tmp_path, cls: str, kwargs: dict,
                                                                  sampler: str, opts: dict) -> None:
     sched = getattr(diffusers, cls)(**kwargs)
@@ -137,7 +201,8 @@ def test_stochastic_samplers_equal_diffusers_with_the_same_noise(unet, tmp_path,
     g = torch.Generator().manual_seed(7)
     sigmas = sched.sigmas.double() if hasattr(sched, "sigmas") else model.denoiser.schedule.model_grid(STEPS)
     start = z * float(sched.init_noise_sigma) * (1 if cls.startswith("Euler") else float((sigmas[0] ** 2 + 1).sqrt()))
-    ours, _ = run_sampler(model.denoiser, start, sigmas, sampler,
+    denoiser = model.denoiser if model.clipping.mode == "off" else Clipped(model.denoiser, model.clipping)
+    ours, _ = run_sampler(denoiser, start, sigmas, sampler,
                           noise_sampler=lambda s, s1: torch.randn(z.shape, generator=g), **opts)
     assert rel(ours, expected) < TOL
 
@@ -156,16 +221,19 @@ def test_model_timesteps_equal_each_schedulers_own(cls: str, spacing: str, offse
         torch.testing.assert_close(ours, expected, rtol=0, atol=1e-3)
 
 
-def test_same_seed_gives_the_pipelines_initial_latents(unet, tmp_path) -> None:
+@pytest.mark.parametrize("clip", [False, True])
+def test_same_seed_gives_the_pipelines_initial_latents(unet, tmp_path, clip: bool) -> None:
     """convention vp and the seed: the job's first draws are `torch.randn(shape, generator=manual_seed(seed))`,
-    what a pipeline's `prepare_latents` draws; its samples equal the DDIM pipeline's."""
-    sched = diffusers.DDIMScheduler(clip_sample=False)
+    what a pipeline's `prepare_latents` draws; its samples equal the DDIM pipeline's (clip_sample: compat
+    diffusers, the pipeline's default epsilon)."""
+    sched = diffusers.DDIMScheduler(clip_sample=clip)
     path = model_dir(unet, sched, tmp_path / "model")
     pipe = diffusers.DDIMPipeline(unet=unet, scheduler=sched)
     image = pipe(batch_size=3, generator=torch.Generator().manual_seed(5), num_inference_steps=STEPS, eta=0.0,
                  output_type="np").images
-    config = make_config(SampleConfig, {"model": str(path), "n": 3, "steps": STEPS, "sampler": "ddim", "eta": 0.0,
-                                        "grid": "model", "convention": "vp"})
+    settings = {"compat": "diffusers"} if clip else {"sampler": "ddim", "eta": 0.0, "grid": "model",
+                                                     "convention": "vp"}
+    config = make_config(SampleConfig, {"model": str(path), "n": 3, "steps": STEPS, **settings})
     job = SampleJob(config, seed=5)
     job.advance()
     ours = (job.samples()["x"] / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
@@ -185,6 +253,18 @@ def test_the_diffusers_settings_matter(unet, tmp_path, cls: str, kwargs: dict, s
     ours = gentool_job(model_dir(unet, sched, tmp_path / "model"), z, tmp_path, grid="model", integer_timesteps=True,
                        **settings)
     assert rel(ours, expected) > 1e-3
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"sampler": "ddim", "ddim_step": "stride"}, "ddim_step 'stride' needs grid 'model'"),
+    ({"sampler": "euler", "clipped_epsilon": False}, "clipped_epsilon"),
+    ({"sampler": "dpmpp-2m", "grid": "model", "ddim_step": "stride"}, "ddim_step"),
+])
+def test_ddim_settings_are_checked(settings: dict, message: str) -> None:
+    from gentool.core.errors import BadInput
+
+    with pytest.raises(BadInput, match=message):
+        make_config(SampleConfig, {"target": "gmm-ring", **settings})
 
 
 def test_init_is_checked(unet, tmp_path) -> None:
