@@ -53,6 +53,13 @@ from gentool.core.solvers import FIXED_METHODS
 
 MODES = ("generator", "particles", "exact")
 GENERATORS = ("mlp", "affine")
+AFFINE = {"mode": ("generator",), "generator": ("affine",)}  # the settings of the affine generator apply there
+
+
+def h_taking(param: str) -> tuple[str, ...]:
+    """The h functions whose parameter is `param` (shift, rate)."""
+    return tuple(name for name, h in H_FUNCTIONS.items() if h.param == param)
+
 DATA = (*DATASETS, "gaussian")
 N_TRAIN = 20_000
 LATENT = 2
@@ -88,8 +95,10 @@ class MonoFlowJobConfig:
     target: str = setting("gaussian-1d", "Analytic target (exact mode).", choices=TARGETS,
                           applies={"mode": ("exact",)})
     h: str = setting("logit", "Monotone h of the flow dx/dt = ∇h(d(x)).", choices=tuple(H_FUNCTIONS))
-    shift: float = setting(0.0, "Shift C of the vanilla h = softplus(d + C) (the official code uses 5).")
-    rate: float | None = setting(None, f"Rate a of h = exp(a d) (h exp; default {EXP_RATE:g}, the official toy's).")
+    shift: float = setting(0.0, "Shift C of the vanilla h = softplus(d + C) (the official code uses 5).",
+                           applies={"h": h_taking("shift")})
+    rate: float | None = setting(None, f"Rate a of h = exp(a d) (h exp; default {EXP_RATE:g}, the official toy's).",
+                                 applies={"h": h_taking("rate")})
     steps: int = setting(2000, "Generator steps or particle rounds (a resumed run may raise it).",
                          extendable=True)
     eval_every: int = setting(500, "Steps per unit: metrics, snapshot and checkpoint every this many.")
@@ -109,12 +118,12 @@ class MonoFlowJobConfig:
                              choices=GENERATORS, applies={"mode": ("generator",)})
     generator_mean: tuple[float, ...] | None = setting(None, "Initial mean of the affine generator (default 1, as "
                                                        "the official toy).", parse=vector_parser("generator_mean"),
-                                                       metavar="VECTOR")
+                                                       metavar="VECTOR", applies=AFFINE)
     generator_matrix: tuple[tuple[float, ...], ...] | None = setting(
         None, "Initial matrix (d, k) of the affine generator (default I; k is its latent dimension).",
-        parse=matrix_parser("generator_matrix"), metavar="MATRIX")
+        parse=matrix_parser("generator_matrix"), metavar="MATRIX", applies=AFFINE)
     latent_dim: int | None = setting(None, f"Latent dimension of the mlp generator (default {LATENT}).",
-                                     applies={"mode": ("generator",)})
+                                     applies={"mode": ("generator",), "generator": ("mlp",)})
     k_gen: int = setting(1, "Generator steps per discriminator step (k > 1: distillation loss).",
                          applies={"mode": ("generator",)})
     eps: float = setting(0.05, "Distillation step size (k_gen > 1).", applies={"mode": ("generator",)})
