@@ -268,6 +268,7 @@ class CompareJob(Reports):
         self.entries = config.entries(self.obj)
         self.per_method = math.ceil((config.steps + 1) / SIMPLEX_CHUNK)
         self.index, self.results = 0, []
+        self.chunks = 0  # units run: a method that converges early ends its units early, none are skipped
         self.run = self._new_run()
 
     def _new_run(self) -> SimplexRun | None:
@@ -282,8 +283,7 @@ class CompareJob(Reports):
 
     @property
     def units_done(self) -> int:
-        current = 0 if self.run is None else math.ceil(self.run.t / SIMPLEX_CHUNK)
-        return self.index * self.per_method + current
+        return self.chunks
 
     @property
     def done(self) -> bool:
@@ -309,10 +309,11 @@ class CompareJob(Reports):
                                  "seconds": run.seconds, "converged": run.converged})
             self.index += 1
             self.run = self._new_run()
+        self.chunks += 1
         return rows
 
     def state_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "results": self.results, "data_sha256": self.digest,
+        return {"index": self.index, "results": self.results, "data_sha256": self.digest, "chunks": self.chunks,
                 "run": None if self.run is None else self.run.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -321,9 +322,19 @@ class CompareJob(Reports):
         self.run = self._new_run()
         if self.run is not None and state["run"] is not None:
             self.run.load_state_dict(state["run"])
+        current = 0 if self.run is None else math.ceil(self.run.t / SIMPLEX_CHUNK)
+        self.chunks = int(state.get("chunks", self.index * self.per_method + current))  # runs before "chunks"
 
     def samples(self) -> dict[str, Any] | None:
         return {"p": torch.stack([r["p"] for r in self.results])} if self.results else None
+
+    @staticmethod
+    def merge_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+        """The final state of the comparison of all entries from the final states of comparisons of
+        consecutive entry ranges (shards): results in order, units summed."""
+        return {"index": sum(int(s["index"]) for s in states), "results": [r for s in states for r in s["results"]],
+                "data_sha256": states[0]["data_sha256"], "chunks": sum(int(s["chunks"]) for s in states),
+                "run": None}
 
     def finish(self, out: Path, rows: list[Row], plots_on: bool) -> Row:
         table, fstar, source = comparison_table(self.obj, self.results)
