@@ -207,6 +207,53 @@ def test_stochastic_samplers_equal_diffusers_with_the_same_noise(unet, tmp_path,
     assert rel(ours, expected) < TOL
 
 
+class DiffusersTimes:
+    """A noise sampler that asks `tree` at the times diffusers' DPMSolverSDEScheduler computes (in float32: sigma
+    -> t = -log sigma -> exp(-t), the midpoint exp(-(t + (t' - t)/2))) for the (sigma, sigma_mid) and (sigma,
+    sigma') that gentool's dpmpp-sde asks for on `grid`. A Brownian path moves by ~sqrt(dt) between times dt
+    apart, so float32 rounding of the query times (~1e-7 relative) alone moves the noise by ~1e-4."""
+
+    def __init__(self, tree, grid: torch.Tensor) -> None:
+        t = -grid[:-1].float().log()
+        self.tree, self.grid = tree, grid[:-1].double()
+        self.at = (-t).exp()
+        self.next = torch.cat([self.at[1:], torch.zeros(1)])
+        self.mid = (-(t[:-1] + (t[1:] - t[:-1]) * 0.5)).exp()
+
+    def __call__(self, s: float, s1: float) -> torch.Tensor:
+        i = int((self.grid - float(s)).abs().argmin())
+        to = self.next[i] if i + 1 == len(self.grid) or abs(float(s1) / float(self.grid[i + 1]) - 1) < 1e-6 \
+            else self.mid[i]
+        return self.tree(self.at[i], to)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"use_karras_sigmas": True},
+                                    {"timestep_spacing": "leading", "steps_offset": 1, **SD_TABLE}],
+                         ids=["linspace", "karras", "leading"])
+def test_dpm_solver_sde_equals_dpmpp_sde_with_its_brownian_tree(unet, tmp_path, kwargs: dict) -> None:
+    """DPMSolverSDEScheduler is k-diffusion's DPM-Solver++ SDE (gentool's dpmpp-sde, eta 1, r 1/2) on the Euler
+    family's grid and initial scale (compat diffusers gives the settings); with the noise of the same seeded
+    torchsde BrownianInterval, asked at diffusers' float32 times, the samples agree."""
+    pytest.importorskip("torchsde")
+    from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
+    from gentool.core.jobs.sample import sigma_grid
+
+    sched = diffusers.DPMSolverSDEScheduler(noise_sampler_seed=11, **kwargs)
+    z = draws()
+    expected = diffusers_loop(sched, unet, z)
+    config = make_config(SampleConfig, {"model": str(model_dir(unet, sched, tmp_path / "model")), "n": len(z),
+                                        "steps": STEPS, "init": str(save(tmp_path, z)), "compat": "diffusers"})
+    job = SampleJob(config, seed=0)
+    assert job.config.sampler == "dpmpp-sde"
+    sigmas = sigma_grid(job.config, job.source)
+    start = job.initial_state(0, len(z))
+    tree = BrownianTreeNoiseSampler(start, float(sched.sigmas[-2]), float(sched.sigmas[0]), 11)
+    ours, _ = run_sampler(job.source.denoiser, start, sigmas, "dpmpp-sde", noise_sampler=DiffusersTimes(tree, sigmas))
+    assert rel(job.output(ours), expected) < TOL
+    other, _ = run_sampler(job.source.denoiser, start, sigmas, "dpmpp-sde", seed=11)
+    assert rel(job.output(other), expected) > 1e-2  # gentool's own Brownian path: same law, other draws
+
+
 @pytest.mark.parametrize("cls", ["EulerDiscreteScheduler", "HeunDiscreteScheduler", "DDIMScheduler", "DDPMScheduler",
                                  "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"])
 @pytest.mark.parametrize(("spacing", "offset"), [("linspace", 0), ("leading", 1), ("trailing", 0)])

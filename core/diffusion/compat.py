@@ -2,8 +2,12 @@
 sees integer timesteps, and the state convention, such that sampling equals the scheduler's own loop in a pipeline
 (checked in tests/test_diffusers_parity.py and tests/test_pipelines.py):
 
-    EulerDiscrete, EulerAncestralDiscrete, HeunDiscrete   euler | euler-ancestral | heun on grid model (Karras
-                                                          sigmas: edm over the spacing's range); vp with leading
+    EulerDiscrete, EulerAncestralDiscrete, HeunDiscrete,  euler | euler-ancestral | heun | dpmpp-sde on grid model
+    DPMSolverSDE                                          (Karras sigmas: edm over the spacing's range); vp with
+                                                          leading. DPMSolverSDE draws its noise from a torchsde
+                                                          BrownianInterval seeded by noise_sampler_seed (random by
+                                                          default): the same noise needs that tree as the noise
+                                                          sampler; gentool's own Brownian path has the same law
     DDIM                                                  ddim eta 0 on grid model, vp; ddim_step stride (to
                                                           t - T//N), clipped_epsilon false (the net's epsilon)
     DDPM (variance fixed_small)                           ddim eta 1 (its posterior variance) on grid model, vp
@@ -22,8 +26,9 @@ from typing import Any
 from gentool.core.errors import BadInput, require
 
 DDIM_DEFAULTS = {"ddim_step": "next", "clipped_epsilon": True}  # the sample settings' defaults, for the others
-SUPPORTED = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler", "DDIMScheduler",
-             "DDPMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
+EULER_FAMILY = {"EulerDiscreteScheduler": "euler", "EulerAncestralDiscreteScheduler": "euler-ancestral",
+                "HeunDiscreteScheduler": "heun", "DPMSolverSDEScheduler": "dpmpp-sde"}
+SUPPORTED = (*EULER_FAMILY, "DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
 
 
 def _grid(config: Mapping[str, Any], karras_range: str) -> dict[str, Any]:
@@ -35,8 +40,7 @@ def _grid(config: Mapping[str, Any], karras_range: str) -> dict[str, Any]:
 
 
 def _euler_family(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    sampler = {"EulerDiscreteScheduler": "euler", "EulerAncestralDiscreteScheduler": "euler-ancestral",
-               "HeunDiscreteScheduler": "heun"}[name]
+    sampler = EULER_FAMILY[name]
     convention = "sigma" if config.get("timestep_spacing", "linspace") in ("linspace", "trailing") else "vp"
     return {"sampler": sampler, **_grid(config, "spacing"), "convention": convention}
 
@@ -66,7 +70,7 @@ def scheduler_settings(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _settings(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    if name in ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler"):
+    if name in EULER_FAMILY:
         return _euler_family(name, config)
     if name == "DDIMScheduler":
         return {"sampler": "ddim", "eta": 0.0, "grid": "model", "convention": "vp", "ddim_step": "stride",
