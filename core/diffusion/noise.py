@@ -1,10 +1,10 @@
 """Noise samplers with k-diffusion's signature `noise_sampler(sigma, sigma_next) -> tensor` (standard normal,
 the state's shape).
 
-* `SeededNoise` (the default): every number is a hash of (seed, the sample's global index, the draw's index,
-  the element's index), turned into a normal by Box–Muller. So a sample's noise does not depend on the batch
-  it is drawn in, on how a run is split into batches, or on the device; and it is pure tensor arithmetic
-  (no generator state), safe inside a CUDA graph or a compiled function.
+* `SeededNoise` (the default): every number is a hash of (seed, the sample's global index, the element's
+  index, the draw's index), turned into a normal by Box–Muller. So a sample's noise does not depend on the
+  batch it is drawn in, on how a run is split into batches, or on the device; and it is pure tensor
+  arithmetic (no generator state), safe inside a CUDA graph or a compiled function.
 * `BrownianPath` (the default of samplers with sub-step noise): a Brownian motion W over sigma, built point by
   point at the sigmas the sampler asks for by Lévy's construction (a new point beyond the known ones is an
   independent Gaussian increment, one between two known points a Brownian-bridge draw), from `SeededNoise`
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -33,6 +34,29 @@ def mix32(h: torch.Tensor) -> torch.Tensor:
     return h ^ (h >> 16)
 
 
+def int32_word(value: int) -> int:
+    """The 32-bit word `value mod 2^32` as the signed integer an int32 tensor stores."""
+    value &= MASK
+    return value - (1 << 32) if value >> 31 else value
+
+
+def mix32_(h: torch.Tensor) -> torch.Tensor:
+    """`mix32` in place on an int32 tensor of 32-bit words (products wrap mod 2^32; `>>>`, the logical shift,
+    is torch's arithmetic shift with the sign-filled bits masked off)."""
+    for shift, mult in ((16, 0x7FEB352D), (15, 0x846CA68B), (16, None)):
+        h.bitwise_xor_((h >> shift).bitwise_and_((1 << (32 - shift)) - 1))
+        if mult is not None:
+            h.mul_(int32_word(mult))
+    return h
+
+
+def _mix32_int(h: int) -> int:
+    """`mix32` of one Python int in [0, 2^32)."""
+    for shift, mult in ((16, 0x7FEB352D), (15, 0x846CA68B), (16, 1)):
+        h = ((h ^ (h >> shift)) * mult) & MASK
+    return h
+
+
 def sample_keys(seed: int, index: torch.Tensor) -> torch.Tensor:
     """One 32-bit key per sample from the seed (any int in [0, 2^64)) and the samples' global indices."""
     h = mix32(torch.full_like(index, seed & MASK) ^ mix32(torch.full_like(index, (seed >> 32) & MASK)))
@@ -41,35 +65,50 @@ def sample_keys(seed: int, index: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=4)
 def element_keys(seed: int, first: int, batch: int, numel: int, device: torch.device) -> torch.Tensor:
-    """One 32-bit key per (sample, element), flat (batch * numel,): a function of the seed, the sample's global
-    index and the element's index. Memoised: a run draws for the same samples solve after solve."""
+    """One 32-bit key per (sample, element), flat (batch * numel,) int32: a function of the seed, the sample's
+    global index and the element's index. Memoised: a run draws for the same samples solve after solve."""
     keys = sample_keys(seed, torch.arange(first, first + batch, dtype=torch.int64, device=device))
     e = torch.arange(numel, dtype=torch.int64, device=device).repeat(batch)
-    return mix32(keys.repeat_interleave(numel) ^ mix32(e + 0x632BE5AB))
+    h = mix32(keys.repeat_interleave(numel) ^ mix32(e + 0x632BE5AB))
+    return torch.where(h >= 1 << 31, h - (1 << 32), h).to(torch.int32)
 
 
-def hashed_normal(elem_keys: torch.Tensor, draws: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Standard normals (len(draws), len(elem_keys)) by Box–Muller from two 32-bit hashes of (element key,
-    draw index); computed in float64."""
-    h = mix32(elem_keys[None, :] ^ mix32(draws[:, None] + 0x9E3779B9 & MASK))
-    u2 = mix32(h ^ 0x5BD1E995).to(torch.float64)
-    radius = torch.sqrt(-2.0 * torch.log((h.to(torch.float64) + 0.5) * 2.0**-32))
-    return (radius * torch.cos((u2 + 0.5) * (2.0 * math.pi * 2.0**-32))).to(dtype)
+@functools.lru_cache(maxsize=16)
+def draw_salts(start: int, n: int, device: torch.device) -> torch.Tensor:
+    """`mix32(k + 0x9E3779B9)` for draws k = start..start+n-1, as an int32 column (n, 1) (memoised)."""
+    salts = [int32_word(_mix32_int((k + 0x9E3779B9) & MASK)) for k in range(start, start + n)]
+    return torch.tensor(salts, dtype=torch.int32, device=device)[:, None]
+
+
+def hashed_normal(elem_keys: torch.Tensor, draws: range, dtype: torch.dtype) -> torch.Tensor:
+    """Standard normals (len(draws), len(elem_keys)): draw k of an element with key e is
+
+        z = sqrt(2) erfinv(u),   u = (h + 1/2) 2^-31 in (-1, 1),   h = mix32(e xor mix32(k + 0x9E3779B9)),
+
+    h read as a signed 32-bit integer (inverse-CDF sampling: one hash and one transcendental per number).
+    For float32 and narrower states h keeps its top 24 bits (u = (h >> 8 + 1/2) 2^-23, exact in float32:
+    |z| < 5.4), else u is formed in float64 (|z| < 6.2)."""
+    h = mix32_(elem_keys[None, :] ^ draw_salts(draws.start, len(draws), elem_keys.device))
+    if dtype.itemsize > 4:
+        u = h.to(torch.float64).add_(0.5).mul_(2.0**-31)
+    else:
+        u = (h >> 8).to(torch.float32).add_(0.5).mul_(2.0**-23)
+    return u.erfinv_().mul_(math.sqrt(2.0)).to(dtype)
 
 
 class SeededNoise:
     """The default noise: draw k (in call order) of the samples with global indices first..first+B-1."""
 
     def __init__(self, like: torch.Tensor, seed: int, first: int = 0) -> None:
-        self.shape, self.dtype, self.device = like.shape, like.dtype, like.device
+        self.shape, self.dtype = like.shape, like.dtype
         self.keys = element_keys(int(seed), int(first), like.shape[0], math.prod(like.shape[1:]), like.device)
         self.count = 0
 
     def draws(self, n: int) -> torch.Tensor:
         """The next n draws at once, (n, *shape)."""
-        k = torch.arange(self.count, self.count + n, dtype=torch.int64, device=self.device)
+        out = hashed_normal(self.keys, range(self.count, self.count + n), self.dtype)
         self.count += n
-        return hashed_normal(self.keys, k, self.dtype).reshape(n, *self.shape)
+        return out.reshape(n, *self.shape)
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
         return self.draws(1)[0]
@@ -100,46 +139,96 @@ class BrownianNoise:
         return w * (sign / math.sqrt(t1 - t0))
 
 
+Coefficients = dict[int, float]  # W(q) = sum_k c_k z_k over the path's draws z_k
+
+
+def _axpy(a: float, x: Coefficients, y: Coefficients) -> Coefficients:
+    """a x + y on sparse coefficient vectors."""
+    out = dict(y)
+    for k, c in x.items():
+        out[k] = out.get(k, 0.0) + a * c
+    return out
+
+
 class BrownianPath:
     """`noise(a, b) = (W(b) − W(a)) / sqrt|b − a|` for a Brownian motion W over sigma with W = 0 at the first
-    sigma asked for. W at a new point q (one draw z of `SeededNoise` each, drawn `block` at a time):
+    sigma asked for. W at a new point q (one new draw z_k of `SeededNoise` each):
 
         beyond the known points, next to the nearest one p:   W(q) = W(p) + sqrt|q − p| z,
         between known neighbours p < q < r:                   W(q) = W(p) + (q − p)/(r − p) (W(r) − W(p))
                                                                      + sqrt((q − p)(r − q)/(r − p)) z,
 
     which is the exact law of W at the points given the known ones (Lévy's construction), so sub-step and step
-    increments that share points are consistent. The numbers depend on the order of the points asked for (fixed
-    by the sampler's definition), the seed and each sample's global index, not on batching."""
+    increments that share points are consistent. The construction runs on the host on coefficient vectors
+    (W(q) = sum_k c_k z_k); the tensors are formed at once for all the increments asked for (`increments`: one
+    batch of draws, one matrix product). The numbers depend on the order of the points asked for (fixed by the
+    sampler's definition), the seed and each sample's global index, not on batching."""
 
     def __init__(self, like: torch.Tensor, seed: int, first: int = 0, block: int = 16) -> None:
         self.source, self.block = SeededNoise(like, seed, first), max(1, int(block))
-        self.zero = torch.zeros_like(like)
-        self.points: dict[float, torch.Tensor] = {}
-        self.pending: list[torch.Tensor] = []
+        self.shape, self.dtype = like.shape, like.dtype
+        self.coef: dict[float, Coefficients] = {}
+        self.used = 0  # draws z_0..z_{used-1} have been assigned to points
+        self.z: torch.Tensor | None = None  # (drawn, B * numel)
 
-    def _z(self) -> torch.Tensor:
-        if not self.pending:
-            self.pending = list(self.source.draws(self.block).unbind(0))[::-1]
-        return self.pending.pop()
+    def _new_draw(self) -> Coefficients:
+        self.used += 1
+        return {self.used - 1: 1.0}
 
-    def _w(self, q: float) -> torch.Tensor:
-        if q in self.points:
-            return self.points[q]
-        below = [p for p in self.points if p < q]
-        above = [p for p in self.points if p > q]
-        if not self.points:
-            w = self.zero
+    def _w(self, q: float) -> Coefficients:
+        if q in self.coef:
+            return self.coef[q]
+        below = [p for p in self.coef if p < q]
+        above = [p for p in self.coef if p > q]
+        if not self.coef:
+            w: Coefficients = {}
         elif below and above:
             p, r = max(below), min(above)
-            wp, wr = self.points[p], self.points[r]
-            w = wp + (q - p) / (r - p) * (wr - wp) + math.sqrt((q - p) * (r - q) / (r - p)) * self._z()
+            bridge = _axpy((q - p) / (r - p), _axpy(-1.0, self.coef[p], self.coef[r]), self.coef[p])
+            w = _axpy(math.sqrt((q - p) * (r - q) / (r - p)), self._new_draw(), bridge)
         else:
             p = max(below) if below else min(above)
-            w = self.points[p] + math.sqrt(abs(q - p)) * self._z()
-        self.points[q] = w
+            w = _axpy(math.sqrt(abs(q - p)), self._new_draw(), self.coef[p])
+        self.coef[q] = w
         return w
 
+    def _draws(self) -> torch.Tensor:
+        """z_0..z_{used-1}, (used, B * numel), drawn `block` at a time (or all that are missing)."""
+        have = 0 if self.z is None else self.z.shape[0]
+        if have < self.used:
+            more = self.source.draws(max(self.used - have, self.block if have else 0)).reshape(-1, self.z_width)
+            self.z = more if self.z is None else torch.cat([self.z, more])
+        return self.z[:self.used]
+
+    @property
+    def z_width(self) -> int:
+        return math.prod(self.shape[1:]) * self.shape[0]
+
+    def _values(self, points: Sequence[float]) -> torch.Tensor:
+        """W at `points` (known ones), (len(points), *shape): one matrix product of coefficients and draws."""
+        z = self._draws()
+        rows = [[self.coef[q].get(k, 0.0) for k in range(self.used)] for q in points]
+        if not self.used:
+            return torch.zeros((len(points), *self.shape), dtype=self.dtype, device=self.source.keys.device)
+        return (torch.tensor(rows, dtype=z.dtype, device=z.device) @ z).reshape(len(points), *self.shape)
+
+    def increments(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor:
+        """`(W(b) − W(a)) / sqrt|b − a|` for every pair (a, b), in order, (len(pairs), *shape)."""
+        pairs = [(float(a), float(b)) for a, b in pairs]
+        for a, b in pairs:
+            self._w(a), self._w(b)
+        points = list(self.coef)
+        at = {q: n for n, q in enumerate(points)}
+        w = self._values(points)
+        ends = torch.tensor([[at[a], at[b]] for a, b in pairs], device=w.device)
+        scale = torch.tensor([math.sqrt(abs(b - a)) for a, b in pairs], dtype=w.dtype, device=w.device)
+        return (w[ends[:, 1]] - w[ends[:, 0]]).div_(scale.view(-1, *([1] * (w.dim() - 1))))
+
+    @property
+    def points(self) -> dict[float, torch.Tensor]:
+        """W at every point asked for so far."""
+        points = list(self.coef)
+        return dict(zip(points, self._values(points).unbind(0), strict=True))
+
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
-        a, b = float(sigma), float(sigma_next)
-        return (self._w(b) - self._w(a)) / math.sqrt(abs(b - a))
+        return self.increments([(sigma, sigma_next)])[0]

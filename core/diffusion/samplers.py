@@ -271,6 +271,8 @@ def _draw(noise: NoiseSampler, pairs: Sequence[tuple[float, float]], x: torch.Te
         return None
     if isinstance(noise, SeededNoise):
         return noise.draws(len(pairs))
+    if isinstance(noise, BrownianPath):
+        return noise.increments(pairs)
     return torch.stack([torch.as_tensor(noise(a, b)) for a, b in pairs]).to(device=x.device, dtype=x.dtype)
 
 
