@@ -59,6 +59,7 @@ class Sharding:
     units: Callable[[Any], int]
     part: Callable[[Any, int, int, int], tuple[Any, int]] | None = None
     hint: str = ""
+    concat: bool = True  # the merge concatenates the shards' units (False: unit t holds every shard's unit t)
 
 
 def _mad_part(config: Any, seed: int, a: int, b: int) -> tuple[Any, int]:
@@ -72,9 +73,25 @@ def _batches(config: Any) -> int:
     return -(-int(config.n) // int(config.batch_size or config.n))
 
 
+def _entries(config: Any) -> list[tuple[str, str, str]]:
+    """An optimize compare's entries: (label, method, Frank-Wolfe step), in table order."""
+    return config.entries(config.make_objective())
+
+
+def _compare_part(config: Any, seed: int, a: int, b: int) -> tuple[Any, int]:
+    """Entries a..b-1 of an optimize compare: their methods, and their Frank-Wolfe steps where frank-wolfe is
+    among them (the entries of one method are consecutive, in the order of fw_steps)."""
+    entries = _entries(config)[a:b]
+    steps = tuple(step for label, method, step in entries if label != method)  # frank-wolfe's name the step
+    return dataclasses.replace(config, methods=tuple(dict.fromkeys(m for _, m, _ in entries)),
+                               fw_steps=steps or config.fw_steps), seed
+
+
 SHARDABLE = {
-    "mad-loop": Sharding("seeds", lambda config: int(config.seeds), _mad_part),
+    "mad-loop": Sharding("seeds", lambda config: int(config.seeds), _mad_part, concat=False),
     "sample": Sharding("batches", _batches, hint="; the units are batches: set batch_size to n / shards or less"),
+    "optimize compare": Sharding("entries", lambda config: len(_entries(config)), _compare_part,
+                                 hint="; the units are the table's entries (methods, Frank-Wolfe steps)"),
 }
 
 
@@ -99,11 +116,12 @@ def shard_points(command: str, config: Any, seed: int, run: dict[str, Any], out:
     plan = sharding(command)
     points = []
     for i, (a, b) in enumerate(shard_ranges(plan.units(config), shards, plan.hint)):
+        # a concatenated shard's range is in its directory's name: another --shards K never meets it
+        pid = f"{i:04d}-{'units' if plan.part is None else plan.unit}-{a + 1}-{b}" if plan.concat else f"{i:04d}"
         if plan.part is not None:
-            part, part_seed = plan.part(config, seed, a, b)
-            pid, extra = f"{i:04d}", {}
-        else:  # the range is in the directory's name: another --shards K never resumes a different range
-            part, part_seed, pid, extra = config, seed, f"{i:04d}-units-{a + 1}-{b}", {"units": [a, b]}
+            (part, part_seed), extra = plan.part(config, seed, a, b), {}
+        else:
+            part, part_seed, extra = config, seed, {"units": [a, b]}
         points.append(Point(pid, command, {plan.unit: f"{a}-{b - 1}"}, part_seed, config_dict(part),
                             {**run, "seed": part_seed, **extra}, str(out / PARTS / pid)))
     return points
@@ -122,7 +140,7 @@ def run_sharded(command: str, config: Any, seed: int, run: dict[str, Any], out: 
     opts = executor_options(recipe, points, executor)
     atomic_write_json(out / PARTS / PLAN, {"command": command, "config": config_dict(config), "seed": seed,
                                            "run": run, "parts": [p.point_id for p in points],
-                                           "units": [p.run.get("units") for p in points]})
+                                           "merge": "concat" if sharding(command).concat else "interleave"})
     outcome = run_sweep(recipe, points, out / PARTS, opts, progress=progress)
     complete = all((Path(p.run_dir) / DONE).is_file() for p in points)
     return outcome, merge(out) if complete and not outcome.stopped else None
@@ -171,21 +189,24 @@ class MergedJob:
 
 
 class ConcatJob:
-    """The unsharded job rebuilt from shards that ran consecutive unit ranges (a `Job` for `execute`): the
-    job holds the merged final state (`merge_states` of the shards' states); unit t's rows are those the shard
-    holding unit t committed for it. Committed once, at the end (`checkpoint_every` = all units)."""
+    """The unsharded job rebuilt from shards that ran consecutive ranges of its independent units (a `Job` for
+    `execute`): the job holds the merged final state (`merge_states` of the job class over the shards' final
+    states); the merged unit t is the unit of the shard that ran it, in order. Committed once, at the end
+    (`checkpoint_every` = all units)."""
 
-    def __init__(self, job: Any, parts: list[tuple[Path, int, int]]) -> None:
-        states = [load_torch_file(path / STATE, "state file")["job"]["job"] for path, _, _ in parts]
+    def __init__(self, job: Any, parts: list[Path]) -> None:
+        saved = [load_torch_file(path / STATE, "state file") for path in parts]
+        states = [s["job"]["job"] if "unit_range" in s["job"] else s["job"] for s in saved]  # `UnitRange` or not
         job.load_state_dict(type(job).merge_states(states))
-        self.job, self.parts, self.t = job, parts, 0
+        self.job, self.t = job, 0
+        self.units = [(path, int(s["units_done"])) for path, s in zip(parts, saved, strict=True)]
         self.command, self.config, self.seed = job.command, job.config, job.seed
         self.device = getattr(job, "device", None)
         self.hint = getattr(job, "hint", "")
 
     @property
     def units_total(self) -> int:
-        return self.job.units_total
+        return sum(n for _, n in self.units)
 
     @property
     def units_done(self) -> int:
@@ -196,10 +217,14 @@ class ConcatJob:
         return self.t >= self.units_total
 
     def advance(self) -> list[Row]:
-        """Unit t+1: the rows its shard committed for it (its local unit t+1-a)."""
+        """Unit t+1: the rows its shard committed for it."""
         self.t += 1
-        path, a = next((path, a) for path, a, b in self.parts if a < self.t <= b)
-        return read_jsonl(path / "units" / f"{self.t - a:06d}.jsonl")
+        local = self.t
+        for path, n in self.units:
+            if local <= n:
+                return read_jsonl(path / "units" / f"{local:06d}.jsonl")
+            local -= n
+        raise IndexError(self.t)
 
     def state_dict(self) -> dict[str, Any]:
         return self.job.state_dict()
@@ -232,12 +257,11 @@ def merge(out: str | Path, progress: Callable[..., None] | None = None) -> RunRe
     spec = JOBS[command]
     job = spec.make(make_config(spec.config, stored), seed, resolve_device(run.get("device", "auto")))
     attach(job, progress)  # the merge's metrics and figures phases
-    ranges = plan.get("units") or [None] * len(parts)
-    if ranges[0] is None:
+    if plan.get("merge", "interleave") == "interleave":
         merged: Any = MergedJob(job, parts)
         every = 1
     else:
-        merged = ConcatJob(job, [(p, int(r[0]), int(r[1])) for p, r in zip(parts, ranges, strict=True)])
+        merged = ConcatJob(job, parts)
         every = merged.units_total
     return execute(merged, out, resume="auto", progress=progress, plots=bool(run.get("plots", True)),
                    checkpoint_every=every)
