@@ -31,7 +31,7 @@ from gentool.core.config import (
     vector_parser,
 )
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
-from gentool.core.io import atomic_save_npz
+from gentool.core.io import atomic_save_npz, check_allocation
 from gentool.core.metrics import mmd2
 from gentool.core.metrics.gaussian import mean_cov
 from gentool.core.nn import make_generator
@@ -328,6 +328,21 @@ class Exact:
         return row
 
 
+STATE_COPIES = 16  # (n, d) arrays alive: particles, start, solver stages, snapshots, reference and noise samples
+KERNEL_BLOCKS = 3  # (n, n + m) float64 blocks alive in a kernel flow's step: distances, their square, the kernel
+
+
+def particle_bytes(method: str, n: int, d: int, n_target: int, interaction: float) -> float:
+    """Estimated peak bytes of a particle flow (float64): `STATE_COPIES · n · d`, plus for the kernel flows
+    (kde-flow, svgd, mmd-flow) `KERNEL_BLOCKS · n · (n + m)` for the n × n Gram matrix and, for mmd-flow, the
+    n × m one against its m = n_target driving samples, plus two n × n blocks for a nonzero interaction's energy
+    (`|x_i − x_j|²`)."""
+    m = n_target if method == "mmd-flow" else 0
+    kernel = KERNEL_BLOCKS * n * (n + m) if method in KERNEL_METHODS else 0
+    pairs = 2 * n * n if interaction != 0 else 0
+    return 8.0 * (STATE_COPIES * n * d + kernel + pairs + m * d)
+
+
 class ParticlesJob(SteppedUnits, Reports):
     """State: particles, step, flow time, the noise generator's state; the initial particles and the driving and
     reference samples are redrawn from the seed."""
@@ -337,6 +352,10 @@ class ParticlesJob(SteppedUnits, Reports):
 
     def __init__(self, config: ParticlesConfig, seed: int = 0, device: torch.device | str = "cpu") -> None:
         self.config, self.seed, self.device = config, int(seed), torch.device(device)
+        n, d = config.particles, config.d
+        check_allocation(particle_bytes(config.method, n, d, config.n_target, config.interaction),
+                         f"optimize particles (method {config.method}, n={n}, dim {d}"
+                         f"{f', n_target={config.n_target}' if config.method == 'mmd-flow' else ''})", self.device)
         self.target = config.make_target()
         self.digest = file_digest(config.init) + file_digest(config.data)
         self.x0 = self._initial().to(self.device)
