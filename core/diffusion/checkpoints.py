@@ -56,6 +56,30 @@ def denoiser_from_state(
     return model.to(device).eval().requires_grad_(False)
 
 
+SNAPSHOTS = "snapshots"  # the folder of a train run directory holding its snapshots (train's snapshots setting)
+
+
+def snapshot_path(run_dir: str | Path, step: int) -> Path:
+    """Where a train run keeps the EMA denoiser after `step` optimisation steps."""
+    return Path(run_dir) / SNAPSHOTS / f"step_{step:09d}.pt"
+
+
+def training_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """`(step, path)` of every checkpoint of a train run directory, by step: its snapshots and the final
+    `ckpt.pt` (left out when a snapshot has its step); `BadInput` when there are no snapshots."""
+    run_dir = Path(run_dir)
+    found = {int(p.stem.removeprefix("step_")): p for p in sorted((run_dir / SNAPSHOTS).glob("step_*.pt"))
+             if p.stem.removeprefix("step_").isdigit()}
+    if not found:
+        raise BadInput(f"{run_dir} has no training snapshots ({SNAPSHOTS}/step_*.pt); train with snapshots on")
+    final = run_dir / "ckpt.pt"
+    if final.is_file():
+        step = int(load_checkpoint(final).get("step", -1))
+        if step >= 0 and step not in found:
+            found[step] = final
+    return sorted(found.items())
+
+
 def load_denoiser(path: str | Path, device: torch.device | str = "cpu") -> EDMPrecond | DiscreteDenoiser:
     """The EMA denoiser `D(x, sigma)` saved at `path` (a file, or a run directory holding `ckpt.pt`)."""
     return denoiser_from_state(load_checkpoint(path), device)

@@ -3,11 +3,13 @@
 Outputs besides the run contract's: the EMA denoiser that the sample job's `model` setting reads — `ckpt.pt` (mlp,
 conv) or, for the unet, a diffusers DDPMPipeline (`model_index.json`, `unet/`, `scheduler/`:
 `DiffusionPipeline.from_pretrained(out)` reads it) — and
-`loss.png`, `metrics.json` (steps, mean loss of the last 100 steps, sigma_data).
+`loss.png`, `metrics.json` (steps, mean loss of the last 100 steps, sigma_data); with `snapshots`, the EMA
+denoiser after every unit in `snapshots/step_NNNNNNNNN.pt` (checkpoints of the training, for `gentool bound`).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import torch
 from gentool.core import plots
 from gentool.core.config import check_int, setting
 from gentool.core.data import DATASETS, sample_data
-from gentool.core.diffusion.checkpoints import save_checkpoint
+from gentool.core.diffusion.checkpoints import save_checkpoint, snapshot_path
 from gentool.core.diffusion.diffusers_format import save_pipeline
 from gentool.core.diffusion.discrete_denoiser import DiscreteDenoiser, Prediction
 from gentool.core.diffusion.models import ARCHS
@@ -48,6 +50,9 @@ class TrainJobConfig:
     warmup: float = setting(0.1, "Fraction of the steps over which the learning rate warms up linearly from 0.")
     ema: float = setting(0.999, "EMA decay of the sampled weights, in [0, 1).")
     checkpoint_every: int = setting(500, "Steps per unit: rows, checkpoint and progress every this many steps.")
+    snapshots: bool = setting(False, "Keep the EMA denoiser after every unit (checkpoint_every steps) and write "
+                              "each to snapshots/ at the end: the model over training, for gentool bound.",
+                              applies={"arch": ("auto", "mlp", "conv")})
 
     def __post_init__(self) -> None:
         choose("data", self.data, DATASETS)
@@ -79,7 +84,7 @@ def training_bytes(cfg: TrainConfig, dim: int, n_train: int) -> float:
 
 
 class TrainJob(SteppedUnits, Reports):
-    """State: the `DenoiserTrainer` (weights, EMA, optimiser, step, losses, RNG)."""
+    """State: the `DenoiserTrainer` (weights, EMA, optimiser, step, losses, RNG) and the kept snapshots."""
 
     command = "train"
     hint = "lower lr"
@@ -93,6 +98,7 @@ class TrainJob(SteppedUnits, Reports):
         x = sample_data(config.data, config.n_train, make_generator(self.seed))
         self.trainer = DenoiserTrainer(x, config.train_config(), generator=make_generator(self.seed + 1, device),
                                        device=self.device)
+        self.snapshots: list[dict[str, Any]] = []  # with snapshots: {"step", "ema"} after every unit
 
     @property
     def step_count(self) -> int:
@@ -108,14 +114,17 @@ class TrainJob(SteppedUnits, Reports):
 
     def advance(self) -> list[Row]:
         losses = self.trainer.train(self.next_chunk())
+        if self.config.snapshots:
+            self.snapshots.append({"step": self.trainer.step, "ema": copy.deepcopy(self.trainer.ema.state_dict())})
         return [{"step": self.trainer.step, "loss": sum(losses) / len(losses),
                  "lr": self.trainer.opt.param_groups[0]["lr"]}]
 
     def state_dict(self) -> dict[str, Any]:
-        return self.trainer.state_dict()
+        return self.trainer.state_dict() | ({"snapshots": self.snapshots} if self.config.snapshots else {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.trainer.load_state_dict(state)
+        self.snapshots = list(state.get("snapshots", []))
 
     def samples(self) -> None:
         return None
@@ -126,7 +135,12 @@ class TrainJob(SteppedUnits, Reports):
         if isinstance(self.trainer.ema, DiscreteDenoiser):
             save_pipeline(out, self.trainer.ema, UNET_SCHEDULER, {**facts, "steps": self.trainer.step})
         else:
-            save_checkpoint(out / "ckpt.pt", {**self.trainer.state_dict(), **facts})
+            state = self.trainer.state_dict()
+            save_checkpoint(out / "ckpt.pt", {**state, **facts})
+            common = {k: state[k] for k in ("kind", "config", "dim", "sigma_data")} | facts
+            for snap in self.snapshots:
+                save_checkpoint(snapshot_path(out, snap["step"]), common | {"model": snap["ema"], "ema": snap["ema"],
+                                                                           "step": snap["step"]})
         tail = losses[-min(100, len(losses)):]
         summary = {"steps": len(losses), "final_loss_mean100": sum(tail) / len(tail),
                    "sigma_data": self.trainer.sigma_data}
