@@ -49,9 +49,9 @@ from gentool.core.diffusion.targets import (
     target_dim,
 )
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
-from gentool.core.io import atomic_write_json, atomic_write_text
+from gentool.core.io import atomic_write_json, atomic_write_text, check_allocation
 from gentool.core.metrics.gaussian import gaussian_w2
-from gentool.core.metrics.wasserstein import exact_w2, sliced_w2
+from gentool.core.metrics.wasserstein import exact_w2, exact_w2_bytes, sliced_w2
 from gentool.core.nn import make_generator
 from gentool.core.run.contract import BatchedUnits, JobSpec, Row
 
@@ -116,6 +116,16 @@ def open_model(cfg: BoundConfig, device: torch.device) -> tuple[MixtureTarget, D
     return make_target(DATA_TARGETS[data]), denoiser_from_state(state, device), f"model on {data}"
 
 
+STATE_COPIES = 8  # (batch, d) arrays alive in a Heun step: states, denoised values, slopes, exact scores
+
+
+def bound_bytes(cfg: BoundConfig, dim: int) -> float:
+    """Estimated peak bytes (float64): a batch's `STATE_COPIES` state arrays, the n_w2 states kept at each of the
+    w2_levels σ levels with as many exact samples, and the exact W2 between n_w2 points (`exact_w2_bytes`)."""
+    batch = cfg.batch_size or cfg.n
+    return 8.0 * (STATE_COPIES * batch + 2 * cfg.w2_levels * cfg.n_w2) * dim + exact_w2_bytes(cfg.n_w2, cfg.n_w2)
+
+
 class BoundJob(BatchedUnits):
     """State: the score-error sums per σ level, the kept states at the W2 levels, the generator."""
 
@@ -125,6 +135,8 @@ class BoundJob(BatchedUnits):
     def __init__(self, config: BoundConfig, seed: int = 0, device: torch.device | str = "cpu") -> None:
         self.config, self.seed, self.device = config, int(seed), torch.device(device)
         self.target, self.model, self.name = open_model(config, self.device)
+        check_allocation(bound_bytes(config, self.target.dim), f"bound (n={config.n}, batch_size={config.batch_size}, "
+                         f"n_w2={config.n_w2}, w2_levels={config.w2_levels}, dim {self.target.dim})")
         self.analytic = isinstance(self.model, MixtureTarget)
         self.lipschitz = ScoreLipschitz.of(self.target.mixture)
         self.sigmas = bound_grid(config.steps, config.sigma_min, config.sigma_max, config.rho)

@@ -18,6 +18,7 @@ from gentool.core.mad.families import Context, family_from_config
 from gentool.core.mad.loops import Step
 from gentool.core.mad.metrics import cheap_metrics, metric_names, sample_metrics
 from gentool.core.mad.reference import STREAMS, generation_rng, make_reference, real_data, seed_rngs
+from gentool.core.metrics.wasserstein import exact_w2_bytes
 
 LIVE_COPIES = 4  # (S, n, d) tensors alive at once per kept set: the data, the fit set, the new sample, their union
 ACCUMULATING = ("accumulate", "accumulate-subsample")  # loops whose kept data grows by n_synth every generation
@@ -27,7 +28,8 @@ def simulation_bytes(cfg: MadConfig, dim: int, vectorised: bool) -> float:
     """Estimated peak bytes of a loop (float64): per block of seeds (all seeds for the vectorised families, else
     one), `LIVE_COPIES · N · d` for the N points kept (n_real plus the synthetic part: every generation's n_synth
     in the accumulating loops, budget for reservoir, from_previous × n_synth otherwise) plus the family's d × d
-    matrices (four per seed; gmm: two per component), and the n_test held-out points twice."""
+    matrices (four per seed; gmm: two per component), the n_test held-out points twice, and the exact_w2 metric's
+    n_test × n_synth cost matrix (`exact_w2_bytes`) where asked for."""
     plan = cfg.plan
     if cfg.loop in ACCUMULATING:
         synthetic = sum(plan.n_synth)
@@ -37,8 +39,9 @@ def simulation_bytes(cfg: MadConfig, dim: int, vectorised: bool) -> float:
         synthetic = cfg.from_previous * max(plan.n_synth)
     block = cfg.seeds if vectorised else 1
     matrices = 2 * cfg.components if cfg.family == "gmm" else 4
+    w2 = exact_w2_bytes(cfg.n_test, max(plan.n_synth)) if "exact_w2" in (cfg.metrics or ()) else 0.0
     return 8.0 * (block * (LIVE_COPIES * (max(plan.n_real) + synthetic) * dim + matrices * dim * dim)
-                  + 2 * cfg.n_test * dim)
+                  + 2 * cfg.n_test * dim) + w2
 
 
 @dataclass
@@ -61,7 +64,7 @@ class Simulation:
         self.family = family_from_config(cfg, str(device))
         self.real = real_data(cfg)
         dim = int(self.real.sample(1, seed_rngs([0], 0)).shape[-1])
-        check_allocation(simulation_bytes(cfg, dim, self.family.vectorised), f"mad-loop data (seeds={cfg.seeds}, "
+        check_allocation(simulation_bytes(cfg, dim, self.family.vectorised), f"mad-loop (seeds={cfg.seeds}, "
                          f"n_real={cfg.n_real}, n_synth={cfg.n_synth}, generations={cfg.generations}, loop={cfg.loop}, "
                          f"dim {dim})", device)
         self.ref = make_reference(self.real, cfg.n_test)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from gentool.core.io import check_allocation
 from gentool.core.metrics._checks import as_pair, cdist
 
 
@@ -49,12 +50,19 @@ def sliced_w2(x: torch.Tensor, y: torch.Tensor, n_projections: int = 256,
     return float(w2_1d_squared(x @ theta, y @ theta).mean().clamp_min(0).sqrt())
 
 
+def exact_w2_bytes(n: int, m: int) -> float:
+    """Peak bytes of `exact_w2` on n and m points: the n × m float64 cost matrix and POT's transport plan."""
+    return 16.0 * n * m
+
+
 def exact_w2(x: torch.Tensor, y: torch.Tensor, num_iter_max: int = 1_000_000) -> float:
     """Exact W2 (not squared) between uniform empirical measures: `sqrt(ot.emd2(a, b, |x_i - y_j|^2))`.
 
-    Cost O(n^3); meant for a few thousand points at most.
+    Cost O(n^3); meant for a few thousand points at most. Sets whose cost matrix does not fit in memory are
+    `BadInput` (`check_allocation`) before it is built.
     """
     x, y = as_pair(x, y)
+    check_allocation(exact_w2_bytes(len(x), len(y)), f"exact W2 between {len(x)} and {len(y)} points")
     cost = (cdist(x.detach().cpu().double(), y.detach().cpu().double()) ** 2).numpy()
     a, b = np.full(cost.shape[0], 1.0 / cost.shape[0]), np.full(cost.shape[1], 1.0 / cost.shape[1])
     import ot  # POT is slow to import; only exact W2 needs it
