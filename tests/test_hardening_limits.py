@@ -11,11 +11,15 @@ from typing import Any
 import pytest
 import torch
 from gentool.cli.main import app
+from gentool.core.config import make_config
 from gentool.core.diffusion.checkpoints import denoiser_from_state, save_checkpoint
 from gentool.core.diffusion.training import TrainConfig, train_denoiser
 from gentool.core.errors import BadInput
 from gentool.core.io import check_allocation
 from gentool.core.jobs import JOBS
+from gentool.core.jobs.optimize import KERNEL_METHODS, particle_bytes
+from gentool.core.metrics.wasserstein import exact_w2, exact_w2_bytes
+from gentool.core.probspace import PARTICLE_METHODS
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -111,3 +115,45 @@ def test_checkpoint_contents_are_checked(tmp_path: Path, checkpoint_state: dict[
         denoiser_from_state(state)
     save_checkpoint(tmp_path / "ckpt.pt", state)
     assert fragment in _refused(["sample", "--model", str(tmp_path / "ckpt.pt"), "--steps", "2"], tmp_path / "out")
+
+
+@pytest.mark.parametrize(("argv", "what"), [
+    (["optimize", "particles", "--method", "svgd", "-n", "10000000"], "optimize particles (method svgd, n=10000000"),
+    (["optimize", "particles", "--method", "mmd-flow", "--n-target", "100000000"], "n_target=100000000"),
+    (["optimize", "particles", "--target", "none", "--dim", "10000", "-n", "100000000"], "method langevin"),
+    (["mad-loop", "--seeds", "1000000", "--dim", "10000"], "mad-loop (seeds=1000000"),
+    (["mad-loop", "--loop", "accumulate", "--n-real", "100000000", "--generations", "1000"], "loop=accumulate"),
+    (["mad-loop", "--family", "kde", "--n-real", "100000", "--n-test", "100000", "--metrics", "exact_w2"],
+     "mad-loop (seeds=1"),
+    (["bound", "--target", "gaussian", "--perturb", "0.1", "--dim", "100000", "-n", "10000000"], "bound (n=10000000"),
+])
+def test_kernel_and_sample_memory_is_estimated_up_front(tmp_path: Path, argv: list[str], what: str) -> None:
+    """n x n kernels (svgd, kde-flow, mmd-flow against n_target samples), MAD's kept data per block of seeds and
+    its exact W2 matrix, bound's states: refused before anything is drawn, naming the estimate and the limit."""
+    line = _refused(argv, tmp_path / "out")
+    assert what in line and "needs about" in line and "available on cpu" in line, line
+
+
+@pytest.mark.parametrize("method", PARTICLE_METHODS)
+def test_particle_estimate_covers_the_matrices_the_flow_builds(method: str) -> None:
+    """A kernel flow holds an n x n Gram matrix (mmd-flow also n x n_target); every flow its (n, d) particles;
+    a nonzero interaction the n x n pairwise distances. The estimate is at least those float64 bytes."""
+    n, d, m = 3000, 5, 4000
+    kernel = method in KERNEL_METHODS
+    floor = 8 * n * d + (8 * n * (n + (m if method == "mmd-flow" else 0)) if kernel else 0)
+    assert particle_bytes(method, n, d, m, 0.0) >= floor
+    assert particle_bytes(method, n, d, m, 1.0) >= floor + 8 * n * n
+    assert particle_bytes(method, 2 * n, d, m, 0.0) >= 2 * particle_bytes(method, n, d, m, 0.0)  # n or n^2 terms
+
+
+def test_exact_w2_refuses_a_cost_matrix_beyond_memory() -> None:
+    assert exact_w2_bytes(300, 400) >= 8 * 300 * 400  # the cost matrix itself
+    with pytest.raises(BadInput, match=r"exact W2 between 100000000 and 100000000 points needs about"):
+        exact_w2(torch.zeros(10**8, 1, dtype=torch.float32).expand(10**8, 1), torch.zeros(10**8, 1).expand(10**8, 1))
+
+
+def test_default_runs_fit_the_estimates() -> None:
+    """The estimates never refuse what the commands do by default."""
+    for command in ("optimize particles", "mad-loop", "bound"):
+        options = {"target": "gaussian", "perturb": 0.0} if command == "bound" else {}
+        JOBS[command].make(make_config(JOBS[command].config, options), 0, torch.device("cpu"))
