@@ -13,7 +13,7 @@ from gentool.core.solvers import api as solver_api
 from gentool.core.solvers import compile as solver_compile
 from gentool.core.solvers.adaptive_graph import StaticChunks, binary_parts
 from gentool.core.solvers.fixed import tableau_plan
-from gentool.core.solvers.plan import Head, combination
+from gentool.core.solvers.plan import Head, combination, normalised
 from gentool.core.solvers.tableau import FIXED_TABLEAUS
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,14 +31,16 @@ def van_der_pol(mu: torch.Tensor):
 
 @settings(max_examples=40, deadline=None)
 @given(coeffs=st.lists(st.floats(-3, 3).filter(lambda c: c != 0), min_size=1, max_size=5),
-       kind=st.sampled_from(["free", "unit", "affine"]))
+       kind=st.sampled_from(["free", "unit", "affine", "partial"]))
 def test_combination_kernels_compute_the_sum(coeffs: list[float], kind: str) -> None:
-    """Whatever kernels are chosen (add chain, lerp chain, scale), the result is sum c_j r_j."""
+    """Whatever kernels are chosen (add chain, lerp chain with added terms, scale), the result is sum c_j r_j."""
     if kind == "unit":
         coeffs[0] = 1.0
     if kind == "affine" and len(coeffs) > 1:
         coeffs[-1] = 1.0 - sum(coeffs[:-1]) or 0.5
         coeffs[0] += 1.0 - sum(coeffs)
+    if kind == "partial" and len(coeffs) > 2:  # the first two an affine pair, the others added
+        coeffs[1] = 1.0 - coeffs[0] or 0.5
     regs = list(torch.randn(len(coeffs), 7, 3, generator=torch.Generator().manual_seed(len(coeffs)), dtype=F64))
     comb = combination(list(enumerate(coeffs)))
     expected = sum(c * r for c, r in zip(coeffs, regs, strict=True))
@@ -51,6 +53,11 @@ def test_combination_kernel_choice() -> None:
     assert combination([(0, 0.8), (1, 0.2)]).head is Head.LERP  # Euler on a denoiser: one kernel
     assert combination([(0, 0.7), (1, 0.9), (2, -0.6)]).head is Head.LERP  # DPM-Solver++(2M): two kernels
     assert combination([(0, 0.5), (1, 0.2)]).head is Head.SCALE
+    noisy = combination([(0, 0.7), (1, 0.3), (2, 0.05)])  # ancestral step: a lerp, then the noise added
+    assert noisy.head is Head.LERP and noisy.adds == ((2, 0.05),) and noisy.kernels == 2
+    comb, g = normalised([(0, 0.25), (1, -0.25)])  # a kept direction (x - D)/sigma: stored as x - D
+    assert comb.head is Head.ADD and comb.kernels == 1 and g == 0.25
+    assert normalised([(3, 0.4)])[0].head is Head.COPY
 
 
 def test_binary_parts() -> None:

@@ -108,7 +108,7 @@ class Head(IntEnum):
 
     COPY = 0  # out = r_first                                  (one term with coefficient 1: no kernel)
     ADD = 1  # out = r_first + w r_j, then out += w r_k        (a coefficient is exactly 1)
-    LERP = 2  # out = lerp(r_first, r_j, w), then out.lerp_   (coefficients sum to 1: an affine combination)
+    LERP = 2  # out = lerp(r_first, r_j, w), then out.lerp_, then out += w r_k   (some coefficients sum to 1)
     SCALE = 3  # out = w r_first, then out += w r_k
 
 
@@ -121,9 +121,10 @@ class Combination:
     """`sum_(j, c) in terms  c regs[j]` over a step's flat register list.
 
     Eagerly it costs n - 1 kernels for n terms when a coefficient is 1 (`ADD`: adds with `alpha`) or when
-    the coefficients sum to 1 (`LERP`: with partial sums S_k = c_1 + ... + c_k, the chain
-    out_k = lerp(out_{k-1}, r_k, c_k / S_k) is exactly sum c_k r_k; every denoiser-form sampler update is
-    of this kind), else n (`SCALE`). Compiled plans use `terms` as plain arithmetic instead (`compile.py`).
+    some of the coefficients (at least two) sum to 1 (`LERP`: with partial sums S_k = c_1 + ... + c_k of
+    that affine part, the chain out_k = lerp(out_{k-1}, r_k, c_k / S_k) is exactly its sum c_k r_k, then
+    the other terms are added; every denoiser-form sampler update is of this kind, a stochastic one adding
+    its noise), else n (`SCALE`). Compiled plans use `terms` as plain arithmetic instead (`compile.py`).
     """
 
     terms: tuple[tuple[int, float], ...]
@@ -131,28 +132,36 @@ class Combination:
     first: int
     scale: float
     ops: tuple[tuple[int, float], ...]
+    adds: tuple[tuple[int, float], ...] = ()  # LERP: the terms outside the affine part, added after the chain
 
     def __call__(self, regs: Sequence[torch.Tensor]) -> torch.Tensor:
-        if self.head is Head.COPY:
+        head = self.head
+        if head is Head.COPY:
             return regs[self.first]
-        ops = self.ops
-        if self.head is Head.SCALE:
-            out = torch.mul(regs[self.first], self.scale)
-        else:
-            (j, w), *ops = ops
-            out = (torch.add(regs[self.first], regs[j], alpha=w) if self.head is Head.ADD
-                   else torch.lerp(regs[self.first], regs[j], w))
-        for j, w in ops:
-            if self.head is Head.LERP:
+        if head is Head.LERP:
+            (j, w), *lerps = self.ops
+            out = torch.lerp(regs[self.first], regs[j], w)
+            for j, w in lerps:
                 out.lerp_(regs[j], w)
-            else:
-                out.add_(regs[j], alpha=w)
+            adds = self.adds
+        elif head is Head.ADD:
+            (j, w), *adds = self.ops
+            out = torch.add(regs[self.first], regs[j], alpha=w)
+        else:
+            out, adds = torch.mul(regs[self.first], self.scale), self.ops
+        for j, w in adds:
+            out.add_(regs[j], alpha=w)
         return out
 
     @property
     def shape(self) -> tuple[int, ...]:
         """The registers read, without coefficients (what a compiled step specialises on)."""
         return (-1, self.first) if self.head is Head.COPY else tuple(j for j, _ in self.terms)
+
+    @property
+    def kernels(self) -> int:
+        """Kernels an eager evaluation launches."""
+        return 0 if self.head is Head.COPY else len(self.terms) - (self.head is not Head.SCALE)
 
 
 def _lerp_chain(flat: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...] | None:
@@ -170,6 +179,19 @@ def _lerp_chain(flat: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float],
     return ((order[0][0], 1.0), *((j, c / p) for (j, c), p in zip(order[1:], partial[1:], strict=True)))
 
 
+def _affine_part(flat: tuple[tuple[int, float], ...]) -> tuple[tuple[tuple[int, float], ...], tuple] | None:
+    """The largest subset (at least two terms) whose coefficients sum to 1 and that has a lerp chain, as
+    (chain, the other terms); None when there is none."""
+    for size in range(len(flat), 1, -1):
+        for part in itertools.combinations(range(len(flat)), size):
+            terms = tuple(flat[n] for n in part)
+            total, norm = sum(c for _, c in terms), sum(abs(c) for _, c in terms)
+            chain = _lerp_chain(terms) if abs(total - 1.0) <= AFFINE_RTOL * norm else None
+            if chain is not None:
+                return chain, tuple(t for n, t in enumerate(flat) if n not in part)
+    return None
+
+
 def combination(flat: Sequence[tuple[int, float]]) -> Combination:
     """The cheapest kernel sequence for `sum c_j regs[j]` (at least one term)."""
     if not flat:
@@ -181,11 +203,21 @@ def combination(flat: Sequence[tuple[int, float]]) -> Combination:
     if unit is not None:
         rest = tuple(t for n, t in enumerate(flat) if n != unit)
         return Combination(flat, Head.ADD, flat[unit][0], 1.0, rest)
-    total, size = sum(c for _, c in flat), sum(abs(c) for _, c in flat)
-    chain = _lerp_chain(flat) if len(flat) > 1 and abs(total - 1.0) <= AFFINE_RTOL * size else None
-    if chain is not None:
-        return Combination(flat, Head.LERP, chain[0][0], 1.0, chain[1:])
+    affine = _affine_part(flat) if len(flat) > 1 else None
+    if affine is not None:
+        chain, adds = affine
+        return Combination(flat, Head.LERP, chain[0][0], 1.0, chain[1:], adds)
     return Combination(flat, Head.SCALE, flat[0][0], flat[0][1], flat[1:])
+
+
+def normalised(flat: Sequence[tuple[int, float]]) -> tuple[Combination, float]:
+    """`(combination(flat / g), g)`: a kept value stored divided by g where that saves a kernel (a SCALE
+    combination becomes an ADD one, a scaled copy a plain copy; its readers multiply their coefficient by g)."""
+    comb = combination(flat)
+    if comb.head is not Head.SCALE:
+        return comb, 1.0
+    g = flat[0][1]
+    return combination([(j, c / g) for j, c in flat]), g
 
 
 @dataclass(frozen=True)
@@ -251,27 +283,35 @@ def _noise_count(spec: StepSpec) -> int:
     return max([spec.draws, *(r.index + 1 for c in combos for r, _ in c if r.slot is Slot.NOISE)])
 
 
+def _flat(ts: Terms, n_noise: int, n_stages: int, scales: Sequence[float]) -> list[tuple[int, float]]:
+    """Terms as (register index, coefficient), a read of H(j) scaled by the factor H(j) is stored with."""
+    return [(_index(r, len(scales), n_noise, n_stages), w * scales[r.index] if r.slot is Slot.HISTORY else w)
+            for r, w in ts]
+
+
 def make_plan(key: Hashable, specs: Sequence[StepSpec], grid: Sequence[float], batch: int,
               dtype: torch.dtype, device: torch.device | str) -> Plan:
-    """Compile symbolic steps: register indices, kernel choice, and (B,) stage-time tensors (one allocation)."""
+    """Compile symbolic steps: register indices, kernel choice, and (B,) stage-time tensors (one allocation).
+
+    A kept value may be stored scaled, H_j = (its value) / g_j (`normalised`); every read of H(j) then
+    uses the coefficient w g_j, so the plan computes the same sums with fewer kernels."""
     if len(specs) != len(grid) - 1:
         raise ValueError(f"{len(specs)} steps for a grid of {len(grid)} points")
     times = [st.time for spec in specs for st in spec.stages]
     all_times = torch.tensor(times, dtype=dtype, device=device).unsqueeze(1).expand(len(times), batch)
     flat_times = all_times.unbind(0)
-    steps, n_hist, draws, at = [], 0, 0, 0
+    steps, draws, at, scales = [], 0, 0, []
     for spec in specs:
         noise = _noise_count(spec)
         stages = []
         for s, st in enumerate(spec.stages):
-            inputs = combination([(_index(r, n_hist, noise, s), w) for r, w in st.inputs])
-            stages.append(Stage(flat_times[at], inputs))
+            stages.append(Stage(flat_times[at], combination(_flat(st.inputs, noise, s, scales))))
             at += 1
         n = len(stages)
-        update = combination([(_index(r, n_hist, noise, n), w) for r, w in spec.update])
-        keep = tuple(combination([(_index(r, n_hist, noise, n), w) for r, w in k]) for k in spec.keep)
-        steps.append(Step(tuple(stages), update, keep, tuple(range(draws, draws + noise))))
-        draws, n_hist = draws + noise, len(keep)
+        update = combination(_flat(spec.update, noise, n, scales))
+        kept = [normalised(_flat(k, noise, n, scales)) for k in spec.keep]
+        steps.append(Step(tuple(stages), update, tuple(c for c, _ in kept), tuple(range(draws, draws + noise))))
+        draws, scales = draws + noise, [g for _, g in kept]
     grid_tensor = torch.tensor([float(t) for t in grid], dtype=dtype, device=device)
     counts = torch.tensor([[len(times)], [len(steps)], [0]], dtype=torch.long, device=device)
     return Plan(key, tuple(steps), tuple(float(t) for t in grid), all_times, draws, len(times), grid_tensor, counts)

@@ -18,7 +18,8 @@ eagerly, compiled and replayed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 from gentool.core.errors import require
@@ -29,16 +30,19 @@ from gentool.core.solvers.saving import Solution
 from gentool.core.solvers.term import Field
 
 History = tuple[torch.Tensor, ...]
+Noise = torch.Tensor | Sequence[torch.Tensor]  # the plan's draws (draws, B, ...), or its rows
 PROGRESS_UPDATES = 50
 
 
-def advance(f: Field, x: torch.Tensor, hist: History, step: Step, noise: torch.Tensor | None
+def advance(f: Field, x: torch.Tensor, hist: History, step: Step, noise: Noise | None
             ) -> tuple[torch.Tensor, History]:
     """One step: K(s) = f(t_s, sum a_sr r) for each stage, x' = sum b_r r, history' = the kept registers."""
-    regs = [x, *hist, *(noise[k] for k in step.noise)]
+    regs = [x, *hist]
+    if step.noise:
+        regs += [noise[k] for k in step.noise]
     for st in step.stages:
         regs.append(f(st.time, st.inputs(regs)))
-    return step.update(regs), tuple(keep(regs) for keep in step.keep)
+    return step.update(regs), tuple([keep(regs) for keep in step.keep])
 
 
 def run_steps(f: Field, x: torch.Tensor, plan: Plan, noise: torch.Tensor | None, xs: torch.Tensor | None,
@@ -47,10 +51,15 @@ def run_steps(f: Field, x: torch.Tensor, plan: Plan, noise: torch.Tensor | None,
 
     No host synchronisation happens here, so this loop can be captured in a CUDA graph.
     """
-    for i in range(start, len(plan.steps) if stop is None else stop):
-        x, hist = advance(f, x, hist, plan.steps[i], noise)
-        if xs is not None:
-            xs[i + 1].copy_(x)
+    rows = noise.unbind(0) if noise is not None else None  # one view per draw, made once
+    steps = plan.steps[start:stop]
+    if xs is None:
+        for st in steps:
+            x, hist = advance(f, x, hist, st, rows)
+        return x, hist
+    for i, st in enumerate(steps, start=start):
+        x, hist = advance(f, x, hist, st, rows)
+        xs[i + 1].copy_(x)
     return x, hist
 
 
@@ -68,7 +77,7 @@ def draw_noise(plan: Plan, x0: torch.Tensor, generator: torch.Generator | None) 
 def all_finite(x: torch.Tensor) -> bool:
     """True iff every entry of x is finite: one reduction to a scalar, the elementwise test only when
     the sum is not finite (a NaN/inf entry, or an overflowing sum of finite ones)."""
-    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+    return math.isfinite(float(x.sum())) or bool(torch.isfinite(x).all())
 
 
 def first_non_finite_step(f: Field, x0: torch.Tensor, plan: Plan, noise: torch.Tensor | None) -> int | None:
@@ -126,14 +135,16 @@ def solve_plan(f: Field, x0: torch.Tensor, plan: Plan, *, noise: torch.Tensor | 
     graphs and compiled code (default: the field itself). A non-finite result raises `NonFiniteState`
     naming the step and its `label` times, with `hint` as the remedy.
     """
-    from gentool.core.solvers.compile import compiled_plan
-    from gentool.core.solvers.cuda_graph import graphed_solver
-
     scope = scope or CacheScope(f)
     n, save_all = len(plan.steps), save != "final"
-    program = compiled_plan(plan, scope) if compile else None
-    solver = None
+    program, solver = None, None
+    if compile:
+        from gentool.core.solvers.compile import compiled_plan
+
+        program = compiled_plan(plan, scope)
     if use_graph(graph, x0):
+        from gentool.core.solvers.cuda_graph import graphed_solver
+
         solver = graphed_solver(f, x0, plan, noise, save_all, scope, program, strict=graph == "on")
     if solver is not None:
         x, xs = solver(x0, noise)
@@ -152,7 +163,7 @@ def solve_plan(f: Field, x0: torch.Tensor, plan: Plan, *, noise: torch.Tensor | 
 def plan_solution(x: torch.Tensor, xs: torch.Tensor | None, x0: torch.Tensor, plan: Plan) -> Solution:
     """The `Solution` of a plan solve: every sample took the plan's steps and NFE."""
     batch = x0.shape[0]
-    nfe, accepted, rejected = plan.counts.expand(3, batch).clone()
-    ts = plan.grid_tensor.clone() if xs is not None else plan.grid_tensor[-1].expand(batch).clone()
+    nfe, accepted, rejected = plan.counts.expand(3, batch).clone().unbind(0)
+    ts = plan.grid_tensor.clone() if xs is not None else plan.grid_tensor.new_full((batch,), plan.grid[-1])
     return Solution(x=x, xs=xs, ts=ts, nfe=nfe, accepted=accepted, rejected=rejected,
                     reached=torch.ones(batch, dtype=torch.bool, device=x0.device))
