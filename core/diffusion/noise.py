@@ -150,32 +150,23 @@ def _axpy(a: float, x: Coefficients, y: Coefficients) -> Coefficients:
     return out
 
 
-class BrownianPath:
-    """`noise(a, b) = (W(b) − W(a)) / sqrt|b − a|` for a Brownian motion W over sigma with W = 0 at the first
-    sigma asked for. W at a new point q (one new draw z_k of `SeededNoise` each):
+class Levy:
+    """Lévy's construction of a Brownian motion W over sigma on the host, on coefficient vectors
+    (W(q) = sum_k c_k z_k over standard normal draws z_0, z_1, ..., one new draw per new point)."""
 
-        beyond the known points, next to the nearest one p:   W(q) = W(p) + sqrt|q − p| z,
-        between known neighbours p < q < r:                   W(q) = W(p) + (q − p)/(r − p) (W(r) − W(p))
-                                                                     + sqrt((q − p)(r − q)/(r − p)) z,
+    def __init__(self, coef: dict[float, Coefficients] | None = None, used: int = 0) -> None:
+        self.coef: dict[float, Coefficients] = {q: dict(c) for q, c in (coef or {}).items()}
+        self.used = used  # draws z_0..z_{used-1} have been assigned to points
 
-    which is the exact law of W at the points given the known ones (Lévy's construction), so sub-step and step
-    increments that share points are consistent. The construction runs on the host on coefficient vectors
-    (W(q) = sum_k c_k z_k); the tensors are formed at once for all the increments asked for (`increments`: one
-    batch of draws, one matrix product). The numbers depend on the order of the points asked for (fixed by the
-    sampler's definition), the seed and each sample's global index, not on batching."""
-
-    def __init__(self, like: torch.Tensor, seed: int, first: int = 0, block: int = 16) -> None:
-        self.source, self.block = SeededNoise(like, seed, first), max(1, int(block))
-        self.shape, self.dtype = like.shape, like.dtype
-        self.coef: dict[float, Coefficients] = {}
-        self.used = 0  # draws z_0..z_{used-1} have been assigned to points
-        self.z: torch.Tensor | None = None  # (drawn, B * numel)
+    def copy(self) -> Levy:
+        return Levy(self.coef, self.used)
 
     def _new_draw(self) -> Coefficients:
         self.used += 1
         return {self.used - 1: 1.0}
 
-    def _w(self, q: float) -> Coefficients:
+    def w(self, q: float) -> Coefficients:
+        """W(q), adding the point (see `BrownianPath`) if it is new."""
         if q in self.coef:
             return self.coef[q]
         below = [p for p in self.coef if p < q]
@@ -192,43 +183,85 @@ class BrownianPath:
         self.coef[q] = w
         return w
 
+    def increment_rows(self, pairs: Sequence[tuple[float, float]]) -> list[list[float]]:
+        """The coefficients of `(W(b) − W(a)) / sqrt|b − a|` for every pair, over z_0..z_{used-1} (points are
+        added pair by pair, a before b, as the calls `noise(a, b)` would)."""
+        for a, b in pairs:
+            self.w(a), self.w(b)
+        rows = []
+        for a, b in pairs:
+            d, scale = _axpy(-1.0, self.coef[a], self.coef[b]), math.sqrt(abs(b - a))
+            rows.append([d.get(k, 0.0) / scale for k in range(self.used)])
+        return rows
+
+
+@functools.lru_cache(maxsize=16)
+def fresh_increments(pairs: tuple[tuple[float, float], ...], dtype: torch.dtype, device: torch.device
+                     ) -> tuple[torch.Tensor, Levy]:
+    """The increment coefficients (len(pairs), draws) of a new path asked for `pairs`, and the construction
+    after them (memoised: a sampler asks the same pairs solve after solve)."""
+    levy = Levy()
+    rows = levy.increment_rows(pairs)
+    return torch.tensor(rows, dtype=dtype, device=device).reshape(len(pairs), levy.used), levy
+
+
+class BrownianPath:
+    """`noise(a, b) = (W(b) − W(a)) / sqrt|b − a|` for a Brownian motion W over sigma with W = 0 at the first
+    sigma asked for. W at a new point q (one new draw z of `SeededNoise` each):
+
+        beyond the known points, next to the nearest one p:   W(q) = W(p) + sqrt|q − p| z,
+        between known neighbours p < q < r:                   W(q) = W(p) + (q − p)/(r − p) (W(r) − W(p))
+                                                                     + sqrt((q − p)(r − q)/(r − p)) z,
+
+    which is the exact law of W at the points given the known ones (Lévy's construction), so sub-step and step
+    increments that share points are consistent. The construction runs on the host on coefficient vectors
+    (`Levy`); `increments` forms all the increments a sampler asks for at once (one batch of draws, one
+    matrix product). The numbers depend on the order of the points asked for (fixed by the sampler's
+    definition), the seed and each sample's global index, not on batching."""
+
+    def __init__(self, like: torch.Tensor, seed: int, first: int = 0, block: int = 16) -> None:
+        self.source, self.block = SeededNoise(like, seed, first), max(1, int(block))
+        self.shape, self.dtype, self.device = like.shape, like.dtype, like.device
+        self.levy = Levy()
+        self.z: torch.Tensor | None = None  # the draws made so far, (drawn, B * numel)
+
     def _draws(self) -> torch.Tensor:
         """z_0..z_{used-1}, (used, B * numel), drawn `block` at a time (or all that are missing)."""
-        have = 0 if self.z is None else self.z.shape[0]
-        if have < self.used:
-            more = self.source.draws(max(self.used - have, self.block if have else 0)).reshape(-1, self.z_width)
+        have, used = (0 if self.z is None else self.z.shape[0]), self.levy.used
+        if have < used:
+            more = self.source.draws(max(used - have, self.block if have else 0)).reshape(-1, self.shape.numel())
             self.z = more if self.z is None else torch.cat([self.z, more])
-        return self.z[:self.used]
-
-    @property
-    def z_width(self) -> int:
-        return math.prod(self.shape[1:]) * self.shape[0]
+        return self.z[:used]
 
     def _values(self, points: Sequence[float]) -> torch.Tensor:
         """W at `points` (known ones), (len(points), *shape): one matrix product of coefficients and draws."""
+        if not self.levy.used:
+            return torch.zeros((len(points), *self.shape), dtype=self.dtype, device=self.device)
         z = self._draws()
-        rows = [[self.coef[q].get(k, 0.0) for k in range(self.used)] for q in points]
-        if not self.used:
-            return torch.zeros((len(points), *self.shape), dtype=self.dtype, device=self.source.keys.device)
+        rows = [[self.levy.coef[q].get(k, 0.0) for k in range(self.levy.used)] for q in points]
         return (torch.tensor(rows, dtype=z.dtype, device=z.device) @ z).reshape(len(points), *self.shape)
 
     def increments(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor:
         """`(W(b) − W(a)) / sqrt|b − a|` for every pair (a, b), in order, (len(pairs), *shape)."""
-        pairs = [(float(a), float(b)) for a, b in pairs]
-        for a, b in pairs:
-            self._w(a), self._w(b)
-        points = list(self.coef)
-        at = {q: n for n, q in enumerate(points)}
-        w = self._values(points)
-        ends = torch.tensor([[at[a], at[b]] for a, b in pairs], device=w.device)
-        scale = torch.tensor([math.sqrt(abs(b - a)) for a, b in pairs], dtype=w.dtype, device=w.device)
-        return (w[ends[:, 1]] - w[ends[:, 0]]).div_(scale.view(-1, *([1] * (w.dim() - 1))))
+        pairs = tuple((float(a), float(b)) for a, b in pairs)
+        if self.levy.coef:
+            rows = self.levy.increment_rows(pairs)
+            matrix = torch.tensor(rows, dtype=self.dtype, device=self.device).reshape(len(pairs), self.levy.used)
+        else:
+            matrix, levy = fresh_increments(pairs, self.dtype, self.device)
+            self.levy = levy.copy()
+        if not self.levy.used:
+            return torch.zeros((len(pairs), *self.shape), dtype=self.dtype, device=self.device)
+        return (matrix @ self._draws()).reshape(len(pairs), *self.shape)
 
     @property
     def points(self) -> dict[float, torch.Tensor]:
         """W at every point asked for so far."""
-        points = list(self.coef)
+        points = list(self.levy.coef)
         return dict(zip(points, self._values(points).unbind(0), strict=True))
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
-        return self.increments([(sigma, sigma_next)])[0]
+        a, b = float(sigma), float(sigma_next)
+        self.levy.w(a), self.levy.w(b)
+        w = self.points
+        return (w[b] - w[a]) / math.sqrt(abs(b - a))
