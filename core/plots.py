@@ -350,3 +350,36 @@ def w2_bound_figure(path: str | Path, sigmas: Any, bound: Any, eps: Any, eps_se:
            ylabel="RMS score error ε(σ) (1 / data units)", title="score error on the model's marginals")
     ax.legend(fontsize=7)
     return save(fig, path)
+
+
+def bound_over_training(path: str | Path, rows: Sequence[Mapping[str, Any]], method: str, title: str = "") -> Path:
+    """Both sides of the W2 bound against the training step. Left: `w2_bound` ± `w2_bound_se` and the measured
+    `w2` ± `w2_se` of every row (log y: the bound may be many decades above; points with a non-finite bound are
+    left out); right: the measured side alone on a linear axis, with `w2_pot_floor` (the estimator's reading
+    for a perfect model) where given. Integer x ticks."""
+    steps = np.array([r["step"] for r in rows], dtype=float)
+
+    def column(key: str, missing: float) -> np.ndarray:
+        return np.array([missing if r.get(key) is None else r[key] for r in rows], dtype=float)
+
+    fig, axes = subplots(1, 2, width=4.8)
+    measured = f"measured W2 ({method}) ± s.e."
+    ax = axes[0, 0]
+    for key, label, style in (("w2_bound", "upper bound B(σ_min) ± s.e.", "o-"), ("w2", measured, "s--")):
+        y, se = column(key, np.nan), column(f"{key}_se", 0.0)
+        ok = np.isfinite(y)
+        ax.errorbar(steps[ok], y[ok], yerr=se[ok], fmt=style, ms=4, capsize=3, label=label)
+    ax.set(yscale="log", xlabel="training step (optimisation steps)", ylabel="W2(p_σmin, q_σmin) (data units)",
+           title=title)
+    ax = axes[0, 1]
+    ax.errorbar(steps, column("w2", np.nan), yerr=column("w2_se", 0.0), fmt="s--", ms=4, capsize=3,
+                color="C1", label=measured)
+    floor = column("w2_pot_floor", np.nan)
+    if np.isfinite(floor).all():
+        ax.plot(steps, floor, ":", color="gray", label="POT estimator floor (two exact samples)")
+    ax.set(xlabel="training step (optimisation steps)", ylabel="measured W2 (data units)",
+           title="the measured side")
+    for ax in axes[0]:
+        integer_ticks(ax)
+        ax.legend(fontsize=7)
+    return save(fig, path)

@@ -228,3 +228,91 @@ def test_model_without_analytic_law_is_refused(tmp_path: Path) -> None:
                               "--no-progress"])
     assert res.exit_code == 2
     assert res.output.strip().startswith("error: model") and "allowed: ring, grid" in res.output
+
+
+# ---- over training: every checkpoint of a train run ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ring_run(tmp_path_factory) -> Path:
+    """A tiny ring model trained 3 units of 20 steps with snapshots (steps 20, 40, 60)."""
+    out = tmp_path_factory.mktemp("train") / "ring"
+    run("train", out, data="ring", n_train=1000, steps=60, batch=128, width=32, depth=2, checkpoint_every=20,
+        snapshots=True, plots=False)
+    return out
+
+
+CHECKPOINT_RUN = dict(checkpoints=True, n=200, steps=30, n_w2=150, w2_levels=2)
+
+
+def test_bound_over_training_checkpoints(ring_run: Path, tmp_path: Path) -> None:
+    """Every snapshot is bounded (bound >= measured W2 at each, a theorem), the rows go to metrics.json with
+    standard errors, the top-level numbers are the last checkpoint's, and training.png is drawn."""
+    out = tmp_path / "bound"
+    run("bound", out, model=str(ring_run), **CHECKPOINT_RUN)
+    m = json.loads((out / "metrics.json").read_text())
+    rows = m["checkpoints"]
+    assert [r["step"] for r in rows] == [20, 40, 60]
+    for r in rows:
+        assert r["w2_bound"] - 4 * r["w2_bound_se"] >= r["w2"] + 4 * r["w2_se"] > 0
+        assert r["w2_se"] > 0 and r["w2_pot_floor"] > 0
+    assert m["w2"] == rows[-1]["w2"] and m["w2_bound"] == rows[-1]["w2_bound"]
+    assert m["model"] == "model on ring at step 60"
+    assert (out / "training.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_checkpoints_use_the_same_draws_and_resume(ring_run: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped inside the second checkpoint resumes to the same numbers; each checkpoint's trajectories
+    start from the same z (the last checkpoint alone gives its row of the run over training)."""
+    settings = {**CHECKPOINT_RUN, "batch_size": 100}
+    run("bound", tmp_path / "whole", model=str(ring_run), **settings, plots=False)
+    advance = BoundJob.advance
+
+    def stop_after_three(job: BoundJob):
+        if job.units_done == 3:
+            raise Interrupted("stopped")
+        return advance(job)
+
+    monkeypatch.setattr(BoundJob, "advance", stop_after_three)
+    with pytest.raises(Interrupted):
+        run("bound", tmp_path / "split", model=str(ring_run), **settings, plots=False)
+    monkeypatch.setattr(BoundJob, "advance", advance)
+    run("bound", tmp_path / "split", model=str(ring_run), resume="require", **settings, plots=False)
+    whole, split = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "split"))
+    assert split == whole
+    last = {k: v for k, v in settings.items() if k != "checkpoints"}
+    run("bound", tmp_path / "last", model=str(ring_run / "snapshots" / "step_000000060.pt"), **last, plots=False)
+    alone = json.loads((tmp_path / "last" / "metrics.json").read_text())
+    assert alone["w2_bound"] == whole["checkpoints"][-1]["w2_bound"] and alone["w2"] == whole["w2"]
+
+
+def test_training_figure_has_labels_legend_and_integer_ticks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from gentool.core import plots
+    from matplotlib.ticker import MaxNLocator
+
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path, dpi=110: figures.append(fig) or Path(path))
+    rows = [{"step": s, "w2_bound": 10.0 * s, "w2_bound_se": 1.0, "w2": 0.5, "w2_se": 0.05, "w2_pot_floor": 0.1}
+            for s in (100, 200, 300)]
+    plots.bound_over_training(tmp_path / "t.png", rows, "POT", title="ring")
+    left, right = figures[0].axes
+    assert left.get_xlabel().startswith("training step") and left.get_ylabel().startswith("W2")
+    assert right.get_ylabel().startswith("measured W2")
+    labels = [t.get_text() for t in left.get_legend().get_texts()]
+    assert any("upper bound" in t for t in labels) and any("measured W2" in t for t in labels)
+    assert any("floor" in t.get_text() for t in right.get_legend().get_texts())
+    assert all(isinstance(loc, MaxNLocator) and loc._integer for loc in (left.xaxis.get_major_locator(),
+                                                                         right.xaxis.get_major_locator()))
+
+
+def test_checkpoints_need_snapshots(tmp_path: Path) -> None:
+    run("train", tmp_path / "plain", data="ring", n_train=100, steps=2, batch=16, width=8, depth=1,
+        checkpoint_every=1, plots=False)
+    res = runner.invoke(app, ["bound", "--model", str(tmp_path / "plain"), "--checkpoints", "--out",
+                              str(tmp_path / "b"), "--no-progress"])
+    assert res.exit_code == 2 and "has no training snapshots" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+    res = runner.invoke(app, ["bound", "--target", "gaussian", "--perturb", "0.1", "--checkpoints", "--out",
+                              str(tmp_path / "c"), "--no-progress"])
+    assert res.exit_code == 2 and "checkpoints" in res.output, res.output
