@@ -69,6 +69,9 @@ def test_sample_n_4000_over_4_shards_equals_one_shard_and_the_unsharded_run(tmp_
     res = runner.invoke(app, ["merge", str(tmp_path / "shards4")])
     assert res.exit_code == 0, res.output
     _same_samples(tmp_path / "plain", tmp_path / "shards4")
+    other = [a if a != "4000" else "3900" for a in args]  # the same part names (8 batches), another run
+    res = runner.invoke(app, [*other, "--shards", "4", "--executor", "debug", "--out", str(tmp_path / "shards4")])
+    assert res.exit_code == 2 and "0000-units-1-2 holds a shard of another run" in res.output, res.output
 
 
 def test_sample_shards_need_batches(tmp_path: Path) -> None:

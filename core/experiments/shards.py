@@ -28,6 +28,7 @@ On CPU the merged `metrics.jsonl`, `samples.npz` and summary equal the unsharded
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any
 
 from gentool.core.config import config_dict, make_config
 from gentool.core.errors import BadInput
-from gentool.core.experiments.points import Point
+from gentool.core.experiments.points import POINT, Point
 from gentool.core.experiments.recipe import Recipe
 from gentool.core.experiments.sweep import SweepOutcome, executor_options, run_sweep
 from gentool.core.io import atomic_write_json, load_torch_file, read_json, read_jsonl
@@ -138,12 +139,27 @@ def run_sharded(command: str, config: Any, seed: int, run: dict[str, Any], out: 
     recipe = Recipe(path=Path(f"{out.name}-shards"), command=command, options=config_dict(config), run=run,
                     slurm=dict(slurm or {}))
     opts = executor_options(recipe, points, executor)
+    check_parts(points)
     atomic_write_json(out / PARTS / PLAN, {"command": command, "config": config_dict(config), "seed": seed,
                                            "run": run, "parts": [p.point_id for p in points],
                                            "merge": "concat" if sharding(command).concat else "interleave"})
     outcome = run_sweep(recipe, points, out / PARTS, opts, progress=progress)
     complete = all((Path(p.run_dir) / DONE).is_file() for p in points)
     return outcome, merge(out) if complete and not outcome.stopped else None
+
+
+def check_parts(points: list[Point]) -> None:
+    """Refuse part directories that hold a shard of another run (their `point.json` records other settings,
+    seed or unit range): a complete one would otherwise be skipped and merged."""
+    for p in points:
+        try:
+            rec = read_json(Path(p.run_dir) / POINT)
+        except (OSError, ValueError):
+            continue
+        want = json.loads(json.dumps([p.options, p.seed, p.run.get("units")]))
+        if not isinstance(rec, dict) or [rec.get("options"), rec.get("seed"), rec.get("run", {}).get("units")] != want:
+            raise BadInput(f"{p.run_dir} holds a shard of another run (other settings, seed or unit range); delete "
+                           f"{Path(p.run_dir).parent} or choose another output directory")
 
 
 class MergedJob:
