@@ -217,7 +217,12 @@ def sampler_table() -> str:
 
 
 def _check_sigmas(sigmas: torch.Tensor | list[float]) -> tuple[float, ...]:
-    grid = tuple(float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas))
+    return _checked_grid(tuple(float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)))
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_grid(grid: tuple[float, ...]) -> tuple[float, ...]:
+    """`grid` if it is a valid sigma grid (memoised: a run solves on the same grid batch after batch)."""
     require(len(grid) >= 2, f"steps must be >= 1, got {len(grid) - 1}")
     require(all(math.isfinite(s) for s in grid), "sigma grid contains non-finite values")
     require(all(b < a for a, b in zip(grid[:-1], grid[1:], strict=True)), "sigma grid must be strictly decreasing")
@@ -332,13 +337,22 @@ def solve_sampler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | li
         noise = default_noise(spec, x, grid, _seed(seed, generator), first_index)
     if spec.fn is not None and _differentiable(x, sigmas, opts):
         return _solve_differentiable(spec, denoiser, x, sigmas, noise, opts, save)
-    with torch.no_grad():
-        if spec.fn is None:
-            return _solve_ode(denoiser, x, grid, opts, save, graph, compile, progress)
-        plan, pairs = sampler_plan(spec.name, grid, tuple(sorted(opts.items())), x.shape[0], x.dtype, x.device)
-        return solve_plan(DenoisedTerm(denoiser), x, plan, noise=_draw(noise, pairs, x), save=save, graph=graph,
-                          compile=compile, progress=progress, scope=CacheScope(denoiser, "denoised"), label="sigma",
-                          hint=HINT)
+    if torch.is_grad_enabled():
+        with torch.no_grad():
+            return _solve_no_grad(spec, denoiser, x, grid, noise, opts, save, graph, compile, progress)
+    return _solve_no_grad(spec, denoiser, x, grid, noise, opts, save, graph, compile, progress)
+
+
+def _solve_no_grad(spec: SamplerSpec, denoiser: Denoiser, x: torch.Tensor, grid: tuple[float, ...],
+                   noise: NoiseSampler | None, opts: dict[str, Any], save: str, graph: str, compile: bool,
+                   progress: Progress | None) -> Solution:
+    """The sampler's recorded plan (or the `ode` solve) run with autograd off."""
+    if spec.fn is None:
+        return _solve_ode(denoiser, x, grid, opts, save, graph, compile, progress)
+    plan, pairs = sampler_plan(spec.name, grid, tuple(sorted(opts.items())), x.shape[0], x.dtype, x.device)
+    return solve_plan(DenoisedTerm(denoiser), x, plan, noise=_draw(noise, pairs, x), save=save, graph=graph,
+                      compile=compile, progress=progress, scope=CacheScope(denoiser, "denoised"), label="sigma",
+                      hint=HINT)
 
 
 def _solve_differentiable(spec: SamplerSpec, denoiser: Denoiser, x: torch.Tensor, sigmas: Any,
