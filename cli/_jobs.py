@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 from gentool.cli._common import format_numbers, handle_errors, print_table, progress_bar, rows_table, say, warn
-from gentool.core.config import config_fields, current_names, field_types, make_config
+from gentool.core.config import check_path, config_fields, current_names, field_types, make_config
 from gentool.core.errors import BadInput
 from gentool.core.experiments.executors import EXECUTORS
 from gentool.core.experiments.shards import SHARDABLE, run_sharded
@@ -177,7 +177,8 @@ def run_shards(spec: JobSpec, given: dict[str, Any], shards: int, executor: str,
     resolve_device(device)
     run = {"device": device, "threads": threads, "plots": plots, "progress": False}
     with progress_bar(f"{spec.command} shards", enabled=progress) as bar:
-        outcome, merged = run_sharded(spec.command, config, 0 if seed is None else seed, run, Path(out), shards,
+        outcome, merged = run_sharded(spec.command, config, 0 if seed is None else seed, run,
+                                      check_path("out", out, "the run directory"), shards,
                                       executor, progress=bar, slurm=slurm)
     for r in outcome.results:
         if r.state == "failed":

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from gentool.cli._common import console, format_numbers, handle_errors, print_table, progress_bar, say
 from gentool.cli._jobs import _field_parameter, run_job, run_shards
-from gentool.core.config import coerce, config_fields, field_types, make_config
+from gentool.core.config import check_path, coerce, config_fields, field_types, make_config
 from gentool.core.errors import BadInput, Interrupted, NumericalFailure, choose
 from gentool.core.experiments.executors import EXECUTORS
 from gentool.core.experiments.points import FAILED, RAN, RUNNING, SKIPPED
@@ -88,7 +88,7 @@ def split_args(args: list[str]) -> tuple[list[str], list[str]]:
 @handle_errors
 def run_cmd(
     ctx: typer.Context,
-    recipe: Path = typer.Argument(..., help="Recipe TOML file."),
+    recipe: str = typer.Argument(..., help="Recipe TOML file."),
     smoke: bool = typer.Option(False, "--smoke", help="Apply the recipe's smoke-table overrides (CI size)."),
 ) -> None:
     """Run a recipe's job with its options table (any sweep table is ignored; use `gentool sweep`).
@@ -101,9 +101,9 @@ def run_cmd(
     them into the run directory, as `--shards K` on the job command does.
     """
     dotted, rest = split_args(list(ctx.args))
-    rec = load_recipe(recipe, smoke=smoke, overrides=dotted)
+    rec = load_recipe(check_path("recipe", recipe, "the recipe", "file"), smoke=smoke, overrides=dotted)
     extra = parse_overrides(rest)
-    out = Path(str(extra.pop("out", Path("runs") / rec.name)))
+    out = check_path("out", str(extra.pop("out", Path("runs") / rec.name)), "the run directory")
     resume = _flag(extra.pop("resume", False), "resume")
     executor = extra.pop("executor", None)
     if executor is not None and rec.shards is None:
@@ -143,8 +143,8 @@ def _with_resources(fn: Any) -> Any:
 @handle_errors
 def sweep_cmd(
     ctx: typer.Context,
-    recipe: Path = typer.Argument(..., help="Recipe TOML file with a sweep table."),
-    out: Path = typer.Option(None, help="Sweep directory (default runs/<recipe name>)."),
+    recipe: str = typer.Argument(..., help="Recipe TOML file with a sweep table."),
+    out: str = typer.Option(None, help="Sweep directory (default runs/<recipe name>)."),
     executor: str = typer.Option("local", help=f"submitit executor: {', '.join(EXECUTORS)}."),
     timeout: float = typer.Option(None, help="Stop waiting after this many seconds; jobs still queued or "
                                              "running keep going and a re-run of the sweep waits for them."),
@@ -162,11 +162,11 @@ def sweep_cmd(
     default to the recipe's [slurm] table; the options below win.
     """
     dotted, rest = split_args(list(ctx.args))
-    rec = load_recipe(recipe, smoke=smoke, overrides=dotted)
+    rec = load_recipe(check_path("recipe", recipe, "the recipe", "file"), smoke=smoke, overrides=dotted)
     if rec.shards is not None:
         raise BadInput(f"{recipe}: shards = {rec.shards} splits one run: run it with gentool run (a sweep runs "
                        "each point whole)")
-    sweep_dir = out or Path("runs") / rec.name
+    sweep_dir = Path("runs") / rec.name if out is None else check_path("out", out, "the sweep directory")
     points = expand(rec, sweep_dir, parse_overrides(rest))
     opts = executor_options(rec, points, executor, **resources)
     if timeout is not None and timeout <= 0:
@@ -267,14 +267,14 @@ def _metric_list(text: str | None) -> list[str] | None:
 
 @handle_errors
 def report_cmd(
-    paths: list[Path] = typer.Argument(..., help="A sweep directory written by `gentool sweep`, or with --compare "
+    paths: list[str] = typer.Argument(..., help="A sweep directory written by `gentool sweep`, or with --compare "
                                        "the run directories to overlay."),
     compare: bool = typer.Option(False, "--compare", help="Overlay completed runs (any job): each metric's mean "
                                  "vs generation/step with its 95% CI band, one curve per run."),
     metrics: str = typer.Option(None, help="Comma-separated metrics to show and plot (default: all)."),
     fmt: str = typer.Option("table", "--format", help=f"What to print: {', '.join(FORMATS)} (csv/json: the "
                             "summary on stdout, status lines on stderr)."),
-    out: Path = typer.Option(None, help="Where to write report.csv/json and plots (default SWEEP_DIR; with "
+    out: str = typer.Option(None, help="Where to write report.csv/json and plots (default SWEEP_DIR; with "
                              "--compare the first run directory)."),
     plots: bool = typer.Option(True, help="Write comparison plots."),
 ) -> None:
@@ -283,12 +283,14 @@ def report_cmd(
     recorded as failed (and that have not completed since) are listed with their reasons, also in report.json.
     A NaN or infinite value is shown as non-finite and the exit code is 3."""
     fmt = choose("format", fmt, FORMATS)
+    dirs = [check_path("paths", p, "a run directory" if compare else "the sweep directory") for p in paths]
+    out = None if out is None else check_path("out", out, "the report directory")
     if compare:
-        _compare(paths, _metric_list(metrics), out or paths[0], plots, fmt)
+        _compare(dirs, _metric_list(metrics), out or dirs[0], plots, fmt)
         return
     if len(paths) != 1:
         raise BadInput(f"report takes one sweep directory (or --compare RUN...), got {len(paths)}")
-    sweep_dir = paths[0]
+    sweep_dir = dirs[0]
     params, rows = merge(sweep_dir)
     header, body = summary(params, rows, _metric_list(metrics))
     names = summary_metrics(header, params)
@@ -320,10 +322,11 @@ def _compare(runs: list[Path], metrics: list[str] | None, out: Path, plots: bool
 
 
 @handle_errors
-def merge_cmd(out: Path = typer.Argument(..., help="Run directory of a job run with --shards.")) -> None:
+def merge_cmd(out: str = typer.Argument(..., help="Run directory of a job run with --shards.")) -> None:
     """Merge the complete shards of a job run with --shards into its run directory (as the unsharded run
     writes it: rows in unit order, the summary and figures computed over all of them). The job command merges
     by itself when its last shard finishes; use this after finishing shards by hand."""
+    out = check_path("out", out, "the run directory")
     result = merge_shards(out)
     summary = {k: v for k, v in result.summary.items() if k not in ("table", "warning")}
     say(f"merged {out}: {result.units_done} units; {format_numbers(summary)}")

@@ -209,6 +209,18 @@ def check_applies(cfg: Any, given: Mapping[str, Any] | None = None) -> None:
                                "settings)")
 
 
+def check_path(name: str, value: str | Path, what: str, kind: str = "directory") -> Path:
+    """A path given as text, as a `Path`: an empty or blank value (which `Path` reads as the current directory)
+    or one holding a NUL byte is `BadInput` naming `what` and the setting `name`."""
+    text = str(value)
+    if not text.strip():
+        hint = " ('.' for the current one)" if kind == "directory" else ""
+        raise BadInput(f"{what} ({name}) is empty; name a {kind}{hint}")
+    if "\0" in text:
+        raise BadInput(f"{what} ({name}) holds a NUL byte: {text!r}")
+    return Path(text)
+
+
 ARRAY_FILES = (".npy", ".npz", ".csv", ".txt")
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gentool.core.config import config_dict, current_names, extendable_fields
+from gentool.core.config import check_path, config_dict, current_names, extendable_fields
 from gentool.core.errors import BadInput, NumericalFailure, StorageError, choose
 from gentool.core.progress import position
 from gentool.core.run.contract import Job, Row, check_seed
@@ -122,8 +122,7 @@ def execute(job: Job, out: str | Path, *, resume: str = "never", progress: Progr
     """Run `job` to completion in `out` (see the module docstring). Returns the `RunResult`."""
     choose("resume mode", resume, RESUME_MODES)
     check_seed(job.seed)
-    if not str(out).strip():
-        raise BadInput("the run directory (out) is empty; name a directory")
+    check_path("out", out, "the run directory")
     if checkpoint_every < 1:
         raise BadInput(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     out = Path(out)
