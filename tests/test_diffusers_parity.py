@@ -207,6 +207,36 @@ def test_stochastic_samplers_equal_diffusers_with_the_same_noise(unet, tmp_path,
     assert rel(ours, expected) < TOL
 
 
+@pytest.mark.parametrize("steps", [1, 2, 7, 10])
+@pytest.mark.parametrize("kwargs", [{}, {"set_alpha_to_one": False, **SD_TABLE}], ids=["default", "sd"])
+def test_pndm_equals_the_scheduler(unet, tmp_path, kwargs: dict, steps: int) -> None:
+    """PNDMScheduler(skip_prk_steps=True, leading spacing, steps_offset 1): compat diffusers gives pndm (a Heun
+    step, then Adams-Bashforth on the direction up to order 4, also on the last step)."""
+    sched = diffusers.PNDMScheduler(skip_prk_steps=True, steps_offset=1, **kwargs)
+    z = draws()
+    expected = diffusers_loop(sched, unet, z, steps=steps)
+    config = make_config(SampleConfig, {"model": str(model_dir(unet, sched, tmp_path / "model")), "n": len(z),
+                                        "steps": steps, "init": str(save(tmp_path, z)), "compat": "diffusers"})
+    job = SampleJob(config, seed=0)
+    assert job.config.sampler == "pndm"
+    job.advance()
+    assert rel(job.samples()["x"], expected) < TOL
+    assert job.nfe == steps + (steps > 1)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"skip_prk_steps": False}, "skip_prk_steps"),
+    ({"skip_prk_steps": True, "timestep_spacing": "linspace"}, "supported: leading"),
+])
+def test_pndm_configs_gentool_cannot_follow_are_refused(kwargs: dict, message: str) -> None:
+    from gentool.core.diffusion.compat import scheduler_settings
+    from gentool.core.errors import BadInput
+
+    config = {**diffusers.PNDMScheduler(**kwargs).config, "_class_name": "PNDMScheduler"}
+    with pytest.raises(BadInput, match=message):
+        scheduler_settings(config)
+
+
 class DiffusersTimes:
     """A noise sampler that asks `tree` at the times diffusers' DPMSolverSDEScheduler computes (in float32: sigma
     -> t = -log sigma -> exp(-t), the midpoint exp(-(t + (t' - t)/2))) for the (sigma, sigma_mid) and (sigma,

@@ -32,6 +32,7 @@ SCHEDULERS = {  # pipeline scheduler: arguments over the SD table (leading spaci
     "dpmpp-3m": ("DPMSolverMultistepScheduler", {"solver_order": 3}),
     "dpmpp-2m-karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
     "unipc": ("UniPCMultistepScheduler", {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
 }
 
 

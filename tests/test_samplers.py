@@ -228,7 +228,8 @@ ORDERS = [("euler", {}, 1), ("heun", {}, 2), ("dpm-2", {}, 2), ("amed", {}, 2), 
           ("dpmpp-3m", {}, 3), ("dpmpp-3m-kd", {}, 2), ("unipc", {"order": 1}, 2), ("unipc", {"order": 2}, 3),
           ("unipc", {"order": 3}, 4), ("ipndm-v", {"order": 3}, 3), ("ipndm-v", {"order": 4}, 4), ("ipndm", {}, 2),
           ("lms", {"order": 3}, 3), ("lms", {"order": 4}, 4), ("deis", {"order": 2}, 2), ("deis", {"order": 3}, 3),
-          ("dpmpp-2m-sde", {"eta": 0.0}, 2), ("dpmpp-3m-sde", {"eta": 0.0}, 2), ("euler-ancestral", {"eta": 0.0}, 1)]
+          ("dpmpp-2m-sde", {"eta": 0.0}, 2), ("dpmpp-3m-sde", {"eta": 0.0}, 2), ("euler-ancestral", {"eta": 0.0}, 1),
+          ("pndm", {}, 2)]
 
 
 def test_every_deterministic_sampler_has_an_order_check() -> None:

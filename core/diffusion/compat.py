@@ -14,6 +14,8 @@ sees integer timesteps, and the state convention, such that sampling equals the 
     DPMSolverMultistep (dpmsolver++, sde-dpmsolver++)     dpmpp-2m | dpmpp-3m-kd (| -sde), solver_type,
                                                           lower_order_final, integer timesteps, vp
     UniPCMultistep (bh2, x0 prediction)                   unipc of solver_order (lower_order_final), vp
+    PNDM (skip_prk_steps, leading spacing)                pndm on grid model, vp (its step to t - T//N is the
+                                                          next grid timestep under leading spacing only)
 
 Clipping and the timestep rule come from the same config through the model (`Clipping`, `DiscreteSchedule`).
 """
@@ -28,7 +30,8 @@ from gentool.core.errors import BadInput, require
 DDIM_DEFAULTS = {"ddim_step": "next", "clipped_epsilon": True}  # the sample settings' defaults, for the others
 EULER_FAMILY = {"EulerDiscreteScheduler": "euler", "EulerAncestralDiscreteScheduler": "euler-ancestral",
                 "HeunDiscreteScheduler": "heun", "DPMSolverSDEScheduler": "dpmpp-sde"}
-SUPPORTED = (*EULER_FAMILY, "DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
+SUPPORTED = (*EULER_FAMILY, "DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler",
+             "PNDMScheduler")
 
 
 def _grid(config: Mapping[str, Any], karras_range: str) -> dict[str, Any]:
@@ -64,6 +67,15 @@ def _unipc(config: Mapping[str, Any]) -> dict[str, Any]:
             "convention": "vp", "integer_timesteps": True}
 
 
+def _pndm(config: Mapping[str, Any]) -> dict[str, Any]:
+    require(bool(config.get("skip_prk_steps", False)), "PNDMScheduler is supported with skip_prk_steps (PLMS); "
+            "its Runge-Kutta warm-up (skip_prk_steps false) is not")
+    spacing = config.get("timestep_spacing", "leading")
+    require(spacing == "leading", f"PNDMScheduler with {spacing!r} spacing steps from t to t - T//N off its own "
+            "grid, which gentool's pndm does not follow; supported: leading")
+    return {"sampler": "pndm", "grid": "model", "convention": "vp"}
+
+
 def scheduler_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """The sample settings that reproduce the diffusers scheduler `config` (with its `_class_name`)."""
     return DDIM_DEFAULTS | _settings(str(config.get("_class_name")), config)
@@ -84,4 +96,6 @@ def _settings(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
         return _dpm_solver(config)
     if name == "UniPCMultistepScheduler":
         return _unipc(config)
+    if name == "PNDMScheduler":
+        return _pndm(config)
     raise BadInput(f"scheduler {name!r} has no gentool equivalent; supported: {', '.join(SUPPORTED)}")

@@ -314,17 +314,24 @@ def ab_vp_time(sigmas: Grid, i: int, k: int) -> list[Scalar]:
 
 
 def adams(model: Model, noise: Noise, x: Any, sigmas: Grid, order: int = 4, weights: Weights = ab_sigma,
-          euler_to_zero: bool = True) -> Iterator[Any]:
+          euler_to_zero: bool = True, heun_start: bool = False) -> Iterator[Any]:
     """Linear multistep on the direction: `x' = x + sum_j w_j d_{i-j}`, order min(order, i + 1) at step i
     with `weights(sigmas, i, k)`; with `euler_to_zero` a step to 0 returns D. One definition for `ipndm`
     (fixed weights: order 2 on the EDM grid), `ipndm-v` and `lms` (variable-step weights in sigma; lms also
-    on the step to 0, as k-diffusion's `sample_lms`) and `deis` (tAB: weights in VP time). NFE 1 per step."""
+    on the step to 0, as k-diffusion's `sample_lms`), `deis` (tAB: weights in VP time) and `pndm` (fixed
+    weights, also to 0, and with `heun_start` a first step of Heun, `x' = x + (s' - s)(d + d(x + (s' - s) d,
+    s'))/2`, on grids of 2 steps or more: diffusers' PNDM with skip_prk_steps, whose DDIM-form eps step is
+    Euler in sigma form). NFE 1 per step (2 on a Heun start)."""
     ds: list[Any] = []
+    n = len(sigmas) - 1
     for i, (s, s1) in enumerate(pairs(sigmas)):
         d = (x - model(x, s)) / s
         ds = [d, *ds[:order - 1]]
         if s1 == 0 and euler_to_zero:
             x = x + (s1 - s) * d
+        elif heun_start and i == 0 and n > 1:
+            x_euler = x + (s1 - s) * d
+            x = x + (s1 - s) * ((d + (x_euler - model(x_euler, s1)) / s1) * 0.5)
         else:
             for w, dj in zip(weights(sigmas, i, min(order, i + 1)), ds, strict=False):
                 x = x + w * dj
