@@ -107,7 +107,7 @@ def test_particles_exact_fokker_planck_in_the_summary(tmp_path) -> None:
     """Heat flow (no target) in 1-D by Langevin: the exact N(m₀, s₀² + 2t) moments are compared every row."""
     out = tmp_path / "heat"
     res = _run("particles", "--target", "none", "--dim", "1", "--method", "langevin", "-n", "4000", "--time", "1",
-               "--step-size", "0.05", "--out", str(out), "--no-progress", "--no-plots")
+               "--step-size", "0.05", "--log-every", "10", "--out", str(out), "--no-progress", "--no-plots")
     assert res.exit_code == 0, res.output
     rows = read_jsonl(out / "metrics.jsonl")
     assert all("fp_cov_err" in r and "cov_err" not in r for r in rows)  # the heat flow has no limit
@@ -117,7 +117,7 @@ def test_particles_exact_fokker_planck_in_the_summary(tmp_path) -> None:
 def test_particles_same_seed_same_result(tmp_path) -> None:
     args = ["particles", "--target", "none", "--dim", "1", "--method", "langevin", "--n", "50",
             "--time", "0.1",
-            "--step-size", "0.01", "--no-progress", "--seed", "7"]
+            "--step-size", "0.01", "--no-progress", "--no-plots", "--seed", "7"]
     xs = []
     for name in ("a", "b"):
         assert _run(*args, "--out", str(tmp_path / name)).exit_code == 0
