@@ -175,27 +175,29 @@ class ClippedNetEpsilon:
 
         D~(x, sigma) = D_c + r / (1 - r) (D_c - D),      D_c = clipping(D),
 
-    with r of the grid level nearest sigma in log sigma (`levels` the grid's positive levels, `weights`
-    r/(1 - r) per level; float64 host tables). It belongs to one grid and one eta."""
+    with r of the grid level nearest sigma in log sigma (`log_levels` the log of the grid's positive levels,
+    `weights` r/(1 - r) per level; float64 tables on the sampling device, so that a captured graph reads no host
+    memory). It belongs to one grid and one eta."""
 
     denoiser: Any
     clipping: Clipping
-    levels: torch.Tensor
+    log_levels: torch.Tensor
     weights: torch.Tensor
 
     @classmethod
-    def for_ddim(cls, denoiser: Any, clipping: Clipping, sigmas: torch.Tensor, ratios: Any) -> ClippedNetEpsilon:
+    def for_ddim(cls, denoiser: Any, clipping: Clipping, sigmas: torch.Tensor, ratios: Any,
+                 device: torch.device | str = "cpu") -> ClippedNetEpsilon:
         """The denoiser for `ddim` on grid `sigmas` whose steps have the ratios `ratios` (one per step)."""
         r = torch.as_tensor([float(v) for v in ratios], dtype=torch.float64)
-        levels = sigmas[:len(r)].double()
-        return cls(denoiser, clipping, levels, r / (1 - r))
+        log_levels = sigmas[:len(r)].double().log()
+        return cls(denoiser, clipping, log_levels.to(device), (r / (1 - r)).to(device))
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         d = self.denoiser(x, sigma)
         d_c = self.clipping(d)
         s = expand_sigma(sigma, x).reshape(-1).double().log()
-        nearest = (self.levels.to(x.device).log()[None, :] - s[:, None]).abs().argmin(1)
-        w = self.weights.to(x.device)[nearest].to(x.dtype).reshape(-1, *[1] * (x.ndim - 1))
+        nearest = (self.log_levels[None, :] - s[:, None]).abs().argmin(1)
+        w = self.weights[nearest].to(x.dtype).reshape(-1, *[1] * (x.ndim - 1))
         return d_c + w * (d_c - d)
 
 

@@ -381,7 +381,7 @@ class SampleJob(BatchedUnits, Reports):
             return Clipped(denoiser, self.clipping)
         eta = SAMPLERS["ddim"].resolve(self.config.given_options())["eta"]
         ratios = ddim_step_ratios(self.sigmas.tolist(), self.targets, eta)
-        return ClippedNetEpsilon.for_ddim(denoiser, self.clipping, self.sigmas, ratios)
+        return ClippedNetEpsilon.for_ddim(denoiser, self.clipping, self.sigmas, ratios, self.device)
 
     def _embeds(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Text pipelines: the prompts' embeddings (P, L, E) and the negative prompt's (1, L, E)."""
