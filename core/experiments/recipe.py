@@ -269,7 +269,8 @@ def load_recipe(path: str | Path, smoke: bool = False, overrides: list[str] | tu
     `table.key=value` overrides applied (`apply_overrides`) before validation."""
     path = Path(path)
     if not path.is_file():
-        raise BadInput(f"recipe not found: {path}")
+        raise BadInput(f"recipe: {path} is a directory, not a TOML file" if path.is_dir() else
+                       f"recipe not found: {path}")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
