@@ -316,3 +316,33 @@ def test_checkpoints_need_snapshots(tmp_path: Path) -> None:
     res = runner.invoke(app, ["bound", "--target", "gaussian", "--perturb", "0.1", "--checkpoints", "--out",
                               str(tmp_path / "c"), "--no-progress"])
     assert res.exit_code == 2 and "checkpoints" in res.output, res.output
+
+
+def test_train_snapshots_survive_a_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshots are kept in the run state: a train run stopped after its first unit and resumed writes the
+    same snapshot files as an uninterrupted one; each snapshot is a checkpoint bound reads."""
+    from gentool.core.diffusion.checkpoints import load_checkpoint, training_checkpoints
+    from gentool.core.jobs.train import TrainJob
+
+    settings = dict(data="ring", n_train=200, steps=40, batch=32, width=8, depth=1, checkpoint_every=20,
+                    snapshots=True, plots=False)
+    run("train", tmp_path / "whole", **settings)
+    advance = TrainJob.advance
+
+    def stop_after_one(job: TrainJob):
+        if job.trainer.step == 20:
+            raise Interrupted("stopped")
+        return advance(job)
+
+    monkeypatch.setattr(TrainJob, "advance", stop_after_one)
+    with pytest.raises(Interrupted):
+        run("train", tmp_path / "split", **settings)
+    monkeypatch.setattr(TrainJob, "advance", advance)
+    run("train", tmp_path / "split", resume="require", **settings)
+    whole, split = (training_checkpoints(tmp_path / d) for d in ("whole", "split"))
+    assert [s for s, _ in whole] == [s for s, _ in split] == [20, 40]
+    for (_, a), (_, b) in zip(whole, split, strict=True):
+        ema_a, ema_b = load_checkpoint(a)["ema"], load_checkpoint(b)["ema"]
+        assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+    first, last = (load_checkpoint(p)["ema"] for _, p in whole)
+    assert any(not torch.equal(first[k], last[k]) for k in first)  # the snapshots are of different steps
