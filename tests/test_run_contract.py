@@ -60,7 +60,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
 def test_two_processes_into_one_directory(tmp_path: Path) -> None:
     """A second real process is refused while the first runs; the first finishes unharmed."""
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "gentool.cli.main", "mad-loop", "--generations", "40", "--seeds", "3000",
+    args = [sys.executable, "-m", "gentool.cli.main", "mad-loop", "--generations", "40", "--seeds", "300",
             "--n-real", "20", "--n-synth", "20", "--n-test", "50", "--no-plots", "--no-progress", "--device", "cpu",
             "--out", str(out)]
     first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -72,7 +72,7 @@ def test_two_processes_into_one_directory(tmp_path: Path) -> None:
     assert first.wait(timeout=300) == 0
     assert second.exit_code == 2 and "is in use by gentool mad-loop" in _one_error_line(second)
     rows = read_jsonl(out / "metrics.jsonl")
-    assert len(rows) == 40 * 3000 and read_json(out / "config.json")["config"]["generations"] == 40
+    assert len(rows) == 40 * 300 and read_json(out / "config.json")["config"]["generations"] == 40
 
 
 def test_another_commands_directory_is_refused(tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 def test_sigint_commits_says_how_to_resume_and_exits_130(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = ["mad-loop", "--generations", "30", "--seeds", "3000", "--n-real", "20", "--n-synth", "20",
+    args = ["mad-loop", "--generations", "40", "--seeds", "300", "--n-real", "20", "--n-synth", "20",
             "--n-test", "50", "--no-plots", "--out", str(out)]
     proc = _popen(args)
     _wait_for(out / "units" / "000001.jsonl", proc)
@@ -160,7 +160,7 @@ def test_sigint_commits_says_how_to_resume_and_exits_130(tmp_path: Path) -> None
     assert proc.returncode == 130, err
     assert "SIGINT" in err and "continue with --resume" in err
     units = torch.load(out / "state.pt", weights_only=False)["units_done"]
-    assert 1 <= units < 30 and not list(out.rglob(".*.tmp"))
+    assert 1 <= units < 40 and not list(out.rglob(".*.tmp"))
     assert _cli(*args, "--resume", "--no-progress").exit_code == 0
     assert _cli(*[a if a != str(out) else str(tmp_path / "clean") for a in args], "--no-progress").exit_code == 0
     assert (out / "metrics.jsonl").read_text() == (tmp_path / "clean" / "metrics.jsonl").read_text()
@@ -170,12 +170,12 @@ def test_sigint_commits_says_how_to_resume_and_exits_130(tmp_path: Path) -> None
 
 KILLED = {
     "mad-loop": ["mad-loop", "--family", "gaussian", "--loop", "accumulate-subsample", "--budget", "30",
-                 "--generations", "12", "--seeds", "2000", "--n-real", "20", "--n-synth", "20", "--n-test", "100"],
-    "train": ["train", "--steps", "1500", "--checkpoint-every", "50", "--width", "32", "--depth", "2",
+                 "--generations", "20", "--seeds", "500", "--n-real", "20", "--n-synth", "20", "--n-test", "100"],
+    "train": ["train", "--steps", "800", "--checkpoint-every", "50", "--width", "32", "--depth", "2",
               "--batch", "64", "--n-train", "500"],
-    "monoflow": ["monoflow", "--steps", "400", "--eval-every", "20", "-n", "200", "--batch-size", "64",
+    "monoflow": ["monoflow", "--steps", "200", "--eval-every", "20", "-n", "200", "--batch-size", "64",
                  "--hidden", "32", "--n-train", "1000"],
-    "particles": ["optimize", "particles", "--method", "langevin", "-n", "300", "--time", "7.5",
+    "particles": ["optimize", "particles", "--method", "langevin", "-n", "300", "--time", "3",
                   "--log-every", "25", "--step-size", "0.005"],
 }
 
