@@ -38,6 +38,7 @@ def moons_quality(seed: int, n: int = 2000, repeats: int = 5) -> tuple[float, fl
     return sum(model_sw) / repeats, sum(real_sw) / repeats
 
 
+@pytest.mark.slow  # 3000 training steps at batch 512: ~30 s; bit-identical resume and the CLI below train small nets
 def test_moons_dpmpp_20_steps_within_twice_real_to_real() -> None:
     model_sw, real_sw = moons_quality(seed=0)
     print(f"moons: model sliced W2 {model_sw:.4f}, real-real {real_sw:.4f}, ratio {model_sw / real_sw:.2f}")
