@@ -136,6 +136,7 @@ def test_a_sample_shard_killed_mid_run_is_resumed_alone_and_the_merge_equals_the
         deadline = time.monotonic() + 400
         while _units(second) < 3:
             assert time.monotonic() < deadline, "timed out waiting for three committed units of the second shard"
+            assert proc.poll() is None, proc.communicate()[0]  # the sharded run ended before it was killed
             time.sleep(0.1)
         holder = int((second / ".gentool.lock").read_text().rsplit("pid ", 1)[1].rstrip(")"))
         os.kill(holder, signal.SIGKILL)
