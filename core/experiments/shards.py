@@ -1,10 +1,10 @@
 """Sharded jobs: one job whose units are independent, split over K tasks and merged exactly.
 
-    outcome = run_sharded(spec, config, seed, "cpu", "runs/big", shards=4, opts=ExecutorOptions(...))
+    outcome, merged = run_sharded("sample", config, seed, {"device": "cpu"}, "runs/big", 4, "slurm")
 
-A shardable command names its independent units (`SHARDABLE`), split in one of two ways:
+A shardable command names its independent units (`SHARDABLE`), split in one of three ways:
 
-- by a part config (mad-loop): the units are its seeds (seed ids `seed .. seed + seeds - 1`; every draw of
+- by a part config, interleaved (mad-loop): the units are its seeds (seed ids `seed .. seed + seeds - 1`; every draw of
   seed id k comes from `generation_rng(k, t, stream)`, so a seed's numbers do not depend on which other seeds
   run with it); shard i is the mad-loop of seeds `[a_i, b_i)` alone. The merge's unit t holds every shard's
   rows of unit t in shard order (= seed order); the samples and snapshots are the first shard's (its first
@@ -15,6 +15,12 @@ A shardable command names its independent units (`SHARDABLE`), split in one of t
   units in order and their final states (`merge_states` of the job class), so the merged `samples.npz`
   (x, x0, labels) is the whole run's, and `finish` computes the metrics (Fréchet distances, figures, PNGs
   numbered globally) once over all samples.
+- by a part config, concatenated (optimize compare: the table's entries): shard i is the comparison of
+  entries `[a_i, b_i)` (their methods and Frank-Wolfe steps); the merge concatenates the shards' units and
+  results (`merge_states`), and `finish` computes the table (F* over all methods) once.
+
+Part directories are named by their range where the merge concatenates (`0001-units-11-20`), so another K
+never resumes a different range; a part directory whose `point.json` records another run is refused.
 
 Shard i runs in `OUT/parts/<id>` as an ordinary run (locked, resumable), submitted like the points of a sweep
 (`OUT/parts` is their sweep directory: local, debug or Slurm executor; a re-run skips complete shards,
