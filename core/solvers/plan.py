@@ -22,8 +22,10 @@ kernel for each combination, once, on the host (float64 Python floats): the loop
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Hashable, Mapping, Sequence
+import math
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -163,6 +165,22 @@ class Combination:
         """Kernels an eager evaluation launches."""
         return 0 if self.head is Head.COPY else len(self.terms) - (self.head is not Head.SCALE)
 
+    def statements(self, names: Sequence[str], out: str) -> list[str]:
+        """The same kernels as Python statements assigning `out`, register j named `names[j]` (`straight_line`)."""
+        if self.head is Head.COPY:
+            return [f"{out} = {names[self.first]}"]
+        if self.head is Head.LERP:
+            (j, w), *lerps = self.ops
+            lines = [f"{out} = lerp({names[self.first]}, {names[j]}, {w!r})"]
+            lines += [f"{out}.lerp_({names[j]}, {w!r})" for j, w in lerps]
+            adds = self.adds
+        elif self.head is Head.ADD:
+            (j, w), *adds = self.ops
+            lines = [f"{out} = add({names[self.first]}, {names[j]}, alpha={w!r})"]
+        else:
+            lines, adds = [f"{out} = mul({names[self.first]}, {self.scale!r})"], self.ops
+        return lines + [f"{out}.add_({names[j]}, alpha={w!r})" for j, w in adds]
+
 
 def _lerp_chain(flat: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...] | None:
     """For an affine combination, the term order whose partial sums stay farthest from 0, as
@@ -261,6 +279,42 @@ class Plan:
     nfe: int
     grid_tensor: torch.Tensor
     counts: torch.Tensor
+
+    @functools.cached_property
+    def program(self) -> Callable[..., torch.Tensor] | None:
+        """`straight_line(self)`, made on first use."""
+        return straight_line(self)
+
+
+def straight_line(plan: Plan) -> Callable[..., torch.Tensor] | None:
+    """The plan as one generated Python function `run(f, x, rows) -> x` (rows: the noise draws, one tensor
+    per draw): every step's kernels in line, with registers as local variables and coefficients as
+    literals, so an eager solve pays no per-step interpretation (register lists, dispatch on the kernel
+    kind). It launches exactly the kernels `advance` does, on the same values. None when a coefficient is
+    not finite (then the generic loop runs)."""
+    coefficients = [c for st in plan.steps for comb in (*(g.inputs for g in st.stages), st.update, *st.keep)
+                    for _, c in (*comb.ops, *comb.adds)]
+    if not all(math.isfinite(c) for c in coefficients):
+        return None
+    body, times, n_hist = [], [], 0
+    for st in plan.steps:
+        names = ["x", *(f"h{j}" for j in range(n_hist)), *(f"rows[{k}]" for k in st.noise)]
+        for s, stage in enumerate(st.stages):
+            body += [*stage.inputs.statements(names, f"i{s}"), f"k{s} = f(T[{len(times)}], i{s})"]
+            times.append(stage.time)
+            names.append(f"k{s}")
+        body += st.update.statements(names, "new")
+        for j, keep in enumerate(st.keep):
+            body += keep.statements(names, f"keep{j}")
+        if st.keep:
+            body.append(", ".join(f"h{j}" for j in range(len(st.keep))) + ", = "
+                        + ", ".join(f"keep{j}" for j in range(len(st.keep))) + ",")
+        body.append("x = new")
+        n_hist = len(st.keep)
+    source = "def run(f, x, rows):\n" + "".join(f"    {line}\n" for line in body) + "    return x\n"
+    namespace = {"lerp": torch.lerp, "add": torch.add, "mul": torch.mul, "T": tuple(times)}
+    exec(compile(source, "<plan>", "exec"), namespace)  # noqa: S102 - source built above from the plan's numbers
+    return namespace["run"]
 
 
 def _index(reg: Reg, n_hist: int, n_noise: int, n_stages: int) -> int:
