@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo test test-cluster lint bench clean
+.PHONY: setup demo test test-slow test-cluster lint bench clean
 
 $(BIN)/gentool: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+
+# The checks too long for `make test` (full-size reproductions, runs at the shipped defaults, figures of every
+# recipe point); CI runs them after `make test`.
+test-slow: setup
+	$(BIN)/python -m pytest -q -n 2 -m slow --durations=20
 
 # Sweeps on a real Slurm (tests/cluster): starts a private single-node Slurm (root; installs Debian's
 # slurm-wlm, munge and mariadb-server when missing), runs every recipe's smoke sweep and the fault tests
