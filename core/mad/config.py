@@ -123,6 +123,8 @@ class MadConfig:
         check_int("n_test", self.n_test, 2, MAX_POINTS)
         check_int("metric_seeds", self.metric_seeds, 0)
         check_int("from_previous", self.from_previous, 1, MAX_GENERATIONS)
+        check_int("steps", self.steps, 1, 100_000)  # sampler steps, as sample's
+        check_int("train_steps", self.train_steps, 1, 10**9)  # as train's steps
         check_float("lam", self.lam, 0.0, 1.0, lo_open=True)
         check_float("label_noise", self.label_noise, 0.0, lo_open=True)
         for name in self.metrics or ():
