@@ -207,8 +207,7 @@ def test_nfe_accounting(name: str, opts: dict) -> None:
         _, _, calls = run_definition(spec, TARGETS["gaussian"], X0[:2], list(grid), ListNoise(X0[:2]),
                                      spec.resolve(opts))
         steps = len(grid) - 1
-        declared = 2 * steps - (grid[-1] == 0) if spec.nfe_per_step.startswith("2") else steps
-        assert plan.nfe == calls == declared
+        assert plan.nfe == calls == spec.nfe(steps, grid[-1] == 0)
 
 
 X_START = torch.tensor([[104.0]], dtype=F64)

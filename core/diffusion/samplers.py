@@ -157,11 +157,22 @@ class SamplerSpec:
         return {o.name: o.check(given[o.name]) if o.name in given else o.default for o in self.options} | internal
 
     def steps_for_nfe(self, nfe: int) -> int:
-        """Grid steps that spend about `nfe` evaluations (2-evaluation samplers: (nfe + 1) // 2)."""
+        """Grid steps that spend about `nfe` evaluations (2-evaluation samplers: (nfe + 1) // 2; a Heun start:
+        nfe - 1)."""
+        if self.nfe_per_step == HEUN_START:
+            return max(1, nfe - 1)
         return max(1, (nfe + 1) // 2) if self.nfe_per_step.startswith("2") else nfe
+
+    def nfe(self, steps: int, to_zero: bool) -> int:
+        """Evaluations of a solve of `steps` grid steps (`to_zero`: the last step goes to 0) by a sampler with
+        a definition: 2 per step (1 on a step to 0), 1 per step, or 1 per step and 2 on the first of several."""
+        if self.nfe_per_step == HEUN_START:
+            return steps + (steps > 1)
+        return 2 * steps - to_zero if self.nfe_per_step.startswith("2") else steps
 
 
 TWO = "2, last 1"
+HEUN_START = "1, first 2"
 SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
     SamplerSpec("euler", defs.euler, summary="Euler on the PF-ODE"),
     SamplerSpec("euler-ancestral", defs.euler_ancestral, (ETA, S_NOISE), noise="seeded",
@@ -193,7 +204,7 @@ SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
     SamplerSpec("lms", defs.adams, (order_option(4, 4),), bound={"euler_to_zero": False}, order="order",
                 summary="linear multistep (k-diffusion)"),
     SamplerSpec("pndm", defs.adams, bound={"order": 4, "weights": defs.ab_fixed, "euler_to_zero": False,
-                                           "heun_start": True}, nfe_per_step="1, first 2", order="2",
+                                           "heun_start": True}, nfe_per_step=HEUN_START, order="2",
                 summary="PNDM/PLMS (diffusers, skip_prk_steps): a Heun step, then iPNDM's weights, also to the end"),
     SamplerSpec("deis", defs.adams, (order_option(3, 3),), bound={"weights": defs.ab_vp_time}, order="order",
                 summary="DEIS tAB (Lagrange in VP time)"),
