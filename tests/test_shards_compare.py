@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 runner = CliRunner()
 ARGS = ["optimize", "compare", "--objective", "softmax", "--x", "1,0.5,-1,0.2", "--fw-steps", "away,line-search",
-        "--steps", "300", "--no-progress", "--no-plots"]
+        "--steps", "300", "--lr", "0.5", "--no-progress", "--no-plots"]
 
 
 def _table(run: Path) -> list[dict[str, str]]:
@@ -41,7 +41,8 @@ def _same_comparison(a: Path, b: Path) -> None:
 def test_compare_over_3_shards_merges_to_the_unsharded_comparison(tmp_path: Path) -> None:
     """Five entries (frank-wolfe with two steps, three other methods; they converge after different numbers of
     iterations, so the shards run different numbers of units) over 3 shards, the second holding one of
-    frank-wolfe's steps and another method: the merge equals the plain run; `gentool merge` redoes it."""
+    frank-wolfe's steps and another method (a part keeps the defaults of settings none of its methods uses:
+    lr without a gradient method): the merge equals the plain run; `gentool merge` redoes it."""
     res = runner.invoke(app, [*ARGS, "--out", str(tmp_path / "plain")])
     assert res.exit_code == 0, res.output
     out = tmp_path / "sharded"
@@ -49,8 +50,10 @@ def test_compare_over_3_shards_merges_to_the_unsharded_comparison(tmp_path: Path
     assert res.exit_code == 0 and "3 shards merged" in res.output, res.output
     parts = sorted(p.name for p in (out / "parts").glob("000?-*"))
     assert parts == ["0000-entries-1-1", "0001-entries-2-3", "0002-entries-4-5"]
-    second = json.loads((out / "parts" / parts[1] / "config.json").read_text())["config"]
+    first, second, third = (json.loads((out / "parts" / p / "config.json").read_text())["config"] for p in parts)
+    assert first["methods"] == ["frank-wolfe"] and first["fw_steps"] == ["away"] and first["lr"] == 1.0  # unused
     assert second["methods"] == ["frank-wolfe", "exponentiated-gradient"] and second["fw_steps"] == ["line-search"]
+    assert third["methods"] == ["projected-gradient", "softmax-gd"] and third["lr"] == 0.5
     _same_comparison(tmp_path / "plain", out)
     res = runner.invoke(app, ["merge", str(out)])
     assert res.exit_code == 0, res.output

@@ -87,11 +87,16 @@ def _entries(config: Any) -> list[tuple[str, str, str]]:
 
 def _compare_part(config: Any, seed: int, a: int, b: int) -> tuple[Any, int]:
     """Entries a..b-1 of an optimize compare: their methods, and their Frank-Wolfe steps where frank-wolfe is
-    among them (the entries of one method are consecutive, in the order of fw_steps)."""
+    among them (the entries of one method are consecutive, in the order of fw_steps); settings that none of
+    the part's methods uses (`applies`) keep their defaults, as the applies rule asks."""
     entries = _entries(config)[a:b]
+    methods = tuple(dict.fromkeys(m for _, m, _ in entries))
     steps = tuple(step for label, method, step in entries if label != method)  # frank-wolfe's name the step
-    return dataclasses.replace(config, methods=tuple(dict.fromkeys(m for _, m, _ in entries)),
-                               fw_steps=steps or config.fw_steps), seed
+    fields = dataclasses.fields(config)
+    unused = {f.name: f.default for f in fields
+              if not set(methods) & set(f.metadata.get("applies", {}).get("method", methods))}
+    fw_default = next(f.default for f in fields if f.name == "fw_steps")
+    return dataclasses.replace(config, methods=methods, fw_steps=steps or fw_default, **unused), seed
 
 
 SHARDABLE = {
