@@ -145,6 +145,19 @@ def test_given_defaults_and_resolved_values_never_trigger_the_rule() -> None:
     (["mad-loop", "--components", "3"], "components applies to family gmm, not 'gaussian'"),
     (["mad-loop", "--family", "kde", "--train-steps", "5"], "family 'kde' takes: bandwidth"),
     (["sample", "--model", "some/ckpt.pt", "--dim", "3"], "dim applies to "),
+    (["sample", "--target", "gaussian", "--cfg", "2"], "cfg applies to source model, not 'gaussian'; source "
+     "'gaussian' takes: dim, reference"),
+    (["optimize", "particles", "--bandwidth", "0.5"], "bandwidth applies to method kde-flow, svgd, mmd-flow, not "
+     "'langevin'"),
+    (["optimize", "topk", "--map", "hard", "--tau", "0.5"], "tau applies to map threshold, entropic, sparse, not "
+     "'hard'; map 'hard' takes: none of them"),
+    (["optimize", "simplex", "--lr", "0.5"], "lr applies to method exponentiated-gradient, projected-gradient, "
+     "softmax-gd, not 'frank-wolfe'; method 'frank-wolfe' takes: fw_step"),
+    (["optimize", "compare", "--methods", "frank-wolfe", "--lr", "0.5"], "lr applies to methods "
+     "exponentiated-gradient, projected-gradient, softmax-gd, none of them among methods frank-wolfe"),
+    (["optimize", "compare", "--methods", "projected-gradient", "--fw-steps", "line-search"], "fw_steps applies "
+     "to method frank-wolfe, not among methods projected-gradient"),
+    (["train", "--prediction", "v_prediction"], "prediction applies to arch unet, not 'auto'"),
     (["sample", "--target", "gaussian", "--sampler", "euler", "--order", "2"], "sampler 'euler' does not take "
      "option 'order'; it takes: no options"),
 ])

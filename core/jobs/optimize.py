@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from gentool.core import plots
 from gentool.core.config import (
+    check_applies,
     check_float,
     check_int,
     file_digest,
@@ -204,11 +205,7 @@ class ParticlesConfig:
 
     def _check_method(self, target: Target | None) -> None:
         m = self.method
-        require(m == "mmd-flow" or self.mmd_kernel == "energy", f"mmd_kernel applies to mmd-flow, not to {m}")
-        require(m == "mmd-flow" or self.n_target == N_TARGET, f"n_target applies to mmd-flow, not to {m}")
-        require(m != "langevin" or self.solver == "euler", "langevin is Euler-Maruyama; solver applies to kde-flow, "
-                "svgd and mmd-flow")
-        require(m != "langevin" or self.bandwidth is None, "langevin uses no kernel: bandwidth does not apply")
+        check_applies(self)  # the settings of other methods (bandwidth, solver, mmd_kernel, n_target, entropy, ...)
         if m == "svgd":
             require(self.entropy > 0, "svgd needs a positive entropy weight")
             require(target is not None or self.interaction > 0, "svgd needs a target density: with target none and "
@@ -217,8 +214,6 @@ class ParticlesConfig:
         if m == "mmd-flow":
             require(target is not None and target.sampler is not None,
                     f"mmd-flow needs a target with an exact sampler, not {self.target!r}")
-            require(self.entropy == 1.0 and self.interaction == 0.0, "mmd-flow minimises MMD^2 to the target: "
-                    "entropy and interaction do not apply")
             require(self.mmd_kernel == "gaussian" or self.bandwidth is None,
                     "the energy mmd_kernel has no bandwidth; set mmd_kernel gaussian to use one")
         require(self.mmd_bandwidths is None or (target is not None and target.sampler is not None),

@@ -9,6 +9,7 @@ iterations of the current method; outputs `table.csv` (method, gap, F − F*, it
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,7 +238,21 @@ class CompareConfig(SolverSettings):
         require(len(self.fw_steps) > 0, "fw_steps must name at least one Frank-Wolfe step")
         for s in self.fw_steps:
             choose("fw_steps", s, FW_STEPS)
+        self._check_applies()
         super().__post_init__()
+
+    def _check_applies(self) -> None:
+        """The applies rule over a list of methods: fw_steps needs frank-wolfe among the methods, lr and backtrack
+        a gradient method (declared on `SimplexConfig` for its one method)."""
+        if self.methods is None:
+            return
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        gradient = [m for m in self.methods if m in GRADIENT_METHODS]
+        require(FrankWolfe.name in self.methods or self.fw_steps == fields["fw_steps"].default,
+                f"fw_steps applies to method {FrankWolfe.name}, not among methods {', '.join(self.methods)}")
+        for name in ("lr", "backtrack"):
+            require(bool(gradient) or getattr(self, name) == fields[name].default, f"{name} applies to methods "
+                    f"{', '.join(GRADIENT_METHODS)}, none of them among methods {', '.join(self.methods)}")
 
     def check_objective(self, obj: SimplexObjective) -> None:
         super().check_objective(obj)

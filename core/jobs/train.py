@@ -16,14 +16,14 @@ from typing import Any
 
 import torch
 from gentool.core import plots
-from gentool.core.config import check_int, setting
+from gentool.core.config import check_applies, check_int, setting
 from gentool.core.data import DATASETS, sample_data
 from gentool.core.diffusion.checkpoints import save_checkpoint, snapshot_path
 from gentool.core.diffusion.diffusers_format import save_pipeline
 from gentool.core.diffusion.discrete_denoiser import DiscreteDenoiser, Prediction
 from gentool.core.diffusion.models import ARCHS
 from gentool.core.diffusion.training import UNET_SCHEDULER, DenoiserTrainer, TrainConfig, loss_warning
-from gentool.core.errors import choose, require
+from gentool.core.errors import choose
 from gentool.core.io import atomic_write_json, check_allocation
 from gentool.core.nn import make_generator
 from gentool.core.progress import Reports, one_step
@@ -56,8 +56,7 @@ class TrainJobConfig:
 
     def __post_init__(self) -> None:
         choose("data", self.data, DATASETS)
-        require(self.prediction == "epsilon" or self.train_config().arch == "unet",
-                "prediction applies to the unet architecture (mlp and conv use EDM preconditioning)")
+        check_applies(self)  # prediction: unet only (mlp and conv use EDM preconditioning)
         check_int("n_train", self.n_train, 2, 10**8)
         check_int("steps", self.steps, 1, 10**9)
         check_int("checkpoint_every", self.checkpoint_every, 1)
