@@ -241,3 +241,19 @@ def test_probe_fast(request: pytest.FixtureRequest, tmp_path: Path, case: tuple[
 @pytest.mark.parametrize("case", [c for c in ALL if c not in FAST], ids=[_id(c) for c in ALL if c not in FAST])
 def test_probe_all(request: pytest.FixtureRequest, tmp_path: Path, case: tuple[str, str, str, str]) -> None:
     _check(request, tmp_path, *case)
+
+
+def test_every_command_is_probed() -> None:
+    """Every job command has a base command line, every other command (bench aside: it measures, reads no user
+    paths) an experiment entry, and every `applies` declaration's choices are selected by `applicable`."""
+    assert set(BASE) == set(JOBS)
+    others = {c.name for c in app.registered_commands} - {c.split()[0] for c in JOBS}
+    assert others <= {c.split()[0] for c in EXPERIMENTS}, others
+    for command in JOBS:
+        for field in config_fields(JOBS[command].config):
+            argv = applicable(command, field.name)
+            for key, allowed in field.metadata.get("applies", {}).items():
+                flag = "--model" if key == "source" and allowed[0] == "model" else \
+                    "--target" if key == "source" else "--" + key.replace("_", "-")
+                assert flag in argv and (flag == "--model" or argv[argv.index(flag) + 1] == allowed[0]), \
+                    (command, field.name, argv)
