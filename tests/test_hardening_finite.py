@@ -80,7 +80,11 @@ def test_vectors_from_lists_must_be_real_and_finite() -> None:
      "time / step_size = inf steps, more than 1e+09: raise step_size"),
     (["optimize", "simplex", "--method", "projected-gradient", "--no-backtrack", "--lr", "1e308", "--steps", "5"],
      3, "overflowed at lr 1e+308; lower lr"),
-    (["monoflow", "--dt", "1e308"], 2, "dt applies to mode particles, exact"),
+    (["monoflow", "--dt", "0.1"], 2, "dt applies to mode particles, exact"),
+    (["monoflow", "--mode", "particles", "--dt", "1e308"], 2, "dt must be below 1e+38 (float32)"),
+    (["optimize", "particles", "--method", "kde-flow", "--bandwidth", "1e308"], 2,
+     "bandwidth must be a finite number in (0, 1e+150]"),
+    (["mad-loop", "--family", "diffusion", "--train-steps", str(2**63)], 2, "train_steps must be an integer in"),
     (["optimize", "particles", "--target", "gaussian", "--target-mean", "nan,0"], 2, "target_mean must be finite"),
     (["optimize", "topk", "--x", "1,2,-inf", "--k", "1"], 2, "x must be finite: it holds -inf at entry 3"),
     (["train", "--steps", str(2**63)], 2, "steps must be an integer in [1, 1000000000]"),
@@ -99,3 +103,31 @@ def test_an_empty_out_is_refused(tmp_path: Path, command: list[str], monkeypatch
     monkeypatch.chdir(tmp_path)
     assert "the run directory (out) is empty" in _one_line([*command, "--out", ""], 2, tmp_path / "unused")
     assert list(tmp_path.iterdir()) == []  # nothing written into the current directory
+
+
+RECIPE = 'description = "probe"\ncommand = "optimize topk"\n[options]\nx = [3, 1, 2]\nk = 1\n[sweep]\nseeds = [0]\n'
+
+
+@pytest.mark.parametrize(("argv", "what"), [
+    (["sweep", "RECIPE", "--executor", "debug", "--out", ""], "the sweep directory (out) is empty"),
+    (["run", "RECIPE", "--out", ""], "the run directory (out) is empty"),
+    (["run", ""], "the recipe (recipe) is empty; name a file"),
+    (["report", ""], "the sweep directory (paths) is empty"),
+    (["report", "--compare", ""], "a run directory (paths) is empty"),
+    (["report", "HERE", "--out", ""], "the report directory (out) is empty"),
+    (["merge", ""], "the run directory (out) is empty"),
+    (["sample", "--target", "gaussian", "-n", "8", "--batch-size", "4", "--shards", "2", "--out", ""],
+     "the run directory (out) is empty"),
+])
+def test_an_empty_path_is_refused_by_every_command(tmp_path: Path, argv: list[str], what: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """'' is not the current directory (Path('') is): refused, naming the option, and nothing is written."""
+    (tmp_path / "probe.toml").write_text(RECIPE)
+    recipe = str(tmp_path / "probe.toml")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    res = runner.invoke(app, [{"RECIPE": recipe, "HERE": "."}.get(a, a) for a in argv])
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and what in lines[0], res.output
+    assert list(work.iterdir()) == []

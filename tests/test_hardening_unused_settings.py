@@ -139,7 +139,7 @@ def test_given_defaults_and_resolved_values_never_trigger_the_rule() -> None:
 
 
 @pytest.mark.parametrize(("argv", "fragment"), [
-    (["monoflow", "--dt", "1e308"], "dt applies to mode particles, exact, not 'generator'; mode 'generator' takes: "
+    (["monoflow", "--dt", "0.1"], "dt applies to mode particles, exact, not 'generator'; mode 'generator' takes: "
      "lr_g, generator, generator_mean, generator_matrix, latent_dim, k_gen, eps"),
     (["monoflow", "--mode", "exact", "--lr-g", "0.1"], "lr_g applies to mode generator, not 'exact'"),
     (["mad-loop", "--components", "3"], "components applies to family gmm, not 'gaussian'"),

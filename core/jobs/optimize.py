@@ -75,6 +75,7 @@ _STEPS = ", ".join(f"{m} {d.step:g}" for m, d in DEFAULTS.items())
 
 
 MAX_STEPS = 10**9  # flow steps of one run (time / step_size)
+BANDWIDTH_MAX = 1e150  # kernels take h^2 (float64 overflows beyond about 1.3e154)
 KERNEL_METHODS = ("kde-flow", "svgd", "mmd-flow")  # deterministic kernel flows: a bandwidth, an ODE solver
 FREE_ENERGY = ("langevin", "kde-flow", "svgd")  # flows of the free energy (entropy, interaction; mmd-flow: MMD^2)
 
@@ -149,7 +150,7 @@ class ParticlesConfig:
         if self.init_std is not None:
             check_float("init_std", self.init_std, 0.0, lo_open=True)
         if self.bandwidth is not None:
-            check_float("bandwidth", self.bandwidth, 0.0, lo_open=True)
+            check_float("bandwidth", self.bandwidth, 0.0, BANDWIDTH_MAX, lo_open=True)
         for h in self.mmd_bandwidths or ():
             check_float("mmd_bandwidths", h, 0.0, lo_open=True)
         require(self.mmd_bandwidths is None or len(self.mmd_bandwidths) > 0, "mmd_bandwidths must not be empty")

@@ -65,7 +65,7 @@ class MonoFlowConfig:
         for name in ("lr_d", "lr_g", "eps", "dt"):
             value = getattr(self, name)
             require(math.isfinite(value) and value > 0, f"{name} must be > 0, got {value!r}")
-        for name in ("lr_d", "lr_g", "eps"):  # Adam and the networks work in float32
+        for name in ("lr_d", "lr_g", "eps", "dt"):  # Adam, the networks and the particles work in float32
             require(getattr(self, name) < FLOAT32_MAX, f"{name} must be below {FLOAT32_MAX:.0e} (float32), got "
                     f"{getattr(self, name)!r}")
         for name in ("beta1", "beta2"):
