@@ -189,9 +189,10 @@ def check_applies(cfg: Any, given: Mapping[str, Any] | None = None) -> None:
     """One rule for settings a method does not use: a setting declared with `applies={key: choices}` (`key` a
     field with choices or a `derived_choice`) may be given a value other than its default only when `key` is one
     of `choices`; otherwise `BadInput` naming the settings that the chosen value takes. `given` holds the settings
-    set explicitly (default: every field of `cfg`): defaults, and values a config resolves itself, never trigger
-    the rule. It runs after the config's own checks (an unknown or out-of-range value is reported as such); a
-    config without `key` (a subclass of the one that declares it) skips it."""
+    set explicitly (`make_config`: defaults, and values a config resolves itself, never trigger the rule); without
+    it every field counts (a config checking itself in `__post_init__`, whose declared settings are never
+    resolved). `make_config` runs it after the config's own checks (an unknown or out-of-range value is reported
+    as such); a config without `key` (a subclass of the one that declares it) skips it."""
     cls = type(cfg)
     fields = config_fields(cls)
     given = {f.name: getattr(cfg, f.name) for f in fields} if given is None else given
