@@ -77,3 +77,9 @@ def problem(name: str, n: int, seed: int = 0) -> tuple[object, np.ndarray]:
         return make_objective("quadratic", as_tensor(b), matrix=as_tensor(a)), p
     r, p = planted_portfolio(rng, n)
     return make_objective("portfolio", matrix=as_tensor(r)), p
+
+
+def square(p: torch.Tensor, data: object = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A module:function objective for the CLI (`simplex_problems:square`): F(p) = |p|², ∇F = 2p, minimised
+    on the simplex at the uniform point; `data` is accepted and unused."""
+    return (p * p).sum(), 2 * p

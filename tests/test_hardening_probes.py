@@ -74,7 +74,10 @@ EXPERIMENTS = {  # the experiment commands: argv with RECIPE, SWEEP (a finished 
 }
 SLOT_KINDS = {"RECIPE": "file", "SWEEP": "dir", "RUN": "dir", "OUT": "out"}
 MODEL = "MODEL"  # stands for the tiny trained model (the `tiny_model` fixture)
+OBJECTIVES = {"module:function": "simplex_problems:square"}  # (tests/simplex_problems.py)
 SELECT = {  # choices that need another setting besides their own
+    ("optimize simplex", "objective_kind", "quadratic"): ["--matrix", "2,0,0;0,2,0;0,0,2"],
+    ("optimize compare", "objective_kind", "quadratic"): ["--matrix", "2,0,0;0,2,0;0,0,2"],
     ("train", "arch", "unet"): ["--data", "digits"],
     ("mad-loop", "loop", "reservoir"): ["--budget", "10"],
     ("sample", "sampler", "ddim"): ["--grid", "model"],
@@ -96,7 +99,9 @@ def applicable(command: str, name: str) -> list[str]:
     argv = list(BASE[command])
     for key, allowed in field.metadata.get("applies", {}).items():
         choice = allowed[0]
-        if key == "source":
+        if key == "objective_kind":  # a built-in objective, or a module:function one from the tests' helpers
+            argv = _drop(argv, "--objective") + ["--objective", OBJECTIVES.get(choice, choice)]
+        elif key == "source":
             argv = _drop(_drop(argv, "--target"), "--perturb") + (["--model", MODEL] if choice == "model" else
                                                                   ["--target", choice])
             argv = [a for a in argv if a != "--no-reference" or choice != "model"]  # (targets only)
@@ -253,7 +258,8 @@ def test_every_command_is_probed() -> None:
         for field in config_fields(JOBS[command].config):
             argv = applicable(command, field.name)
             for key, allowed in field.metadata.get("applies", {}).items():
-                flag = "--model" if key == "source" and allowed[0] == "model" else \
-                    "--target" if key == "source" else "--" + key.replace("_", "-")
-                assert flag in argv and (flag == "--model" or argv[argv.index(flag) + 1] == allowed[0]), \
+                flag = {"source": "--model" if allowed[0] == "model" else "--target",
+                        "objective_kind": "--objective"}.get(key, "--" + key.replace("_", "-"))
+                value = OBJECTIVES.get(allowed[0], allowed[0])
+                assert flag in argv and (flag == "--model" or argv[argv.index(flag) + 1] == value), \
                     (command, field.name, argv)

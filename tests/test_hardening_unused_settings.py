@@ -6,9 +6,11 @@ options, tested in test_bad_input.py)."""
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from gentool.cli.main import app
 from gentool.core.config import check_applies, choices_of, config_dict, config_fields, make_config
@@ -26,10 +28,18 @@ CHOOSE = {  # how to select a choice other than by setting the field of that nam
     "arch": lambda v: {"arch": v, "data": "digits"} if v == "unet" else {"arch": v},
     "loop": lambda v: {"loop": v, "budget": 50} if v == "reservoir" else {"loop": v},
     "sampler": lambda v: {"sampler": v, "grid": "model"} if v == "ddim" else {"sampler": v},  # ddim_step stride
+    "objective_kind": lambda v: OBJECTIVE_DATA.get(v, {"objective": v}),
 }
+OBJECTIVE_DATA = {"module:function": {"objective": "simplex_problems:square"},  # (tests/simplex_problems.py)
+                  "kl": {"objective": "kl", "x": "0.2,0.3,0.5"},
+                  "quadratic": {"objective": "quadratic", "matrix": "2,0,0;0,2,0;0,0,2"},
+                  "portfolio": {"objective": "portfolio", "matrix": "1,2,3;2,1,3"}}
+DATA = Path(tempfile.mkdtemp()) / "data.npy"  # the data file of the module:function objective
+np.save(DATA, np.ones(3))
 OTHER_VALUE = {"bandwidth": 0.5, "generator_mean": "1,1", "generator_matrix": "1,0;0,1", "real_fraction": 0.5,
                "truth": "isotropic", "prompt": "a cat", "height": 32, "width": 32, "k_gen": 2,
-               "sampler": "euler"}
+               "sampler": "euler", "data": str(DATA), "matrix": "1,0,0;0,1,0;0,0,1"}
+
 
 
 def _declared() -> list[tuple[str, str, str, tuple[str, ...]]]:

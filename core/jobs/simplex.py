@@ -21,6 +21,7 @@ from gentool.core import plots
 from gentool.core.config import (
     check_float,
     check_int,
+    derived_choice,
     file_digest,
     float64_tensor,
     matrix_parser,
@@ -42,6 +43,9 @@ SHOW_P = 10  # the summary line lists p when it has at most this many entries
 
 
 
+CUSTOM = "module:function"  # the objective_kind of a user's objective
+
+
 @dataclass(frozen=True)
 class SimplexProblem:
     """A convex objective over the probability simplex and the initial point."""
@@ -53,14 +57,19 @@ class SimplexProblem:
                                           "picks one array).", parse=vector_parser("x"), metavar="VECTOR")
     matrix: tuple[tuple[float, ...], ...] | None = setting(
         None, "Matrix A (quadratic) or returns R (portfolio): 'a,b;c,d' or a .npy/.npz/.csv/.txt file.",
-        parse=matrix_parser("matrix"), metavar="MATRIX")
-    tau: float = setting(1.0, "Entropy temperature of the softmax objective.")
+        parse=matrix_parser("matrix"), metavar="MATRIX", applies={"objective_kind": ("quadratic", "portfolio")})
+    tau: float = setting(1.0, "Entropy temperature of the softmax objective.",
+                         applies={"objective_kind": ("softmax",)})
     data: Path | None = setting(None, "Data of a module:function objective, passed as its second argument: a "
-                                ".npy/.csv/.txt file (a tensor) or .npz (a dict of tensors).", metavar="FILE")
+                                ".npy/.csv/.txt file (a tensor) or .npz (a dict of tensors).", metavar="FILE",
+                                applies={"objective_kind": (CUSTOM,)})
     dim: int | None = setting(None, "Dimension of a module:function objective (default: the length of p0, "
-                              "else of x).")
+                              "else of x).", applies={"objective_kind": (CUSTOM,)})
     p0: tuple[float, ...] | None = setting(None, "Initial point on the simplex (default uniform).",
                                            parse=vector_parser("p0"), metavar="VECTOR")
+
+    objective_kind = derived_choice(lambda cfg: CUSTOM if ":" in cfg.objective else cfg.objective,
+                                    (*OBJECTIVES, CUSTOM), "The built-in objective's name, or module:function.")
 
     def __post_init__(self) -> None:
         check_float("tau", self.tau, 0.0, lo_open=True)
