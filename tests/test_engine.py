@@ -179,3 +179,22 @@ def test_compiled_graphs_on_cuda() -> None:
             eager = batch_odeint(field, x0, t.cuda(), method, graph="off")
             compiled = batch_odeint(field, x0, t.cuda(), method, graph="on", compile=True)
             torch.testing.assert_close(compiled.x, eager.x, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["euler-ancestral", "dpmpp-3m-sde", "edm-stochastic", "ipndm", "unipc", "dpmpp-sde"])
+def test_straight_line_program_equals_the_step_loop(name: str) -> None:
+    """The generated straight-line eager program launches the step loop's kernels in the same order on the
+    same values: bit-identical states (float64, with the sampler's noise rows and kept scaled history)."""
+    from gentool.core.diffusion import SAMPLERS
+    from gentool.core.diffusion.samplers import DenoisedTerm, sampler_plan
+    from gentool.core.solvers.runner import run_steps
+
+    spec, den = SAMPLERS[name], make_target("gmm-ring")
+    x0 = 80 * torch.randn(64, 2, generator=torch.Generator().manual_seed(3), dtype=F64)
+    plan, _ = sampler_plan(name, tuple(edm_grid(8).tolist()), tuple(sorted(spec.resolve({}).items())), 64, F64,
+                           x0.device)
+    noise = torch.randn(plan.noise_draws, 64, 2, generator=torch.Generator().manual_seed(4), dtype=F64)
+    f = DenoisedTerm(den)
+    looped = run_steps(f, x0, plan, noise if plan.noise_draws else None, None)[0]
+    assert plan.program is not None
+    assert torch.equal(plan.program(f, x0, noise.unbind(0) if plan.noise_draws else None), looped)
