@@ -19,10 +19,11 @@ from typing import Any
 
 import typer
 from gentool.cli._common import format_numbers, handle_errors, print_table, progress_bar, rows_table, say, warn
-from gentool.core.config import check_path, config_fields, current_names, field_types, make_config
+from gentool.core.config import check_path, config_dict, config_fields, current_names, field_types, make_config
 from gentool.core.errors import BadInput
 from gentool.core.experiments.executors import EXECUTORS
-from gentool.core.experiments.shards import SHARDABLE, run_sharded
+from gentool.core.experiments.resources import KNOBS, Resources
+from gentool.core.experiments.shards import SHARDABLE, plan_sharded, run_sharded, stored_plan
 from gentool.core.io import read_json
 from gentool.core.progress import attach
 from gentool.core.run import JobSpec, execute, resolve_device
@@ -114,14 +115,30 @@ def _run_parameters(spec: JobSpec) -> list[inspect.Parameter]:
 
 
 def _shard_parameters(spec: JobSpec, opt: Any) -> list[inspect.Parameter]:
-    """--shards and --executor for commands whose units are independent (`SHARDABLE`)."""
+    """--shards, --executor, --dry-run and the Slurm resources (one option per field of `Resources`, as
+    `gentool sweep` has them) for commands whose units are independent (`SHARDABLE`)."""
     if spec.command not in SHARDABLE:
         return []
     unit = SHARDABLE[spec.command].unit
+    hints = field_types(Resources)
     return [opt("shards", None, int | None, "--shards", help=f"Split the run over K tasks by {unit} (each a "
                 "resumable part in OUT/parts), then merge them into OUT exactly as one run would write it; a "
                 "re-run resumes the unfinished parts alone."),
-            opt("executor", "local", str, "--executor", help=f"Where --shards run: {', '.join(EXECUTORS)}.")]
+            opt("executor", "local", str, "--executor", help=f"Where --shards run: {', '.join(EXECUTORS)}."),
+            opt("dry_run", False, bool, "--dry-run", help="With --shards: print each shard's state and how they "
+                "would be submitted (slurm: the sbatch script); submit and write nothing."),
+            *(_field_parameter(f, hints[f.name]) for f in config_fields(Resources))]
+
+
+def slurm_flags(kwargs: dict[str, Any], shards: int | None, executor: str) -> dict[str, Any]:
+    """The `Resources` options given on the command line; they apply to shards on the slurm executor only."""
+    flags = {k: kwargs[k] for k in KNOBS if kwargs.get(k) is not None}
+    if flags and (shards is None or executor != "slurm"):
+        names = ", ".join(flags)
+        where = "without shards" if shards is None else f"with executor {executor!r}"
+        raise BadInput(f"{names} given {where}: Slurm resources apply to shards run with executor 'slurm' "
+                       f"(executors: {', '.join(EXECUTORS)})")
+    return flags
 
 
 def options_for_resume(spec: JobSpec, out: str | Path, given: dict[str, Any], seed: int | None
@@ -168,18 +185,51 @@ def run_job(spec: JobSpec, given: dict[str, Any], *, out: str | Path, seed: int 
     return result.summary
 
 
+def resume_shards(spec: JobSpec, out: str | Path, given: dict[str, Any], seed: int | None, shards: int
+                  ) -> tuple[dict[str, Any], int | None]:
+    """With `--resume --shards K`: the sharded run recorded in `OUT/parts/shards.json` (options not given keep
+    its values; the others and K must match it, as an unsharded resume's settings must); nothing recorded is
+    `BadInput`, as the unsharded `--resume` of a directory without a run."""
+    stored = stored_plan(out)
+    if stored is None or stored.get("command") != spec.command:
+        raise BadInput(f"nothing to resume in {out}: it holds no sharded {spec.command} run; run without "
+                       "resume to start one")
+    parts = len(stored.get("parts") or ())
+    if shards != parts:
+        raise BadInput(f"shards is {shards} but the run in {out} has {parts} shards; resume it with shards "
+                       f"{parts}")
+    old = current_names(spec.config, stored["config"])
+    changed = [k for k, v in given.items() if k in old and config_dict(make_config(spec.config, {**old, k: v}))
+               != config_dict(make_config(spec.config, old))]
+    if changed or (seed is not None and seed != stored.get("seed")):
+        names = ", ".join(changed + (["seed"] if seed is not None and seed != stored.get("seed") else []))
+        raise BadInput(f"cannot resume {out} with other settings ({names}); omit them to keep the stored values "
+                       "or choose another output directory")
+    return {**old, **given}, stored.get("seed")
+
+
 def run_shards(spec: JobSpec, given: dict[str, Any], shards: int, executor: str, *, out: str | Path,
                seed: int | None, device: str, threads: int | None, resume: bool, progress: bool, plots: bool,
-               slurm: dict[str, Any] | None = None) -> int:
+               slurm: dict[str, Any] | None = None, flags: dict[str, Any] | None = None,
+               dry_run: bool = False) -> int:
     """Run a job split over `shards` tasks and merge it (`gentool.core.experiments.shards`; `slurm`: a recipe's
-    [slurm] table); returns the exit code: 0 merged, 1 some shard failed, 130 interrupted."""
+    [slurm] table, `flags`: Slurm resources given on the command line, which win; `resume`: the recorded
+    sharded run, see `resume_shards`); returns the exit code: 0 merged, 1 some shard failed, 130 interrupted.
+    `dry_run`: print what would be submitted (slurm: the sbatch script) and write nothing."""
+    out = check_path("out", out, "the run directory")
+    if resume:
+        given, seed = resume_shards(spec, out, given, seed, shards)
     config = make_config(spec.config, given)
     resolve_device(device)
     run = {"device": device, "threads": threads, "plots": plots, "progress": False}
+    seed = 0 if seed is None else seed
+    if dry_run:
+        for line in plan_sharded(spec.command, config, seed, run, out, shards, executor, slurm, flags):
+            say(line)
+        return 0
     with progress_bar(f"{spec.command} shards", enabled=progress) as bar:
-        outcome, merged = run_sharded(spec.command, config, 0 if seed is None else seed, run,
-                                      check_path("out", out, "the run directory"), shards,
-                                      executor, progress=bar, slurm=slurm)
+        outcome, merged = run_sharded(spec.command, config, seed, run, out, shards, executor, progress=bar,
+                                      slurm=slurm, flags=flags)
     for r in outcome.results:
         if r.state == "failed":
             say(f"shard {r.point_id} failed: exit {r.exit_code}: {r.message}")
@@ -200,9 +250,13 @@ def job_command(spec: JobSpec) -> Any:
 
     @handle_errors
     def command(**kwargs: Any) -> None:
-        if kwargs.get("shards") is not None:
-            raise typer.Exit(run_shards(spec, _given(fields, kwargs), kwargs["shards"], kwargs["executor"],
-                                        **{k: kwargs[k] for k in RUN_OPTIONS}))
+        shards, executor = kwargs.get("shards"), kwargs.get("executor", "local")
+        flags = slurm_flags(kwargs, shards, executor) if spec.command in SHARDABLE else {}
+        if kwargs.get("dry_run") and shards is None:
+            raise BadInput("dry_run applies to a run with shards (it prints how they would be submitted)")
+        if shards is not None:
+            raise typer.Exit(run_shards(spec, _given(fields, kwargs), shards, executor, flags=flags,
+                                        dry_run=kwargs["dry_run"], **{k: kwargs[k] for k in RUN_OPTIONS}))
         run_job(spec, _given(fields, kwargs), **{k: kwargs[k] for k in RUN_OPTIONS})
 
     params = [_field_parameter(f, hints[f.name], name) for f in fields for name in (None, *f.metadata.get("old", ()))]

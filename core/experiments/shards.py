@@ -44,7 +44,7 @@ from gentool.core.config import config_dict, make_config
 from gentool.core.errors import BadInput
 from gentool.core.experiments.points import POINT, Point
 from gentool.core.experiments.recipe import Recipe
-from gentool.core.experiments.sweep import SweepOutcome, executor_options, run_sweep
+from gentool.core.experiments.sweep import SweepOutcome, executor_options, plan, run_sweep
 from gentool.core.io import atomic_write_json, load_torch_file, read_json, read_jsonl
 from gentool.core.jobs import JOBS
 from gentool.core.progress import attach
@@ -139,18 +139,46 @@ def shard_points(command: str, config: Any, seed: int, run: dict[str, Any], out:
     return points
 
 
-def run_sharded(command: str, config: Any, seed: int, run: dict[str, Any], out: str | Path, shards: int,
-                executor: str, progress: Callable[..., None] | None = None, slurm: dict[str, Any] | None = None
-                ) -> tuple[SweepOutcome, RunResult | None]:
-    """Run the shards (see the module docstring) and merge them once all are complete: (the shards' outcome,
-    the merged run, or None while some shard is not complete). `run`: device, plots, threads of the run
-    (shards draw no figures; the merge does); `slurm`: a recipe's [slurm] table for the shards' jobs."""
-    out = Path(out)
+def _setup(command: str, config: Any, seed: int, run: dict[str, Any], out: Path, shards: int, executor: str,
+           slurm: dict[str, Any] | None, flags: dict[str, Any] | None) -> tuple[list[Point], Recipe, Any]:
+    """The shards' points, the recipe they run under and the executor options (`slurm`: a recipe's [slurm]
+    table; `flags`: `Resources` fields given on the command line, which win); nothing is written."""
     points = shard_points(command, config, seed, {**run, "plots": False}, out, shards)
     recipe = Recipe(path=Path(f"{out.name}-shards"), command=command, options=config_dict(config), run=run,
                     slurm=dict(slurm or {}))
-    opts = executor_options(recipe, points, executor)
+    opts = executor_options(recipe, points, executor, **(flags or {}))
     check_parts(points)
+    return points, recipe, opts
+
+
+def plan_sharded(command: str, config: Any, seed: int, run: dict[str, Any], out: str | Path, shards: int,
+                 executor: str, slurm: dict[str, Any] | None = None, flags: dict[str, Any] | None = None
+                 ) -> list[str]:
+    """What `run_sharded` would do, as lines (each shard's state; Slurm: the complete sbatch script), as a
+    sweep's dry run prints it; nothing is written or submitted."""
+    out = Path(out)
+    points, recipe, opts = _setup(command, config, seed, run, out, shards, executor, slurm, flags)
+    return plan(recipe, points, out / PARTS, opts)
+
+
+def stored_plan(out: str | Path) -> dict[str, Any] | None:
+    """The sharded run recorded in `OUT/parts/shards.json` (command, config, seed, run, parts), or None."""
+    try:
+        plan_ = read_json(Path(out) / PARTS / PLAN)
+    except (OSError, ValueError):
+        return None
+    return plan_ if isinstance(plan_, dict) and isinstance(plan_.get("config"), dict) else None
+
+
+def run_sharded(command: str, config: Any, seed: int, run: dict[str, Any], out: str | Path, shards: int,
+                executor: str, progress: Callable[..., None] | None = None, slurm: dict[str, Any] | None = None,
+                flags: dict[str, Any] | None = None) -> tuple[SweepOutcome, RunResult | None]:
+    """Run the shards (see the module docstring) and merge them once all are complete: (the shards' outcome,
+    the merged run, or None while some shard is not complete). `run`: device, plots, threads of the run
+    (shards draw no figures; the merge does); `slurm`: a recipe's [slurm] table for the shards' jobs, `flags`:
+    `Resources` fields that override it."""
+    out = Path(out)
+    points, recipe, opts = _setup(command, config, seed, run, out, shards, executor, slurm, flags)
     atomic_write_json(out / PARTS / PLAN, {"command": command, "config": config_dict(config), "seed": seed,
                                            "run": run, "parts": [p.point_id for p in points],
                                            "merge": "concat" if sharding(command).concat else "interleave"})
