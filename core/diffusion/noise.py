@@ -40,14 +40,25 @@ def int32_word(value: int) -> int:
     return value - (1 << 32) if value >> 31 else value
 
 
-def mix32_(h: torch.Tensor) -> torch.Tensor:
+MIX32_ROUNDS = ((16, 0x7FEB352D), (15, 0x846CA68B), (16, None))  # lowbias32: (xorshift, then product) x 3
+
+
+def mix32_(h: torch.Tensor, start: int = 0) -> torch.Tensor:
     """`mix32` in place on an int32 tensor of 32-bit words (products wrap mod 2^32; `>>>`, the logical shift,
-    is torch's arithmetic shift with the sign-filled bits masked off)."""
-    for shift, mult in ((16, 0x7FEB352D), (15, 0x846CA68B), (16, None)):
-        h.bitwise_xor_((h >> shift).bitwise_and_((1 << (32 - shift)) - 1))
+    is torch's arithmetic shift with the sign-filled bits masked off). `start=1`: h already holds
+    x ^ (x >>> 16), the first xorshift, which is linear over GF(2): for x = e ^ s it is the xor of e's and
+    s's, each computable once (`element_keys`, `draw_salts`)."""
+    for n, (shift, mult) in enumerate(MIX32_ROUNDS):
+        if n >= start:
+            h.bitwise_xor_((h >> shift).bitwise_and_((1 << (32 - shift)) - 1))
         if mult is not None:
             h.mul_(int32_word(mult))
     return h
+
+
+def xorshift16(h: int | torch.Tensor) -> int | torch.Tensor:
+    """`h ^ (h >>> 16)` of nonnegative 32-bit words (Python ints or int64 tensors): mix32's first step."""
+    return h ^ (h >> 16)
 
 
 def _mix32_int(h: int) -> int:
@@ -65,18 +76,20 @@ def sample_keys(seed: int, index: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=4)
 def element_keys(seed: int, first: int, batch: int, numel: int, device: torch.device) -> torch.Tensor:
-    """One 32-bit key per (sample, element), flat (batch * numel,) int32: a function of the seed, the sample's
-    global index and the element's index. Memoised: a run draws for the same samples solve after solve."""
+    """One 32-bit key e per (sample, element), flat (batch * numel,) int32: a function of the seed, the sample's
+    global index and the element's index, stored as `xorshift16(e)` (see `mix32_`). Memoised: a run draws for
+    the same samples solve after solve."""
     keys = sample_keys(seed, torch.arange(first, first + batch, dtype=torch.int64, device=device))
     e = torch.arange(numel, dtype=torch.int64, device=device).repeat(batch)
-    h = mix32(keys.repeat_interleave(numel) ^ mix32(e + 0x632BE5AB))
+    h = xorshift16(mix32(keys.repeat_interleave(numel) ^ mix32(e + 0x632BE5AB)))
     return torch.where(h >= 1 << 31, h - (1 << 32), h).to(torch.int32)
 
 
 @functools.lru_cache(maxsize=16)
 def draw_salts(start: int, n: int, device: torch.device) -> torch.Tensor:
-    """`mix32(k + 0x9E3779B9)` for draws k = start..start+n-1, as an int32 column (n, 1) (memoised)."""
-    salts = [int32_word(_mix32_int((k + 0x9E3779B9) & MASK)) for k in range(start, start + n)]
+    """The salts s = `mix32(k + 0x9E3779B9)` of draws k = start..start+n-1, stored as `xorshift16(s)`, as an int32
+    column (n, 1) (memoised)."""
+    salts = [int32_word(xorshift16(_mix32_int((k + 0x9E3779B9) & MASK))) for k in range(start, start + n)]
     return torch.tensor(salts, dtype=torch.int32, device=device)[:, None]
 
 
@@ -88,7 +101,7 @@ def hashed_normal(elem_keys: torch.Tensor, draws: range, dtype: torch.dtype) -> 
     h read as a signed 32-bit integer (inverse-CDF sampling: one hash and one transcendental per number).
     For float32 and narrower states h keeps its top 24 bits (u = (h >> 8 + 1/2) 2^-23, exact in float32:
     |z| < 5.4), else u is formed in float64 (|z| < 6.2)."""
-    h = mix32_(elem_keys[None, :] ^ draw_salts(draws.start, len(draws), elem_keys.device))
+    h = mix32_(elem_keys[None, :] ^ draw_salts(draws.start, len(draws), elem_keys.device), start=1)
     if dtype.itemsize > 4:
         u = h.to(torch.float64).add_(0.5).mul_(2.0**-31)
     else:
