@@ -12,9 +12,13 @@ from typing import Any
 import torch
 import typer
 from gentool.cli._common import handle_errors, print_table, progress_bar, say
+from gentool.core.config import config_dict
 from gentool.core.diffusion import benchmark as sbench
-from gentool.core.errors import choose, require
-from gentool.core.io import atomic_write_json
+from gentool.core.errors import BadInput, choose, require
+from gentool.core.experiments.executors import EXECUTORS
+from gentool.core.experiments.shards import shard_ranges, sharding
+from gentool.core.io import atomic_write_json, read_json
+from gentool.core.jobs import BENCH_JOBS
 from gentool.core.run import open_run_dir, resolve_device
 from gentool.core.solvers import CompileFallbackWarning
 from gentool.core.solvers.benchmark import (
@@ -125,10 +129,46 @@ def adaptive_table(rows: list[dict], device: torch.device) -> Table:
     return table
 
 
+SHARDS_HELP = ("Split the benchmark's cases over K tasks (each case with its peers and floor timed in one task, so "
+               "every ratio is a same-run ratio; each a resumable part in OUT/parts), then merge them into OUT as "
+               "one table in case order; a re-run resumes the unfinished parts.")
+
+
+def check_sharding(command: str, cfg: object, shards: int | None, executor: str | None) -> None:
+    """Before anything is printed: `executor` only with `shards`, `shards` within the benchmark's cases."""
+    if shards is None:
+        if executor is not None:
+            raise BadInput(f"executor applies to a benchmark run with shards; executors: {', '.join(EXECUTORS)}")
+        return
+    choose("executor", executor or "local", EXECUTORS)
+    plan = sharding(command)
+    shard_ranges(plan.units(cfg), shards, plan.hint)
+
+
+def sharded_bench(command: str, cfg: object, shards: int | None, executor: str | None, out: Path | None,
+                  device: str, threads: int | None, progress: bool) -> dict | None:
+    """With `shards`: run bench `command` split over its cases (`gentool.core.jobs.bench`) and merged into `out`
+    (default runs/bench-<name>); return the merged result as `<name>.json` holds it (None: without shards).
+    Exit 1 or 130 when some shard is not complete."""
+    from gentool.cli._jobs import run_shards  # (the job commands' plumbing)
+
+    if shards is None:
+        return None
+    spec = BENCH_JOBS[command]
+    out = Path(spec.default_out) if out is None else out
+    code = run_shards(spec, config_dict(cfg), shards, executor or "local", out=out, seed=None, device=device,
+                      threads=threads, resume=False, progress=progress, plots=False)
+    if code:
+        raise typer.Exit(code)
+    return read_json(out / f"{command.split()[-1]}.json")
+
+
 def run_solver_bench(batch_sizes: str | None, steps: int, device_name: str, methods: str, adaptive: str,
                      fields: str, rtol: float, repeats: int, out: Path | None,
-                     show_progress: bool = True, controller: str = "integral", compile: bool = False) -> dict:
-    """Run the solver benchmark, print both tables; write solvers.json + config.json into `out` if given."""
+                     show_progress: bool = True, controller: str = "integral", compile: bool = False,
+                     shards: int | None = None, executor: str | None = None) -> dict:
+    """Run the solver benchmark, print both tables; write solvers.json + config.json into `out` if given
+    (`shards`: split over its cases, see `sharded_bench`)."""
     device = resolve_device(device_name)
     default = GPU_BATCH_SIZES if device.type == "cuda" else CPU_BATCH_SIZES
     sizes = _ints(batch_sizes, "--batch-sizes") if batch_sizes else default
@@ -140,17 +180,20 @@ def run_solver_bench(batch_sizes: str | None, steps: int, device_name: str, meth
     cfg = BenchConfig(batch_sizes=sizes, steps=steps, fixed_methods=fixed_m, adaptive_methods=adaptive_m,
                       fields=_names(fields), rtol=rtol, repeats=repeats,
                       controller=choose("--controller", controller, CONTROLLERS), compile=compile)
+    check_sharding("bench solvers", cfg, shards, executor)
     say(header(device))
-    with compile_warnings():
-        with progress_bar("fixed-step", enabled=show_progress) as progress:
-            fixed = fixed_rows(cfg, device, progress)
-        with progress_bar("adaptive", enabled=show_progress) as progress:
-            adapt = adaptive_rows(cfg, device, progress)
-    print_table(fixed_table(fixed, device))
-    if adapt:
-        print_table(adaptive_table(adapt, device))
-    result = {"machine": machine_facts(device), "fixed": fixed, "adaptive": adapt}
-    _write(out, "solvers", cfg, device, result)
+    result = sharded_bench("bench solvers", cfg, shards, executor, out, device_name, None, show_progress)
+    if result is None:
+        with compile_warnings():
+            with progress_bar("fixed-step", enabled=show_progress) as progress:
+                fixed = fixed_rows(cfg, device, progress)
+            with progress_bar("adaptive", enabled=show_progress) as progress:
+                adapt = adaptive_rows(cfg, device, progress)
+        result = {"machine": machine_facts(device), "fixed": fixed, "adaptive": adapt}
+        _write(out, "solvers", cfg, device, result)
+    print_table(fixed_table(result["fixed"], device))
+    if result["adaptive"]:
+        print_table(adaptive_table(result["adaptive"], device))
     return result
 
 
@@ -179,10 +222,13 @@ def solvers(
     compile: bool = typer.Option(False, "--compile", help="Also time gentool with torch.compile (inductor)."),
     out: Path = typer.Option(None, "--out", help="Run directory for solvers.json and config.json."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    shards: int = typer.Option(None, "--shards", help=SHARDS_HELP),
+    executor: str = typer.Option(None, "--executor", help=f"Where --shards run: {', '.join(EXECUTORS)} "
+                                 "[default: local]."),
 ) -> None:
     """Time gentool's solvers against torchdiffeq, a hand-written loop and the model alone."""
     run_solver_bench(batch_sizes, steps, device, methods, adaptive, fields, rtol, repeats, out,
-                     show_progress=progress, controller=controller, compile=compile)
+                     show_progress=progress, controller=controller, compile=compile, shards=shards, executor=executor)
 
 
 def sampler_table(rows: list[dict], device: torch.device) -> Table:
@@ -221,8 +267,10 @@ def sampler_table(rows: list[dict], device: torch.device) -> Table:
 
 def run_sampler_bench(batch_sizes: str | None, nfe: str, samplers: str, device_name: str, compile: bool,
                       repeats: int, accuracy_n: int, out: Path | None, show_progress: bool = True,
-                      clock: str = "wall", threads: int | None = None) -> dict:
-    """Run the sampler benchmark and print its table; write samplers.json + config.json into `out` if given."""
+                      clock: str = "wall", threads: int | None = None, shards: int | None = None,
+                      executor: str | None = None) -> dict:
+    """Run the sampler benchmark and print its table; write samplers.json + config.json into `out` if given
+    (`shards`: split over its cases, see `sharded_bench`)."""
     device = resolve_device(device_name)
     choose("--clock", clock, CLOCKS)
     require(clock == "wall" or device.type == "cpu", "--clock cpu is for CPU runs; allowed on CUDA: wall")
@@ -237,15 +285,18 @@ def run_sampler_bench(batch_sizes: str | None, nfe: str, samplers: str, device_n
     cfg = sbench.SamplerBenchConfig(batch_sizes=_ints(batch_sizes, "--batch-sizes") if batch_sizes else default,
                                     nfes=_ints(nfe, "--nfe"), samplers=names, compile=compile, repeats=repeats,
                                     accuracy_n=accuracy_n, clock=clock)
+    check_sharding("bench samplers", cfg, shards, executor)
     say(header(device))
-    with compile_warnings():
-        with progress_bar("accuracy (gmm-ring)", enabled=show_progress) as progress:
-            errors = sbench.ring_errors(cfg, progress)
-        with progress_bar("timing", enabled=show_progress) as progress:
-            rows = sbench.sampler_rows(cfg, device, errors, progress)
-    print_table(sampler_table(rows, device))
-    result = {"machine": machine_facts(device), "samplers": rows}
-    _write(out, "samplers", cfg, device, result)
+    result = sharded_bench("bench samplers", cfg, shards, executor, out, device_name, threads, show_progress)
+    if result is None:
+        with compile_warnings():
+            with progress_bar("accuracy (gmm-ring)", enabled=show_progress) as progress:
+                errors = sbench.ring_errors(cfg, progress)
+            with progress_bar("timing", enabled=show_progress) as progress:
+                rows = sbench.sampler_rows(cfg, device, errors, progress)
+        result = {"machine": machine_facts(device), "samplers": rows}
+        _write(out, "samplers", cfg, device, result)
+    print_table(sampler_table(result["samplers"], device))
     return result
 
 
@@ -270,6 +321,9 @@ def samplers(
                               "`sample --compat diffusers` against the diffusers scheduler's own loop on it."),
     steps: int = typer.Option(20, "--steps", help="With --model: sampler steps."),
     cfg: float = typer.Option(7.5, "--cfg", help="With --model, text pipelines: guidance scale."),
+    shards: int = typer.Option(None, "--shards", help=SHARDS_HELP),
+    executor: str = typer.Option(None, "--executor", help=f"Where --shards run: {', '.join(EXECUTORS)} "
+                                 "[default: local]."),
 ) -> None:
     """Time every plan sampler (gentool eager, graph, compiled; model alone; plain loop) next to its accuracy; with
     --model, gentool against diffusers' own loop on that model."""
@@ -278,7 +332,7 @@ def samplers(
                         repeats, clock, threads)
         return
     run_sampler_bench(batch_sizes, nfe, samplers, device, compile, repeats, accuracy_n, out, show_progress=progress,
-                      clock=clock, threads=threads)
+                      clock=clock, threads=threads, shards=shards, executor=executor)
 
 
 def run_model_bench(model: str, steps: int, batches: tuple[int, ...], cfg: float, device_name: str, repeats: int,

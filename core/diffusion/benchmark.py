@@ -62,17 +62,27 @@ def check_samplers(names: tuple[str, ...]) -> None:
         choose("sampler (plan samplers only)", name, PLAN_SAMPLERS)
 
 
+def ring_reference(cfg: SamplerBenchConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, x_ref): `accuracy_n` starts at sigma_max (float64) and their exact endpoints on the gmm-ring."""
+    x0 = SIGMA_MAX * torch.randn(cfg.accuracy_n, 2, generator=make_generator(cfg.seed), dtype=torch.float64)
+    return x0, reference_flow(make_target("gmm-ring"), x0, SIGMA_MAX)
+
+
+def ring_error(cfg: SamplerBenchConfig, reference: tuple[torch.Tensor, torch.Tensor], name: str, nfe: int) -> float:
+    """Endpoint RMSE sqrt(mean_i |x_i - x_ref,i|^2) of sampler `name` at `nfe` from `ring_reference`'s starts."""
+    x0, ref = reference
+    x, _ = run_sampler(make_target("gmm-ring"), x0, edm_grid(SAMPLERS[name].steps_for_nfe(nfe)), name,
+                       seed=cfg.seed + 1)
+    return float(((x - ref) ** 2).sum(1).mean().sqrt())
+
+
 def ring_errors(cfg: SamplerBenchConfig, progress: Callable[..., None]) -> dict[tuple[str, int], float]:
     """Endpoint RMSE at each (sampler, NFE) on the gmm-ring, float64, `accuracy_n` samples (CPU)."""
-    target = make_target("gmm-ring")
-    x0 = SIGMA_MAX * torch.randn(cfg.accuracy_n, 2, generator=make_generator(cfg.seed), dtype=torch.float64)
-    ref = reference_flow(target, x0, SIGMA_MAX)
+    reference = ring_reference(cfg)
     out, total = {}, len(cfg.samplers) * len(cfg.nfes)
     for name in cfg.samplers:
         for nfe in cfg.nfes:
-            sigmas = edm_grid(SAMPLERS[name].steps_for_nfe(nfe))
-            x, _ = run_sampler(target, x0, sigmas, name, seed=cfg.seed + 1)
-            out[name, nfe] = float(((x - ref) ** 2).sum(1).mean().sqrt())
+            out[name, nfe] = ring_error(cfg, reference, name, nfe)
             progress(len(out), total)
     return out
 
@@ -93,25 +103,34 @@ def _contenders(cfg: SamplerBenchConfig, name: str, den: MLPDenoiser, x0: torch.
     return runs
 
 
+def sampler_cases(cfg: SamplerBenchConfig) -> list[tuple[str, int, int]]:
+    """The table's cases (sampler, batch, NFE budget), in table order."""
+    return [(name, batch, nfe) for name in cfg.samplers for batch in cfg.batch_sizes for nfe in cfg.nfes]
+
+
+def sampler_row(cfg: SamplerBenchConfig, device: torch.device, den: MLPDenoiser, case: tuple[str, int, int],
+                error: float) -> dict:
+    """One case's row: per-step times (s) of each contender, measured together (so their ratios are same-run
+    ratios), and the gmm-ring endpoint RMSE `error` at that NFE."""
+    name, batch, nfe = case
+    x0 = SIGMA_MAX * torch.randn(batch, 2, generator=make_generator(cfg.seed, device), device=device)
+    steps = SAMPLERS[name].steps_for_nfe(nfe)
+    sigmas = edm_grid(steps)
+    plan, _ = sampler_plan(name, tuple(sigmas.tolist()), tuple(sorted(SAMPLERS[name].resolve({}).items())),
+                           batch, x0.dtype, device)  # the plan run_sampler will use (memoised)
+    with torch.no_grad():
+        times = best_times(_contenders(cfg, name, den, x0, sigmas, plan.nfe), device, cfg.repeats, clock=cfg.clock)
+    per_step = {k: v / steps for k, v in times.items()}
+    return {"sampler": name, "batch": batch, "nfe": plan.nfe, "steps": steps, "clock": cfg.clock,
+            "endpoint_rmse": error, **{f"{k}_s": v for k, v in per_step.items()}}
+
+
 def sampler_rows(cfg: SamplerBenchConfig, device: torch.device, errors: dict[tuple[str, int], float],
                  progress: Callable[..., None]) -> list[dict]:
-    """One row per sampler x batch x NFE: per-step times (s) of each contender and the gmm-ring endpoint
-    RMSE at that NFE (`errors`, from `ring_errors`)."""
+    """One row per sampler x batch x NFE (`sampler_row`), the RMSE from `errors` (`ring_errors`)."""
     den = MLPDenoiser(cfg.seed).to(device)
-    rows, total = [], len(cfg.samplers) * len(cfg.batch_sizes) * len(cfg.nfes)
-    for name in cfg.samplers:
-        for batch in cfg.batch_sizes:
-            x0 = SIGMA_MAX * torch.randn(batch, 2, generator=make_generator(cfg.seed, device), device=device)
-            for nfe in cfg.nfes:
-                steps = SAMPLERS[name].steps_for_nfe(nfe)
-                sigmas = edm_grid(steps)
-                plan, _ = sampler_plan(name, tuple(sigmas.tolist()), tuple(sorted(SAMPLERS[name].resolve({}).items())),
-                                       batch, x0.dtype, device)  # the plan run_sampler will use (memoised)
-                with torch.no_grad():
-                    times = best_times(_contenders(cfg, name, den, x0, sigmas, plan.nfe), device, cfg.repeats,
-                                       clock=cfg.clock)
-                per_step = {k: v / steps for k, v in times.items()}
-                rows.append({"sampler": name, "batch": batch, "nfe": plan.nfe, "steps": steps, "clock": cfg.clock,
-                             "endpoint_rmse": errors[name, nfe], **{f"{k}_s": v for k, v in per_step.items()}})
-                progress(len(rows), total)
+    rows, cases = [], sampler_cases(cfg)
+    for case in cases:
+        rows.append(sampler_row(cfg, device, den, case, errors[case[0], case[2]]))
+        progress(len(rows), len(cases))
     return rows

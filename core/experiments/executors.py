@@ -24,7 +24,7 @@ from gentool.core.experiments import resources, slurm
 from gentool.core.experiments.points import Point
 from gentool.core.experiments.recipe import Recipe
 from gentool.core.experiments.resources import Resources, parse_mem
-from gentool.core.jobs import JOBS
+from gentool.core.jobs import RUNNABLE
 
 EXECUTORS = ("local", "slurm", "debug")
 DEFAULT_ARRAY_PARALLELISM = 16
@@ -54,7 +54,7 @@ class ExecutorOptions(Resources):
 def point_mem_mb(point: Point, gpus: int = 0) -> int:
     """Memory one point needs: the process plus `PAIR_BYTES` per pair of the largest sample count among
     the config's `SAMPLE_COUNT_FIELDS`, rounded up to `MEM_STEP_MB`."""
-    config = config_dict(make_config(JOBS[point.command].config, point.options))
+    config = config_dict(make_config(RUNNABLE[point.command].config, point.options))
     counts = [int(v) for k, v in config.items() if k in SAMPLE_COUNT_FIELDS and isinstance(v, int)]
     n = max(counts, default=0)
     mb = (GPU_PROCESS_MB if gpus else PROCESS_MB) + PAIR_BYTES * n * n / 2**20

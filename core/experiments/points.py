@@ -24,7 +24,7 @@ from gentool.core.config import config_dict, make_config
 from gentool.core.errors import BadInput, GentoolError, Interrupted
 from gentool.core.experiments.recipe import Recipe, grid_options, split_options
 from gentool.core.io import atomic_write_json, environment_info
-from gentool.core.jobs import JOBS
+from gentool.core.jobs import JOBS, RUNNABLE
 from gentool.core.run import execute, resolve_device
 from gentool.core.run.contract import UnitRange
 from gentool.core.run.device import use_threads
@@ -195,7 +195,7 @@ def run_point(point: Point, recipe_info: dict[str, Any], lock_wait_s: float = LO
         return PointResult(point.point_id, 0, 0.0, "complete already", SKIPPED)
     start = time.perf_counter()
     try:
-        spec = JOBS[point.command]
+        spec = RUNNABLE[point.command]
         config = make_config(spec.config, point.options)
         use_threads(point.run.get("threads"))
         seed = int(point.run.get("seed", 0))

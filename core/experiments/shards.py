@@ -46,7 +46,8 @@ from gentool.core.experiments.points import POINT, Point
 from gentool.core.experiments.recipe import Recipe
 from gentool.core.experiments.sweep import SweepOutcome, executor_options, plan, run_sweep
 from gentool.core.io import atomic_write_json, load_torch_file, read_json, read_jsonl
-from gentool.core.jobs import JOBS
+from gentool.core.jobs import RUNNABLE
+from gentool.core.jobs.bench import BENCHES
 from gentool.core.progress import attach
 from gentool.core.run import RunResult, execute, resolve_device
 from gentool.core.run.contract import Job, Row
@@ -104,6 +105,8 @@ SHARDABLE = {
     "sample": Sharding("batches", _batches, hint="; the units are batches: set batch_size to n / shards or less"),
     "optimize compare": Sharding("entries", lambda config: len(_entries(config)), _compare_part,
                                  hint="; the units are the table's entries (methods, Frank-Wolfe steps)"),
+    **{command: Sharding("cases", lambda config, c=command: len(BENCHES[c].cases(config)),
+                         hint="; the units are the benchmark's cases") for command in BENCHES},
 }
 
 
@@ -309,7 +312,7 @@ def merge(out: str | Path, progress: Callable[..., None] | None = None) -> RunRe
     if missing:
         raise BadInput(f"cannot merge {out}: shard(s) {', '.join(missing)} not complete; re-run the same command "
                        "with its shards to finish them")
-    spec = JOBS[command]
+    spec = RUNNABLE[command]
     job = spec.make(make_config(spec.config, stored), seed, resolve_device(run.get("device", "auto")))
     attach(job, progress)  # the merge's metrics and figures phases
     if plan.get("merge", "interleave") == "interleave":

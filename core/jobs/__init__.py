@@ -19,6 +19,7 @@ from typing import Any
 
 from gentool.core.config import make_config
 from gentool.core.errors import choose
+from gentool.core.jobs import bench
 from gentool.core.run.contract import JobSpec
 from gentool.core.run.device import resolve_device
 from gentool.core.run.execute import RunResult, execute
@@ -36,6 +37,9 @@ def _load() -> dict[str, JobSpec]:
 
 
 JOBS: dict[str, JobSpec] = _load()
+# jobs that are no command of their own but run through the run contract when sharded (`bench ... --shards`)
+BENCH_JOBS: dict[str, JobSpec] = {s.command: s for s in (bench.SAMPLERS, bench.SOLVERS)}
+RUNNABLE: dict[str, JobSpec] = {**JOBS, **BENCH_JOBS}  # what a point or a shard may run
 
 
 def get_spec(command: str) -> JobSpec:

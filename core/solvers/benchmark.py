@@ -137,32 +137,44 @@ def model_floor(f: Field, x: torch.Tensor, t: torch.Tensor, calls: int) -> Calla
     return graph.replay
 
 
-def fixed_rows(cfg: BenchConfig, device: torch.device, progress: Callable[..., None]) -> list[dict]:
-    """Per-step wall time of every fixed method and batch size, with ratios to the floor."""
-    rows, total = [], len(cfg.fields) * len(cfg.fixed_methods) * len(cfg.batch_sizes)
+def fixed_cases(cfg: BenchConfig) -> list[tuple[str, str, int]]:
+    """The fixed-step table's cases (field, method, batch), in table order."""
+    return [(field, method, batch) for field in cfg.fields for method in cfg.fixed_methods
+            for batch in cfg.batch_sizes]
+
+
+def fixed_row(cfg: BenchConfig, device: torch.device, f: Field, case: tuple[str, str, int]) -> dict:
+    """One case's per-step wall times of gentool, torchdiffeq, the hand loop and the floor, measured together,
+    with ratios to the floor (same-run ratios); `f` is `make_field(field, device, cfg.seed)`."""
+    field, method, batch = case
     grid = torch.linspace(1.0, 0.0, cfg.steps + 1).tolist()
     tgrid = torch.tensor(grid, device=device)
-    for field in cfg.fields:
-        f = make_field(field, device, cfg.seed)
-        for method in cfg.fixed_methods:
-            for batch in cfg.batch_sizes:
-                x0 = torch.randn(batch, 2, generator=make_generator(cfg.seed, device), device=device)
-                nfe = FIXED_TABLEAUS[method].stages * cfg.steps
-                times = {
-                    "gentool": lambda: batch_odeint(f, x0, tgrid, method),  # noqa: B023
-                    "torchdiffeq": lambda: torchdiffeq.odeint(  # noqa: B023
-                        lambda t, x: f(t.expand(x.shape[0]), x), x0, tgrid, method=METHOD_NAMES[method]),  # noqa: B023
-                    "hand": lambda: hand_loop(method, f, x0, grid),  # noqa: B023
-                    "floor": model_floor(f, x0, tgrid[0].expand(batch), nfe),
-                }
-                if cfg.compile:
-                    times["compiled"] = lambda: batch_odeint(f, x0, tgrid, method, compile=True)  # noqa: B023
-                with torch.no_grad():
-                    per_step = {k: v / cfg.steps for k, v in best_times(times, device, cfg.repeats).items()}
-                rows.append({"field": field, "method": method, "batch": batch, "steps": cfg.steps,
-                             **{f"{k}_s": v for k, v in per_step.items()},
-                             **{f"{k}_ratio": v / per_step["floor"] for k, v in per_step.items()}})
-                progress(len(rows), total)
+    x0 = torch.randn(batch, 2, generator=make_generator(cfg.seed, device), device=device)
+    nfe = FIXED_TABLEAUS[method].stages * cfg.steps
+    times = {
+        "gentool": lambda: batch_odeint(f, x0, tgrid, method),
+        "torchdiffeq": lambda: torchdiffeq.odeint(
+            lambda t, x: f(t.expand(x.shape[0]), x), x0, tgrid, method=METHOD_NAMES[method]),
+        "hand": lambda: hand_loop(method, f, x0, grid),
+        "floor": model_floor(f, x0, tgrid[0].expand(batch), nfe),
+    }
+    if cfg.compile:
+        times["compiled"] = lambda: batch_odeint(f, x0, tgrid, method, compile=True)
+    with torch.no_grad():
+        per_step = {k: v / cfg.steps for k, v in best_times(times, device, cfg.repeats).items()}
+    return {"field": field, "method": method, "batch": batch, "steps": cfg.steps,
+            **{f"{k}_s": v for k, v in per_step.items()},
+            **{f"{k}_ratio": v / per_step["floor"] for k, v in per_step.items()}}
+
+
+def fixed_rows(cfg: BenchConfig, device: torch.device, progress: Callable[..., None]) -> list[dict]:
+    """Per-step wall time of every fixed method and batch size, with ratios to the floor (`fixed_row`)."""
+    rows, cases, fields = [], fixed_cases(cfg), {}
+    for case in cases:
+        if case[0] not in fields:
+            fields[case[0]] = make_field(case[0], device, cfg.seed)
+        rows.append(fixed_row(cfg, device, fields[case[0]], case))
+        progress(len(rows), len(cases))
     return rows
 
 
@@ -214,22 +226,33 @@ def _adaptive_contenders(f: Field, x0: torch.Tensor, t: torch.Tensor, cfg: Bench
     return stats, runs
 
 
+def adaptive_cases(cfg: BenchConfig) -> list[tuple[str, int]]:
+    """The adaptive table's cases (method, batch), in table order."""
+    return [(method, batch) for method in cfg.adaptive_methods for batch in cfg.batch_sizes]
+
+
+def adaptive_row(cfg: BenchConfig, device: torch.device, f: Field, case: tuple[str, int]) -> dict:
+    """One case's NFE and wall time at equal tolerance (rtol, atol = rtol/100) on [0, 1] of gentool and its
+    peers, measured together; `f` is `make_field("mlp2", device, cfg.seed)`."""
+    method, batch = case
+    t = torch.tensor([0.0, 1.0], device=device)
+    x0 = torch.randn(batch, 2, generator=make_generator(cfg.seed, device), device=device)
+    with torch.no_grad():
+        stats, runs = _adaptive_contenders(f, x0, t, cfg, method)  # ran each contender once
+        times = best_times(runs, device, cfg.repeats, warmup=False)
+    diffrax = DIFFRAX_H100_MS.get(batch) if device.type == "cuda" and method == "dopri5" else None
+    return {"method": method, "batch": batch, "rtol": cfg.rtol, "controller": cfg.controller, **stats,
+            **{f"{k}_s": v for k, v in times.items()},
+            **({"diffrax_h100_ms": diffrax} if diffrax is not None else {})}
+
+
 def adaptive_rows(cfg: BenchConfig, device: torch.device, progress: Callable[..., None]) -> list[dict]:
     """NFE and wall time at equal tolerance (rtol, atol = rtol/100) on [0, 1] for the adaptive methods."""
-    rows, total = [], len(cfg.adaptive_methods) * len(cfg.batch_sizes)
+    rows, cases = [], adaptive_cases(cfg)
     f = make_field("mlp2", device, cfg.seed)
-    t = torch.tensor([0.0, 1.0], device=device)
-    for method in cfg.adaptive_methods:
-        for batch in cfg.batch_sizes:
-            x0 = torch.randn(batch, 2, generator=make_generator(cfg.seed, device), device=device)
-            with torch.no_grad():
-                stats, runs = _adaptive_contenders(f, x0, t, cfg, method)  # ran each contender once
-                times = best_times(runs, device, cfg.repeats, warmup=False)
-            diffrax = DIFFRAX_H100_MS.get(batch) if device.type == "cuda" and method == "dopri5" else None
-            rows.append({"method": method, "batch": batch, "rtol": cfg.rtol, "controller": cfg.controller, **stats,
-                         **{f"{k}_s": v for k, v in times.items()},
-                         **({"diffrax_h100_ms": diffrax} if diffrax is not None else {})})
-            progress(len(rows), total)
+    for case in cases:
+        rows.append(adaptive_row(cfg, device, f, case))
+        progress(len(rows), len(cases))
     return rows
 
 
