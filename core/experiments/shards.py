@@ -2,7 +2,7 @@
 
     outcome, merged = run_sharded("sample", config, seed, {"device": "cpu"}, "runs/big", 4, "slurm")
 
-A shardable command names its independent units (`SHARDABLE`), split in one of three ways:
+A shardable command names its independent units (`SHARDABLE`), split in one of these ways:
 
 - by a part config, interleaved (mad-loop): the units are its seeds (seed ids `seed .. seed + seeds - 1`; every draw of
   seed id k comes from `generation_rng(k, t, stream)`, so a seed's numbers do not depend on which other seeds
@@ -15,6 +15,9 @@ A shardable command names its independent units (`SHARDABLE`), split in one of t
   units in order and their final states (`merge_states` of the job class), so the merged `samples.npz`
   (x, x0, labels) is the whole run's, and `finish` computes the metrics (Fréchet distances, figures, PNGs
   numbered globally) once over all samples.
+- by unit range, the benchmark's cases (bench samplers, bench solvers: `gentool.core.jobs.bench`, jobs of
+  `RUNNABLE` though not commands of `JOBS`): shard i measures cases `a_i + 1 .. b_i`, each with its peers and
+  floor in the same task (same-run ratios); the merge concatenates the rows in case order into one table.
 - by a part config, concatenated (optimize compare: the table's entries): shard i is the comparison of
   entries `[a_i, b_i)` (their methods and Frank-Wolfe steps); the merge concatenates the shards' units and
   results (`merge_states`), and `finish` computes the table (F* over all methods) once.
