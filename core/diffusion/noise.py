@@ -85,6 +85,9 @@ def element_keys(seed: int, first: int, batch: int, numel: int, device: torch.de
     return torch.where(h >= 1 << 31, h - (1 << 32), h).to(torch.int32)
 
 
+HALF_ULP = {torch.float64: torch.tensor(2.0**-32, dtype=torch.float64), torch.float32: torch.tensor(2.0**-24)}
+
+
 @functools.lru_cache(maxsize=16)
 def draw_salts(start: int, n: int, device: torch.device) -> torch.Tensor:
     """The salts s = `mix32(k + 0x9E3779B9)` of draws k = start..start+n-1, stored as `xorshift16(s)`, as an int32
@@ -102,10 +105,10 @@ def hashed_normal(elem_keys: torch.Tensor, draws: range, dtype: torch.dtype) -> 
     For float32 and narrower states h keeps its top 24 bits (u = (h >> 8 + 1/2) 2^-23, exact in float32:
     |z| < 5.4), else u is formed in float64 (|z| < 6.2)."""
     h = mix32_(elem_keys[None, :] ^ draw_salts(draws.start, len(draws), elem_keys.device), start=1)
-    if dtype.itemsize > 4:
-        u = h.to(torch.float64).add_(0.5).mul_(2.0**-31)
+    if dtype.itemsize > 4:  # one kernel: the integer words promote to the 0-d offset's float dtype, exactly
+        u = torch.add(HALF_ULP[torch.float64], h, alpha=2.0**-31)
     else:
-        u = (h >> 8).to(torch.float32).add_(0.5).mul_(2.0**-23)
+        u = torch.add(HALF_ULP[torch.float32], h.bitwise_right_shift_(8), alpha=2.0**-23)
     return u.erfinv_().mul_(math.sqrt(2.0)).to(dtype)
 
 
