@@ -6,12 +6,15 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import typer
 from gentool.cli._common import handle_errors, print_table, progress_bar, say
+from gentool.cli._jobs import run_shards, slurm_flags
+from gentool.cli.experiments import _with_resources
 from gentool.core.config import config_dict
 from gentool.core.diffusion import benchmark as sbench
 from gentool.core.errors import BadInput, choose, require
@@ -134,8 +137,9 @@ SHARDS_HELP = ("Split the benchmark's cases over K tasks (each case with its pee
                "one table in case order; a re-run resumes the unfinished parts.")
 
 
-def check_sharding(command: str, cfg: object, shards: int | None, executor: str | None) -> None:
+def check_sharding(command: str, cfg: object, how: Sharded) -> None:
     """Before anything is printed: `executor` only with `shards`, `shards` within the benchmark's cases."""
+    shards, executor = how.shards, how.executor
     if shards is None:
         if executor is not None:
             raise BadInput(f"executor applies to a benchmark run with shards; executors: {', '.join(EXECUTORS)}")
@@ -145,20 +149,36 @@ def check_sharding(command: str, cfg: object, shards: int | None, executor: str 
     shard_ranges(plan.units(cfg), shards, plan.hint)
 
 
-def sharded_bench(command: str, cfg: object, shards: int | None, executor: str | None, out: Path | None,
-                  device: str, threads: int | None, progress: bool) -> dict | None:
-    """With `shards`: run bench `command` split over its cases (`gentool.core.jobs.bench`) and merged into `out`
-    (default runs/bench-<name>); return the merged result as `<name>.json` holds it (None: without shards).
-    Exit 1 or 130 when some shard is not complete."""
-    from gentool.cli._jobs import run_shards  # (the job commands' plumbing)
+@dataclass(frozen=True)
+class Sharded:
+    """How a bench runs sharded: K (None: unsharded), the executor, Slurm resources given, dry run."""
 
-    if shards is None:
+    shards: int | None = None
+    executor: str | None = None
+    slurm: dict[str, Any] = field(default_factory=dict)
+    dry_run: bool = False
+
+
+def sharded_options(shards: int | None, executor: str | None, dry_run: bool, resources: dict[str, Any]) -> Sharded:
+    """The sharding options of a bench command (Slurm resources only with shards on the slurm executor)."""
+    if dry_run and shards is None:
+        raise BadInput("dry_run applies to a run with shards (it prints how they would be submitted)")
+    return Sharded(shards, executor, slurm_flags(resources, shards, executor or "local"), dry_run)
+
+
+def sharded_bench(command: str, cfg: object, how: Sharded, out: Path | None, device: str, threads: int | None,
+                  progress: bool) -> dict | None:
+    """With `how.shards`: run bench `command` split over its cases (`gentool.core.jobs.bench`) and merged into
+    `out` (default runs/bench-<name>); return the merged result as `<name>.json` holds it (None: without shards).
+    Exit 1 or 130 when some shard is not complete; a dry run prints the plan and exits 0."""
+    if how.shards is None:
         return None
     spec = BENCH_JOBS[command]
     out = Path(spec.default_out) if out is None else out
-    code = run_shards(spec, config_dict(cfg), shards, executor or "local", out=out, seed=None, device=device,
-                      threads=threads, resume=False, progress=progress, plots=False)
-    if code:
+    code = run_shards(spec, config_dict(cfg), how.shards, how.executor or "local", out=out, seed=None,
+                      device=device, threads=threads, resume=False, progress=progress, plots=False, flags=how.slurm,
+                      dry_run=how.dry_run)
+    if code or how.dry_run:
         raise typer.Exit(code)
     return read_json(out / f"{command.split()[-1]}.json")
 
@@ -166,9 +186,9 @@ def sharded_bench(command: str, cfg: object, shards: int | None, executor: str |
 def run_solver_bench(batch_sizes: str | None, steps: int, device_name: str, methods: str, adaptive: str,
                      fields: str, rtol: float, repeats: int, out: Path | None,
                      show_progress: bool = True, controller: str = "integral", compile: bool = False,
-                     shards: int | None = None, executor: str | None = None) -> dict:
+                     sharded: Sharded = Sharded()) -> dict:
     """Run the solver benchmark, print both tables; write solvers.json + config.json into `out` if given
-    (`shards`: split over its cases, see `sharded_bench`)."""
+    (`sharded`: split over its cases, see `sharded_bench`)."""
     device = resolve_device(device_name)
     default = GPU_BATCH_SIZES if device.type == "cuda" else CPU_BATCH_SIZES
     sizes = _ints(batch_sizes, "--batch-sizes") if batch_sizes else default
@@ -180,9 +200,9 @@ def run_solver_bench(batch_sizes: str | None, steps: int, device_name: str, meth
     cfg = BenchConfig(batch_sizes=sizes, steps=steps, fixed_methods=fixed_m, adaptive_methods=adaptive_m,
                       fields=_names(fields), rtol=rtol, repeats=repeats,
                       controller=choose("--controller", controller, CONTROLLERS), compile=compile)
-    check_sharding("bench solvers", cfg, shards, executor)
+    check_sharding("bench solvers", cfg, sharded)
     say(header(device))
-    result = sharded_bench("bench solvers", cfg, shards, executor, out, device_name, None, show_progress)
+    result = sharded_bench("bench solvers", cfg, sharded, out, device_name, None, show_progress)
     if result is None:
         with compile_warnings():
             with progress_bar("fixed-step", enabled=show_progress) as progress:
@@ -206,6 +226,7 @@ def _write(out: Path | None, name: str, cfg: object, device: torch.device, resul
 
 
 @bench_app.command("solvers")
+@_with_resources
 @handle_errors
 def solvers(
     batch_sizes: str = typer.Option(None, "--batch-sizes", help="Comma-separated batch sizes "
@@ -225,10 +246,14 @@ def solvers(
     shards: int = typer.Option(None, "--shards", help=SHARDS_HELP),
     executor: str = typer.Option(None, "--executor", help=f"Where --shards run: {', '.join(EXECUTORS)} "
                                  "[default: local]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --shards: print each shard's state and how they "
+                                 "would be submitted (slurm: the sbatch script); submit and write nothing."),
+    **resources: Any,
 ) -> None:
     """Time gentool's solvers against torchdiffeq, a hand-written loop and the model alone."""
     run_solver_bench(batch_sizes, steps, device, methods, adaptive, fields, rtol, repeats, out,
-                     show_progress=progress, controller=controller, compile=compile, shards=shards, executor=executor)
+                     show_progress=progress, controller=controller, compile=compile,
+                     sharded=sharded_options(shards, executor, dry_run, resources))
 
 
 def sampler_table(rows: list[dict], device: torch.device) -> Table:
@@ -267,10 +292,9 @@ def sampler_table(rows: list[dict], device: torch.device) -> Table:
 
 def run_sampler_bench(batch_sizes: str | None, nfe: str, samplers: str, device_name: str, compile: bool,
                       repeats: int, accuracy_n: int, out: Path | None, show_progress: bool = True,
-                      clock: str = "wall", threads: int | None = None, shards: int | None = None,
-                      executor: str | None = None) -> dict:
+                      clock: str = "wall", threads: int | None = None, sharded: Sharded = Sharded()) -> dict:
     """Run the sampler benchmark and print its table; write samplers.json + config.json into `out` if given
-    (`shards`: split over its cases, see `sharded_bench`)."""
+    (`sharded`: split over its cases, see `sharded_bench`)."""
     device = resolve_device(device_name)
     choose("--clock", clock, CLOCKS)
     require(clock == "wall" or device.type == "cpu", "--clock cpu is for CPU runs; allowed on CUDA: wall")
@@ -285,9 +309,9 @@ def run_sampler_bench(batch_sizes: str | None, nfe: str, samplers: str, device_n
     cfg = sbench.SamplerBenchConfig(batch_sizes=_ints(batch_sizes, "--batch-sizes") if batch_sizes else default,
                                     nfes=_ints(nfe, "--nfe"), samplers=names, compile=compile, repeats=repeats,
                                     accuracy_n=accuracy_n, clock=clock)
-    check_sharding("bench samplers", cfg, shards, executor)
+    check_sharding("bench samplers", cfg, sharded)
     say(header(device))
-    result = sharded_bench("bench samplers", cfg, shards, executor, out, device_name, threads, show_progress)
+    result = sharded_bench("bench samplers", cfg, sharded, out, device_name, threads, show_progress)
     if result is None:
         with compile_warnings():
             with progress_bar("accuracy (gmm-ring)", enabled=show_progress) as progress:
@@ -301,6 +325,7 @@ def run_sampler_bench(batch_sizes: str | None, nfe: str, samplers: str, device_n
 
 
 @bench_app.command("samplers")
+@_with_resources
 @handle_errors
 def samplers(
     batch_sizes: str = typer.Option(None, "--batch-sizes", help="Comma-separated batch sizes "
@@ -324,15 +349,20 @@ def samplers(
     shards: int = typer.Option(None, "--shards", help=SHARDS_HELP),
     executor: str = typer.Option(None, "--executor", help=f"Where --shards run: {', '.join(EXECUTORS)} "
                                  "[default: local]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --shards: print each shard's state and how they "
+                                 "would be submitted (slurm: the sbatch script); submit and write nothing."),
+    **resources: Any,
 ) -> None:
     """Time every plan sampler (gentool eager, graph, compiled; model alone; plain loop) next to its accuracy; with
     --model, gentool against diffusers' own loop on that model."""
     if model is not None:
+        require(shards is None and executor is None and not dry_run, "shards applies to the plan-sampler benchmark, "
+                "not to a --model benchmark")
         run_model_bench(model, steps, _ints(batch_sizes, "--batch-sizes") if batch_sizes else (1,), cfg, device,
                         repeats, clock, threads)
         return
     run_sampler_bench(batch_sizes, nfe, samplers, device, compile, repeats, accuracy_n, out, show_progress=progress,
-                      clock=clock, threads=threads, shards=shards, executor=executor)
+                      clock=clock, threads=threads, sharded=sharded_options(shards, executor, dry_run, resources))
 
 
 def run_model_bench(model: str, steps: int, batches: tuple[int, ...], cfg: float, device_name: str, repeats: int,

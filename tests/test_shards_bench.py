@@ -25,8 +25,8 @@ CASE_KEYS = {"samplers": ("sampler", "batch", "nfe", "steps", "clock", "endpoint
 
 
 def _header(output: str) -> list[str]:
-    """The printed tables' header rows (column names)."""
-    return [line for line in output.splitlines() if line.startswith("┃")]
+    """The printed tables' column names (header rows, without the padding that the values' widths set)."""
+    return [[c.strip() for c in line.split("┃")] for line in output.splitlines() if line.startswith("┃")]
 
 
 def _run(argv: list[str], out: Path) -> tuple[dict, str]:
@@ -62,7 +62,8 @@ def test_bench_cases_are_the_table_order() -> None:
     cfg = SamplerBenchConfig(batch_sizes=(8, 16), nfes=(3,), samplers=("euler", "heun"))
     assert [c for _, c in BENCHES["bench samplers"].cases(cfg)] == [("euler", 8, 3), ("euler", 16, 3),
                                                                     ("heun", 8, 3), ("heun", 16, 3)]
-    cfg = BenchConfig(batch_sizes=(8,), fixed_methods=("euler",), adaptive_methods=("bosh3", "dopri5"), fields=("mlp2",))
+    cfg = BenchConfig(batch_sizes=(8,), fixed_methods=("euler",), adaptive_methods=("bosh3", "dopri5"),
+                      fields=("mlp2",))
     assert BENCHES["bench solvers"].cases(cfg) == [("fixed", ("mlp2", "euler", 8)), ("adaptive", ("bosh3", 8)),
                                                    ("adaptive", ("dopri5", 8))]
 
@@ -77,3 +78,27 @@ def test_bad_bench_sharding_is_one_line_and_writes_nothing(tmp_path: Path, extra
     res = runner.invoke(app, [*SAMPLERS, *extra, "--out", str(tmp_path / "b")])
     assert res.exit_code == 2 and message in res.output, res.output
     assert "device:" not in res.output and list(tmp_path.iterdir()) == []
+
+
+def test_a_sharded_bench_on_slurm_dry_run_prints_the_sbatch_script_and_writes_nothing(tmp_path: Path) -> None:
+    res = runner.invoke(app, [*SOLVERS, "--shards", "2", "--executor", "slurm", "--dry-run", "--account", "a",
+                              "--qos", "q", "--constraint", "c", "--setup", "module load x", "--out",
+                              str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    for line in ("#SBATCH --account=a", "#SBATCH --qos=q", "#SBATCH --constraint=c", "#SBATCH --array=0-1%2",
+                 "module load x"):
+        assert line in res.output.splitlines(), line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--account", "a"], "account given without shards"),
+    (["--shards", "2", "--executor", "debug", "--qos", "q"], "qos given with executor 'debug'"),
+    (["--dry-run"], "dry_run applies to a run with shards"),
+    (["--model", "some/model", "--shards", "2"], "shards applies to the plan-sampler benchmark"),
+])
+def test_slurm_resources_and_dry_run_of_a_bench_need_slurm_shards(tmp_path: Path, extra: list[str], message: str
+                                                                  ) -> None:
+    res = runner.invoke(app, [*SAMPLERS, *extra, "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert list(tmp_path.iterdir()) == []
