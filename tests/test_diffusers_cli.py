@@ -65,7 +65,9 @@ def test_sample_writes_images_in_batches(model: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_every_sampler_runs_on_a_diffusers_model(model: Path, tmp_path: Path, sampler: str) -> None:
-    result = run_job("sample", tmp_path, model=str(model), sampler=sampler, steps=4, n=3, plots=False)
+    # the adaptive PF-ODE at its default tolerance (1e-5) takes hundreds of UNet calls; 1e-3 runs the same path
+    loose = {"rtol": 1e-3, "atol": 1e-3} if sampler == "ode" else {}
+    result = run_job("sample", tmp_path, model=str(model), sampler=sampler, steps=4, n=3, plots=False, **loose)
     assert result.summary["nfe"] >= 4
     assert np.isfinite(np.load(tmp_path / "samples.npz")["x"]).all()
 
