@@ -31,6 +31,7 @@ objective = "softmax"
 x = [1, 0.5, -1]
 steps = 20
 progress = false
+plots = false
 [sweep]
 method = ["frank-wolfe", "exponentiated-gradient", "projected-gradient", "softmax-gd"]
 seeds = [0, 1]
