@@ -295,9 +295,10 @@ def test_sde_samplers_sample_the_gaussian(name: str) -> None:
     assert abs(float(x.var()) - s * s) < 4 * s * s * math.sqrt(2 / (n - 1))
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if LAW[n] > 200 else n for n in sorted(LAW)])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if LAW[n] >= 200 else n for n in sorted(LAW)])
 def test_sde_samplers_keep_the_ring_mode_weights(name: str) -> None:
-    """gmm-ring (8 equal modes), 20k samples: each mode's share within 4 s.e. of 1/8."""
+    """gmm-ring (8 equal modes), 20k samples: each mode's share within 4 s.e. of 1/8 (samplers checked at 200
+    steps or more are `slow` here; their Gaussian law check above runs in the default suite)."""
     n, ring = 20000, TARGETS["gmm-ring"]
     x0 = 80.0 * torch.randn(n, 2, dtype=F64, generator=torch.Generator().manual_seed(13))
     x = run_sampler(ring, x0, edm_grid(LAW[name]), name, seed=14)[0]

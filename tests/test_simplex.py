@@ -22,7 +22,7 @@ from scipy.special import softmax
 from simplex_problems import as_tensor, problem
 
 OBJECTIVES = ("sparsemax", "softmax", "kl", "quadratic", "portfolio")
-SLOW_AT_1000 = {("kl", "frank-wolfe"), ("kl", "softmax-gd"), ("quadratic", "frank-wolfe"),
+SLOW_AT_1000 = {("kl", "frank-wolfe"), ("kl", "softmax-gd"), ("softmax", "frank-wolfe"), ("quadratic", "frank-wolfe"),
                 ("quadratic", "exponentiated-gradient"), ("portfolio", "frank-wolfe"),
                 ("portfolio", "exponentiated-gradient")}
 
