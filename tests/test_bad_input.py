@@ -224,7 +224,7 @@ PARTICLES = [
     (["--target", "os:getcwd", "--dim", "2", "--data", "NPZ2"], 2, "takes 0 argument(s) but data was given"),
     (["--target", "os:nope", "--dim", "2"], 2, "cannot import target 'os:nope'"),
     (["--target", "math:sqrt", "--dim", "2"], 2, "target 'math:sqrt' raised ValueError"),
-    (["--bandwidth", "0"], 2, "bandwidth must be a finite number > 0"),
+    (["--bandwidth", "0"], 2, "bandwidth must be a finite number in (0, 1e+150]"),
     (["--bandwidth", "0.5"], 2, "bandwidth applies to method kde-flow, svgd, mmd-flow, not 'langevin'"),
     (["--method", "mmd-flow", "--target", "gaussian", "--bandwidth", "0.5"], 2, "the energy mmd_kernel has no "
      "bandwidth"),
