@@ -126,10 +126,14 @@ def test_checkpoint_contents_are_checked(tmp_path: Path, checkpoint_state: dict[
     (["mad-loop", "--family", "kde", "--n-real", "100000", "--n-test", "100000", "--metrics", "exact_w2"],
      "mad-loop (seeds=1"),
     (["bound", "--target", "gaussian", "--perturb", "0.1", "--dim", "100000", "-n", "10000000"], "bound (n=10000000"),
+    (["sample", "--target", "gaussian", "--dim", "100000", "-n", "100000000"], "sample (n=100000000, batch_size=None"),
+    (["sample", "--target", "gaussian", "--dim", "1000", "-n", "10000000", "--batch-size", "1000"],
+     "sample (n=10000000, batch_size=1000"),
 ])
 def test_kernel_and_sample_memory_is_estimated_up_front(tmp_path: Path, argv: list[str], what: str) -> None:
     """n x n kernels (svgd, kde-flow, mmd-flow against n_target samples), MAD's kept data per block of seeds and
-    its exact W2 matrix, bound's states: refused before anything is drawn, naming the estimate and the limit."""
+    its exact W2 matrix, bound's states, sample's kept samples and batch registers: refused before anything is
+    drawn, naming the estimate and the limit."""
     line = _refused(argv, tmp_path / "out")
     assert what in line and "needs about" in line and "available on cpu" in line, line
 
@@ -154,6 +158,6 @@ def test_exact_w2_refuses_a_cost_matrix_beyond_memory() -> None:
 
 def test_default_runs_fit_the_estimates() -> None:
     """The estimates never refuse what the commands do by default."""
-    for command in ("optimize particles", "mad-loop", "bound"):
-        options = {"target": "gaussian", "perturb": 0.0} if command == "bound" else {}
+    for command in ("optimize particles", "mad-loop", "bound", "sample"):
+        options = {"bound": {"target": "gaussian", "perturb": 0.0}, "sample": {"target": "gmm-ring"}}.get(command, {})
         JOBS[command].make(make_config(JOBS[command].config, options), 0, torch.device("cpu"))

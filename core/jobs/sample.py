@@ -41,7 +41,7 @@ from gentool.core.diffusion.targets import (
 )
 from gentool.core.diffusion.tuning import TunedSchedule, load_tuned, model_identity
 from gentool.core.errors import BadInput, NumericalFailure, choose, require
-from gentool.core.io import atomic_save_npz, atomic_write_json
+from gentool.core.io import atomic_save_npz, atomic_write_json, check_allocation
 from gentool.core.metrics.images import IMAGE_DATA, heldout_image_metrics
 from gentool.core.nn import make_generator
 from gentool.core.progress import Reports, in_phase, one_step
@@ -227,6 +227,13 @@ SampleConfig.__module__ = __name__
 SampleConfig.__doc__ = SampleSettings.__doc__
 
 
+def sample_bytes(n: int, batch: int, numel: int, steps: int, itemsize: int) -> float:
+    """About the memory a sample run holds: the kept samples and their initial states (2 n numel), and per
+    batch the sampler's registers and model intermediates (about 16 copies of the state) plus a pre-drawn noise
+    row per step."""
+    return float(itemsize) * numel * (2 * n + batch * (16 + steps))
+
+
 def open_source(cfg: SampleConfig, device: torch.device) -> SampleSource:
     """The source `cfg` names, checked against the settings that only some sources take."""
     if cfg.model is None:
@@ -335,6 +342,9 @@ class SampleJob(BatchedUnits, Reports):
         self.sigmas = sigma_grid(config, self.source) if self.tuned is None else torch.tensor(
             self.tuned.sigmas, dtype=torch.float64)
         self.dtype = torch.float64 if self.analytic else torch.float32
+        check_allocation(sample_bytes(config.n, self.batch, math.prod(self.source.shape), config.steps,
+                                      self.dtype.itemsize), f"sample (n={config.n}, batch_size={config.batch_size}, "
+                         f"sample shape {tuple(self.source.shape)})", self.device)
         self.clipping = self._clipping()
         self.targets = self._ddim_targets()
         self.init = self._init()
