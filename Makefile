@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo test test-slow test-cluster lint bench clean
+.PHONY: setup demo test test-slow test-reproductions test-cluster lint bench clean
 
 $(BIN)/gentool: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,13 @@ test: setup
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 # The checks too long for `make test` (full-size reproductions, runs at the shipped defaults, figures of every
-# recipe point); CI runs them after `make test`.
+# recipe point); CI runs them after `make test`. Reproductions of published or README results that take tens
+# of CPU-minutes each (marker `reproduction`) are left to `make test-reproductions`.
 test-slow: setup
-	$(BIN)/python -m pytest -q -n 2 -m slow --durations=20
+	$(BIN)/python -m pytest -q -n 2 -m "slow and not reproduction" --durations=20
+
+test-reproductions: setup
+	$(BIN)/python -m pytest -q -n 2 -m reproduction --durations=0
 
 # Sweeps on a real Slurm (tests/cluster): starts a private single-node Slurm (root; installs Debian's
 # slurm-wlm, munge and mariadb-server when missing), runs every recipe's smoke sweep and the fault tests

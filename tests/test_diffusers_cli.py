@@ -130,6 +130,7 @@ def test_prediction_needs_the_unet(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.reproduction  # 6000 UNet steps at one torch thread: over 30 CPU-minutes, most of a CI slow stage
 def test_digits_unet_samples_digits(tmp_path: Path) -> None:
     """The README's digits UNet (6000 steps, ~8 CPU-minutes of compute): DPM-Solver++(2M) in 20 steps gets close to
     the real-vs-real floor of the feature metrics (held-out vs training digits: Fréchet distance 5.9, precision
