@@ -121,7 +121,7 @@ def test_checkpoint_contents_are_checked(tmp_path: Path, checkpoint_state: dict[
     (["optimize", "particles", "--method", "svgd", "-n", "10000000"], "optimize particles (method svgd, n=10000000"),
     (["optimize", "particles", "--method", "mmd-flow", "--n-target", "100000000"], "n_target=100000000"),
     (["optimize", "particles", "--target", "none", "--dim", "10000", "-n", "100000000"], "method langevin"),
-    (["mad-loop", "--seeds", "1000000", "--dim", "10000"], "mad-loop (seeds=1000000"),
+    (["mad-loop", "--seeds", "1000000", "--dim", "1000"], "mad-loop (seeds=1000000"),
     (["mad-loop", "--loop", "accumulate", "--n-real", "100000000", "--generations", "1000"], "loop=accumulate"),
     (["mad-loop", "--family", "kde", "--n-real", "100000", "--n-test", "100000", "--metrics", "exact_w2"],
      "mad-loop (seeds=1"),
