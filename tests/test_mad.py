@@ -147,3 +147,20 @@ def test_bad_config() -> None:
     for kw in ({"family": "vae"}, {"loop": "mixed"}, {"lam": 0.0}, {"lam": 1.5}, {"n_synth": 1}):
         with pytest.raises(BadInput):
             MadConfig(**kw)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "gmm", "kde", "diffusion", "monoflow", "linear-regression"])
+def test_vectorised_families_are_the_ones_metric_seeds_applies_to(name: str) -> None:
+    """`VECTORISED_FAMILIES` (what metric_seeds applies to, and what shards rewrite it for) is exactly the
+    families whose class is vectorised over seeds; metric_seeds given with another family is refused."""
+    from gentool.core.config import make_config
+    from gentool.core.mad.families import FAMILIES, VECTORISED_FAMILIES, make_family
+
+    assert name in FAMILIES
+    assert make_family(name).vectorised == (name in VECTORISED_FAMILIES)
+    if name in VECTORISED_FAMILIES:
+        assert make_config(MadConfig, {"family": name, "metric_seeds": 5}).metric_seeds == 5
+    else:
+        refused = rf"metric_seeds applies to family gaussian, linear-regression, not '{name}'"
+        with pytest.raises(BadInput, match=refused):
+            make_config(MadConfig, {"family": name, "metric_seeds": 5})

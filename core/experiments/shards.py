@@ -51,6 +51,7 @@ from gentool.core.experiments.sweep import SweepOutcome, executor_options, plan,
 from gentool.core.io import atomic_write_json, load_torch_file, read_json, read_jsonl
 from gentool.core.jobs import RUNNABLE
 from gentool.core.jobs.bench import BENCHES
+from gentool.core.mad.families import VECTORISED_FAMILIES
 from gentool.core.progress import attach
 from gentool.core.run import RunResult, execute, resolve_device
 from gentool.core.run.contract import Job, Row
@@ -76,6 +77,8 @@ class Sharding:
 def _mad_part(config: Any, seed: int, a: int, b: int) -> tuple[Any, int]:
     """Seeds a..b-1 of a mad-loop: seed ids `seed + a ..`; the vectorised families' sample metrics stay on
     the run's first `metric_seeds` seeds."""
+    if config.family not in VECTORISED_FAMILIES:  # every seed gets the metrics; metric_seeds does not apply
+        return dataclasses.replace(config, seeds=b - a), seed + a
     return dataclasses.replace(config, seeds=b - a, metric_seeds=max(0, min(b - a, config.metric_seeds - a))), seed + a
 
 

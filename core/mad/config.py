@@ -8,7 +8,7 @@ from functools import cached_property
 from gentool.core.config import check_float, check_int, setting
 from gentool.core.data import DATASETS, SKLEARN_NOISE
 from gentool.core.errors import BadInput, choose, require
-from gentool.core.mad.families import FAMILIES, family_from_config
+from gentool.core.mad.families import FAMILIES, VECTORISED_FAMILIES, family_from_config
 from gentool.core.mad.loops import BUDGET_LOOPS, LOOP_KINDS, LOOPS, Replace, real_count
 from gentool.core.mad.schedule import Schedule, schedule_setting
 from gentool.core.mad.truth import gaussian_truth, parse_truth
@@ -109,7 +109,8 @@ class MadConfig:
     metrics: tuple[str, ...] | None = setting(
         None, "Sample metrics, comma-separated, or none (default: all for non-Gaussian families, none for "
         "gaussian and linear-regression).", parse=parse_metrics, metavar="LIST")
-    metric_seeds: int = setting(3, "Vectorised families: how many seeds get the sample metrics.")
+    metric_seeds: int = setting(3, "Vectorised families: how many seeds get the sample metrics.",
+                                applies={"family": VECTORISED_FAMILIES})
     n_test: int = setting(1000, "Held-out real points for the metrics.")
 
     def __post_init__(self) -> None:

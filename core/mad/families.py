@@ -24,6 +24,7 @@ from gentool.core.metrics.gaussian import mean_cov, sqrtm_psd
 
 FAMILIES = ("gaussian", "gmm", "kde", "diffusion", "monoflow", "linear-regression")
 WARM_START_FAMILIES = ("diffusion", "monoflow")
+VECTORISED_FAMILIES = ("gaussian", "linear-regression")  # their classes set `vectorised = True`
 Generators = list[torch.Generator]
 
 
