@@ -54,7 +54,7 @@ from gentool.core.jobs.bench import BENCHES
 from gentool.core.mad.families import VECTORISED_FAMILIES
 from gentool.core.progress import attach
 from gentool.core.run import RunResult, execute, resolve_device
-from gentool.core.run.contract import Job, Row
+from gentool.core.run.contract import CountedUnits, Job, Row
 from gentool.core.run.rundir import DONE, STATE, read_snapshot, snapshot_path
 
 PARTS = "parts"
@@ -210,7 +210,7 @@ def check_parts(points: list[Point]) -> None:
                            f"{Path(p.run_dir).parent} or choose another output directory")
 
 
-class MergedJob:
+class MergedJob(CountedUnits):
     """The unsharded job replayed from its shards' committed units (a `Job` for `execute`)."""
 
     def __init__(self, job: Job, parts: list[Path]) -> None:
@@ -223,14 +223,6 @@ class MergedJob:
     @property
     def units_total(self) -> int:
         return self.job.units_total
-
-    @property
-    def units_done(self) -> int:
-        return self.t
-
-    @property
-    def done(self) -> bool:
-        return self.t >= self.units_total
 
     def advance(self) -> list[Row]:
         """Unit t+1: each shard's rows of that unit, in shard order."""
@@ -252,7 +244,7 @@ class MergedJob:
         return self.job.finish(out, rows, plots)
 
 
-class ConcatJob:
+class ConcatJob(CountedUnits):
     """The unsharded job rebuilt from shards that ran consecutive ranges of its independent units (a `Job` for
     `execute`): the job holds the merged final state (`merge_states` of the job class over the shards' final
     states); the merged unit t is the unit of the shard that ran it, in order. Committed once, at the end
@@ -271,14 +263,6 @@ class ConcatJob:
     @property
     def units_total(self) -> int:
         return sum(n for _, n in self.units)
-
-    @property
-    def units_done(self) -> int:
-        return self.t
-
-    @property
-    def done(self) -> bool:
-        return self.t >= self.units_total
 
     def advance(self) -> list[Row]:
         """Unit t+1: the rows its shard committed for it."""

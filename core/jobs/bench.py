@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from gentool.core.diffusion import benchmark as sbench
 from gentool.core.io import atomic_write_json
-from gentool.core.run.contract import JobSpec, Row
+from gentool.core.run.contract import CountedUnits, JobSpec, Row
 from gentool.core.solvers import benchmark as obench
 
 
@@ -62,7 +62,7 @@ BENCHES = {
 }
 
 
-class BenchJob:
+class BenchJob(CountedUnits):
     """A benchmark run case by case. State: the cases measured (`t`) and their rows, tagged by table."""
 
     def __init__(self, command: str, config: Any, seed: int, device: torch.device) -> None:
@@ -75,14 +75,6 @@ class BenchJob:
     @property
     def units_total(self) -> int:
         return len(self.cases)
-
-    @property
-    def units_done(self) -> int:
-        return self.t
-
-    @property
-    def done(self) -> bool:
-        return self.t >= self.units_total
 
     def start_at(self, first: int) -> None:
         """Skip to case `first + 1` (the cases are independent; nothing is carried over)."""

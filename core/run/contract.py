@@ -126,6 +126,22 @@ class SteppedUnits:
         return min(self.step_chunk - self.step_count % self.step_chunk, self.step_total - self.step_count)
 
 
+class CountedUnits:
+    """Mixin for jobs that count their finished units in `t`: provides `units_done` and `done` from the job's
+    `units_total`."""
+
+    t: int
+    units_total: int
+
+    @property
+    def units_done(self) -> int:
+        return self.t
+
+    @property
+    def done(self) -> bool:
+        return self.t >= self.units_total
+
+
 class BatchedUnits:
     """Mixin for jobs whose units are batches of `config.n` items, `config.batch_size` at a time (all at once
     when None): provides `batch`, `units_total`, `done` and `next_batch()` from the job's `units_done`."""
