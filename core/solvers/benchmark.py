@@ -17,13 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torchdiffeq
 from gentool.core.errors import choose
 from gentool.core.nn import make_generator, mlp, seeded
 from gentool.core.solvers.api import ADAPTIVE_METHODS, FIXED_METHODS, batch_odeint
 from gentool.core.solvers.tableau import FIXED_TABLEAUS
 from gentool.core.solvers.term import Field
-from gentool.core.solvers.torchdiffeq_backend import METHOD_NAMES
 
 FIELDS = ("mlp2", "mlp3")
 CPU_BATCH_SIZES = (256, 4096, 65536)
@@ -146,6 +144,9 @@ def fixed_cases(cfg: BenchConfig) -> list[tuple[str, str, int]]:
 def fixed_row(cfg: BenchConfig, device: torch.device, f: Field, case: tuple[str, str, int]) -> dict:
     """One case's per-step wall times of gentool, torchdiffeq, the hand loop and the floor, measured together,
     with ratios to the floor (same-run ratios); `f` is `make_field(field, device, cfg.seed)`."""
+    import torchdiffeq  # the peer, imported when a bench runs (it pulls in scipy: ~0.5 s at every start)
+    from gentool.core.solvers.torchdiffeq_backend import METHOD_NAMES
+
     field, method, batch = case
     grid = torch.linspace(1.0, 0.0, cfg.steps + 1).tolist()
     tgrid = torch.tensor(grid, device=device)
