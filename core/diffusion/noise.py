@@ -2,9 +2,9 @@
 the state's shape).
 
 * `SeededNoise` (the default): every number is a hash of (seed, the sample's global index, the element's
-  index, the draw's index), turned into a normal by Box–Muller. So a sample's noise does not depend on the
-  batch it is drawn in, on how a run is split into batches, or on the device; and it is pure tensor
-  arithmetic (no generator state), safe inside a CUDA graph or a compiled function.
+  index, the draw's index), turned into a normal by the inverse CDF (`hashed_normal`). So a sample's noise
+  does not depend on the batch it is drawn in, on how a run is split into batches, or on the device; and it
+  is pure tensor arithmetic (no generator state), safe inside a CUDA graph or a compiled function.
 * `BrownianPath` (the default of samplers with sub-step noise): a Brownian motion W over sigma, built point by
   point at the sigmas the sampler asks for by Lévy's construction (a new point beyond the known ones is an
   independent Gaussian increment, one between two known points a Brownian-bridge draw), from `SeededNoise`
@@ -25,22 +25,22 @@ import torch
 MASK = 0xFFFFFFFF
 
 
-def mix32(h: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash (Wellons' lowbias32) on int64 tensors holding values in [0, 2^32)."""
-    h = h ^ (h >> 16)
-    h = (h * 0x7FEB352D) & MASK
-    h = h ^ (h >> 15)
-    h = (h * 0x846CA68B) & MASK
-    return h ^ (h >> 16)
+MIX32_ROUNDS = ((16, 0x7FEB352D), (15, 0x846CA68B), (16, None))  # lowbias32: (xorshift, then product) x 3
+
+
+def mix32(h: int | torch.Tensor) -> int | torch.Tensor:
+    """A 32-bit integer hash (Wellons' lowbias32) of values in [0, 2^32): Python ints or int64 tensors."""
+    for shift, mult in MIX32_ROUNDS:
+        h = h ^ (h >> shift)
+        if mult is not None:
+            h = (h * mult) & MASK
+    return h
 
 
 def int32_word(value: int) -> int:
     """The 32-bit word `value mod 2^32` as the signed integer an int32 tensor stores."""
     value &= MASK
     return value - (1 << 32) if value >> 31 else value
-
-
-MIX32_ROUNDS = ((16, 0x7FEB352D), (15, 0x846CA68B), (16, None))  # lowbias32: (xorshift, then product) x 3
 
 
 def mix32_(h: torch.Tensor, start: int = 0) -> torch.Tensor:
@@ -59,13 +59,6 @@ def mix32_(h: torch.Tensor, start: int = 0) -> torch.Tensor:
 def xorshift16(h: int | torch.Tensor) -> int | torch.Tensor:
     """`h ^ (h >>> 16)` of nonnegative 32-bit words (Python ints or int64 tensors): mix32's first step."""
     return h ^ (h >> 16)
-
-
-def _mix32_int(h: int) -> int:
-    """`mix32` of one Python int in [0, 2^32)."""
-    for shift, mult in ((16, 0x7FEB352D), (15, 0x846CA68B), (16, 1)):
-        h = ((h ^ (h >> shift)) * mult) & MASK
-    return h
 
 
 def sample_keys(seed: int, index: torch.Tensor) -> torch.Tensor:
@@ -92,7 +85,7 @@ HALF_ULP = {torch.float64: torch.tensor(2.0**-32, dtype=torch.float64), torch.fl
 def draw_salts(start: int, n: int, device: torch.device) -> torch.Tensor:
     """The salts s = `mix32(k + 0x9E3779B9)` of draws k = start..start+n-1, stored as `xorshift16(s)`, as an int32
     column (n, 1) (memoised)."""
-    salts = [int32_word(xorshift16(_mix32_int((k + 0x9E3779B9) & MASK))) for k in range(start, start + n)]
+    salts = [int32_word(xorshift16(mix32((k + 0x9E3779B9) & MASK))) for k in range(start, start + n)]
     return torch.tensor(salts, dtype=torch.int32, device=device)[:, None]
 
 
