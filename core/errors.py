@@ -15,7 +15,7 @@ Exit codes (also in README and ARCHITECTURE.md):
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 
 class GentoolError(Exception):
@@ -58,6 +58,8 @@ def choose(kind: str, value: str, allowed: Iterable[str]) -> str:
 
     The message suggests the nearest allowed name when one is close.
     """
+    if isinstance(allowed, Collection) and isinstance(value, str) and value in allowed:
+        return value  # the common case without sorting (`choose` runs on every solve)
     options = sorted(allowed)
     if value in options:
         return value

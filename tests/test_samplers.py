@@ -435,6 +435,23 @@ def test_brownian_path_has_the_law_of_brownian_motion_at_the_points_asked_for() 
         assert torch.equal(path(3.0, 1.0)[:, 0], (w[1.0] - w[3.0]) / math.sqrt(2.0))
 
 
+@pytest.mark.parametrize("wide", [False, True])
+def test_seeded_noise_cpu_words_equal_the_torch_ops_every_device_runs(wide: bool) -> None:
+    """On the CPU the hash runs in numpy on uint32 words; the torch int32 ops (CUDA's path, graph-safe) give
+    bit-identical uniforms, keys spanning every sign and both ends of the 32-bit range."""
+    import numpy as np
+    from gentool.core.diffusion.noise import _uniform_words, draw_salts, element_keys, uniform_tensor
+
+    keys = torch.cat([element_keys(3, 5, 4096, 3, torch.device("cpu")),
+                      torch.tensor([0, 1, -1, 2**31 - 1, -(2**31)], dtype=torch.int32)])
+    salts = draw_salts(2, 17, torch.device("cpu"))
+    words = torch.from_numpy(_uniform_words(keys.numpy().view(np.uint32), salts.numpy().view(np.uint32), wide))
+    reference = uniform_tensor(keys, salts, wide)
+    assert words.dtype == reference.dtype == (torch.float64 if wide else torch.float32)
+    assert torch.equal(words, reference)
+    assert float(reference.abs().max()) < 1
+
+
 def test_seeded_noise_float32_is_standard_normal_and_matches_float64() -> None:
     """The default noise in float32 (its fast path: 24-bit uniforms, float32 erfinv): finite, mean 0, variance 1,
     kurtosis 3 within 4 standard errors over 400k numbers, and the float64 numbers up to its 24-bit rounding."""

@@ -267,8 +267,8 @@ class Plan:
     `key` identifies the plan in caches (name, options, grid, batch, dtype, device); `grid` holds the
     times t_0..t_N (sigma for samplers); `times` (nfe, B) every stage time in order (each `Stage.time` is
     a row of it); `noise_draws` standard normal states (B, ...) are consumed, one per step that uses Z;
-    `nfe` is the number of term evaluations per sample; `grid_tensor` and `counts` ((nfe, steps, 0) as a
-    (3, 1) long tensor) are the device tensors a `Solution` is built from.
+    `nfe` is the number of term evaluations per sample; `grid_tensor`, `counts` ((nfe, steps, 0) as a
+    (3, 1) long tensor) and `reached` (one True) are the device tensors a `Solution` is built from.
     """
 
     key: Hashable
@@ -279,6 +279,16 @@ class Plan:
     nfe: int
     grid_tensor: torch.Tensor
     counts: torch.Tensor
+    reached: torch.Tensor
+
+    @functools.cached_property
+    def final(self) -> tuple[torch.Tensor, ...]:
+        """(nfe, accepted, rejected, final time, reached) per sample (B,) for a final-state `Solution`: views of
+        `counts`, `grid_tensor` and `reached` expanded to the batch, made once (writing to one in place raises,
+        as to any expanded tensor; for a batch of one, where it would not, `plan_solution` copies them)."""
+        batch = self.times.shape[1]
+        return (*self.counts.expand(3, batch).unbind(0), self.grid_tensor[-1:].expand(batch),
+                self.reached.expand(batch))
 
     @functools.cached_property
     def program(self) -> Callable[..., torch.Tensor] | None:
@@ -368,4 +378,6 @@ def make_plan(key: Hashable, specs: Sequence[StepSpec], grid: Sequence[float], b
         draws, scales = draws + noise, [g for _, g in kept]
     grid_tensor = torch.tensor([float(t) for t in grid], dtype=dtype, device=device)
     counts = torch.tensor([[len(times)], [len(steps)], [0]], dtype=torch.long, device=device)
-    return Plan(key, tuple(steps), tuple(float(t) for t in grid), all_times, draws, len(times), grid_tensor, counts)
+    reached = torch.ones(1, dtype=torch.bool, device=device)
+    return Plan(key, tuple(steps), tuple(float(t) for t in grid), all_times, draws, len(times), grid_tensor, counts,
+                reached)

@@ -163,9 +163,7 @@ def solve_plan(f: Field, x0: torch.Tensor, plan: Plan, *, noise: torch.Tensor | 
 
 
 def plan_solution(x: torch.Tensor, xs: torch.Tensor | None, x0: torch.Tensor, plan: Plan) -> Solution:
-    """The `Solution` of a plan solve: every sample took the plan's steps and NFE."""
-    batch = x0.shape[0]
-    nfe, accepted, rejected = plan.counts.expand(3, batch).clone().unbind(0)
-    ts = plan.grid_tensor.clone() if xs is not None else plan.grid_tensor.new_full((batch,), plan.grid[-1])
-    return Solution(x=x, xs=xs, ts=ts, nfe=nfe, accepted=accepted, rejected=rejected,
-                    reached=torch.ones(batch, dtype=torch.bool, device=x0.device))
+    """The `Solution` of a plan solve: every sample took the plan's steps and NFE (`Plan.final`: no kernel)."""
+    nfe, accepted, rejected, last, reached = plan.final if x0.shape[0] > 1 else (t.clone() for t in plan.final)
+    ts = plan.grid_tensor.clone() if xs is not None else last
+    return Solution(x=x, xs=xs, ts=ts, nfe=nfe, accepted=accepted, rejected=rejected, reached=reached)
