@@ -196,5 +196,23 @@ def test_straight_line_program_equals_the_step_loop(name: str) -> None:
     noise = torch.randn(plan.noise_draws, 64, 2, generator=torch.Generator().manual_seed(4), dtype=F64)
     f = DenoisedTerm(den)
     looped = run_steps(f, x0, plan, noise if plan.noise_draws else None, None)[0]
-    assert plan.program is not None
     assert torch.equal(plan.program(f, x0, noise.unbind(0) if plan.noise_draws else None), looped)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_straight_line_program_runs_non_finite_coefficients_as_the_step_loop(bad: float) -> None:
+    """A coefficient that overflowed (inf, nan) is a literal of the generated program too: it gives the step
+    loop's values, NaN for NaN, and the solve then names the step (`NonFiniteState`)."""
+    from gentool.core.solvers.errors import NonFiniteState
+    from gentool.core.solvers.plan import H, K, X, make_plan, stage, step
+    from gentool.core.solvers.runner import run_steps, solve_plan
+
+    specs = [step([stage(1.0, {X: 1.0})], {X: 0.5, K(0): 0.5}, keep=[K(0)]),
+             step([stage(0.5, {X: 1.0})], {X: 0.25, K(0): bad, H(0): 0.75 - bad})]
+    plan = make_plan(("bad", bad), specs, (1.0, 0.5, 0.0), 3, F64, "cpu")
+    f = lambda t, x: 2 * x + t[:, None]  # noqa: E731
+    x0 = torch.tensor([[1.0], [-2.0], [0.0]], dtype=F64)
+    torch.testing.assert_close(plan.program(f, x0, None), run_steps(f, x0, plan, None, None)[0], rtol=0, atol=0,
+                               equal_nan=True)
+    with pytest.raises(NonFiniteState, match=r"step 1 \(t=0.5 -> 0\)"):
+        solve_plan(f, x0, plan)

@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import torch
 
@@ -137,23 +138,15 @@ class Combination:
     adds: tuple[tuple[int, float], ...] = ()  # LERP: the terms outside the affine part, added after the chain
 
     def __call__(self, regs: Sequence[torch.Tensor]) -> torch.Tensor:
-        head = self.head
-        if head is Head.COPY:
-            return regs[self.first]
-        if head is Head.LERP:
-            (j, w), *lerps = self.ops
-            out = torch.lerp(regs[self.first], regs[j], w)
-            for j, w in lerps:
-                out.lerp_(regs[j], w)
-            adds = self.adds
-        elif head is Head.ADD:
-            (j, w), *adds = self.ops
-            out = torch.add(regs[self.first], regs[j], alpha=w)
-        else:
-            out, adds = torch.mul(regs[self.first], self.scale), self.ops
-        for j, w in adds:
-            out.add_(regs[j], alpha=w)
-        return out
+        return self.function(regs)
+
+    @functools.cached_property
+    def function(self) -> Callable[[Sequence[torch.Tensor]], torch.Tensor]:
+        """`statements` as a function of the register list (made on first use): the one definition of the
+        kernels, which `straight_line` inlines into a whole solve."""
+        names = [f"regs[{j}]" for j in range(1 + max(j for j, _ in self.terms))]
+        body = "".join(f"    {line}\n" for line in self.statements(names, "out"))
+        return _define(f"def combination(regs):\n{body}    return out\n", "combination")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -291,21 +284,17 @@ class Plan:
                 self.reached.expand(batch))
 
     @functools.cached_property
-    def program(self) -> Callable[..., torch.Tensor] | None:
+    def program(self) -> Callable[..., torch.Tensor]:
         """`straight_line(self)`, made on first use."""
         return straight_line(self)
 
 
-def straight_line(plan: Plan) -> Callable[..., torch.Tensor] | None:
+def straight_line(plan: Plan) -> Callable[..., torch.Tensor]:
     """The plan as one generated Python function `run(f, x, rows) -> x` (rows: the noise draws, one tensor
     per draw): every step's kernels in line, with registers as local variables and coefficients as
     literals, so an eager solve pays no per-step interpretation (register lists, dispatch on the kernel
-    kind). It launches exactly the kernels `advance` does, on the same values. None when a coefficient is
-    not finite (then the generic loop runs)."""
-    coefficients = [c for st in plan.steps for comb in (*(g.inputs for g in st.stages), st.update, *st.keep)
-                    for _, c in (*comb.ops, *comb.adds)]
-    if not all(math.isfinite(c) for c in coefficients):
-        return None
+    kind). It launches exactly the kernels `advance` does (`Combination.statements` for both), on the same
+    values."""
     body, times, n_hist = [], [], 0
     for st in plan.steps:
         names = ["x", *(f"h{j}" for j in range(n_hist)), *(f"rows[{k}]" for k in st.noise)]
@@ -322,9 +311,15 @@ def straight_line(plan: Plan) -> Callable[..., torch.Tensor] | None:
         body.append("x = new")
         n_hist = len(st.keep)
     source = "def run(f, x, rows):\n" + "".join(f"    {line}\n" for line in body) + "    return x\n"
-    namespace = {"lerp": torch.lerp, "add": torch.add, "mul": torch.mul, "T": tuple(times)}
-    exec(compile(source, "<plan>", "exec"), namespace)  # noqa: S102 - source built above from the plan's numbers
-    return namespace["run"]
+    return _define(source, "run", T=tuple(times))
+
+
+def _define(source: str, name: str, **values: Any) -> Callable[..., Any]:
+    """The function `name` defined by `source` (built from a plan's numbers: register names, literals, which
+    may be `inf` or `nan`), with torch's `lerp`, `add` and `mul` and `values` in scope."""
+    namespace = {"lerp": torch.lerp, "add": torch.add, "mul": torch.mul, "inf": math.inf, "nan": math.nan, **values}
+    exec(compile(source, f"<plan {name}>", "exec"), namespace)  # noqa: S102 - source made by this module
+    return namespace[name]
 
 
 def _index(reg: Reg, n_hist: int, n_noise: int, n_stages: int) -> int:

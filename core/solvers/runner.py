@@ -114,7 +114,7 @@ def use_graph(graph: str, x0: torch.Tensor) -> bool:
 def _run_eager(f: Field, x: torch.Tensor, plan: Plan, noise: torch.Tensor | None, xs: torch.Tensor | None,
                progress: Callable[..., None] | None) -> torch.Tensor:
     n = len(plan.steps)
-    if progress is None and xs is None and plan.program is not None:
+    if progress is None and xs is None:
         return plan.program(f, x, noise.unbind(0) if noise is not None else None)
     if progress is None:
         return run_steps(f, x, plan, noise, xs)[0]
