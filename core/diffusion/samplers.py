@@ -231,6 +231,8 @@ def sampler_table() -> str:
 
 
 def _check_sigmas(sigmas: torch.Tensor | list[float]) -> tuple[float, ...]:
+    if isinstance(sigmas, torch.Tensor) and sigmas.is_floating_point():
+        return _checked_grid(tuple(sigmas.tolist()))  # Python floats already
     return _checked_grid(tuple(float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)))
 
 
@@ -343,6 +345,15 @@ def solve_sampler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | li
     (eager, CUDA graph or compiled; cached per denoiser); when the grid, `x` or a tensor option requires
     grad (or an option is a tensor), it runs its definition eagerly on tensors and the result carries the
     gradient."""
+    return _solve(denoiser, x, sigmas, sampler, seed, generator, first_index, noise_sampler, progress, save, graph,
+                  compile, options)[0]
+
+
+def _solve(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | list[float], sampler: str, seed: int | None,
+           generator: torch.Generator | None, first_index: int, noise_sampler: NoiseSampler | None,
+           progress: Progress | None, save: str, graph: str, compile: bool, options: dict[str, Any]
+           ) -> tuple[Solution, int]:
+    """`solve_sampler`'s solution and the NFE per sample (an int: no tensor read on the plan path)."""
     spec = SAMPLERS[choose("sampler", sampler, SAMPLERS)]
     choose("save", save, ("final", "times", "trajectory"))
     grid, opts = _check_sigmas(sigmas), spec.resolve(options)
@@ -359,18 +370,19 @@ def solve_sampler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | li
 
 def _solve_no_grad(spec: SamplerSpec, denoiser: Denoiser, x: torch.Tensor, grid: tuple[float, ...],
                    noise: NoiseSampler | None, opts: dict[str, Any], save: str, graph: str, compile: bool,
-                   progress: Progress | None) -> Solution:
-    """The sampler's recorded plan (or the `ode` solve) run with autograd off."""
+                   progress: Progress | None) -> tuple[Solution, int]:
+    """The sampler's recorded plan (or the `ode` solve) run with autograd off, and its NFE per sample."""
     if spec.fn is None:
-        return _solve_ode(denoiser, x, grid, opts, save, graph, compile, progress)
+        sol = _solve_ode(denoiser, x, grid, opts, save, graph, compile, progress)
+        return sol, int(sol.nfe[0]) if len(sol.nfe) else 0
     plan, pairs = sampler_plan(spec.name, grid, tuple(sorted(opts.items())), x.shape[0], x.dtype, x.device)
     return solve_plan(DenoisedTerm(denoiser), x, plan, noise=_draw(noise, pairs, x), save=save, graph=graph,
                       compile=compile, progress=progress, scope=CacheScope(denoiser, "denoised"), label="sigma",
-                      hint=HINT)
+                      hint=HINT), plan.nfe
 
 
 def _solve_differentiable(spec: SamplerSpec, denoiser: Denoiser, x: torch.Tensor, sigmas: Any,
-                          noise: NoiseSampler | None, opts: dict[str, Any], save: str) -> Solution:
+                          noise: NoiseSampler | None, opts: dict[str, Any], save: str) -> tuple[Solution, int]:
     x_end, states, nfe = run_definition(spec, denoiser, x, sigmas, noise, opts)
     if not all_finite(x_end.detach()):
         raise NonFiniteState(f"non-finite state after sampler {spec.name}; {HINT}", step=len(states) - 1,
@@ -381,7 +393,7 @@ def _solve_differentiable(spec: SamplerSpec, denoiser: Denoiser, x: torch.Tensor
     grid = torch.as_tensor(sigmas).detach().to(dtype=x.dtype, device=x.device)
     return Solution(x=x_end, xs=xs, ts=grid if xs is not None else grid[-1].expand(batch), nfe=counts,
                     accepted=torch.full_like(counts, len(states)), rejected=torch.zeros_like(counts),
-                    reached=torch.ones(batch, dtype=torch.bool, device=x.device))
+                    reached=torch.ones(batch, dtype=torch.bool, device=x.device)), nfe
 
 
 def run_sampler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | list[float], sampler: str, *,
@@ -389,9 +401,9 @@ def run_sampler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | list
                 noise_sampler: NoiseSampler | None = None, progress: Progress | None = None,
                 graph: str = "auto", compile: bool = False, **options: Any) -> tuple[torch.Tensor, int]:
     """Run `sampler` from `x` (at `sigmas[0]`) along `sigmas` (see `solve_sampler`). Returns `(x, nfe)`."""
-    sol = solve_sampler(denoiser, x, sigmas, sampler, seed=seed, generator=generator, first_index=first_index,
-                        noise_sampler=noise_sampler, progress=progress, graph=graph, compile=compile, **options)
-    return sol.x, int(sol.nfe[0]) if len(sol.nfe) else 0
+    sol, nfe = _solve(denoiser, x, sigmas, sampler, seed, generator, first_index, noise_sampler, progress, "final",
+                      graph, compile, options)
+    return sol.x, nfe
 
 
 def sample(
