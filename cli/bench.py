@@ -28,6 +28,8 @@ from gentool.core.solvers.benchmark import (
     CLOCKS,
     CPU_BATCH_SIZES,
     GPU_BATCH_SIZES,
+    MAX_ROUNDS,
+    MIN_TIMED_S,
     BenchConfig,
     adaptive_rows,
     check_methods,
@@ -38,6 +40,9 @@ from gentool.core.solvers.controllers import CONTROLLERS
 from rich.table import Table
 
 bench_app = typer.Typer(help="Benchmarks (wall time against peers, printed as tables).", no_args_is_help=True)
+
+REPEATS_HELP = (f"Timed rounds, at least (the best is kept), after one warm-up; fast cases run more, until "
+                f"each contender's rounds add up to {MIN_TIMED_S} s (at most {MAX_ROUNDS}).")
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -239,7 +244,7 @@ def solvers(
     rtol: float = typer.Option(1e-5, "--rtol", help="Adaptive tolerance (atol = rtol/100)."),
     controller: str = typer.Option("integral", "--controller", help="gentool's step controller for the "
                                    "adaptive table: integral (as torchdiffeq and torchode) or pi."),
-    repeats: int = typer.Option(3, "--repeats", help="Timed repeats (best is kept) after one warm-up."),
+    repeats: int = typer.Option(3, "--repeats", help=REPEATS_HELP),
     compile: bool = typer.Option(False, "--compile", help="Also time gentool with torch.compile (inductor)."),
     out: Path = typer.Option(None, "--out", help="Run directory for solvers.json and config.json."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -335,7 +340,7 @@ def samplers(
     samplers: str = typer.Option(None, "--samplers", help="Comma-separated plan samplers (default: all)."),
     device: str = typer.Option("auto", "--device", help="One of: auto, cpu, cuda, cuda:K."),
     compile: bool = typer.Option(False, "--compile", help="Also time gentool with torch.compile (inductor)."),
-    repeats: int = typer.Option(3, "--repeats", help="Timed repeats (best is kept) after one warm-up."),
+    repeats: int = typer.Option(3, "--repeats", help=REPEATS_HELP),
     accuracy_n: int = typer.Option(2000, "--accuracy-n", help="Samples for the gmm-ring endpoint RMSE."),
     clock: str = typer.Option("wall", "--clock", help="wall, or cpu: process CPU time (CPU runs; with "
                               "--threads 1 on a shared machine, time-slicing by other processes does not count)."),
@@ -377,7 +382,7 @@ def run_model_bench(model: str, steps: int, batches: tuple[int, ...], cfg: float
         torch.set_num_threads(threads)
     say(header(device))
     rows = [pipeline_bench(model, steps, b, cfg, device, repeats, clock) for b in batches]
-    table = Table(title=f"gentool vs diffusers on {model} ({device}; µs per step, best of {repeats})")
+    table = Table(title=f"gentool vs diffusers on {model} ({device}; µs per step, best of ≥ {repeats} rounds)")
     for name in ("sampler", "steps", "batch", "gentool", "diffusers", "gentool/diffusers"):
         table.add_column(name, justify="left" if name == "sampler" else "right")
     for r in rows:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import math
 import os
 import platform
 import time
@@ -92,37 +93,48 @@ def _sync(device: torch.device) -> None:
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
+MIN_TIMED_S = 0.25  # a contender's rounds add up to at least this much (fast cases run more than `repeats`)
+MAX_ROUNDS = 200
+
+
 def best_times(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int,
                warmup: bool = True, clock: str = "wall") -> dict[str, float]:
-    """Best time (s) of each function over `repeats` rounds, after one warm-up run of each
+    """Best time (s) of each function over at least `repeats` rounds, after one warm-up run of each
     (`warmup=False` when the caller has just run each one already).
 
     The rounds interleave the functions (a, b, c, a, b, c, ...), so a burst of load on a shared machine
-    slows one run of every contender instead of all runs of one of them. `clock="cpu"` measures the
-    process's CPU time instead of wall time (CPU only): with one torch thread, time-slicing by other
-    processes on a shared machine then does not count. Python's cyclic garbage collector is off during the
-    rounds (as in `timeit`).
+    slows one run of every contender instead of all runs of one of them. A fast case runs more rounds (as
+    `timeit`'s autorange): enough for the slowest warm-up to add up to `MIN_TIMED_S`, at most `MAX_ROUNDS`,
+    so that its best is not one lucky or unlucky draw. `clock="cpu"` measures the process's CPU time instead
+    of wall time (CPU only): with one torch thread, time-slicing by other processes on a shared machine then
+    does not count. Python's cyclic garbage collector is off during the rounds (as in `timeit`).
     """
     timer = CLOCKS[clock]
+    rounds = repeats
     if warmup:
-        for fn in fns.values():
-            fn()
+        slowest = max(_timed(fn, device, timer) for fn in fns.values())
+        rounds = max(repeats, min(MAX_ROUNDS, math.ceil(MIN_TIMED_S / max(slowest, 1e-9))))
     best = dict.fromkeys(fns, float("inf"))
     gc.collect()
     enabled = gc.isenabled()
-    gc.disable()  # as timeit does: a cyclic collection would land in one contender's run at random
+    gc.disable()
     try:
-        for _ in range(repeats):
+        for _ in range(rounds):
             for name, fn in fns.items():
-                _sync(device)
-                start = timer()
-                fn()
-                _sync(device)
-                best[name] = min(best[name], timer() - start)
+                best[name] = min(best[name], _timed(fn, device, timer))
     finally:
         if enabled:
             gc.enable()
     return best
+
+
+def _timed(fn: Callable[[], object], device: torch.device, timer: Callable[[], float]) -> float:
+    """One run of `fn` on `timer`, the device synchronised before and after."""
+    _sync(device)
+    start = timer()
+    fn()
+    _sync(device)
+    return timer() - start
 
 
 def model_floor(f: Field, x: torch.Tensor, t: torch.Tensor, calls: int) -> Callable[[], object]:
