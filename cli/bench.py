@@ -279,7 +279,8 @@ def sampler_table(rows: list[dict], device: torch.device) -> Table:
         cols.append(("graph", lambda r: _us(r["graph_s"])))
     if compiled:
         cols.append(("compiled", lambda r: _us(r["compiled_s"])))
-    cols += [("floor", lambda r: _us(r["floor_s"])), ("definition loop", lambda r: _us(r["loop_s"])),
+    cols += [("floor", lambda r: _us(r["floor_s"])), ("noise", lambda r: _us(r["noise_s"]) if "noise_s" in r else "—"),
+             ("definition loop", lambda r: _us(r["loop_s"])),
              ("eager/loop", lambda r: _ratio(r["eager_s"], r["loop_s"])),
              ("eager/floor", lambda r: _ratio(r["eager_s"], r["floor_s"]))]
     if graph:

@@ -51,6 +51,9 @@ def test_bench_samplers_tiny(tmp_path: Path) -> None:
     rows = read_json(out / "samplers.json")["samplers"]
     assert [(r["sampler"], r["nfe"]) for r in rows] == [("euler", 3), ("ddim", 3), ("heun", 3)]
     assert all(r["eager_s"] > 0 and r["loop_s"] > 0 and r["floor_s"] > 0 and r["endpoint_rmse"] > 0 for r in rows)
+    # the stochastic sampler's RNG is timed alone (a part of its eager time); deterministic ones have none
+    assert [r["sampler"] for r in rows if "noise_s" in r] == ["ddim"] and 0 < rows[1]["noise_s"] < rows[1]["eager_s"]
+    assert "noise" in result.stdout
     bad = CliRunner().invoke(app, ["bench", "samplers", "--samplers", "ode", "--device", "cpu"])
     assert bad.exit_code == 2 and "plan samplers only" in bad.output
 

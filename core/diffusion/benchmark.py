@@ -3,11 +3,12 @@
 For each sampler x batch x NFE: microseconds per step of gentool eager (the recorded plan, `graph="off"`),
 gentool graph (CUDA only: the whole solve replayed from one CUDA graph), gentool compiled (`compile=True`;
 on CUDA also graph-captured), the model alone (the same number of denoiser calls: one CUDA graph on CUDA,
-an eager loop on CPU) and the sampler's definition run as a plain loop on tensors (what k-diffusion's
-`sampling.py` does); plus the endpoint RMSE of the sampler at that NFE on the gmm-ring (exact denoiser,
-float64) against the float64 reference solve (`reference_flow`: dopri5, rtol 1e-10) from the same noise. The timed
-denoiser is `D(x, sigma) = MLP([x, log sigma])`, 3->64->64->2 SiLU, float32. Returns rows (dicts); rendering is
-the caller's job (`gentool bench samplers`).
+an eager loop on CPU), the sampler's definition run as a plain loop on tensors (what k-diffusion's
+`sampling.py` does) and, for a stochastic sampler, its default noise drawn alone (the RNG's share of eager);
+plus the endpoint RMSE of the sampler at that NFE on the gmm-ring (exact denoiser, float64) against the
+float64 reference solve (`reference_flow`: dopri5, rtol 1e-10) from the same noise. The timed denoiser is
+`D(x, sigma) = MLP([x, log sigma])`, 3->64->64->2 SiLU, float32. Returns rows (dicts); rendering is the
+caller's job (`gentool bench samplers`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from dataclasses import dataclass
 
 import torch
 from gentool.core.diffusion.grids import edm_grid
-from gentool.core.diffusion.samplers import SAMPLERS, default_noise, run_definition, run_sampler, sampler_plan
+from gentool.core.diffusion.samplers import (
+    SAMPLERS,
+    default_noise,
+    draw_all,
+    run_definition,
+    run_sampler,
+    sampler_plan,
+)
 from gentool.core.diffusion.targets import make_target, reference_flow
 from gentool.core.errors import choose
 from gentool.core.nn import make_generator, mlp, seeded
@@ -88,7 +96,7 @@ def ring_errors(cfg: SamplerBenchConfig, progress: Callable[..., None]) -> dict[
 
 
 def _contenders(cfg: SamplerBenchConfig, name: str, den: MLPDenoiser, x0: torch.Tensor, sigmas: torch.Tensor,
-                calls: int) -> dict[str, Callable[[], object]]:
+                calls: int, pairs: tuple[tuple[float, float], ...]) -> dict[str, Callable[[], object]]:
     spec, grid, dev = SAMPLERS[name], sigmas.tolist(), x0.device
     noise = lambda: default_noise(spec, x0, grid, cfg.seed, 0) if spec.noise else None  # noqa: E731 - per run
     runs: dict[str, Callable[[], object]] = {
@@ -96,6 +104,8 @@ def _contenders(cfg: SamplerBenchConfig, name: str, den: MLPDenoiser, x0: torch.
         "loop": lambda: run_definition(spec, den, x0, grid, noise(), spec.resolve({})),
         "floor": model_floor(lambda t, x: den(x, t), x0, torch.full_like(x0[:, 0], SIGMA_MAX), calls),
     }
+    if spec.noise:  # the default noise alone, as the eager solve draws it: the part of "eager" that is the RNG
+        runs["noise"] = lambda: draw_all(noise(), pairs, x0)
     if dev.type == "cuda":
         runs["graph"] = lambda: run_sampler(den, x0, sigmas, name, seed=cfg.seed, graph="on")
     if cfg.compile:
@@ -116,10 +126,11 @@ def sampler_row(cfg: SamplerBenchConfig, device: torch.device, den: MLPDenoiser,
     x0 = SIGMA_MAX * torch.randn(batch, 2, generator=make_generator(cfg.seed, device), device=device)
     steps = SAMPLERS[name].steps_for_nfe(nfe)
     sigmas = edm_grid(steps)
-    plan, _ = sampler_plan(name, tuple(sigmas.tolist()), tuple(sorted(SAMPLERS[name].resolve({}).items())),
-                           batch, x0.dtype, device)  # the plan run_sampler will use (memoised)
+    plan, pairs = sampler_plan(name, tuple(sigmas.tolist()), tuple(sorted(SAMPLERS[name].resolve({}).items())),
+                               batch, x0.dtype, device)  # the plan run_sampler will use (memoised)
     with torch.no_grad():
-        times = best_times(_contenders(cfg, name, den, x0, sigmas, plan.nfe), device, cfg.repeats, clock=cfg.clock)
+        times = best_times(_contenders(cfg, name, den, x0, sigmas, plan.nfe, pairs), device, cfg.repeats,
+                           clock=cfg.clock)
     per_step = {k: v / steps for k, v in times.items()}
     return {"sampler": name, "batch": batch, "nfe": plan.nfe, "steps": steps, "clock": cfg.clock,
             "endpoint_rmse": error, **{f"{k}_s": v for k, v in per_step.items()}}

@@ -120,7 +120,8 @@ def hashed_normal(elem_keys: torch.Tensor | np.ndarray, draws: range, dtype: tor
     if isinstance(elem_keys, np.ndarray):
         u = _uniform_words(elem_keys, salt_words(draws.start, len(draws)), wide)
         torch.from_numpy(u).erfinv_()
-        return torch.from_numpy(np.multiply(u, math.sqrt(2.0), out=u)).to(dtype)
+        z = torch.from_numpy(np.multiply(u, math.sqrt(2.0), out=u))
+        return z if z.dtype == dtype else z.to(dtype)
     u = uniform_tensor(elem_keys, draw_salts(draws.start, len(draws), elem_keys.device), wide)
     return u.erfinv_().mul_(math.sqrt(2.0)).to(dtype)
 

@@ -286,7 +286,7 @@ def default_noise(spec: SamplerSpec, x: torch.Tensor, grid: Sequence[float], see
     return SeededNoise(x, seed, first)
 
 
-def _draw(noise: NoiseSampler, pairs: Sequence[tuple[float, float]], x: torch.Tensor) -> torch.Tensor | None:
+def draw_all(noise: NoiseSampler, pairs: Sequence[tuple[float, float]], x: torch.Tensor) -> torch.Tensor | None:
     """Every draw of a plan, in order, (draws, *x.shape) on x's device."""
     if not pairs:
         return None
@@ -376,7 +376,7 @@ def _solve_no_grad(spec: SamplerSpec, denoiser: Denoiser, x: torch.Tensor, grid:
         sol = _solve_ode(denoiser, x, grid, opts, save, graph, compile, progress)
         return sol, int(sol.nfe[0]) if len(sol.nfe) else 0
     plan, pairs = sampler_plan(spec.name, grid, tuple(sorted(opts.items())), x.shape[0], x.dtype, x.device)
-    return solve_plan(DenoisedTerm(denoiser), x, plan, noise=_draw(noise, pairs, x), save=save, graph=graph,
+    return solve_plan(DenoisedTerm(denoiser), x, plan, noise=draw_all(noise, pairs, x), save=save, graph=graph,
                       compile=compile, progress=progress, scope=CacheScope(denoiser, "denoised"), label="sigma",
                       hint=HINT), plan.nfe
 
