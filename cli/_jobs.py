@@ -114,6 +114,11 @@ def _run_parameters(spec: JobSpec) -> list[inspect.Parameter]:
     ] + _shard_parameters(spec, opt)
 
 
+EXECUTOR_HELP = f"Where --shards run: {', '.join(EXECUTORS)}."
+DRY_RUN_HELP = ("With --shards: print each shard's state and how they would be submitted (slurm: the sbatch "
+                "script); submit and write nothing.")
+
+
 def _shard_parameters(spec: JobSpec, opt: Any) -> list[inspect.Parameter]:
     """--shards, --executor, --dry-run and the Slurm resources (one option per field of `Resources`, as
     `gentool sweep` has them) for commands whose units are independent (`SHARDABLE`)."""
@@ -124,9 +129,8 @@ def _shard_parameters(spec: JobSpec, opt: Any) -> list[inspect.Parameter]:
     return [opt("shards", None, int | None, "--shards", help=f"Split the run over K tasks by {unit} (each a "
                 "resumable part in OUT/parts), then merge them into OUT exactly as one run would write it; a "
                 "re-run resumes the unfinished parts alone."),
-            opt("executor", "local", str, "--executor", help=f"Where --shards run: {', '.join(EXECUTORS)}."),
-            opt("dry_run", False, bool, "--dry-run", help="With --shards: print each shard's state and how they "
-                "would be submitted (slurm: the sbatch script); submit and write nothing."),
+            opt("executor", "local", str, "--executor", help=EXECUTOR_HELP),
+            opt("dry_run", False, bool, "--dry-run", help=DRY_RUN_HELP),
             *(_field_parameter(f, hints[f.name]) for f in config_fields(Resources))]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import typer
 from gentool.cli._common import handle_errors, print_table, progress_bar, say
-from gentool.cli._jobs import run_shards, slurm_flags
+from gentool.cli._jobs import DRY_RUN_HELP, EXECUTOR_HELP, run_shards, slurm_flags
 from gentool.cli.experiments import _with_resources
 from gentool.core.config import config_dict
 from gentool.core.diffusion import benchmark as sbench
@@ -249,10 +249,8 @@ def solvers(
     out: Path = typer.Option(None, "--out", help="Run directory for solvers.json and config.json."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     shards: int = typer.Option(None, "--shards", help=SHARDS_HELP),
-    executor: str = typer.Option(None, "--executor", help=f"Where --shards run: {', '.join(EXECUTORS)} "
-                                 "[default: local]."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="With --shards: print each shard's state and how they "
-                                 "would be submitted (slurm: the sbatch script); submit and write nothing."),
+    executor: str = typer.Option(None, "--executor", help=f"{EXECUTOR_HELP} \\[default: local]"),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
     **resources: Any,
 ) -> None:
     """Time gentool's solvers against torchdiffeq, a hand-written loop and the model alone."""
@@ -353,10 +351,8 @@ def samplers(
     steps: int = typer.Option(20, "--steps", help="With --model: sampler steps."),
     cfg: float = typer.Option(7.5, "--cfg", help="With --model, text pipelines: guidance scale."),
     shards: int = typer.Option(None, "--shards", help=SHARDS_HELP),
-    executor: str = typer.Option(None, "--executor", help=f"Where --shards run: {', '.join(EXECUTORS)} "
-                                 "[default: local]."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="With --shards: print each shard's state and how they "
-                                 "would be submitted (slurm: the sbatch script); submit and write nothing."),
+    executor: str = typer.Option(None, "--executor", help=f"{EXECUTOR_HELP} \\[default: local]"),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
     **resources: Any,
 ) -> None:
     """Time every plan sampler (gentool eager, graph, compiled; model alone; plain loop) next to its accuracy; with
