@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -169,21 +171,28 @@ def test_ring_trained_model_bound_dominates_measured_w2(tmp_path: Path) -> None:
     assert m["model"] == "model on ring"
 
 
+def run_stopped(monkeypatch: pytest.MonkeyPatch, job_type: type, stop: Callable[[Any], bool], *args: Any,
+                **kwargs: Any) -> None:
+    """`run(*args, **kwargs)` stopped by `Interrupted` at the first unit where `stop(job)` holds (as a kill between
+    units would), then `job_type.advance` put back for the resume."""
+    advance = job_type.advance
+
+    def stopping(job: Any) -> Any:
+        if stop(job):
+            raise Interrupted("stopped")
+        return advance(job)
+
+    monkeypatch.setattr(job_type, "advance", stopping)
+    with pytest.raises(Interrupted):
+        run(*args, **kwargs)
+    monkeypatch.setattr(job_type, "advance", advance)
+
+
 def test_interrupted_run_resumes_to_the_same_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = dict(target="gmm-ring", perturb=0.1, n=200, batch_size=100, steps=30, n_w2=100, w2_levels=2,
                     plots=False)
     run("bound", tmp_path / "whole", **settings)
-    advance = BoundJob.advance
-
-    def stop_after_one(job: BoundJob):
-        if job.units_done == 1:
-            raise Interrupted("stopped")
-        return advance(job)
-
-    monkeypatch.setattr(BoundJob, "advance", stop_after_one)
-    with pytest.raises(Interrupted):
-        run("bound", tmp_path / "split", **settings)
-    monkeypatch.setattr(BoundJob, "advance", advance)
+    run_stopped(monkeypatch, BoundJob, lambda job: job.units_done == 1, "bound", tmp_path / "split", **settings)
     run("bound", tmp_path / "split", resume="require", **settings)
     whole, split = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "split"))
     assert split == whole
@@ -267,17 +276,8 @@ def test_checkpoints_use_the_same_draws_and_resume(ring_run: Path, tmp_path: Pat
     start from the same z (the last checkpoint alone gives its row of the run over training)."""
     settings = {**CHECKPOINT_RUN, "batch_size": 100}
     run("bound", tmp_path / "whole", model=str(ring_run), **settings, plots=False)
-    advance = BoundJob.advance
-
-    def stop_after_three(job: BoundJob):
-        if job.units_done == 3:
-            raise Interrupted("stopped")
-        return advance(job)
-
-    monkeypatch.setattr(BoundJob, "advance", stop_after_three)
-    with pytest.raises(Interrupted):
-        run("bound", tmp_path / "split", model=str(ring_run), **settings, plots=False)
-    monkeypatch.setattr(BoundJob, "advance", advance)
+    run_stopped(monkeypatch, BoundJob, lambda job: job.units_done == 3, "bound", tmp_path / "split",
+                model=str(ring_run), **settings, plots=False)
     run("bound", tmp_path / "split", model=str(ring_run), resume="require", **settings, plots=False)
     whole, split = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "split"))
     assert split == whole
@@ -327,17 +327,7 @@ def test_train_snapshots_survive_a_resume(tmp_path: Path, monkeypatch: pytest.Mo
     settings = dict(data="ring", n_train=200, steps=40, batch=32, width=8, depth=1, checkpoint_every=20,
                     snapshots=True, plots=False)
     run("train", tmp_path / "whole", **settings)
-    advance = TrainJob.advance
-
-    def stop_after_one(job: TrainJob):
-        if job.trainer.step == 20:
-            raise Interrupted("stopped")
-        return advance(job)
-
-    monkeypatch.setattr(TrainJob, "advance", stop_after_one)
-    with pytest.raises(Interrupted):
-        run("train", tmp_path / "split", **settings)
-    monkeypatch.setattr(TrainJob, "advance", advance)
+    run_stopped(monkeypatch, TrainJob, lambda job: job.trainer.step == 20, "train", tmp_path / "split", **settings)
     run("train", tmp_path / "split", resume="require", **settings)
     whole, split = (training_checkpoints(tmp_path / d) for d in ("whole", "split"))
     assert [s for s, _ in whole] == [s for s, _ in split] == [20, 40]
