@@ -53,10 +53,11 @@ def mix32_(h: torch.Tensor | np.ndarray, start: int = 0) -> torch.Tensor | np.nd
     of e's and s's, each computable once (`element_keys`, `draw_salts`)."""
     words = isinstance(h, np.ndarray)
     for n, (shift, mult) in enumerate(MIX32_ROUNDS):
-        if n >= start and words:
-            h ^= h >> np.uint32(shift)
-        elif n >= start:
-            h.bitwise_xor_((h >> shift).bitwise_and_((1 << (32 - shift)) - 1))
+        if n >= start:
+            if words:
+                h ^= h >> np.uint32(shift)
+            else:
+                h.bitwise_xor_((h >> shift).bitwise_and_((1 << (32 - shift)) - 1))
         if mult is not None:
             h *= np.uint32(mult) if words else int32_word(mult)
     return h
@@ -118,11 +119,9 @@ def hashed_normal(elem_keys: torch.Tensor | np.ndarray, draws: range, dtype: tor
     tensor, on its device) or `element_words` (the CPU's numpy words, the same numbers in fewer calls)."""
     wide = dtype.itemsize > 4
     if isinstance(elem_keys, np.ndarray):
-        u = _uniform_words(elem_keys, salt_words(draws.start, len(draws)), wide)
-        torch.from_numpy(u).erfinv_()
-        z = torch.from_numpy(np.multiply(u, math.sqrt(2.0), out=u))
-        return z if z.dtype == dtype else z.to(dtype)
-    u = uniform_tensor(elem_keys, draw_salts(draws.start, len(draws), elem_keys.device), wide)
+        u = torch.from_numpy(_uniform_words(elem_keys, salt_words(draws.start, len(draws)), wide))
+    else:
+        u = uniform_tensor(elem_keys, draw_salts(draws.start, len(draws), elem_keys.device), wide)
     return u.erfinv_().mul_(math.sqrt(2.0)).to(dtype)
 
 

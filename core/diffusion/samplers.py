@@ -231,9 +231,7 @@ def sampler_table() -> str:
 
 
 def _check_sigmas(sigmas: torch.Tensor | list[float]) -> tuple[float, ...]:
-    if isinstance(sigmas, torch.Tensor) and sigmas.is_floating_point():
-        return _checked_grid(tuple(sigmas.tolist()))  # Python floats already
-    return _checked_grid(tuple(float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)))
+    return _checked_grid(tuple(map(float, sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)))
 
 
 @functools.lru_cache(maxsize=64)
