@@ -46,20 +46,30 @@ def int32_word(value: int) -> int:
     return value - (1 << 32) if value >> 31 else value
 
 
-def mix32_(h: torch.Tensor | np.ndarray, start: int = 0) -> torch.Tensor | np.ndarray:
-    """`mix32` in place on 32-bit words: a numpy uint32 array, or an int32 tensor (products wrap mod 2^32;
-    `>>>`, the logical shift, is torch's arithmetic shift with the sign-filled bits masked off). `start=1`: h
-    already holds x ^ (x >>> 16), the first xorshift, which is linear over GF(2): for x = e ^ s it is the xor
-    of e's and s's, each computable once (`element_keys`, `draw_salts`)."""
-    words = isinstance(h, np.ndarray)
+def mix32_(h: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """`mix32` in place on an int32 tensor's 32-bit words (products wrap mod 2^32; `>>>`, the logical shift,
+    is torch's arithmetic shift with the sign-filled bits masked off). `start=1`: h already holds
+    x ^ (x >>> 16), the first xorshift, which is linear over GF(2): for x = e ^ s it is the xor of e's and
+    s's, each computable once (`element_keys`, `draw_salts`)."""
     for n, (shift, mult) in enumerate(MIX32_ROUNDS):
         if n >= start:
-            if words:
-                h ^= h >> np.uint32(shift)
-            else:
-                h.bitwise_xor_((h >> shift).bitwise_and_((1 << (32 - shift)) - 1))
+            h.bitwise_xor_((h >> shift).bitwise_and_((1 << (32 - shift)) - 1))
         if mult is not None:
-            h *= np.uint32(mult) if words else int32_word(mult)
+            h *= int32_word(mult)
+    return h
+
+
+WORD_ROUNDS = tuple((np.uint32(shift), None if mult is None else np.uint32(mult)) for shift, mult in MIX32_ROUNDS)
+
+
+def mix32_words_(h: np.ndarray, start: int = 0) -> np.ndarray:
+    """`mix32_` on numpy uint32 words (`WORD_ROUNDS`: the rounds as numpy scalars, made once): logical
+    shifts and wrapping products are native, so no masks."""
+    for n, (shift, mult) in enumerate(WORD_ROUNDS):
+        if n >= start:
+            h ^= h >> shift
+        if mult is not None:
+            h *= mult
     return h
 
 
@@ -85,6 +95,7 @@ def element_keys(seed: int, first: int, batch: int, numel: int, device: torch.de
     return torch.where(h >= 1 << 31, h - (1 << 32), h).to(torch.int32)
 
 
+SQRT2 = math.sqrt(2.0)
 HALF_ULP = {torch.float64: torch.tensor(2.0**-32, dtype=torch.float64), torch.float32: torch.tensor(2.0**-24)}
 
 
@@ -122,7 +133,8 @@ def hashed_normal(elem_keys: torch.Tensor | np.ndarray, draws: range, dtype: tor
         u = torch.from_numpy(_uniform_words(elem_keys, salt_words(draws.start, len(draws)), wide))
     else:
         u = uniform_tensor(elem_keys, draw_salts(draws.start, len(draws), elem_keys.device), wide)
-    return u.erfinv_().mul_(math.sqrt(2.0)).to(dtype)
+    z = u.erfinv_().mul_(SQRT2)
+    return z if z.dtype is dtype else z.to(dtype)
 
 
 def uniform_tensor(keys: torch.Tensor, salts: torch.Tensor, wide: bool) -> torch.Tensor:
@@ -134,16 +146,20 @@ def uniform_tensor(keys: torch.Tensor, salts: torch.Tensor, wide: bool) -> torch
     return torch.add(HALF_ULP[torch.float32], h.bitwise_right_shift_(8), alpha=2.0**-23)
 
 
+WORD_SHIFT, WORD_ODD, WORD_ULP = np.int32(7), np.int32(1), np.float32(2.0**-24)
+
+
 def _uniform_words(keys: np.ndarray, salts: np.ndarray, wide: bool) -> np.ndarray:
-    """`uniform_tensor` on the CPU in numpy, on uint32 words (no sign masks: 10 calls instead of 13)."""
-    h = mix32_(np.bitwise_xor(keys[None, :], salts), start=1).view(np.int32)
+    """`uniform_tensor` on the CPU in numpy, on uint32 words (no sign masks; constants made once: on a busy
+    cache every Python-level call counts)."""
+    h = mix32_words_(np.bitwise_xor(salts, keys), start=1).view(np.int32)
     if wide:
         u = np.multiply(h, 2.0**-31)
         u += 2.0**-32
         return u
-    h >>= 7
-    h |= 1
-    return np.multiply(h, np.float32(2.0**-24), dtype=np.float32)
+    h >>= WORD_SHIFT
+    h |= WORD_ODD
+    return np.multiply(h, WORD_ULP, dtype=np.float32)
 
 
 class SeededNoise:
