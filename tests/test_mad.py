@@ -164,3 +164,41 @@ def test_vectorised_families_are_the_ones_metric_seeds_applies_to(name: str) -> 
         refused = rf"metric_seeds applies to family gaussian, linear-regression, not '{name}'"
         with pytest.raises(BadInput, match=refused):
             make_config(MadConfig, {"family": name, "metric_seeds": 5})
+
+
+def test_gaussian_loop_in_more_dimensions_than_points_runs_on_the_finite_metrics(tmp_path) -> None:
+    """n ≤ d: every fitted covariance has rank ≤ n − 1, so det Σ_t = 0 (det_ratio 0) and log det Σ_t and the
+    held-out NLL are infinite: those are left out of the rows (not a failure of the run, and not the finite
+    numbers the rounded eigenvalues would give); with n > d every row keeps them."""
+    rows = run_loop(MadConfig(dim=12, generations=3, seeds=3, n_real=8, n_synth=8, n_test=50), tmp_path / "wide")
+    assert len(rows) == 9
+    for r in rows:
+        assert r["det_ratio"] == 0.0 and "logdet_cov" not in r and "nll" not in r
+        assert all(math.isfinite(r[k]) for k in ("w2_gauss", "trace_cov", "mean_error"))
+    rows = run_loop(MadConfig(dim=3, generations=2, seeds=3, n_real=8, n_synth=8, n_test=50), tmp_path / "tall")
+    assert all(r["det_ratio"] > 0 and math.isfinite(r["logdet_cov"]) and math.isfinite(r["nll"]) for r in rows)
+
+
+def test_a_loop_collapsed_to_a_point_finishes_with_its_exact_metrics(tmp_path) -> None:
+    """λ = 1e-300: generation 2 fits points equal to generation 1's mean up to rounding, so Σ_t = 0 (det_ratio 0,
+    trace ≈ 0; log det and NLL left out), and W2 to N(μ₀, Σ₀) is that of a point mass: W2² = |μ_t − μ₀|² + tr Σ₀
+    (tr Σ₀ = 1 + 2 for the default truth in d = 2)."""
+    rows = run_loop(MadConfig(dim=2, lam=1e-300, generations=3, seeds=2, n_test=50), tmp_path)
+    later = [r for r in rows if r["generation"] >= 2]
+    assert len(later) == 4
+    for r in later:
+        assert r["det_ratio"] == 0.0 and r["trace_ratio"] < 1e-20 and "logdet_cov" not in r and "nll" not in r
+        assert r["w2_gauss"] ** 2 == pytest.approx(r["sq_mean_error"] + 3.0, rel=1e-9)
+
+
+@pytest.mark.parametrize(("n", "finite"), [(6, False), (7, False), (8, True)])
+def test_gaussian_nll_is_infinite_for_a_singular_fit(n: int, finite: bool) -> None:
+    """In d = 7 a fit on n ≤ 7 points is singular: +inf. Seed 3 is one where the rounded smallest eigenvalues of
+    the two n = 7 fits come out positive (~1e-16), which a `w > 0` test took for a density."""
+    gen = torch.Generator().manual_seed(3)
+    fam = make_family("gaussian")
+    model = fam.fit(torch.randn(2, n, 7, generator=gen, dtype=torch.float64), [gen, gen])
+    if n == 7:
+        assert bool((torch.linalg.eigvalsh(model.cov)[:, 0] > 0).all())
+    nll = fam.nll(model, torch.randn(30, 7, generator=gen, dtype=torch.float64))
+    assert torch.isfinite(nll).tolist() == [finite] * 2

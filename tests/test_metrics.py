@@ -264,3 +264,22 @@ def test_gpu_matches_cpu(gen: torch.Generator) -> None:
     gpu = compute_metrics(x.cuda(), y.cuda(), generator=torch.Generator().manual_seed(0))
     for name, value in cpu.items():
         assert gpu[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+
+
+@settings(max_examples=40, deadline=None)
+@given(d=st.integers(1, 12), n=st.integers(2, 16), seed=st.integers(0, 2**16))
+def test_psd_log_det_is_slogdet_for_regular_covariances_and_minus_inf_for_singular_ones(d: int, n: int,
+                                                                                          seed: int) -> None:
+    """The sample covariance of n Gaussian points in d dimensions is singular exactly when n <= d (rank
+    n - 1); there its rounded eigenvalues are tiny or negative and slogdet returns a finite number that means
+    nothing (or the wrong sign), so `psd_log_det` says -inf and not regular."""
+    from gentool.core.metrics.gaussian import psd_log_det
+
+    x = torch.randn(3, n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    cov = mean_cov(x)[1]
+    logdet, regular = psd_log_det(cov)
+    assert regular.tolist() == [n > d] * 3
+    if n > d:
+        assert torch.allclose(logdet, torch.linalg.slogdet(cov)[1], rtol=1e-10, atol=1e-10)
+    else:
+        assert bool((logdet == -math.inf).all())

@@ -116,7 +116,6 @@ DIVERGING = [
      "reduce step_size"),
     (["monoflow", "--mode", "particles", "--dt", "1e8", "--steps", "6", "--eval-every", "2", "-n", "100",
       "--batch-size", "32", "--hidden", "16"], "dt"),
-    (["mad-loop", "--lam", "1e-300", "--generations", "5", "--seeds", "4"], "raise lam"),
     (["mad-loop", "--family", "kde", "--bandwidth", "1e-300", "--generations", "3", "--n-test", "50"], "bandwidth"),
 ]
 

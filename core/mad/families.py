@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from gentool.core.errors import choose, require
-from gentool.core.metrics.gaussian import mean_cov, sqrtm_psd
+from gentool.core.metrics.gaussian import mean_cov, regular_spectrum, sqrtm_psd
 
 FAMILIES = ("gaussian", "gmm", "kde", "diffusion", "monoflow", "linear-regression")
 WARM_START_FAMILIES = ("diffusion", "monoflow")
@@ -78,7 +78,7 @@ class GaussianFamily:
     def nll(self, model: GaussianModel, x: torch.Tensor) -> torch.Tensor:
         """Held-out negative log-likelihood per seed, `x (m, d)` → `(S,)`, from the held-out moments:
         `½ [tr(Σ⁻¹ (C + (m − μ)(m − μ)ᵀ)) + log det Σ + d log 2π]` with `m`, `C` the mean and MLE covariance
-        of `x` (singular Σ → inf)."""
+        of `x` (+inf where Σ is singular, `regular_spectrum`: held-out points lie off its support)."""
         mean, cov = model.mean, model.cov
         m, c = mean_cov(x.to(mean.dtype)[None], ddof=0)
         diff = m[0] - mean
@@ -86,7 +86,7 @@ class GaussianFamily:
         w, v = torch.linalg.eigh(cov)
         quad = (torch.diagonal(v.transpose(1, 2) @ scatter @ v, dim1=1, dim2=2) / w).sum(-1)
         out = 0.5 * (quad + torch.log(w).sum(-1) + mean.shape[-1] * math.log(2 * math.pi))
-        return torch.where((w > 0).all(-1), out, torch.full_like(out, math.inf))
+        return torch.where(regular_spectrum(w), out, torch.full_like(out, math.inf))
 
 
 def _sample_moments(model: Any, synth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

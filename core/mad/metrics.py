@@ -4,8 +4,11 @@ Distribution families (fitted moments μ_t, Σ_t against the truth μ₀, Σ₀,
 `w2_gauss` (Bures W2), `mean_error = ‖μ_t − μ₀‖`, `sq_mean_error = ‖μ_t − μ₀‖²`, `trace_cov = tr Σ_t`,
 `logdet_cov = log det Σ_t`, the ratios to generation 0 `trace_ratio = tr Σ_t / tr Σ₀` and
 `det_ratio = det Σ_t / det Σ₀` (Collapse-or-Thrive; both omitted when Σ₀ is singular), held-out `nll` where
-the model has a density; on mixture data (`ring`, `grid`) `modes` (modes covered by the synthetic sample) and
-`mode_var` (mean over covered modes of the per-coordinate variance of the points assigned to a mode; MAD Fig. 15).
+the model has a density. Where Σ_t is singular (`regular_spectrum`; always when it is the covariance of n ≤ d
+points) `det_ratio` is 0, and a seed's row leaves out `logdet_cov` (−∞) and an infinite `nll` (a singular fitted
+Gaussian: +∞), so a loop in d ≥ n runs on with the metrics that stay finite. On mixture data (`ring`, `grid`):
+`modes` (modes covered by the synthetic sample) and `mode_var` (mean over covered modes of the per-coordinate
+variance of the points assigned to a mode; MAD Fig. 15).
 Linear regression: `test_error = (ŵ − w*)ᵀ Σ_x (ŵ − w*)`.
 """
 
@@ -16,26 +19,38 @@ from typing import Any
 import torch
 from gentool.core.mad.closed_forms import bures_w2
 from gentool.core.mad.reference import Reference
+from gentool.core.metrics.gaussian import psd_log_det
 
 KNN_METRICS = ("precision", "recall", "density", "coverage")
+PerSeed = dict[str, list[float | None]]  # a metric's value for each seed; None: left out of that seed's row
 
 
-def distribution_metrics(family: Any, model: Any, synth: torch.Tensor, ref: Reference) -> dict[str, torch.Tensor]:
+def distribution_metrics(family: Any, model: Any, synth: torch.Tensor, ref: Reference) -> PerSeed:
     """The moment metrics of the module docstring, per seed (`family.moments`: the fitted Gaussian's, or the
     synthetic sample's)."""
     mean, cov = family.moments(model, synth)
     err = mean - ref.mean
-    logdet, logdet0 = torch.linalg.slogdet(cov)[1], torch.linalg.slogdet(ref.cov)[1]
+    logdet, regular = psd_log_det(cov)
+    logdet0, regular0 = psd_log_det(ref.cov)
     trace = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1)
     out = {"w2_gauss": bures_w2(mean, cov, ref.mean, ref.cov), "mean_error": err.norm(dim=-1),
            "sq_mean_error": (err**2).sum(-1), "trace_cov": trace, "trace_ratio": trace / torch.trace(ref.cov)}
-    if bool(torch.isfinite(logdet0)):  # undefined for data of singular covariance (digits: constant pixels)
+    kept = {}
+    if bool(regular0):  # undefined for data of singular covariance (digits: constant pixels)
         out.update(logdet_cov=logdet, det_ratio=torch.exp(logdet - logdet0))
+        kept["logdet_cov"] = regular
     if family.has_density:
         out["nll"] = family.nll(model, ref.test)
+        kept["nll"] = regular | torch.isfinite(out["nll"])
     if ref.modes is not None:
         out.update(mode_metrics(synth, ref))
-    return out
+    return {k: per_seed(v, kept.get(k)) for k, v in out.items()}
+
+
+def per_seed(values: torch.Tensor, kept: torch.Tensor | None = None) -> list[float | None]:
+    """`values (S,)` as floats, None where `kept` is False."""
+    flags = [True] * len(values) if kept is None else kept.tolist()
+    return [v if k else None for v, k in zip(values.double().cpu().tolist(), flags, strict=True)]
 
 
 def mode_metrics(synth: torch.Tensor, ref: Reference, n_std: float = 3.0) -> dict[str, torch.Tensor]:
@@ -63,10 +78,11 @@ def regression_metrics(model: Any, ref: Reference) -> dict[str, torch.Tensor]:
     return {"test_error": population_risk(model, ref.coef, ref.cov)}
 
 
-def cheap_metrics(family: Any, model: Any, synth: torch.Tensor, ref: Reference) -> dict[str, list[float]]:
-    """Vectorised per-seed metrics (module docstring) as lists of floats."""
-    out = regression_metrics(model, ref) if ref.coef is not None else distribution_metrics(family, model, synth, ref)
-    return {k: v.double().cpu().tolist() for k, v in out.items()}
+def cheap_metrics(family: Any, model: Any, synth: torch.Tensor, ref: Reference) -> PerSeed:
+    """Vectorised per-seed metrics (module docstring)."""
+    if ref.coef is not None:
+        return {k: per_seed(v) for k, v in regression_metrics(model, ref).items()}
+    return distribution_metrics(family, model, synth, ref)
 
 
 def sample_metrics(synth: torch.Tensor, ref: Reference, names: tuple[str, ...], generator: torch.Generator

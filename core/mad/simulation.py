@@ -115,7 +115,7 @@ class Simulation:
         rows = []
         for i, sid in enumerate(group.seed_ids):
             row: dict[str, Any] = {"seed": sid, "generation": t, "n_train": int(train.shape[1])}
-            row.update({k: v[i] for k, v in cheap.items()})
+            row.update({k: v[i] for k, v in cheap.items() if v[i] is not None})
             if names and sid - self.seed < self._metric_limit():
                 rng = generation_rng(sid, t, STREAMS["metrics"])
                 row.update(sample_metrics(synth[i], self.ref, names, rng))

@@ -28,6 +28,23 @@ def sqrtm_psd(s: torch.Tensor) -> torch.Tensor:
     return (vecs * vals.clamp_min(0).sqrt().unsqueeze(-2)) @ vecs.transpose(-1, -2)
 
 
+def regular_spectrum(w: torch.Tensor) -> torch.Tensor:
+    """Whether the ascending eigenvalues `w (..., d)` of symmetric PSD matrices are those of regular ones:
+    `w_1 > d eps w_d` (eps of the dtype). Below that a matrix is singular up to rounding: its determinant is 0,
+    and its rounded eigenvalues near 0 (tiny, or negative) say nothing. A sample covariance of n <= d points
+    always is singular (rank <= n - 1)."""
+    return w[..., 0] > w.shape[-1] * torch.finfo(w.dtype).eps * w[..., -1]
+
+
+def psd_log_det(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(log det S, regular)` of (batches of) symmetric PSD matrices `(..., d, d)`: `sum_i log w_i` over the
+    eigenvalues where `regular_spectrum`, else -inf (det S = 0)."""
+    w = torch.linalg.eigvalsh((s + s.transpose(-1, -2)) / 2)
+    regular = regular_spectrum(w)
+    logdet = torch.log(w.clamp_min(torch.finfo(w.dtype).tiny)).sum(-1)
+    return torch.where(regular, logdet, torch.full_like(logdet, -torch.inf)), regular
+
+
 def gaussian_w2_squared(m1: torch.Tensor, s1: torch.Tensor, m2: torch.Tensor,
                         s2: torch.Tensor) -> torch.Tensor:
     """Batched Bures formula `W2^2 = |m1 - m2|^2 + tr(S1 + S2 - 2 (S2^1/2 S1 S2^1/2)^1/2)`.
