@@ -216,7 +216,8 @@ def test_cli_writes_metrics(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--target", "gaussian"], "error: target needs perturb"),
     (["--target", "gaussian", "--perturb", "-1"], "error: perturb must be a finite number > -1"),
-    (["--target", "gaussian", "--perturb", "0.1", "--model", "x.pt"], "error: give exactly one of target and model"),
+    (["--target", "gaussian", "--perturb", "0.1", "--model", "x.pt"], "error: give a target or a model, not both"),
+    (["--perturb", "0.1"], "error: give a target (one of: gaussian, gmm-ring, gmm-grid, gmm-random, point) or a model"),
     (["--target", "ring", "--perturb", "0.1"], "error: unknown target 'ring'"),
     (["--model", "missing.pt"], "error: checkpoint not found"),
     (["--target", "gmm-ring", "--perturb", "0.1", "--dim", "3"], "error: dim applies to source gaussian"),

@@ -123,13 +123,15 @@ def test_wrong_checkpoint_kind_exit_2(tmp_path) -> None:
 
 
 def test_sde_sampler_with_its_option_runs(tmp_path) -> None:
-    """`--sampler dpmpp-2m-sde --eta 0.5` runs and records the option; the same option on euler is refused."""
+    """`gentool sample --sampler dpmpp-2m-sde --eta 0.5` (the issue's command: no target or model, so the default
+    target gmm-ring) runs and records the option and the target it sampled."""
     import json
 
     from gentool.cli.main import app
     from typer.testing import CliRunner
 
-    result = CliRunner().invoke(app, ["sample", "--target", "gmm-ring", "--sampler", "dpmpp-2m-sde", "--eta", "0.5",
-                                      "-n", "200", "--steps", "10", "--out", str(tmp_path / "r"), "--no-progress"])
+    result = CliRunner().invoke(app, ["sample", "--sampler", "dpmpp-2m-sde", "--eta", "0.5", "-n", "200", "--steps",
+                                      "10", "--out", str(tmp_path / "r"), "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["config"]["eta"] == 0.5
+    config = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    assert config["eta"] == 0.5 and config["target"] == "gmm-ring" and config["model"] is None

@@ -24,6 +24,20 @@ SOURCE = derived_choice(lambda cfg: cfg.target if cfg.model is None else None if
                         "sample, tune and bound.")
 
 
+DEFAULT_TARGET = "gmm-ring"  # what sample and tune take when given neither a target nor a model
+
+
+def chosen_target(target: str | None, model: str | None, default: str | None = None) -> str | None:
+    """The analytic target of a config with `target` and `model` settings: `target`, else `default` when no
+    model is given (None: one of the two is required); None when it samples the model. Both given, or neither
+    without a default, is `BadInput` naming the targets."""
+    if model is not None:
+        require(target is None, f"give a target or a model, not both (target {target!r}, model {model!r})")
+        return None
+    require(target is not None or default is not None, f"give a target (one of: {', '.join(TARGETS)}) or a model")
+    return choose("target", target if target is not None else default, TARGETS)
+
+
 def target_dim(name: str, dim: int) -> int:
     """The dimension target `name` is made in: `dim` for `ANY_DIM_TARGETS`, else 2."""
     return dim if name in ANY_DIM_TARGETS else 2

@@ -52,10 +52,11 @@ from gentool.core.diffusion.targets import (
     SOURCE,
     TARGETS,
     MixtureTarget,
+    chosen_target,
     make_target,
     target_dim,
 )
-from gentool.core.errors import BadInput, NumericalFailure, choose, require
+from gentool.core.errors import BadInput, NumericalFailure, require
 from gentool.core.io import atomic_write_json, atomic_write_text, check_allocation
 from gentool.core.metrics.gaussian import gaussian_w2
 from gentool.core.metrics.wasserstein import exact_w2, exact_w2_bytes, sliced_w2
@@ -95,9 +96,8 @@ class BoundConfig:
     source = SOURCE
 
     def __post_init__(self) -> None:
-        require((self.target is None) != (self.model is None), "give exactly one of target and model")
+        object.__setattr__(self, "target", chosen_target(self.target, self.model))
         if self.target is not None:
-            choose("target", self.target, TARGETS)
             require(self.perturb is not None, "target needs perturb (the dilation eps of the model; 0: exact)")
             check_float("perturb", self.perturb, -1.0, lo_open=True)
         else:

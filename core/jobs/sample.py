@@ -33,9 +33,11 @@ from gentool.core.diffusion.samplers import Option, option_declarations, run_sam
 from gentool.core.diffusion.sources import SampleSource, model_source, target_source
 from gentool.core.diffusion.targets import (
     ANY_DIM_TARGETS,
+    DEFAULT_TARGET,
     MODEL_SOURCE,
     SOURCE,
     MixtureTarget,
+    chosen_target,
     reference_flow,
     target_dim,
 )
@@ -62,10 +64,11 @@ DIM_DEFAULT = 2  # the dimension of the analytic targets unless dim says otherwi
 
 @dataclass(frozen=True)
 class SampleSettings:
-    """What to sample (exactly one of `target` and `model`), with which sampler, on which σ grid. The
+    """What to sample (a `target`, gmm-ring by default, or a `model`), with which sampler, on which σ grid. The
     sampler options (eta, order, ...) are added from the sampler registry's declarations (`SampleConfig`)."""
 
-    target: str | None = setting(None, "Analytic target (exact denoiser).", choices=TARGETS)
+    target: str | None = setting(None, f"Analytic target (exact denoiser; default: {DEFAULT_TARGET} unless a "
+                                 "model is given).", choices=TARGETS)
     model: str | None = setting(None, "A `gentool train` checkpoint (file or run directory) or a diffusers model "
                                 "(directory, or a hub id in the local cache).", metavar="PATH")
     sampler: str = setting("dpmpp-2m", "Sampler.", choices=tuple(SAMPLERS))
@@ -146,9 +149,7 @@ class SampleSettings:
     source = SOURCE
 
     def __post_init__(self) -> None:
-        require((self.target is None) != (self.model is None), "give exactly one of target and model")
-        if self.target is not None:
-            choose("target", self.target, TARGETS)
+        object.__setattr__(self, "target", chosen_target(self.target, self.model, DEFAULT_TARGET))
         choose("sampler", self.sampler, SAMPLERS)
         choose("grid", self.grid, SAMPLE_GRIDS)
         choose("schedule", self.schedule, SCHEDULES)

@@ -30,9 +30,11 @@ from gentool.core.diffusion.samplers import solve_sampler
 from gentool.core.diffusion.sources import SampleSource, model_source, target_source
 from gentool.core.diffusion.targets import (
     ANY_DIM_TARGETS,
+    DEFAULT_TARGET,
     MODEL_SOURCE,
     SOURCE,
     MixtureTarget,
+    chosen_target,
     reference_flow,
     target_dim,
 )
@@ -65,10 +67,11 @@ ANALYTIC_CHECK_RTOL = 1e-10  # the analytic teacher is checked against the core'
 
 @dataclass(frozen=True)
 class TuneSettings:
-    """Which model (exactly one of `target` and `model`), which base sampler at how many evaluations, what
+    """Which model (a `target`, gmm-ring by default, or a `model`), which base sampler at how many evaluations, what
     is learned, and from how many teacher solves. Sampler options (order, ...) come from the registry."""
 
-    target: str | None = setting(None, "Analytic target (exact denoiser).", choices=TARGETS)
+    target: str | None = setting(None, f"Analytic target (exact denoiser; default: {DEFAULT_TARGET} unless a "
+                                 "model is given).", choices=TARGETS)
     model: str | None = setting(None, "A `gentool train` checkpoint (file or run directory) or a diffusers model "
                                 "directory.", metavar="PATH")
     dim: int = setting(2, "Dimension for the gaussian, gmm-random and point targets.",
@@ -91,7 +94,7 @@ class TuneSettings:
     source = SOURCE
 
     def __post_init__(self) -> None:
-        require((self.target is None) != (self.model is None), "give exactly one of target and model")
+        object.__setattr__(self, "target", chosen_target(self.target, self.model, DEFAULT_TARGET))
         base_spec(self.sampler).resolve(self.given_options())
         parse_learn(self.learn)
         check_int("nfe", self.nfe, 1, 1000)
