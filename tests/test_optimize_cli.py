@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from gentool.cli.main import app
 from gentool.core.io import read_jsonl
+from gentool.core.probspace.particles import DEFAULTS
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -100,7 +101,7 @@ def test_particles_defaults_are_recorded(tmp_path) -> None:
     assert _run("particles", "--target", "gaussian", "--method", "svgd", "-n", "20", "--time", "2", "--out",
                 str(out), "--no-progress", "--no-plots").exit_code == 0
     config = json.loads((out / "config.json").read_text())["config"]
-    assert (config["time"], config["step_size"], config["log_every"]) == (2.0, 0.5, 1)
+    assert (config["time"], config["step_size"], config["log_every"]) == (2.0, DEFAULTS["svgd"].step, 1)
 
 
 def test_particles_exact_fokker_planck_in_the_summary(tmp_path) -> None:
