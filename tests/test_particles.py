@@ -187,7 +187,7 @@ def _summary(out: Path) -> dict:
     return read_json(out / "DONE.json")["summary"]
 
 
-DEFAULT_RUNS = [pytest.param("svgd", None, id="svgd", marks=pytest.mark.slow),  # 400 steps, n = 1000: ~40 s
+DEFAULT_RUNS = [pytest.param("svgd", None, id="svgd", marks=pytest.mark.slow),  # 800 steps, n = 1000: ~50 s
                 pytest.param("svgd", 300, id="svgd-n300"),
                 pytest.param("mmd-flow", None, id="mmd-flow", marks=pytest.mark.slow),  # 500 steps, n = 1000: ~15 s
                 pytest.param("mmd-flow", 300, id="mmd-flow-n300")]
