@@ -62,6 +62,7 @@ class GaussianFamily:
     cov: str = "unbiased"
     vectorised: bool = True
     has_density: bool = True
+    fitted_moments: bool = True  # `moments` are the model's own (its density is singular where they are)
 
     def fit(self, x: torch.Tensor, gens: Generators, context: Context | None = None) -> GaussianModel:
         mean, cov = mean_cov(x, ddof=1 if self.cov == "unbiased" else 0)

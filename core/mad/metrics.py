@@ -5,10 +5,10 @@ Distribution families (fitted moments μ_t, Σ_t against the truth μ₀, Σ₀,
 `logdet_cov = log det Σ_t`, the ratios to generation 0 `trace_ratio = tr Σ_t / tr Σ₀` and
 `det_ratio = det Σ_t / det Σ₀` (Collapse-or-Thrive; both omitted when Σ₀ is singular), held-out `nll` where
 the model has a density. Where Σ_t is singular (`regular_spectrum`; always when it is the covariance of n ≤ d
-points) `det_ratio` is 0, and a seed's row leaves out `logdet_cov` (−∞) and an infinite `nll` (a singular fitted
-Gaussian: +∞), so a loop in d ≥ n runs on with the metrics that stay finite. On mixture data (`ring`, `grid`):
-`modes` (modes covered by the synthetic sample) and `mode_var` (mean over covered modes of the per-coordinate
-variance of the points assigned to a mode; MAD Fig. 15).
+points) `det_ratio` is 0, and a seed's row leaves out `logdet_cov` (−∞) and, for the Gaussian family, whose Σ_t
+is the model's, its infinite `nll`, so a loop in d ≥ n runs on with the metrics that stay finite. On mixture
+data (`ring`, `grid`): `modes` (modes covered by the synthetic sample) and `mode_var` (mean over covered modes
+of the per-coordinate variance of the points assigned to a mode; MAD Fig. 15).
 Linear regression: `test_error = (ŵ − w*)ᵀ Σ_x (ŵ − w*)`.
 """
 
@@ -41,7 +41,8 @@ def distribution_metrics(family: Any, model: Any, synth: torch.Tensor, ref: Refe
         kept["logdet_cov"] = regular
     if family.has_density:
         out["nll"] = family.nll(model, ref.test)
-        kept["nll"] = regular | torch.isfinite(out["nll"])
+        if getattr(family, "fitted_moments", False):  # a singular fitted Gaussian: +inf, left out
+            kept["nll"] = regular | torch.isfinite(out["nll"])
     if ref.modes is not None:
         out.update(mode_metrics(synth, ref))
     return {k: per_seed(v, kept.get(k)) for k, v in out.items()}
