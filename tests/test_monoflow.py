@@ -150,6 +150,20 @@ def test_cli_particle_and_exact_modes(tmp_path, extra: list[str]) -> None:
         assert float((ckpt["particles"].mean(0) - expected).abs().max()) < 0.1
 
 
+def test_a_round_that_goes_non_finite_is_named_with_its_flow_time_and_knobs(tmp_path) -> None:
+    """The exact-ratio flow on the ring (mode std 0.2) at dt = 0.05 grows ~9x a round until it overflows: the
+    error names that round and its flow time (not step 0 of the round's own solve) and the knobs dt and
+    solver_steps; exit 3, one line."""
+    res = runner.invoke(app, ["monoflow", "--mode", "exact", "--target", "gmm-ring", "--steps", "60", "--out",
+                              str(tmp_path / "ring"), "--no-progress"])
+    line = res.output.strip().splitlines()[-1]
+    assert res.exit_code == 3 and "became non-finite in round" in line and "(flow time " in line, res.output
+    assert "lower dt (now 0.05) or raise solver_steps (now 1)" in line
+    ok = runner.invoke(app, ["monoflow", "--mode", "exact", "--target", "gmm-ring", "--steps", "60", "--dt", "0.01",
+                             "--out", str(tmp_path / "small"), "--no-progress"])
+    assert ok.exit_code == 0, ok.output
+
+
 # ---- issue 16: the official Gaussian toy, every h of the official code, the researcher's data ---------------
 
 TOY_COV = [[1.0, 0.8], [0.8, 0.89]]  # S Sᵀ, S = [[1, 0], [0.8, 0.5]]

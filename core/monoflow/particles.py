@@ -7,6 +7,8 @@ solver core (`batch_odeint`, fixed-step `method`), the discriminator held fixed 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,7 @@ from gentool.core.monoflow.h import get_h
 from gentool.core.nn import seeded
 from gentool.core.progress import Progress, no_progress
 from gentool.core.solvers import FIXED_METHODS, batch_odeint
+from gentool.core.solvers.errors import NonFiniteState
 from torch import nn
 
 
@@ -55,6 +58,19 @@ def init_particle_run(x0: torch.Tensor, cfg: MonoFlowConfig, *, seed: int) -> Pa
     return ParticleRun(cfg, x0.float().clone(), disc, opt)
 
 
+@contextmanager
+def named_round(step: int, cfg: MonoFlowConfig) -> Iterator[None]:
+    """A round whose solve ends non-finite, named by the round, its flow time and the knobs (the solve itself
+    only knows its own step within the round)."""
+    try:
+        yield
+    except NonFiniteState:
+        t0, t1 = step * cfg.dt, (step + 1) * cfg.dt
+        raise NonFiniteState(f"particles became non-finite in round {step + 1} (flow time {t0:.6g} -> {t1:.6g}); "
+                             f"lower dt (now {cfg.dt:g}) or raise solver_steps (now {cfg.solver_steps})",
+                             step=step, time=t0) from None
+
+
 def particle_steps(run: ParticleRun, real: RealData | torch.Tensor, n_steps: int, rng: torch.Generator,
                    progress: Progress | None = None) -> dict[str, float]:
     """Advance by `n_steps` rounds (refit D on real minibatches vs minibatches of the particles, then integrate
@@ -68,7 +84,8 @@ def particle_steps(run: ParticleRun, real: RealData | torch.Tensor, n_steps: int
         for _ in range(cfg.d_steps):
             d_loss = discriminator_step(run.disc, run.opt_d, real.batch(cfg.batch_size, rng),
                                         minibatch(run.particles, cfg.batch_size, rng))
-        run.particles = batch_odeint(field, run.particles, t, method=cfg.method, graph="off").x.detach()
+        with named_round(run.step, cfg):
+            run.particles = batch_odeint(field, run.particles, t, method=cfg.method, graph="off").x.detach()
         run.step += 1
         progress(run.step, cfg.steps, d_loss=d_loss)
     return {"d_loss": d_loss}
@@ -98,8 +115,9 @@ def exact_steps(run: ExactRun, n_steps: int, progress: Progress | None = None) -
     """Advance the exact-ratio flow by `n_steps` × `dt` (each over `solver_steps` fixed steps)."""
     cfg, h, progress = run.cfg, get_h(run.cfg.h), progress or no_progress
     for _ in range(n_steps):
-        run.particles = exact_flow(run.particles, run.log_p, h, cfg.dt, cfg.solver_steps,
-                                   method=cfg.method, c=cfg.h_param)
+        with named_round(run.step, cfg):
+            run.particles = exact_flow(run.particles, run.log_p, h, cfg.dt, cfg.solver_steps,
+                                       method=cfg.method, c=cfg.h_param)
         run.step += 1
         progress(run.step, cfg.steps, time=run.step * cfg.dt)
     return {"time": run.step * cfg.dt}
