@@ -31,7 +31,7 @@ def distribution_metrics(family: Any, model: Any, synth: torch.Tensor, ref: Refe
     mean, cov = family.moments(model, synth)
     err = mean - ref.mean
     logdet, regular = psd_log_det(cov)
-    logdet0, regular0 = psd_log_det(ref.cov)
+    logdet0, regular0 = ref.log_det
     trace = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1)
     out = {"w2_gauss": bures_w2(mean, cov, ref.mean, ref.cov), "mean_error": err.norm(dim=-1),
            "sq_mean_error": (err**2).sum(-1), "trace_cov": trace, "trace_ratio": trace / torch.trace(ref.cov)}

@@ -8,6 +8,7 @@ like a benchmark's test split.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from gentool.core.data import mixture_preset, sample_data
 from gentool.core.mad.families import Generators, normal, sample_moments
 from gentool.core.mad.truth import gaussian_truth
+from gentool.core.metrics.gaussian import psd_log_det
 
 REFERENCE_SEED = 0
 STREAMS = {"train": 0, "metrics": 1, "fresh": 2, "subsample": 3, "reference": 7, "coef": 8}
@@ -80,6 +82,11 @@ class Reference:
     modes: torch.Tensor | None = None
     mode_std: float = 0.0
     coef: torch.Tensor | None = None
+
+    @functools.cached_property
+    def log_det(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`psd_log_det(cov)`, computed once: every generation's metrics compare with it."""
+        return psd_log_det(self.cov)
 
 
 def make_reference(real: RealData, n_test: int) -> Reference:
