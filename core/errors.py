@@ -15,7 +15,7 @@ Exit codes (also in README and ARCHITECTURE.md):
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 
 
 class GentoolError(Exception):
@@ -53,13 +53,16 @@ class Interrupted(GentoolError):
     exit_code = 130
 
 
+CONTAINERS = (dict, tuple, list, set, frozenset)
+
+
 def choose(kind: str, value: str, allowed: Iterable[str]) -> str:
     """Return `value` if it is one of `allowed`, else raise `BadInput` naming the allowed values.
 
     The message suggests the nearest allowed name when one is close.
     """
-    if isinstance(allowed, Collection) and isinstance(value, str) and value in allowed:
-        return value  # the common case without sorting (`choose` runs on every solve)
+    if isinstance(allowed, CONTAINERS) and isinstance(value, str) and value in allowed:
+        return value  # the common case without sorting (`choose` runs on every solve; concrete types: no ABC check)
     options = sorted(allowed)
     if value in options:
         return value

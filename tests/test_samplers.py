@@ -438,15 +438,16 @@ def test_brownian_path_has_the_law_of_brownian_motion_at_the_points_asked_for() 
 @pytest.mark.parametrize("wide", [False, True])
 def test_seeded_noise_cpu_words_equal_the_torch_ops_every_device_runs(wide: bool) -> None:
     """On the CPU the hash runs in numpy on uint32 words; the torch int32 ops (CUDA's path, graph-safe) give
-    bit-identical uniforms, keys spanning every sign and both ends of the 32-bit range."""
+    bit-identical uniforms in (-1, 1), keys spanning every sign and both ends of the 32-bit range."""
     import numpy as np
     from gentool.core.diffusion.noise import _uniform_words, draw_salts, element_keys, uniform_tensor
 
-    keys = torch.cat([element_keys(3, 5, 4096, 3, torch.device("cpu")),
+    keys = torch.cat([element_keys(3, 5, (4096, 3), torch.device("cpu")).flatten(),
                       torch.tensor([0, 1, -1, 2**31 - 1, -(2**31)], dtype=torch.int32)])
-    salts = draw_salts(2, 17, torch.device("cpu"))
+    salts = draw_salts(2, 17, 1, torch.device("cpu"))
     words = torch.from_numpy(_uniform_words(keys.numpy().view(np.uint32), salts.numpy().view(np.uint32), wide))
     reference = uniform_tensor(keys, salts, wide)
+    assert words.shape == (17, len(keys))
     assert words.dtype == reference.dtype == (torch.float64 if wide else torch.float32)
     assert torch.equal(words, reference)
     assert float(reference.abs().max()) < 1

@@ -85,14 +85,15 @@ def sample_keys(seed: int, index: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=4)
-def element_keys(seed: int, first: int, batch: int, numel: int, device: torch.device) -> torch.Tensor:
-    """One 32-bit key e per (sample, element), flat (batch * numel,) int32: a function of the seed, the sample's
-    global index and the element's index, stored as `xorshift16(e)` (see `mix32_`). Memoised: a run draws for
-    the same samples solve after solve."""
+def element_keys(seed: int, first: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """One 32-bit key e per (sample, element) of a state of `shape` (B, ...), int32 of that shape: a function of
+    the seed, the sample's global index and the element's flat index, stored as `xorshift16(e)` (see `mix32_`).
+    Memoised: a run draws for the same samples solve after solve."""
+    batch, numel = shape[0], math.prod(shape[1:])
     keys = sample_keys(seed, torch.arange(first, first + batch, dtype=torch.int64, device=device))
     e = torch.arange(numel, dtype=torch.int64, device=device).repeat(batch)
     h = xorshift16(mix32(keys.repeat_interleave(numel) ^ mix32(e + 0x632BE5AB)))
-    return torch.where(h >= 1 << 31, h - (1 << 32), h).to(torch.int32)
+    return torch.where(h >= 1 << 31, h - (1 << 32), h).to(torch.int32).reshape(shape)
 
 
 SQRT2 = math.sqrt(2.0)
@@ -100,47 +101,55 @@ HALF_ULP = {torch.float64: torch.tensor(2.0**-32, dtype=torch.float64), torch.fl
 
 
 @functools.lru_cache(maxsize=16)
-def draw_salts(start: int, n: int, device: torch.device) -> torch.Tensor:
-    """The salts s = `mix32(k + 0x9E3779B9)` of draws k = start..start+n-1, stored as `xorshift16(s)`, as an int32
-    column (n, 1) (memoised)."""
+def draw_salts(start: int, n: int, ndim: int, device: torch.device) -> torch.Tensor:
+    """The salts s = `mix32(k + 0x9E3779B9)` of draws k = start..start+n-1, stored as `xorshift16(s)`, int32 of
+    shape (n, 1, ..., 1) (`ndim` ones: they broadcast against element keys of `ndim` dimensions; memoised)."""
     salts = [int32_word(xorshift16(mix32((k + 0x9E3779B9) & MASK))) for k in range(start, start + n)]
-    return torch.tensor(salts, dtype=torch.int32, device=device)[:, None]
+    return torch.tensor(salts, dtype=torch.int32, device=device).reshape(n, *(1,) * ndim)
 
 
 @functools.lru_cache(maxsize=4)
-def element_words(seed: int, first: int, batch: int, numel: int) -> np.ndarray:
+def element_words(seed: int, first: int, shape: tuple[int, ...]) -> np.ndarray:
     """`element_keys` on the CPU as numpy uint32 words (memoised)."""
-    return element_keys(seed, first, batch, numel, torch.device("cpu")).numpy().view(np.uint32)
+    return element_keys(seed, first, shape, torch.device("cpu")).numpy().view(np.uint32)
 
 
 @functools.lru_cache(maxsize=16)
-def salt_words(start: int, n: int) -> np.ndarray:
+def salt_words(start: int, n: int, ndim: int) -> np.ndarray:
     """`draw_salts` as numpy uint32 words (memoised)."""
-    return draw_salts(start, n, torch.device("cpu")).numpy().view(np.uint32)
+    return draw_salts(start, n, ndim, torch.device("cpu")).numpy().view(np.uint32)
 
 
 def hashed_normal(elem_keys: torch.Tensor | np.ndarray, draws: range, dtype: torch.dtype) -> torch.Tensor:
-    """Standard normals (len(draws), len(elem_keys)): draw k of an element with key e is
+    """Standard normals (len(draws), *elem_keys.shape): draw k of an element with key e is
 
         z = sqrt(2) erfinv(u),   u = (h + 1/2) 2^-31 in (-1, 1),   h = mix32(e xor mix32(k + 0x9E3779B9)),
 
     h read as a signed 32-bit integer (inverse-CDF sampling: one hash and one transcendental per number).
-    For float32 and narrower states h keeps its top 24 bits (u = (h >> 8 + 1/2) 2^-23 = ((h >> 7) | 1) 2^-24,
-    exact in float32: |z| < 5.4), else u is formed in float64 (|z| < 6.2). `elem_keys`: `element_keys` (a
-    tensor, on its device) or `element_words` (the CPU's numpy words, the same numbers in fewer calls)."""
-    wide = dtype.itemsize > 4
+    For float32 and narrower states h keeps its top 24 bits (u = (h >> 8 + 1/2) 2^-23, exact in float32:
+    |z| < 5.4), else u is formed in float64 (|z| < 6.2). `elem_keys`: `element_keys` (a tensor, on its
+    device) or `element_words` (the CPU's numpy words: the same hashes in fewer calls)."""
+    return _as(hashed_erfinv(elem_keys, draws, dtype.itemsize > 4).mul_(SQRT2), dtype)
+
+
+def hashed_erfinv(elem_keys: torch.Tensor | np.ndarray, draws: range, wide: bool) -> torch.Tensor:
+    """`hashed_normal` / sqrt(2) = erfinv(u) in float64 (`wide`) or float32, for a consumer that folds the
+    factor sqrt(2) into its own coefficients."""
     if isinstance(elem_keys, np.ndarray):
-        u = torch.from_numpy(_uniform_words(elem_keys, salt_words(draws.start, len(draws)), wide))
+        u = torch.from_numpy(_uniform_words(elem_keys, salt_words(draws.start, len(draws), elem_keys.ndim), wide))
     else:
-        u = uniform_tensor(elem_keys, draw_salts(draws.start, len(draws), elem_keys.device), wide)
-    z = u.erfinv_().mul_(SQRT2)
+        u = uniform_tensor(elem_keys, draw_salts(draws.start, len(draws), elem_keys.dim(), elem_keys.device), wide)
+    return u.erfinv_()
+
+
+def _as(z: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return z if z.dtype is dtype else z.to(dtype)
 
 
 def uniform_tensor(keys: torch.Tensor, salts: torch.Tensor, wide: bool) -> torch.Tensor:
-    """`hashed_normal`'s u from int32 element keys (n,) and draw salts (k, 1), in torch ops (any device; on the
-    CPU `_uniform_words` computes the same numbers): (k, n) float64 (`wide`) or float32."""
-    h = mix32_(keys[None, :] ^ salts, start=1)
+    """`hashed_normal`'s u from int32 element keys against draw salts (broadcast), in torch ops (any device,
+    graph-safe; on the CPU `_uniform_words` computes the same numbers): float64 (`wide`) or float32."""
+    h = mix32_(keys ^ salts, start=1)
     if wide:  # one kernel: the integer words promote to the 0-d offset's float dtype, exactly
         return torch.add(HALF_ULP[torch.float64], h, alpha=2.0**-31)
     return torch.add(HALF_ULP[torch.float32], h.bitwise_right_shift_(8), alpha=2.0**-23)
@@ -150,14 +159,15 @@ WORD_SHIFT, WORD_ODD, WORD_ULP = np.int32(7), np.int32(1), np.float32(2.0**-24)
 
 
 def _uniform_words(keys: np.ndarray, salts: np.ndarray, wide: bool) -> np.ndarray:
-    """`uniform_tensor` on the CPU in numpy, on uint32 words (no sign masks; constants made once: on a busy
-    cache every Python-level call counts)."""
+    """`uniform_tensor` on the CPU in numpy, on uint32 words (native logical shifts and wrapping products, no
+    sign masks). All in numpy, constants made once: between model calls the caches are cold and each further
+    library or Python-level call costs (a torch conversion here measured ~40 µs slower per solve)."""
     h = mix32_words_(np.bitwise_xor(salts, keys), start=1).view(np.int32)
     if wide:
         u = np.multiply(h, 2.0**-31)
         u += 2.0**-32
         return u
-    h >>= WORD_SHIFT
+    h >>= WORD_SHIFT  # ((h >> 7) | 1) 2^-24 = (h >> 8 + 1/2) 2^-23
     h |= WORD_ODD
     return np.multiply(h, WORD_ULP, dtype=np.float32)
 
@@ -167,15 +177,22 @@ class SeededNoise:
 
     def __init__(self, like: torch.Tensor, seed: int, first: int = 0) -> None:
         self.shape, self.dtype = like.shape, like.dtype
-        args = (int(seed), int(first), like.shape[0], math.prod(like.shape[1:]))
-        self.keys = element_words(*args) if like.device.type == "cpu" else element_keys(*args, like.device)
+        key = (int(seed), int(first), self.shape)
+        self.keys = element_words(*key) if like.is_cpu else element_keys(*key, like.device)
         self.count = 0
 
     def draws(self, n: int) -> torch.Tensor:
         """The next n draws at once, (n, *shape)."""
-        out = hashed_normal(self.keys, range(self.count, self.count + n), self.dtype)
+        return _as(self._erfinv(n).mul_(SQRT2), self.dtype)
+
+    def scaled_draws(self, n: int) -> torch.Tensor:
+        """The next n draws divided by `SQRT2` (`hashed_erfinv`: the consumer multiplies)."""
+        return _as(self._erfinv(n), self.dtype)
+
+    def _erfinv(self, n: int) -> torch.Tensor:
+        out = hashed_erfinv(self.keys, range(self.count, self.count + n), self.dtype.itemsize > 4)
         self.count += n
-        return out.reshape(n, *self.shape)
+        return out
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
         return self.draws(1)[0]
@@ -290,13 +307,19 @@ class BrownianPath:
         self.source, self.block = SeededNoise(like, seed, first), max(1, int(block))
         self.shape, self.dtype, self.device = like.shape, like.dtype, like.device
         self.levy = Levy()
-        self.z: torch.Tensor | None = None  # the draws made so far, (drawn, B * numel)
+        self.levy_shared = False  # `levy` is a memoised construction, copied before it grows (`_own_levy`)
+        self.z: torch.Tensor | None = None  # the draws made so far / sqrt(2), (drawn, B * numel)
+
+    def _own_levy(self) -> Levy:
+        if self.levy_shared:
+            self.levy, self.levy_shared = self.levy.copy(), False
+        return self.levy
 
     def _draws(self) -> torch.Tensor:
-        """z_0..z_{used-1}, (used, B * numel), drawn `block` at a time (or all that are missing)."""
+        """z_0..z_{used-1} / sqrt(2), (used, B * numel), drawn `block` at a time (or all that are missing)."""
         have, used = (0 if self.z is None else self.z.shape[0]), self.levy.used
         if have < used:
-            more = self.source.draws(max(used - have, self.block if have else 0)).reshape(-1, self.shape.numel())
+            more = self.source.scaled_draws(max(used - have, self.block if have else 0)).reshape(-1, self.shape.numel())
             self.z = more if self.z is None else torch.cat([self.z, more])
         return self.z[:used]
 
@@ -306,17 +329,21 @@ class BrownianPath:
             return torch.zeros((len(points), *self.shape), dtype=self.dtype, device=self.device)
         z = self._draws()
         rows = [[self.levy.coef[q].get(k, 0.0) for k in range(self.levy.used)] for q in points]
-        return (torch.tensor(rows, dtype=z.dtype, device=z.device) @ z).reshape(len(points), *self.shape)
+        return (torch.tensor(rows, dtype=z.dtype, device=z.device) @ z).mul_(SQRT2).reshape(len(points), *self.shape)
 
     def increments(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor:
         """`(W(b) − W(a)) / sqrt|b − a|` for every pair (a, b), in order, (len(pairs), *shape)."""
+        return self.scaled_increments(pairs).mul_(SQRT2)
+
+    def scaled_increments(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor:
+        """`increments(pairs)` / sqrt(2) (the consumer multiplies: see `SeededNoise.scaled_draws`)."""
         pairs = tuple((float(a), float(b)) for a, b in pairs)
         if self.levy.coef:
-            rows = self.levy.increment_rows(pairs)
+            rows = self._own_levy().increment_rows(pairs)
             matrix = torch.tensor(rows, dtype=self.dtype, device=self.device).reshape(len(pairs), self.levy.used)
         else:
-            matrix, levy = fresh_increments(pairs, self.dtype, self.device)
-            self.levy = levy.copy()
+            matrix, self.levy = fresh_increments(pairs, self.dtype, self.device)
+            self.levy_shared = True
         if not self.levy.used:
             return torch.zeros((len(pairs), *self.shape), dtype=self.dtype, device=self.device)
         return (matrix @ self._draws()).reshape(len(pairs), *self.shape)
@@ -329,6 +356,7 @@ class BrownianPath:
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
         a, b = float(sigma), float(sigma_next)
-        self.levy.w(a), self.levy.w(b)
+        levy = self._own_levy()
+        levy.w(a), levy.w(b)
         w = self.points
         return (w[b] - w[a]) / math.sqrt(abs(b - a))

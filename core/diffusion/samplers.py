@@ -17,12 +17,13 @@ import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import torch
 from gentool.core.diffusion import sampler_defs as defs
 from gentool.core.diffusion.denoisers import Denoiser
-from gentool.core.diffusion.noise import BrownianPath, SeededNoise
+from gentool.core.diffusion.noise import SQRT2, BrownianPath, SeededNoise
 from gentool.core.diffusion.tracing import record
 from gentool.core.errors import choose, require
 from gentool.core.progress import Progress
@@ -32,6 +33,7 @@ from gentool.core.solvers.plan import make_plan
 from gentool.core.solvers.runner import all_finite, solve_plan
 
 HINT = "use more steps (a finer sigma grid), or float64"
+SAVES = ("final", "times", "trajectory")
 NoiseSampler = Callable[[Any, Any], torch.Tensor]
 
 
@@ -246,12 +248,15 @@ def _checked_grid(grid: tuple[float, ...]) -> tuple[float, ...]:
 
 @functools.lru_cache(maxsize=64)
 def sampler_plan(name: str, grid: tuple[float, ...], options: tuple[tuple[str, Any], ...], batch: int,
-                 dtype: torch.dtype, device: torch.device) -> tuple[Plan, tuple[tuple[float, float], ...]]:
+                 dtype: torch.dtype, device: torch.device, noise_scale: float = 1.0
+                 ) -> tuple[Plan, tuple[tuple[float, float], ...]]:
     """The memoised plan of sampler `name` on `grid` (its definition run once on symbolic values; float64
-    coefficients, stage times in `dtype`) and the (sigma, sigma') of its noise draws, in order."""
+    coefficients, stage times in `dtype`; noise rows to be multiplied by `noise_scale`) and the (sigma, sigma')
+    of its noise draws, in order."""
     spec = SAMPLERS[name]
     rec = record(spec.fn, list(grid), {**dict(options), **spec.bound})
-    plan = make_plan((name, options, grid, batch, dtype, device), rec.steps, grid, batch, dtype, device)
+    plan = make_plan((name, options, grid, batch, dtype, device, noise_scale), rec.steps, grid, batch, dtype, device,
+                     noise_scale)
     return plan, rec.noise_pairs
 
 
@@ -284,14 +289,21 @@ def default_noise(spec: SamplerSpec, x: torch.Tensor, grid: Sequence[float], see
     return SeededNoise(x, seed, first)
 
 
+def noise_scale(noise: NoiseSampler | None) -> float:
+    """The factor the rows `draw_all` makes from `noise` are to be multiplied by (a plan folds it into its
+    coefficients, `make_plan`): sqrt(2) for the default noises, whose draws are erfinv(u) = z / sqrt(2)
+    (a kernel fewer), else 1."""
+    return SQRT2 if isinstance(noise, (SeededNoise, BrownianPath)) else 1.0
+
+
 def draw_all(noise: NoiseSampler, pairs: Sequence[tuple[float, float]], x: torch.Tensor) -> torch.Tensor | None:
-    """Every draw of a plan, in order, (draws, *x.shape) on x's device."""
+    """Every draw of a plan, in order, (draws, *x.shape) on x's device, divided by `noise_scale(noise)`."""
     if not pairs:
         return None
     if isinstance(noise, SeededNoise):
-        return noise.draws(len(pairs))
+        return noise.scaled_draws(len(pairs))
     if isinstance(noise, BrownianPath):
-        return noise.increments(pairs)
+        return noise.scaled_increments(pairs)
     return torch.stack([torch.as_tensor(noise(a, b)) for a, b in pairs]).to(device=x.device, dtype=x.dtype)
 
 
@@ -299,12 +311,32 @@ def _seed(seed: int | None, generator: torch.Generator | None) -> int:
     return int(seed) if seed is not None else generator.initial_seed() if generator is not None else 0
 
 
-def _differentiable(x: torch.Tensor, sigmas: Any, options: Mapping[str, Any]) -> bool:
-    """Whether to take the eager path on tensors: a tensor option, or a grid/state/option that needs grad."""
-    if any(isinstance(v, torch.Tensor) for v in options.values()):
-        return True
-    tensors = [t for t in (x, sigmas) if isinstance(t, torch.Tensor)]
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+def _needs_grad(x: torch.Tensor, sigmas: Any) -> bool:
+    """Whether the state or the grid requires grad (with autograd on)."""
+    return torch.is_grad_enabled() and (x.requires_grad or isinstance(sigmas, torch.Tensor) and sigmas.requires_grad)
+
+
+def sampler_options(sampler: str, options: Mapping[str, Any]) -> tuple[SamplerSpec, Mapping[str, Any], tuple | None]:
+    """The spec of `sampler`, its options (defaults filled in, validated; read-only) and them as a sorted tuple
+    (a plan's key; None when an option is a tensor: a learned value, run on the differentiable path)."""
+    given = tuple(sorted(options.items()))
+    if any(isinstance(v, torch.Tensor) for _, v in given):
+        spec = SAMPLERS[choose("sampler", sampler, SAMPLERS)]
+        return spec, spec.resolve(options), None
+    try:
+        return _resolved(sampler, given)
+    except TypeError:  # an unhashable value: resolve (and refuse) it unmemoised
+        spec = SAMPLERS[choose("sampler", sampler, SAMPLERS)]
+        opts = spec.resolve(options)
+        return spec, opts, tuple(sorted(opts.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved(sampler: str, given: tuple[tuple[str, Any], ...]) -> tuple[SamplerSpec, Mapping[str, Any], tuple]:
+    """`sampler_options` for hashable options (memoised: a run solves with the same ones batch after batch)."""
+    spec = SAMPLERS[choose("sampler", sampler, SAMPLERS)]
+    opts = spec.resolve(dict(given))
+    return spec, MappingProxyType(opts), tuple(sorted(opts.items()))
 
 
 class CountingModel:
@@ -352,28 +384,29 @@ def _solve(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | list[floa
            progress: Progress | None, save: str, graph: str, compile: bool, options: dict[str, Any]
            ) -> tuple[Solution, int]:
     """`solve_sampler`'s solution and the NFE per sample (an int: no tensor read on the plan path)."""
-    spec = SAMPLERS[choose("sampler", sampler, SAMPLERS)]
-    choose("save", save, ("final", "times", "trajectory"))
-    grid, opts = _check_sigmas(sigmas), spec.resolve(options)
+    spec, opts, key = sampler_options(sampler, options)
+    choose("save", save, SAVES)
+    grid = _check_sigmas(sigmas)
     noise = noise_sampler
     if noise is None and spec.noise:
         noise = default_noise(spec, x, grid, _seed(seed, generator), first_index)
-    if spec.fn is not None and _differentiable(x, sigmas, opts):
+    if spec.fn is not None and (key is None or _needs_grad(x, sigmas)):
         return _solve_differentiable(spec, denoiser, x, sigmas, noise, opts, save)
     if torch.is_grad_enabled():
         with torch.no_grad():
-            return _solve_no_grad(spec, denoiser, x, grid, noise, opts, save, graph, compile, progress)
-    return _solve_no_grad(spec, denoiser, x, grid, noise, opts, save, graph, compile, progress)
+            return _solve_no_grad(spec, denoiser, x, grid, noise, opts, key, save, graph, compile, progress)
+    return _solve_no_grad(spec, denoiser, x, grid, noise, opts, key, save, graph, compile, progress)
 
 
 def _solve_no_grad(spec: SamplerSpec, denoiser: Denoiser, x: torch.Tensor, grid: tuple[float, ...],
-                   noise: NoiseSampler | None, opts: dict[str, Any], save: str, graph: str, compile: bool,
-                   progress: Progress | None) -> tuple[Solution, int]:
-    """The sampler's recorded plan (or the `ode` solve) run with autograd off, and its NFE per sample."""
+                   noise: NoiseSampler | None, opts: Mapping[str, Any], key: tuple, save: str, graph: str,
+                   compile: bool, progress: Progress | None) -> tuple[Solution, int]:
+    """The sampler's recorded plan (or the `ode` solve) run with autograd off, and its NFE per sample (`key`:
+    the options as `sampler_options` gives them)."""
     if spec.fn is None:
         sol = _solve_ode(denoiser, x, grid, opts, save, graph, compile, progress)
         return sol, int(sol.nfe[0]) if len(sol.nfe) else 0
-    plan, pairs = sampler_plan(spec.name, grid, tuple(sorted(opts.items())), x.shape[0], x.dtype, x.device)
+    plan, pairs = sampler_plan(spec.name, grid, key, x.shape[0], x.dtype, x.device, noise_scale(noise))
     return solve_plan(DenoisedTerm(denoiser), x, plan, noise=draw_all(noise, pairs, x), save=save, graph=graph,
                       compile=compile, progress=progress, scope=CacheScope(denoiser, "denoised"), label="sigma",
                       hint=HINT), plan.nfe

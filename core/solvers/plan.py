@@ -342,18 +342,23 @@ def _noise_count(spec: StepSpec) -> int:
     return max([spec.draws, *(r.index + 1 for c in combos for r, _ in c if r.slot is Slot.NOISE)])
 
 
-def _flat(ts: Terms, n_noise: int, n_stages: int, scales: Sequence[float]) -> list[tuple[int, float]]:
-    """Terms as (register index, coefficient), a read of H(j) scaled by the factor H(j) is stored with."""
-    return [(_index(r, len(scales), n_noise, n_stages), w * scales[r.index] if r.slot is Slot.HISTORY else w)
-            for r, w in ts]
+def _flat(ts: Terms, n_noise: int, n_stages: int, scales: Sequence[float], noise_scale: float
+          ) -> list[tuple[int, float]]:
+    """Terms as (register index, coefficient), a read of H(j) scaled by the factor H(j) is stored with, a read
+    of a noise row by `noise_scale`."""
+    def weight(r: Reg, w: float) -> float:
+        return w * scales[r.index] if r.slot is Slot.HISTORY else w * noise_scale if r.slot is Slot.NOISE else w
+    return [(_index(r, len(scales), n_noise, n_stages), weight(r, w)) for r, w in ts]
 
 
 def make_plan(key: Hashable, specs: Sequence[StepSpec], grid: Sequence[float], batch: int,
-              dtype: torch.dtype, device: torch.device | str) -> Plan:
+              dtype: torch.dtype, device: torch.device | str, noise_scale: float = 1.0) -> Plan:
     """Compile symbolic steps: register indices, kernel choice, and (B,) stage-time tensors (one allocation).
 
     A kept value may be stored scaled, H_j = (its value) / g_j (`normalised`); every read of H(j) then
-    uses the coefficient w g_j, so the plan computes the same sums with fewer kernels."""
+    uses the coefficient w g_j, so the plan computes the same sums with fewer kernels. Likewise the noise
+    rows the plan is given may be standard normals divided by `noise_scale` (a noise sampler that leaves
+    that multiply to its consumer); every read of one uses w noise_scale. `key` must tell such plans apart."""
     if len(specs) != len(grid) - 1:
         raise ValueError(f"{len(specs)} steps for a grid of {len(grid)} points")
     times = [st.time for spec in specs for st in spec.stages]
@@ -364,11 +369,11 @@ def make_plan(key: Hashable, specs: Sequence[StepSpec], grid: Sequence[float], b
         noise = _noise_count(spec)
         stages = []
         for s, st in enumerate(spec.stages):
-            stages.append(Stage(flat_times[at], combination(_flat(st.inputs, noise, s, scales))))
+            stages.append(Stage(flat_times[at], combination(_flat(st.inputs, noise, s, scales, noise_scale))))
             at += 1
         n = len(stages)
-        update = combination(_flat(spec.update, noise, n, scales))
-        kept = [normalised(_flat(k, noise, n, scales)) for k in spec.keep]
+        update = combination(_flat(spec.update, noise, n, scales, noise_scale))
+        kept = [normalised(_flat(k, noise, n, scales, noise_scale)) for k in spec.keep]
         steps.append(Step(tuple(stages), update, tuple(c for c, _ in kept), tuple(range(draws, draws + noise))))
         draws, scales = draws + noise, [g for _, g in kept]
     grid_tensor = torch.tensor([float(t) for t in grid], dtype=dtype, device=device)
