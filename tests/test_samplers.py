@@ -197,6 +197,23 @@ def test_noise_is_seeded_and_independent_of_batch_split(name: str) -> None:
     torch.testing.assert_close(split, whole, rtol=1e-12, atol=1e-12)
 
 
+
+@pytest.mark.parametrize("name", STOCHASTIC)
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_default_noise_folded_into_the_plan_equals_it_called(name: str, dtype: torch.dtype) -> None:
+    """The plan takes the default noise as erfinv(u) = z / sqrt(2) and multiplies its coefficients by sqrt(2)
+    (`noise_scale`); the same noise sampler wrapped as a plain callable (z itself, called pair by pair as in
+    k-diffusion, coefficients as recorded) gives the same samples up to rounding."""
+    from gentool.core.diffusion.samplers import default_noise
+
+    den, sigmas, x = TARGETS["gmm-ring"], edm_grid(7), X0.to(dtype)
+    spec, grid = SAMPLERS[name], edm_grid(7).tolist()
+    folded = run_sampler(den, x, sigmas, name, seed=9, first_index=3)[0]
+    noise = default_noise(spec, x, grid, 9, 3)
+    called = run_sampler(den, x, sigmas, name, noise_sampler=lambda a, b: noise(a, b))[0]
+    tol = 1e-12 if dtype == F64 else 1e-5
+    torch.testing.assert_close(folded, called, rtol=tol, atol=tol * 80)
+
 @pytest.mark.parametrize(("name", "opts"), CASES)
 def test_nfe_accounting(name: str, opts: dict) -> None:
     """The plan's NFE = model calls of the definition = what the registry declares per step."""

@@ -316,7 +316,7 @@ def _needs_grad(x: torch.Tensor, sigmas: Any) -> bool:
     return torch.is_grad_enabled() and (x.requires_grad or isinstance(sigmas, torch.Tensor) and sigmas.requires_grad)
 
 
-def sampler_options(sampler: str, options: Mapping[str, Any]) -> tuple[SamplerSpec, Mapping[str, Any], tuple | None]:
+def resolve_options(sampler: str, options: Mapping[str, Any]) -> tuple[SamplerSpec, Mapping[str, Any], tuple | None]:
     """The spec of `sampler`, its options (defaults filled in, validated; read-only) and them as a sorted tuple
     (a plan's key; None when an option is a tensor: a learned value, run on the differentiable path)."""
     given = tuple(sorted(options.items()))
@@ -333,7 +333,7 @@ def sampler_options(sampler: str, options: Mapping[str, Any]) -> tuple[SamplerSp
 
 @functools.lru_cache(maxsize=64)
 def _resolved(sampler: str, given: tuple[tuple[str, Any], ...]) -> tuple[SamplerSpec, Mapping[str, Any], tuple]:
-    """`sampler_options` for hashable options (memoised: a run solves with the same ones batch after batch)."""
+    """`resolve_options` for hashable options (memoised: a run solves with the same ones batch after batch)."""
     spec = SAMPLERS[choose("sampler", sampler, SAMPLERS)]
     opts = spec.resolve(dict(given))
     return spec, MappingProxyType(opts), tuple(sorted(opts.items()))
@@ -384,7 +384,7 @@ def _solve(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | list[floa
            progress: Progress | None, save: str, graph: str, compile: bool, options: dict[str, Any]
            ) -> tuple[Solution, int]:
     """`solve_sampler`'s solution and the NFE per sample (an int: no tensor read on the plan path)."""
-    spec, opts, key = sampler_options(sampler, options)
+    spec, opts, key = resolve_options(sampler, options)
     choose("save", save, SAVES)
     grid = _check_sigmas(sigmas)
     noise = noise_sampler
@@ -402,7 +402,7 @@ def _solve_no_grad(spec: SamplerSpec, denoiser: Denoiser, x: torch.Tensor, grid:
                    noise: NoiseSampler | None, opts: Mapping[str, Any], key: tuple, save: str, graph: str,
                    compile: bool, progress: Progress | None) -> tuple[Solution, int]:
     """The sampler's recorded plan (or the `ode` solve) run with autograd off, and its NFE per sample (`key`:
-    the options as `sampler_options` gives them)."""
+    the options as `resolve_options` gives them)."""
     if spec.fn is None:
         sol = _solve_ode(denoiser, x, grid, opts, save, graph, compile, progress)
         return sol, int(sol.nfe[0]) if len(sol.nfe) else 0
