@@ -403,11 +403,11 @@ def _compiled_vs_eager(name: str) -> None:
 @pytest.mark.parametrize(("name", "opts"), CASES)
 def test_cuda_graph_and_compiled_match_eager(name: str, opts: dict) -> None:
     """Every sampler: the replayed graph and the compiled graph give the eager samples (same noise), a second
-    call replays."""
+    call with another seed replays (stochastic samplers: the graph draws its noise from the new seed's keys)."""
     den = make_target("gmm-ring")
     x0 = 80 * torch.randn(4096, 2, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
-    for _ in range(2):
-        runs = {(g, c): solve_sampler(den, x0, edm_grid(10), name, graph=g, compile=c, seed=1, save="trajectory",
+    for seed in (1, 2):  # the second call replays the graphs, which draw the default noise for the new seed
+        runs = {(g, c): solve_sampler(den, x0, edm_grid(10), name, graph=g, compile=c, seed=seed, save="trajectory",
                                       **opts) for g, c in (("off", False), ("on", False), ("on", True))}
         for key in (("on", False), ("on", True)):
             torch.testing.assert_close(runs[key].xs, runs["off", False].xs, rtol=1e-4, atol=1e-4)
@@ -450,6 +450,37 @@ def test_brownian_path_has_the_law_of_brownian_motion_at_the_points_asked_for() 
             assert abs(float(inc.var()) - var) < 4 * var * math.sqrt(2 / n)
         assert abs(float((first * second).mean())) < 4 / math.sqrt(n)
         assert torch.equal(path(3.0, 1.0)[:, 0], (w[1.0] - w[3.0]) / math.sqrt(2.0))
+
+
+@pytest.mark.parametrize("name", STOCHASTIC)
+def test_device_noise_rows_equal_the_cpu_draws(name: str) -> None:
+    """On a device the default noise reaches the plan as `NoiseRows` (element keys in, the draws made by torch
+    ops: what a CUDA graph replays). Forced here on CPU tensors: the same samples, bit for bit, as the numpy
+    draws, and a second solve on the same noise object continues its stream as the numpy path does."""
+    from gentool.core.diffusion.noise import BrownianPath, element_keys
+    from gentool.core.diffusion.samplers import default_noise, draw_all
+    from gentool.core.solvers.runner import NoiseRows
+
+    den, sigmas, x = TARGETS["gmm-ring"], edm_grid(7), X0.float()
+    spec, grid = SAMPLERS[name], edm_grid(7).tolist()
+
+    def noise(device_keys: bool):
+        ns = default_noise(spec, x, grid, 9, 3)
+        source = ns.source if isinstance(ns, BrownianPath) else ns
+        if device_keys:  # the tensor keys a device holds (on the CPU: numpy words of the same numbers)
+            source.keys = element_keys(9, 3, tuple(x.shape), torch.device("cpu"))
+        return ns
+
+    pairs = sampler_plan(name, tuple(grid), tuple(sorted(spec.resolve({}).items())), len(x), x.dtype,
+                         torch.device("cpu"))[1]
+    assert isinstance(draw_all(noise(True), pairs, x), NoiseRows)
+    assert torch.equal(draw_all(noise(True), pairs, x).rows(), draw_all(noise(False), pairs, x))
+    runs = {}
+    for device_keys in (False, True):
+        ns = noise(device_keys)
+        runs[device_keys] = [run_sampler(den, x, sigmas, name, noise_sampler=ns)[0] for _ in range(2)]
+    for a, b in zip(runs[False], runs[True], strict=True):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("wide", [False, True])

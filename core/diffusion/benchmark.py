@@ -30,6 +30,7 @@ from gentool.core.diffusion.targets import make_target, reference_flow
 from gentool.core.errors import choose
 from gentool.core.nn import make_generator, mlp, seeded
 from gentool.core.solvers.benchmark import best_times, model_floor
+from gentool.core.solvers.runner import noise_tensor
 
 CPU_BATCH_SIZES = (1024, 16384)
 GPU_BATCH_SIZES = (1024, 65536, 1048576)
@@ -105,7 +106,7 @@ def _contenders(cfg: SamplerBenchConfig, name: str, den: MLPDenoiser, x0: torch.
         "floor": model_floor(lambda t, x: den(x, t), x0, torch.full_like(x0[:, 0], SIGMA_MAX), calls),
     }
     if spec.noise:  # the default noise alone, as the eager solve draws it: the part of "eager" that is the RNG
-        runs["noise"] = lambda: draw_all(noise(), pairs, x0)
+        runs["noise"] = lambda: noise_tensor(draw_all(noise(), pairs, x0))
     if dev.type == "cuda":
         runs["graph"] = lambda: run_sampler(den, x0, sigmas, name, seed=cfg.seed, graph="on")
     if cfg.compile:

@@ -4,9 +4,10 @@ the state's shape).
 * `SeededNoise` (the default): every number is a hash of (seed, the sample's global index, the element's
   index, the draw's index), turned into a normal by the inverse CDF (`hashed_normal`). So a sample's noise
   does not depend on the batch it is drawn in, on how a run is split into batches, or on the device; and it
-  is pure tensor arithmetic (no generator state), safe inside a CUDA graph or a compiled function. On the CPU
-  the integer hash runs in numpy on the tensors' memory (unsigned 32-bit words: native logical shifts and
-  wrapping products, so fewer calls than torch's int32 ops need); the numbers are the same.
+  is pure tensor arithmetic (no generator state): on a device a plan gets it as `NoiseRows` (the element keys
+  and the ops), which a CUDA graph replays, drawing the noise of whichever seed and samples it is given. On
+  the CPU the integer hash runs in numpy on the tensors' memory (unsigned 32-bit words: native logical shifts
+  and wrapping products, so fewer calls than torch's int32 ops need); the numbers are the same.
 * `BrownianPath` (the default of samplers with sub-step noise): a Brownian motion W over sigma, built point by
   point at the sigmas the sampler asks for by Lévy's construction (a new point beyond the known ones is an
   independent Gaussian increment, one between two known points a Brownian-bridge draw), from `SeededNoise`
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from gentool.core.solvers.runner import NoiseRows
 
 MASK = 0xFFFFFFFF
 
@@ -146,6 +148,18 @@ def _as(z: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return z if z.dtype is dtype else z.to(dtype)
 
 
+def erfinv_rows(keys: torch.Tensor, salts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`hashed_erfinv` of element keys (a device tensor) against given draw salts, in `dtype`: torch ops only,
+    no host synchronisation (what a CUDA graph replays, `SeededNoise.plan_rows`)."""
+    return _as(uniform_tensor(keys, salts, dtype.itemsize > 4).erfinv_(), dtype)
+
+
+def brownian_rows(keys: torch.Tensor, salts: torch.Tensor, dtype: torch.dtype, matrix: torch.Tensor) -> torch.Tensor:
+    """`matrix @ erfinv_rows(...)`: a Brownian path's increments / sqrt(2) from its draws (`BrownianPath.plan_rows`)."""
+    z = erfinv_rows(keys, salts, dtype)
+    return (matrix @ z.view(z.shape[0], -1)).view(matrix.shape[0], *keys.shape)
+
+
 def uniform_tensor(keys: torch.Tensor, salts: torch.Tensor, wide: bool) -> torch.Tensor:
     """`hashed_normal`'s u from int32 element keys against draw salts (broadcast), in torch ops (any device,
     graph-safe; on the CPU `_uniform_words` computes the same numbers): float64 (`wide`) or float32."""
@@ -188,6 +202,16 @@ class SeededNoise:
     def scaled_draws(self, n: int) -> torch.Tensor:
         """The next n draws divided by `SQRT2` (`hashed_erfinv`: the consumer multiplies)."""
         return _as(self._erfinv(n), self.dtype)
+
+    def plan_rows(self, n: int) -> torch.Tensor | NoiseRows:
+        """`scaled_draws(n)` for a plan: made now on the CPU; on a device, as `NoiseRows` of the element keys
+        (the same numbers; a CUDA graph makes them inside its replay, for whichever seed and samples)."""
+        if isinstance(self.keys, np.ndarray):
+            return self.scaled_draws(n)
+        salts = draw_salts(self.count, n, self.keys.dim(), self.keys.device)
+        self.count += n
+        return NoiseRows(self.keys, functools.partial(erfinv_rows, salts=salts, dtype=self.dtype),
+                         ("seeded", self.count - n, n, self.dtype))
 
     def _erfinv(self, n: int) -> torch.Tensor:
         out = hashed_erfinv(self.keys, range(self.count, self.count + n), self.dtype.itemsize > 4)
@@ -334,6 +358,21 @@ class BrownianPath:
     def increments(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor:
         """`(W(b) − W(a)) / sqrt|b − a|` for every pair (a, b), in order, (len(pairs), *shape)."""
         return self.scaled_increments(pairs).mul_(SQRT2)
+
+    def plan_rows(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor | NoiseRows:
+        """`scaled_increments(pairs)` for a plan: on a device and a new path, as `NoiseRows` of the element keys
+        (its draws and the memoised increment matrix: what a CUDA graph replays), else made now."""
+        keys = self.source.keys
+        if isinstance(keys, np.ndarray) or self.levy.coef:
+            return self.scaled_increments(pairs)
+        pairs = tuple((float(a), float(b)) for a, b in pairs)
+        matrix, self.levy = fresh_increments(pairs, self.dtype, self.device)
+        self.levy_shared = True
+        if not self.levy.used:
+            return torch.zeros((len(pairs), *self.shape), dtype=self.dtype, device=self.device)
+        salts = draw_salts(0, self.levy.used, keys.dim(), keys.device)  # the path's draws 0..used-1 (`_draws`)
+        return NoiseRows(keys, functools.partial(brownian_rows, salts=salts, dtype=self.dtype, matrix=matrix),
+                         ("brownian", pairs, self.dtype))
 
     def scaled_increments(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor:
         """`increments(pairs)` / sqrt(2) (the consumer multiplies: see `SeededNoise.scaled_draws`)."""

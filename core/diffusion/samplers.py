@@ -30,7 +30,7 @@ from gentool.core.progress import Progress
 from gentool.core.solvers import ADAPTIVE_METHODS, FIXED_METHODS, CacheScope, Plan, Solution, batch_odeint
 from gentool.core.solvers.errors import NonFiniteState
 from gentool.core.solvers.plan import make_plan
-from gentool.core.solvers.runner import all_finite, solve_plan
+from gentool.core.solvers.runner import NoiseRows, all_finite, solve_plan
 
 HINT = "use more steps (a finer sigma grid), or float64"
 SAVES = ("final", "times", "trajectory")
@@ -296,14 +296,16 @@ def noise_scale(noise: NoiseSampler | None) -> float:
     return SQRT2 if isinstance(noise, (SeededNoise, BrownianPath)) else 1.0
 
 
-def draw_all(noise: NoiseSampler, pairs: Sequence[tuple[float, float]], x: torch.Tensor) -> torch.Tensor | None:
-    """Every draw of a plan, in order, (draws, *x.shape) on x's device, divided by `noise_scale(noise)`."""
+def draw_all(noise: NoiseSampler, pairs: Sequence[tuple[float, float]], x: torch.Tensor
+             ) -> torch.Tensor | NoiseRows | None:
+    """Every draw of a plan, in order, (draws, *x.shape) on x's device, divided by `noise_scale(noise)` (the
+    default noises on a device: as `NoiseRows`, which a CUDA graph draws inside its replay)."""
     if not pairs:
         return None
     if isinstance(noise, SeededNoise):
-        return noise.scaled_draws(len(pairs))
+        return noise.plan_rows(len(pairs))
     if isinstance(noise, BrownianPath):
-        return noise.scaled_increments(pairs)
+        return noise.plan_rows(pairs)
     return torch.stack([torch.as_tensor(noise(a, b)) for a, b in pairs]).to(device=x.device, dtype=x.dtype)
 
 

@@ -13,13 +13,15 @@ synchronisation (so it can be captured); `solve_plan` wraps it with everything a
 * saving (`final`, or the state after every step), progress callbacks, per-sample NFE.
 
 Stochastic plans read pre-drawn noise (`draw_noise`): the same generator and seed give the same numbers
-eagerly, compiled and replayed.
+eagerly, compiled and replayed; or noise made on the device by a pure function of per-solve inputs
+(`NoiseRows`), which a CUDA graph runs inside its replay.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 
 import torch
 from gentool.core.errors import require
@@ -32,6 +34,26 @@ from gentool.core.solvers.term import Field
 History = tuple[torch.Tensor, ...]
 Noise = torch.Tensor | Sequence[torch.Tensor]  # the plan's draws (draws, B, ...), or its rows
 PROGRESS_UPDATES = 50
+
+
+@dataclass(frozen=True)
+class NoiseRows:
+    """A plan's noise draws (draws, B, ...) as `make(inputs)`: a pure tensor function of the per-solve `inputs`
+    (no host synchronisation, no generator state; e.g. a counter-based hash of per-sample keys), so a CUDA
+    graph draws them itself, inside its replay, from its copy of `inputs`. `key` names `make` for the graph
+    cache: two NoiseRows with one key make the same rows from the same inputs."""
+
+    inputs: torch.Tensor
+    make: Callable[[torch.Tensor], torch.Tensor]
+    key: Hashable
+
+    def rows(self) -> torch.Tensor:
+        return self.make(self.inputs)
+
+
+def noise_tensor(noise: torch.Tensor | NoiseRows | None) -> torch.Tensor | None:
+    """The draws themselves (`NoiseRows` made now)."""
+    return noise.rows() if isinstance(noise, NoiseRows) else noise
 
 
 def advance(f: Field, x: torch.Tensor, hist: History, step: Step, noise: Noise | None
@@ -125,11 +147,12 @@ def _run_eager(f: Field, x: torch.Tensor, plan: Plan, noise: torch.Tensor | None
     return x
 
 
-def solve_plan(f: Field, x0: torch.Tensor, plan: Plan, *, noise: torch.Tensor | None = None,
+def solve_plan(f: Field, x0: torch.Tensor, plan: Plan, *, noise: torch.Tensor | NoiseRows | None = None,
                save: str = "final", graph: str = "auto", compile: bool = False,
                progress: Callable[..., None] | None = None, scope: CacheScope | None = None,
                label: str = "t", hint: str = "take more (smaller) steps") -> Solution:
-    """Run `plan` from x0 (B, ...) with term `f(t (B,), x)`; `noise` (plan.noise_draws, B, ...) if stochastic.
+    """Run `plan` from x0 (B, ...) with term `f(t (B,), x)`; `noise` (plan.noise_draws, B, ...) if stochastic
+    (`NoiseRows`: made inside the CUDA graph on that path, else first).
 
     `save`: "final", or "times"/"trajectory" (the state after every step, xs of shape (N+1, B, ...)).
     `graph` ("auto", "on", "off"): the CUDA-graph path (needs CUDA and no autograd). `compile`: the plan
@@ -151,12 +174,13 @@ def solve_plan(f: Field, x0: torch.Tensor, plan: Plan, *, noise: torch.Tensor | 
     if solver is not None:
         x, xs = solver(x0, noise)
     else:
+        noise = noise_tensor(noise)
         xs = x0.new_empty((n + 1, *x0.shape)) if save_all else None
         if xs is not None:
             xs[0].copy_(x0)
         x = program.run(f, x0, noise, xs) if program is not None else _run_eager(f, x0, plan, noise, xs, progress)
     if not all_finite(x) or (xs is not None and not all_finite(xs)):
-        raise_non_finite(f, x0, plan, noise, label, hint)
+        raise_non_finite(f, x0, plan, noise_tensor(noise), label, hint)
     if progress is not None:
         progress(n, n)
     return plan_solution(x, xs, x0, plan)
