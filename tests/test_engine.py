@@ -216,3 +216,60 @@ def test_straight_line_program_runs_non_finite_coefficients_as_the_step_loop(bad
                                equal_nan=True)
     with pytest.raises(NonFiniteState, match=r"step 1 \(t=0.5 -> 0\)"):
         solve_plan(f, x0, plan)
+
+
+class _NoCuda:
+    """Stand-ins for torch.cuda's streams and graphs: capture runs the solve once, eagerly; replay does nothing."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def wait_stream(self, other: object) -> None:
+        pass
+
+    def replay(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("name", ["euler-ancestral", "dpmpp-sde"])
+def test_graph_capture_draws_noise_rows_from_its_own_buffer(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The CUDA-graph capture code run on the CPU with torch.cuda's streams and graphs stubbed out (no device
+    here): the default noise reaches it as `NoiseRows`, which it draws from its own copy of their inputs (the
+    captured solve equals the eager one), keyed apart from pre-drawn noise, and a call copies the next
+    solve's inputs (another seed's keys) into that buffer. The replay itself is the `gpu` tests' part."""
+    import contextlib
+
+    from gentool.core.diffusion import SAMPLERS
+    from gentool.core.diffusion.noise import BrownianPath, element_keys
+    from gentool.core.diffusion.samplers import DenoisedTerm, default_noise, draw_all, noise_scale, sampler_plan
+    from gentool.core.solvers import cuda_graph
+    from gentool.core.solvers.runner import NoiseRows, run_steps
+
+    for attr in ("Stream", "CUDAGraph"):
+        monkeypatch.setattr(torch.cuda, attr, _NoCuda)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: _NoCuda())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "graph", lambda g: contextlib.nullcontext())
+    spec, den, grid = SAMPLERS[name], make_target("gmm-ring"), tuple(edm_grid(6).tolist())
+    x0 = 80 * torch.randn(32, 2, generator=torch.Generator().manual_seed(3))
+
+    def rows(seed: int) -> NoiseRows:
+        noise = default_noise(spec, x0, grid, seed, 0)
+        source = noise.source if isinstance(noise, BrownianPath) else noise
+        source.keys = element_keys(seed, 0, tuple(x0.shape), x0.device)  # the tensor keys a device holds
+        return draw_all(noise, pairs, x0)
+
+    plan, pairs = sampler_plan(name, grid, tuple(sorted(spec.resolve({}).items())), 32, x0.dtype, x0.device,
+                               noise_scale(default_noise(spec, x0, grid, 0, 0)))
+    f, drawn, second = DenoisedTerm(den), rows(1), rows(2)
+    read = []  # the inputs each draw reads: in the graph, its own buffer
+    first = NoiseRows(drawn.inputs, lambda inputs: read.append(inputs) or drawn.make(inputs), drawn.key)
+    solve = cuda_graph.capture(f, x0, plan, first, False, None)
+    assert torch.equal(solve.out, run_steps(f, x0, plan, first.rows(), None)[0])
+    assert solve.rows is first and solve.static_noise is not first.inputs
+    assert read[1] is solve.static_noise  # warm-up, then the captured draw
+    solve(x0, second)
+    assert torch.equal(solve.static_noise, second.inputs) and not torch.equal(second.inputs, first.inputs)
+    scope = cuda_graph.cache.CacheScope(f)
+    solver = cuda_graph.graphed_solver(f, x0, plan, first, False, scope, None, strict=True)
+    assert solver is not cuda_graph.graphed_solver(f, x0, plan, first.rows(), False, scope, None, strict=True)
