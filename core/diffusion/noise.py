@@ -2,7 +2,7 @@
 the state's shape).
 
 * `SeededNoise` (the default): every number is a hash of (seed, the sample's global index, the element's
-  index, the draw's index), turned into a normal by the inverse CDF (`hashed_normal`). So a sample's noise
+  index, the draw's index), turned into a normal by the inverse CDF (`hashed_erfinv`). So a sample's noise
   does not depend on the batch it is drawn in, on how a run is split into batches, or on the device; and it
   is pure tensor arithmetic (no generator state): on a device a plan gets it as `NoiseRows` (the element keys
   and the ops), which a CUDA graph replays, drawing the noise of whichever seed and samples it is given. On
@@ -122,21 +122,16 @@ def salt_words(start: int, n: int, ndim: int) -> np.ndarray:
     return draw_salts(start, n, ndim, torch.device("cpu")).numpy().view(np.uint32)
 
 
-def hashed_normal(elem_keys: torch.Tensor | np.ndarray, draws: range, dtype: torch.dtype) -> torch.Tensor:
-    """Standard normals (len(draws), *elem_keys.shape): draw k of an element with key e is
+def hashed_erfinv(elem_keys: torch.Tensor | np.ndarray, draws: range, wide: bool) -> torch.Tensor:
+    """The default noise divided by sqrt(2), (len(draws), *elem_keys.shape): draw k of an element with key e is
 
         z = sqrt(2) erfinv(u),   u = (h + 1/2) 2^-31 in (-1, 1),   h = mix32(e xor mix32(k + 0x9E3779B9)),
 
-    h read as a signed 32-bit integer (inverse-CDF sampling: one hash and one transcendental per number).
-    For float32 and narrower states h keeps its top 24 bits (u = (h >> 8 + 1/2) 2^-23, exact in float32:
-    |z| < 5.4), else u is formed in float64 (|z| < 6.2). `elem_keys`: `element_keys` (a tensor, on its
-    device) or `element_words` (the CPU's numpy words: the same hashes in fewer calls)."""
-    return _as(hashed_erfinv(elem_keys, draws, dtype.itemsize > 4).mul_(SQRT2), dtype)
-
-
-def hashed_erfinv(elem_keys: torch.Tensor | np.ndarray, draws: range, wide: bool) -> torch.Tensor:
-    """`hashed_normal` / sqrt(2) = erfinv(u) in float64 (`wide`) or float32, for a consumer that folds the
-    factor sqrt(2) into its own coefficients."""
+    h read as a signed 32-bit integer (inverse-CDF sampling: one hash and one transcendental per number), and
+    this returns erfinv(u) (the consumer multiplies by sqrt(2), or folds it into its coefficients). Unless
+    `wide` (float64), u keeps the top 24 bits of h (u = (h >> 8 + 1/2) 2^-23, exact in float32: |z| < 5.4),
+    else u is formed in float64 (|z| < 6.2). `elem_keys`: `element_keys` (a tensor, on its device) or
+    `element_words` (the CPU's numpy words: the same hashes in fewer calls)."""
     if isinstance(elem_keys, np.ndarray):
         u = torch.from_numpy(_uniform_words(elem_keys, salt_words(draws.start, len(draws), elem_keys.ndim), wide))
     else:
@@ -161,7 +156,7 @@ def brownian_rows(keys: torch.Tensor, salts: torch.Tensor, dtype: torch.dtype, m
 
 
 def uniform_tensor(keys: torch.Tensor, salts: torch.Tensor, wide: bool) -> torch.Tensor:
-    """`hashed_normal`'s u from int32 element keys against draw salts (broadcast), in torch ops (any device,
+    """`hashed_erfinv`'s u from int32 element keys against draw salts (broadcast), in torch ops (any device,
     graph-safe; on the CPU `_uniform_words` computes the same numbers): float64 (`wide`) or float32."""
     h = mix32_(keys ^ salts, start=1)
     if wide:  # one kernel: the integer words promote to the 0-d offset's float dtype, exactly
