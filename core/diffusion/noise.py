@@ -198,9 +198,13 @@ class SeededNoise:
         """The next n draws divided by `SQRT2` (`hashed_erfinv`: the consumer multiplies)."""
         return _as(self._erfinv(n), self.dtype)
 
-    def plan_rows(self, n: int) -> torch.Tensor | NoiseRows:
-        """`scaled_draws(n)` for a plan: made now on the CPU; on a device, as `NoiseRows` of the element keys
-        (the same numbers; a CUDA graph makes them inside its replay, for whichever seed and samples)."""
+    plan_scale = SQRT2  # what `plan_rows` are to be multiplied by (a plan folds it into its coefficients)
+
+    def plan_rows(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor | NoiseRows:
+        """`scaled_draws(n)` for a plan's n draws (`pairs`: their sigma pairs): made now on the CPU; on a device,
+        as `NoiseRows` of the element keys (the same numbers; a CUDA graph makes them inside its replay, for
+        whichever seed and samples)."""
+        n = len(pairs)
         if isinstance(self.keys, np.ndarray):
             return self.scaled_draws(n)
         salts = draw_salts(self.count, n, self.keys.dim(), self.keys.device)
@@ -298,6 +302,11 @@ class Levy:
         return rows
 
 
+def float_pairs(pairs: Sequence[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+    """(sigma, sigma') pairs as a tuple of float pairs (hashable: a memo key)."""
+    return tuple((float(a), float(b)) for a, b in pairs)
+
+
 @functools.lru_cache(maxsize=16)
 def fresh_increments(pairs: tuple[tuple[float, float], ...], dtype: torch.dtype, device: torch.device
                      ) -> tuple[torch.Tensor, Levy]:
@@ -354,15 +363,15 @@ class BrownianPath:
         """`(W(b) − W(a)) / sqrt|b − a|` for every pair (a, b), in order, (len(pairs), *shape)."""
         return self.scaled_increments(pairs).mul_(SQRT2)
 
+    plan_scale = SQRT2  # as `SeededNoise.plan_scale`
+
     def plan_rows(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor | NoiseRows:
         """`scaled_increments(pairs)` for a plan: on a device and a new path, as `NoiseRows` of the element keys
         (its draws and the memoised increment matrix: what a CUDA graph replays), else made now."""
-        keys = self.source.keys
+        keys, pairs = self.source.keys, float_pairs(pairs)
         if isinstance(keys, np.ndarray) or self.levy.coef:
             return self.scaled_increments(pairs)
-        pairs = tuple((float(a), float(b)) for a, b in pairs)
-        matrix, self.levy = fresh_increments(pairs, self.dtype, self.device)
-        self.levy_shared = True
+        matrix = self._increment_matrix(pairs)
         if not self.levy.used:
             return torch.zeros((len(pairs), *self.shape), dtype=self.dtype, device=self.device)
         salts = draw_salts(0, self.levy.used, keys.dim(), keys.device)  # the path's draws 0..used-1 (`_draws`)
@@ -371,16 +380,21 @@ class BrownianPath:
 
     def scaled_increments(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor:
         """`increments(pairs)` / sqrt(2) (the consumer multiplies: see `SeededNoise.scaled_draws`)."""
-        pairs = tuple((float(a), float(b)) for a, b in pairs)
-        if self.levy.coef:
-            rows = self._own_levy().increment_rows(pairs)
-            matrix = torch.tensor(rows, dtype=self.dtype, device=self.device).reshape(len(pairs), self.levy.used)
-        else:
-            matrix, self.levy = fresh_increments(pairs, self.dtype, self.device)
-            self.levy_shared = True
+        matrix = self._increment_matrix(pairs)
         if not self.levy.used:
             return torch.zeros((len(pairs), *self.shape), dtype=self.dtype, device=self.device)
         return (matrix @ self._draws()).reshape(len(pairs), *self.shape)
+
+    def _increment_matrix(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor:
+        """The coefficients (len(pairs), used) of the increments over the draws, adding the points they need (a
+        new path takes the memoised construction for its pairs, `fresh_increments`)."""
+        pairs = float_pairs(pairs)
+        if self.levy.coef:
+            rows = self._own_levy().increment_rows(pairs)
+            return torch.tensor(rows, dtype=self.dtype, device=self.device).reshape(len(pairs), self.levy.used)
+        matrix, self.levy = fresh_increments(pairs, self.dtype, self.device)
+        self.levy_shared = True
+        return matrix
 
     @property
     def points(self) -> dict[float, torch.Tensor]:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from gentool.core.diffusion import sampler_defs as defs
 from gentool.core.diffusion.denoisers import Denoiser
-from gentool.core.diffusion.noise import SQRT2, BrownianPath, SeededNoise
+from gentool.core.diffusion.noise import BrownianPath, SeededNoise
 from gentool.core.diffusion.tracing import record
 from gentool.core.errors import choose, require
 from gentool.core.progress import Progress
@@ -289,11 +289,14 @@ def default_noise(spec: SamplerSpec, x: torch.Tensor, grid: Sequence[float], see
     return SeededNoise(x, seed, first)
 
 
+PLAN_NOISES = (SeededNoise, BrownianPath)  # noises that make a plan's draws themselves (`plan_rows`, `plan_scale`)
+
+
 def noise_scale(noise: NoiseSampler | None) -> float:
     """The factor the rows `draw_all` makes from `noise` are to be multiplied by (a plan folds it into its
-    coefficients, `make_plan`): sqrt(2) for the default noises, whose draws are erfinv(u) = z / sqrt(2)
-    (a kernel fewer), else 1."""
-    return SQRT2 if isinstance(noise, (SeededNoise, BrownianPath)) else 1.0
+    coefficients, `make_plan`): the default noises' `plan_scale` (sqrt(2): their draws are erfinv(u) = z /
+    sqrt(2), a kernel fewer), else 1."""
+    return noise.plan_scale if isinstance(noise, PLAN_NOISES) else 1.0
 
 
 def draw_all(noise: NoiseSampler, pairs: Sequence[tuple[float, float]], x: torch.Tensor
@@ -302,9 +305,7 @@ def draw_all(noise: NoiseSampler, pairs: Sequence[tuple[float, float]], x: torch
     default noises on a device: as `NoiseRows`, which a CUDA graph draws inside its replay)."""
     if not pairs:
         return None
-    if isinstance(noise, SeededNoise):
-        return noise.plan_rows(len(pairs))
-    if isinstance(noise, BrownianPath):
+    if isinstance(noise, PLAN_NOISES):
         return noise.plan_rows(pairs)
     return torch.stack([torch.as_tensor(noise(a, b)) for a, b in pairs]).to(device=x.device, dtype=x.dtype)
 
@@ -322,22 +323,25 @@ def resolve_options(sampler: str, options: Mapping[str, Any]) -> tuple[SamplerSp
     """The spec of `sampler`, its options (defaults filled in, validated; read-only) and them as a sorted tuple
     (a plan's key; None when an option is a tensor: a learned value, run on the differentiable path)."""
     given = tuple(sorted(options.items()))
-    if any(isinstance(v, torch.Tensor) for _, v in given):
-        spec = SAMPLERS[choose("sampler", sampler, SAMPLERS)]
-        return spec, spec.resolve(options), None
-    try:
-        return _resolved(sampler, given)
-    except TypeError:  # an unhashable value: resolve (and refuse) it unmemoised
-        spec = SAMPLERS[choose("sampler", sampler, SAMPLERS)]
-        opts = spec.resolve(options)
-        return spec, opts, tuple(sorted(opts.items()))
+    tensors = any(isinstance(v, torch.Tensor) for _, v in given)
+    if not tensors:
+        try:
+            return _resolved(sampler, given)
+        except TypeError:  # an unhashable value: resolved (and refused) below, unmemoised
+            pass
+    spec, opts = _resolve(sampler, options)
+    return spec, opts, None if tensors else tuple(sorted(opts.items()))
+
+
+def _resolve(sampler: str, options: Mapping[str, Any]) -> tuple[SamplerSpec, dict[str, Any]]:
+    spec = SAMPLERS[choose("sampler", sampler, SAMPLERS)]
+    return spec, spec.resolve(options)
 
 
 @functools.lru_cache(maxsize=64)
 def _resolved(sampler: str, given: tuple[tuple[str, Any], ...]) -> tuple[SamplerSpec, Mapping[str, Any], tuple]:
     """`resolve_options` for hashable options (memoised: a run solves with the same ones batch after batch)."""
-    spec = SAMPLERS[choose("sampler", sampler, SAMPLERS)]
-    opts = spec.resolve(dict(given))
+    spec, opts = _resolve(sampler, dict(given))
     return spec, MappingProxyType(opts), tuple(sorted(opts.items()))
 
 
