@@ -368,27 +368,29 @@ class BrownianPath:
     def plan_rows(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor | NoiseRows:
         """`scaled_increments(pairs)` for a plan: on a device and a new path, as `NoiseRows` of the element keys
         (its draws and the memoised increment matrix: what a CUDA graph replays), else made now."""
-        keys, pairs = self.source.keys, float_pairs(pairs)
-        if isinstance(keys, np.ndarray) or self.levy.coef:
-            return self.scaled_increments(pairs)
+        pairs = float_pairs(pairs)
+        fresh = not self.levy.coef
         matrix = self._increment_matrix(pairs)
-        if not self.levy.used:
-            return torch.zeros((len(pairs), *self.shape), dtype=self.dtype, device=self.device)
+        if isinstance(self.source.keys, np.ndarray) or not fresh or not self.levy.used:
+            return self._combined(matrix)
+        keys = self.source.keys
         salts = draw_salts(0, self.levy.used, keys.dim(), keys.device)  # the path's draws 0..used-1 (`_draws`)
         return NoiseRows(keys, functools.partial(brownian_rows, salts=salts, dtype=self.dtype, matrix=matrix),
                          ("brownian", pairs, self.dtype))
 
     def scaled_increments(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor:
         """`increments(pairs)` / sqrt(2) (the consumer multiplies: see `SeededNoise.scaled_draws`)."""
-        matrix = self._increment_matrix(pairs)
-        if not self.levy.used:
-            return torch.zeros((len(pairs), *self.shape), dtype=self.dtype, device=self.device)
-        return (matrix @ self._draws()).reshape(len(pairs), *self.shape)
+        return self._combined(self._increment_matrix(float_pairs(pairs)))
 
-    def _increment_matrix(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor:
-        """The coefficients (len(pairs), used) of the increments over the draws, adding the points they need (a
-        new path takes the memoised construction for its pairs, `fresh_increments`)."""
-        pairs = float_pairs(pairs)
+    def _combined(self, matrix: torch.Tensor) -> torch.Tensor:
+        """`matrix` (rows, used) times the draws, (rows, *shape): zeros while the path has no draws."""
+        if not self.levy.used:
+            return torch.zeros((matrix.shape[0], *self.shape), dtype=self.dtype, device=self.device)
+        return (matrix @ self._draws()).reshape(matrix.shape[0], *self.shape)
+
+    def _increment_matrix(self, pairs: tuple[tuple[float, float], ...]) -> torch.Tensor:
+        """The coefficients (len(pairs), used) of the increments over the draws (`pairs`: `float_pairs`), adding
+        the points they need (a new path takes the memoised construction for its pairs, `fresh_increments`)."""
         if self.levy.coef:
             rows = self._own_levy().increment_rows(pairs)
             return torch.tensor(rows, dtype=self.dtype, device=self.device).reshape(len(pairs), self.levy.used)
