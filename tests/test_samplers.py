@@ -12,7 +12,7 @@ import types
 import pytest
 import torch
 from gentool.core.diffusion import SAMPLERS, edm_grid, make_grid, make_target, run_sampler, sampler_table
-from gentool.core.diffusion.samplers import run_definition, sampler_plan, solve_sampler
+from gentool.core.diffusion.samplers import prepare_sampler, run_definition, sampler_plan, solve_sampler
 from gentool.core.diffusion.targets import gaussian_target, point_target
 from gentool.core.errors import BadInput
 from gentool.core.solvers import NonFiniteState
@@ -355,9 +355,57 @@ def test_non_finite_names_step_and_sigma() -> None:
     ({"sigmas": [80.0]}, "steps must be >= 1"),
 ])
 def test_bad_input(kwargs: dict, match: str) -> None:
+    """Refused by `run_sampler`, and by `prepare_sampler` before any batch."""
     args = {"sampler": "euler", "sigmas": edm_grid(4)} | kwargs
+    sigmas, sampler = args.pop("sigmas"), args.pop("sampler")
     with pytest.raises(BadInput, match=match):
-        run_sampler(TARGETS["gaussian"], X0, args.pop("sigmas"), args.pop("sampler"), **args)
+        run_sampler(TARGETS["gaussian"], X0, sigmas, sampler, **args)
+    with pytest.raises(BadInput, match=match):
+        prepare_sampler(sigmas, sampler, **args)
+
+
+@pytest.mark.parametrize("name", PLAN_SAMPLERS)
+def test_a_prepared_sampler_serves_batch_after_batch(name: str) -> None:
+    """One prepared sampler reused for batches of other sizes, offsets, seeds and dtypes gives each time what a
+    fresh `run_sampler` call gives (nothing of one batch carries into the next), and its batches are the rows
+    of the whole run."""
+    target, sigmas = TARGETS["gmm-ring"], edm_grid(5)
+    sampler = prepare_sampler(sigmas, name, **OPTIONS.get(name, [{}])[-1])
+    whole, nfe = run_sampler(target, X0, sigmas, name, seed=3, **OPTIONS.get(name, [{}])[-1])
+    parts = [sampler.run(target, X0[a:b], seed=3, first_index=a) for a, b in ((0, 16), (16, 40))]
+    torch.testing.assert_close(torch.cat([x for x, _ in parts]), whole, rtol=1e-12, atol=1e-12)
+    assert [n for _, n in parts] == [nfe, nfe]
+    x32 = X0[:8].float()
+    fresh = run_sampler(target, x32, sigmas, name, seed=4, first_index=5, **OPTIONS.get(name, [{}])[-1])
+    assert torch.equal(sampler.run(target, x32, seed=4, first_index=5)[0], fresh[0])
+    trajectory = sampler.solve(target, X0, seed=3, save="trajectory")
+    assert torch.equal(trajectory.xs[-1], sampler.run(target, X0, seed=3)[0])
+
+
+def test_a_prepared_sampler_follows_its_grid_changed_in_place() -> None:
+    """A grid tensor changed in place after `prepare_sampler` (an optimiser step on a learned grid) is read and
+    checked again, on the plan path and the differentiable one: no run uses stale values."""
+    sigmas = edm_grid(4).double()
+    sampler = prepare_sampler(sigmas, "dpmpp-2m")
+    sigmas[1:-1] *= 0.7
+    torch.testing.assert_close(sampler.run(TARGETS["gmm-ring"], X0)[0],
+                               run_sampler(TARGETS["gmm-ring"], X0, sigmas.clone(), "dpmpp-2m")[0], rtol=0, atol=0)
+    sigmas[2] = 100.0
+    with pytest.raises(BadInput, match="strictly decreasing"):
+        sampler.run(TARGETS["gmm-ring"], X0)
+
+
+def test_a_prepared_sampler_carries_the_gradient_of_its_grid() -> None:
+    """A grid that requires grad, prepared once: each run is differentiable, as `run_sampler` is."""
+    sigmas = edm_grid(4).double().requires_grad_()
+    sampler = prepare_sampler(sigmas, "dpmpp-2m")
+    grads = []
+    for run in (lambda: sampler.run(TARGETS["gaussian"], X0)[0],
+                lambda: run_sampler(TARGETS["gaussian"], X0, sigmas, "dpmpp-2m")[0]):
+        (g,) = torch.autograd.grad(run().square().mean(), sigmas)
+        grads.append(g)
+    assert bool(grads[0].abs().sum() > 0)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
 
 
 def test_sampler_table_lists_the_registry() -> None:

@@ -7,8 +7,9 @@ an eager loop on CPU), the sampler's definition run as a plain loop on tensors (
 `sampling.py` does) and, for a stochastic sampler, its default noise drawn alone (the RNG's share of eager);
 plus the endpoint RMSE of the sampler at that NFE on the gmm-ring (exact denoiser, float64) against the
 float64 reference solve (`reference_flow`: dopri5, rtol 1e-10) from the same noise. The timed denoiser is
-`D(x, sigma) = MLP([x, log sigma])`, 3->64->64->2 SiLU, float32. Returns rows (dicts); rendering is the
-caller's job (`gentool bench samplers`).
+`D(x, sigma) = MLP([x, log sigma])`, 3->64->64->2 SiLU, float32. The gentool contenders time one batch of a
+sampler prepared once (`prepare_sampler`: options and grid checked), as a `gentool sample` run solves batch after
+batch. Returns rows (dicts); rendering is the caller's job (`gentool bench samplers`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from gentool.core.diffusion.samplers import (
     SAMPLERS,
     default_noise,
     draw_all,
+    prepare_sampler,
     run_definition,
     run_sampler,
     sampler_plan,
@@ -100,17 +102,18 @@ def _contenders(cfg: SamplerBenchConfig, name: str, den: MLPDenoiser, x0: torch.
                 calls: int, pairs: tuple[tuple[float, float], ...]) -> dict[str, Callable[[], object]]:
     spec, grid, dev = SAMPLERS[name], sigmas.tolist(), x0.device
     noise = lambda: default_noise(spec, x0, grid, cfg.seed, 0) if spec.noise else None  # noqa: E731 - per run
+    sampler = prepare_sampler(sigmas, name)  # once per run, as `gentool sample` does: a batch is one `run`
     runs: dict[str, Callable[[], object]] = {
-        "eager": lambda: run_sampler(den, x0, sigmas, name, seed=cfg.seed, graph="off"),
+        "eager": lambda: sampler.run(den, x0, seed=cfg.seed, graph="off"),
         "loop": lambda: run_definition(spec, den, x0, grid, noise(), spec.resolve({})),
         "floor": model_floor(lambda t, x: den(x, t), x0, torch.full_like(x0[:, 0], SIGMA_MAX), calls),
     }
     if spec.noise:  # the default noise alone, as the eager solve draws it: the part of "eager" that is the RNG
         runs["noise"] = lambda: noise_tensor(draw_all(noise(), pairs, x0))
     if dev.type == "cuda":
-        runs["graph"] = lambda: run_sampler(den, x0, sigmas, name, seed=cfg.seed, graph="on")
+        runs["graph"] = lambda: sampler.run(den, x0, seed=cfg.seed, graph="on")
     if cfg.compile:
-        runs["compiled"] = lambda: run_sampler(den, x0, sigmas, name, seed=cfg.seed, compile=True)
+        runs["compiled"] = lambda: sampler.run(den, x0, seed=cfg.seed, compile=True)
     return runs
 
 

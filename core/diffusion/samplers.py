@@ -260,7 +260,7 @@ def sampler_plan(name: str, grid: tuple[float, ...], options: tuple[tuple[str, A
     return plan, rec.noise_pairs
 
 
-def _solve_ode(denoiser: Denoiser, x: torch.Tensor, grid: tuple[float, ...], opts: dict[str, Any], save: str,
+def _solve_ode(denoiser: Denoiser, x: torch.Tensor, grid: tuple[float, ...], opts: Mapping[str, Any], save: str,
                graph: str, compile: bool, progress: Progress | None) -> Solution:
     """PF-ODE in u = log sigma by a core solver along log sigma_0..sigma_{N-1} (adaptive: its end points),
     then the step to sigma_N: `x <- D(x, sigma_{N-1})` when sigma_N = 0. NFE = solver NFE + 1."""
@@ -368,6 +368,80 @@ def run_definition(spec: SamplerSpec, denoiser: Denoiser, x: torch.Tensor, sigma
     return states[-1], states, model.calls
 
 
+@dataclass(frozen=True)
+class PreparedSampler:
+    """A sampler on one sigma grid with its options, checked and resolved once (`prepare_sampler`), for the
+    batches of a run: `solve` / `run` do only a batch's work (its default noise, the memoised plan for its
+    size, dtype and device, the solve). `solve_sampler` / `run_sampler` are one `prepare_sampler` and one call."""
+
+    spec: SamplerSpec
+    sigmas: torch.Tensor | tuple[float, ...]  # a tensor as given (one that requires grad: the differentiable path)
+    grid: tuple[float, ...]  # its values, checked
+    version: int  # the tensor's version then (`Tensor._version`: an in-place change bumps it)
+    options: Mapping[str, Any]
+    key: tuple | None  # the options as a plan key; None when one is a tensor (the differentiable path)
+
+    def solve(self, denoiser: Denoiser, x: torch.Tensor, *, seed: int | None = None,
+              generator: torch.Generator | None = None, first_index: int = 0,
+              noise_sampler: NoiseSampler | None = None, progress: Progress | None = None, save: str = "final",
+              graph: str = "auto", compile: bool = False) -> Solution:
+        """The sampler from `x` (at `sigmas[0]`): the full `Solution` (see `solve_sampler`)."""
+        return self._solve(denoiser, x, seed, generator, first_index, noise_sampler, progress, save, graph,
+                           compile)[0]
+
+    def run(self, denoiser: Denoiser, x: torch.Tensor, *, seed: int | None = None,
+            generator: torch.Generator | None = None, first_index: int = 0, noise_sampler: NoiseSampler | None = None,
+            progress: Progress | None = None, graph: str = "auto", compile: bool = False) -> tuple[torch.Tensor, int]:
+        """The sampler from `x` (at `sigmas[0]`): `(x, nfe)` (see `run_sampler`)."""
+        sol, nfe = self._solve(denoiser, x, seed, generator, first_index, noise_sampler, progress, "final", graph,
+                               compile)
+        return sol.x, nfe
+
+    def _solve(self, denoiser: Denoiser, x: torch.Tensor, seed: int | None, generator: torch.Generator | None,
+               first_index: int, noise_sampler: NoiseSampler | None, progress: Progress | None, save: str,
+               graph: str, compile: bool) -> tuple[Solution, int]:
+        """The solution and the NFE per sample (an int: no tensor read on the plan path)."""
+        choose("save", save, SAVES)
+        spec, noise, grid = self.spec, noise_sampler, self._grid()
+        if noise is None and spec.noise:
+            noise = default_noise(spec, x, grid, _seed(seed, generator), first_index)
+        if spec.fn is not None and (self.key is None or _needs_grad(x, self.sigmas)):
+            return _solve_differentiable(spec, denoiser, x, self.sigmas, noise, self.options, save)
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self._solve_no_grad(denoiser, x, grid, noise, save, graph, compile, progress)
+        return self._solve_no_grad(denoiser, x, grid, noise, save, graph, compile, progress)
+
+    def _grid(self) -> tuple[float, ...]:
+        """The checked grid: as prepared, or read and checked again if the tensor changed in place since."""
+        if isinstance(self.sigmas, torch.Tensor) and self.sigmas._version != self.version:
+            return _check_sigmas(self.sigmas)
+        return self.grid
+
+    def _solve_no_grad(self, denoiser: Denoiser, x: torch.Tensor, grid: tuple[float, ...],
+                       noise: NoiseSampler | None, save: str, graph: str, compile: bool, progress: Progress | None
+                       ) -> tuple[Solution, int]:
+        """The recorded plan (or the `ode` solve) with autograd off, and the NFE per sample."""
+        if self.spec.fn is None:
+            sol = _solve_ode(denoiser, x, grid, self.options, save, graph, compile, progress)
+            return sol, int(sol.nfe[0]) if len(sol.nfe) else 0
+        plan, pairs = sampler_plan(self.spec.name, grid, self.key, x.shape[0], x.dtype, x.device, noise_scale(noise))
+        return solve_plan(DenoisedTerm(denoiser), x, plan, noise=draw_all(noise, pairs, x), save=save, graph=graph,
+                          compile=compile, progress=progress, scope=CacheScope(denoiser, "denoised"), label="sigma",
+                          hint=HINT), plan.nfe
+
+
+def prepare_sampler(sigmas: torch.Tensor | list[float], sampler: str, **options: Any) -> PreparedSampler:
+    """`sampler` on the grid `sigmas` with `options`, checked (a bad name, option or grid is `BadInput`) and
+    resolved once, to run batch after batch: `prepare_sampler(sigmas, "dpmpp-2m-sde", eta=0.5).run(denoiser,
+    x, seed=0, first_index=k)` equals `run_sampler(denoiser, x, sigmas, "dpmpp-2m-sde", eta=0.5, seed=0,
+    first_index=k)`, also after `sigmas` is changed in place (its values are then read and checked again)."""
+    spec, opts, key = resolve_options(sampler, options)
+    grid = _check_sigmas(sigmas)
+    tensor = isinstance(sigmas, torch.Tensor)
+    return PreparedSampler(spec, sigmas if tensor else grid, grid, sigmas._version if tensor else 0, opts, key)
+
+
 def solve_sampler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | list[float], sampler: str, *,
                   seed: int | None = None, generator: torch.Generator | None = None, first_index: int = 0,
                   noise_sampler: NoiseSampler | None = None, progress: Progress | None = None,
@@ -380,46 +454,14 @@ def solve_sampler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | li
     the samples' global indices `first_index ..`. Without gradients the sampler runs as its recorded plan
     (eager, CUDA graph or compiled; cached per denoiser); when the grid, `x` or a tensor option requires
     grad (or an option is a tensor), it runs its definition eagerly on tensors and the result carries the
-    gradient."""
-    return _solve(denoiser, x, sigmas, sampler, seed, generator, first_index, noise_sampler, progress, save, graph,
-                  compile, options)[0]
-
-
-def _solve(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | list[float], sampler: str, seed: int | None,
-           generator: torch.Generator | None, first_index: int, noise_sampler: NoiseSampler | None,
-           progress: Progress | None, save: str, graph: str, compile: bool, options: dict[str, Any]
-           ) -> tuple[Solution, int]:
-    """`solve_sampler`'s solution and the NFE per sample (an int: no tensor read on the plan path)."""
-    spec, opts, key = resolve_options(sampler, options)
-    choose("save", save, SAVES)
-    grid = _check_sigmas(sigmas)
-    noise = noise_sampler
-    if noise is None and spec.noise:
-        noise = default_noise(spec, x, grid, _seed(seed, generator), first_index)
-    if spec.fn is not None and (key is None or _needs_grad(x, sigmas)):
-        return _solve_differentiable(spec, denoiser, x, sigmas, noise, opts, save)
-    if torch.is_grad_enabled():
-        with torch.no_grad():
-            return _solve_no_grad(spec, denoiser, x, grid, noise, opts, key, save, graph, compile, progress)
-    return _solve_no_grad(spec, denoiser, x, grid, noise, opts, key, save, graph, compile, progress)
-
-
-def _solve_no_grad(spec: SamplerSpec, denoiser: Denoiser, x: torch.Tensor, grid: tuple[float, ...],
-                   noise: NoiseSampler | None, opts: Mapping[str, Any], key: tuple, save: str, graph: str,
-                   compile: bool, progress: Progress | None) -> tuple[Solution, int]:
-    """The sampler's recorded plan (or the `ode` solve) run with autograd off, and its NFE per sample (`key`:
-    the options as `resolve_options` gives them)."""
-    if spec.fn is None:
-        sol = _solve_ode(denoiser, x, grid, opts, save, graph, compile, progress)
-        return sol, int(sol.nfe[0]) if len(sol.nfe) else 0
-    plan, pairs = sampler_plan(spec.name, grid, key, x.shape[0], x.dtype, x.device, noise_scale(noise))
-    return solve_plan(DenoisedTerm(denoiser), x, plan, noise=draw_all(noise, pairs, x), save=save, graph=graph,
-                      compile=compile, progress=progress, scope=CacheScope(denoiser, "denoised"), label="sigma",
-                      hint=HINT), plan.nfe
+    gradient. For many batches on one grid, `prepare_sampler` checks and resolves once."""
+    return prepare_sampler(sigmas, sampler, **options).solve(
+        denoiser, x, seed=seed, generator=generator, first_index=first_index, noise_sampler=noise_sampler,
+        progress=progress, save=save, graph=graph, compile=compile)
 
 
 def _solve_differentiable(spec: SamplerSpec, denoiser: Denoiser, x: torch.Tensor, sigmas: Any,
-                          noise: NoiseSampler | None, opts: dict[str, Any], save: str) -> tuple[Solution, int]:
+                          noise: NoiseSampler | None, opts: Mapping[str, Any], save: str) -> tuple[Solution, int]:
     x_end, states, nfe = run_definition(spec, denoiser, x, sigmas, noise, opts)
     if not all_finite(x_end.detach()):
         raise NonFiniteState(f"non-finite state after sampler {spec.name}; {HINT}", step=len(states) - 1,
@@ -438,9 +480,9 @@ def run_sampler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor | list
                 noise_sampler: NoiseSampler | None = None, progress: Progress | None = None,
                 graph: str = "auto", compile: bool = False, **options: Any) -> tuple[torch.Tensor, int]:
     """Run `sampler` from `x` (at `sigmas[0]`) along `sigmas` (see `solve_sampler`). Returns `(x, nfe)`."""
-    sol, nfe = _solve(denoiser, x, sigmas, sampler, seed, generator, first_index, noise_sampler, progress, "final",
-                      graph, compile, options)
-    return sol.x, nfe
+    return prepare_sampler(sigmas, sampler, **options).run(
+        denoiser, x, seed=seed, generator=generator, first_index=first_index, noise_sampler=noise_sampler,
+        progress=progress, graph=graph, compile=compile)
 
 
 def sample(

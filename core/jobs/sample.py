@@ -29,7 +29,7 @@ from gentool.core.diffusion.discrete_denoiser import CLIP_MODES, Clipped, Clippe
 from gentool.core.diffusion.grids import SIGMA_LIMIT
 from gentool.core.diffusion.pipelines import DTYPES
 from gentool.core.diffusion.sampler_defs import ddim_step_ratios
-from gentool.core.diffusion.samplers import Option, option_declarations, run_sampler
+from gentool.core.diffusion.samplers import Option, option_declarations, prepare_sampler
 from gentool.core.diffusion.sources import SampleSource, model_source, target_source
 from gentool.core.diffusion.targets import (
     ANY_DIM_TARGETS,
@@ -200,10 +200,6 @@ class SampleSettings:
         """The sampler options set (not None); the sampler refuses those it does not take."""
         return {k: getattr(self, k) for k in option_declarations() if getattr(self, k, None) is not None}
 
-    def sampler_options(self) -> dict[str, Any]:
-        return self.given_options() | {"compile": self.compile}
-
-
 def _option_help(declared: list[tuple[str, Option]]) -> str:
     """One help text for an option name from every sampler's declaration of it."""
     groups: dict[int, tuple[Option, list[str]]] = {}
@@ -348,6 +344,9 @@ class SampleJob(BatchedUnits, Reports):
                          f"sample shape {tuple(self.source.shape)})", self.device)
         self.clipping = self._clipping()
         self.targets = self._ddim_targets()
+        self.prepared = None if self.tuned is not None else prepare_sampler(
+            self.sigmas, config.sampler, **config.given_options(), **({} if self.targets is None else
+                                                                         {"targets": self.targets}))
         self.init = self._init()
         self.embeds = self._embeds()
         self.g = make_generator(seed)
@@ -480,8 +479,7 @@ class SampleJob(BatchedUnits, Reports):
         if self.tuned is not None:
             x, nfe = self.tuned.run(denoiser, x0), self.tuned.nfe
         else:
-            x, nfe = run_sampler(denoiser, x0, self.sigmas, cfg.sampler, seed=self.seed, first_index=first,
-                                 **cfg.sampler_options(), **({} if self.targets is None else {"targets": self.targets}))
+            x, nfe = self.prepared.run(denoiser, x0, seed=self.seed, first_index=first, compile=cfg.compile)
         seconds = time.perf_counter() - start
         if not bool(torch.isfinite(x).all()):
             raise NumericalFailure(f"sampler {self.sampler} produced non-finite samples at {len(self.sigmas) - 1} "

@@ -16,7 +16,6 @@ import torch
 from gentool.core.config import make_config
 from gentool.core.diffusion.diffusers_format import PIPELINE_FILE
 from gentool.core.diffusion.pipelines import require_module
-from gentool.core.diffusion.samplers import run_sampler
 from gentool.core.io import read_json
 from gentool.core.jobs.sample import SampleConfig, SampleJob
 from gentool.core.solvers.benchmark import best_times
@@ -64,10 +63,8 @@ def pipeline_bench(model: str, steps: int, batch: int, cfg: float, device: torch
     job = SampleJob(make_config(SampleConfig, settings | ({"prompt": PROMPT, "cfg": cfg} if text else {})),
                     device=device)
     denoiser, x0 = job.conditioned(0, batch), job.initial_state(0, batch)
-    options = job.config.sampler_options()
-
     def ours() -> torch.Tensor:
-        return run_sampler(denoiser, x0, job.sigmas, job.config.sampler, seed=0, **options)[0]
+        return job.prepared.run(denoiser, x0, seed=0, compile=job.config.compile)[0]
 
     theirs = _text_pipeline(job, steps, batch, cfg, device) if text else _scheduler_loop(job, steps, x0)
     times = best_times({"gentool": ours, "diffusers": theirs}, device, repeats, clock=clock)
