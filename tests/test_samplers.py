@@ -531,6 +531,35 @@ def test_device_noise_rows_equal_the_cpu_draws(name: str) -> None:
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("seed", [0, 7, 2**32 + 5, 2**64 - 1])
+def test_element_keys_numpy_words_equal_the_torch_ops(seed: int) -> None:
+    """The per-(sample, element) keys, made in numpy on the CPU (once per batch of a run) and in torch ops on a
+    device: the same 32-bit words, for global indices below, across and above 2^32 and states of any rank."""
+    import numpy as np
+    from gentool.core.diffusion.noise import element_keys, element_words
+
+    for first in (0, 3, 2**32 - 2, 2**40 + 1):
+        for shape in ((5,), (4, 3), (3, 2, 2, 2)):
+            words = element_words(seed, first, shape)
+            keys = element_keys(seed, first, shape, torch.device("cpu"))
+            assert words.dtype == np.uint32 and keys.dtype == torch.int32 and words.shape == tuple(keys.shape) == shape
+            assert np.array_equal(words, keys.numpy().view(np.uint32)), (first, shape)
+
+
+def test_the_sampler_bench_times_a_new_batch_per_call() -> None:
+    """Each timed call of the sampler bench is the run's next batch (new samples: their noise keys are made
+    anew, as in `gentool sample`), not a repeat of one memoised batch."""
+    from gentool.core.diffusion.benchmark import MLPDenoiser, SamplerBenchConfig, _contenders
+
+    x0, sigmas = X0[:8].float(), edm_grid(3)
+    runs = _contenders(SamplerBenchConfig(batch_sizes=(8,)), "euler-ancestral", MLPDenoiser(0), x0, sigmas, 3,
+                       ((80.0, 1.0),))
+    with torch.no_grad():
+        first, second = runs["eager"]()[0], runs["eager"]()[0]
+        draws = runs["noise"](), runs["noise"]()
+    assert not torch.equal(first, second) and not torch.equal(*draws)
+
+
 @pytest.mark.parametrize("wide", [False, True])
 def test_seeded_noise_cpu_words_equal_the_torch_ops_every_device_runs(wide: bool) -> None:
     """On the CPU the hash runs in numpy on uint32 words; the torch int32 ops (CUDA's path, graph-safe) give

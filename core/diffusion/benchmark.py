@@ -9,11 +9,13 @@ plus the endpoint RMSE of the sampler at that NFE on the gmm-ring (exact denoise
 float64 reference solve (`reference_flow`: dopri5, rtol 1e-10) from the same noise. The timed denoiser is
 `D(x, sigma) = MLP([x, log sigma])`, 3->64->64->2 SiLU, float32. The gentool contenders time one batch of a
 sampler prepared once (`prepare_sampler`: options and grid checked), as a `gentool sample` run solves batch after
-batch. Returns rows (dicts); rendering is the caller's job (`gentool bench samplers`).
+batch: each call is the run's next batch (new samples, so new noise keys). Returns rows (dicts); rendering is the
+caller's job (`gentool bench samplers`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -100,20 +102,24 @@ def ring_errors(cfg: SamplerBenchConfig, progress: Callable[..., None]) -> dict[
 
 def _contenders(cfg: SamplerBenchConfig, name: str, den: MLPDenoiser, x0: torch.Tensor, sigmas: torch.Tensor,
                 calls: int, pairs: tuple[tuple[float, float], ...]) -> dict[str, Callable[[], object]]:
+    """The timed functions of one case. Each call is a new batch of a run (the next `first_index`): its samples
+    are new, so their noise keys are made anew, as in `gentool sample`, not memoised from the last call."""
     spec, grid, dev = SAMPLERS[name], sigmas.tolist(), x0.device
-    noise = lambda: default_noise(spec, x0, grid, cfg.seed, 0) if spec.noise else None  # noqa: E731 - per run
+    batches = itertools.count(1)
+    first = lambda: next(batches) * len(x0)  # noqa: E731 - the next batch's first sample
+    noise = lambda: default_noise(spec, x0, grid, cfg.seed, first()) if spec.noise else None  # noqa: E731
     sampler = prepare_sampler(sigmas, name)  # once per run, as `gentool sample` does: a batch is one `run`
     runs: dict[str, Callable[[], object]] = {
-        "eager": lambda: sampler.run(den, x0, seed=cfg.seed, graph="off"),
+        "eager": lambda: sampler.run(den, x0, seed=cfg.seed, first_index=first(), graph="off"),
         "loop": lambda: run_definition(spec, den, x0, grid, noise(), spec.resolve({})),
         "floor": model_floor(lambda t, x: den(x, t), x0, torch.full_like(x0[:, 0], SIGMA_MAX), calls),
     }
     if spec.noise:  # the default noise alone, as the eager solve draws it: the part of "eager" that is the RNG
         runs["noise"] = lambda: noise_tensor(draw_all(noise(), pairs, x0))
     if dev.type == "cuda":
-        runs["graph"] = lambda: sampler.run(den, x0, seed=cfg.seed, graph="on")
+        runs["graph"] = lambda: sampler.run(den, x0, seed=cfg.seed, first_index=first(), graph="on")
     if cfg.compile:
-        runs["compiled"] = lambda: sampler.run(den, x0, seed=cfg.seed, compile=True)
+        runs["compiled"] = lambda: sampler.run(den, x0, seed=cfg.seed, first_index=first(), compile=True)
     return runs
 
 

@@ -86,16 +86,22 @@ def sample_keys(seed: int, index: torch.Tensor) -> torch.Tensor:
     return mix32(mix32(h ^ (index & MASK)) ^ ((index >> 32) & MASK))
 
 
+ELEMENT_SALT = 0x632BE5AB
+
+
 @functools.lru_cache(maxsize=4)
 def element_keys(seed: int, first: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """One 32-bit key e per (sample, element) of a state of `shape` (B, ...), int32 of that shape: a function of
-    the seed, the sample's global index and the element's flat index, stored as `xorshift16(e)` (see `mix32_`).
-    Memoised: a run draws for the same samples solve after solve."""
+    """One 32-bit key e per (sample, element) of a state of `shape` (B, ...), int32 of that shape:
+
+        e = mix32(k_i xor mix32(j + ELEMENT_SALT)),   k_i = `sample_keys`(seed, i)  (global index i, flat index j),
+
+    stored as `xorshift16(e)` (see `mix32_`), in torch ops on `device` (on the CPU, `element_words` makes the same
+    numbers in numpy). Memoised: a run draws for the same samples solve after solve."""
     batch, numel = shape[0], math.prod(shape[1:])
     keys = sample_keys(seed, torch.arange(first, first + batch, dtype=torch.int64, device=device))
-    e = torch.arange(numel, dtype=torch.int64, device=device).repeat(batch)
-    h = xorshift16(mix32(keys.repeat_interleave(numel) ^ mix32(e + 0x632BE5AB)))
-    return torch.where(h >= 1 << 31, h - (1 << 32), h).to(torch.int32).reshape(shape)
+    elements = mix32(torch.arange(numel, dtype=torch.int64, device=device) + ELEMENT_SALT)
+    h = xorshift16(mix32(keys[:, None] ^ elements))
+    return ((h ^ (1 << 31)) - (1 << 31)).to(torch.int32).reshape(shape)  # [0, 2^32) as the int32 words
 
 
 SQRT2 = math.sqrt(2.0)
@@ -112,8 +118,26 @@ def draw_salts(start: int, n: int, ndim: int, device: torch.device) -> torch.Ten
 
 @functools.lru_cache(maxsize=4)
 def element_words(seed: int, first: int, shape: tuple[int, ...]) -> np.ndarray:
-    """`element_keys` on the CPU as numpy uint32 words (memoised)."""
-    return element_keys(seed, first, shape, torch.device("cpu")).numpy().view(np.uint32)
+    """`element_keys` on the CPU as numpy uint32 words: the same numbers in a few passes over uint32 words (each
+    batch of a run has new samples, so this runs once per batch; memoised for repeated solves of one batch)."""
+    batch, numel = shape[0], math.prod(shape[1:])
+    seed_word = np.uint32(mix32(seed & MASK ^ mix32((seed >> 32) & MASK)))
+    if first + batch <= 1 << 32:  # indices below 2^32: their high words are 0 (`sample_keys`' last xor is a no-op)
+        h = mix32_words_(np.arange(first, first + batch, dtype=np.uint32) ^ seed_word)
+    else:
+        index = np.arange(first, first + batch, dtype=np.uint64)
+        h = mix32_words_(index.astype(np.uint32) ^ seed_word)
+        h ^= (index >> np.uint64(32)).astype(np.uint32)
+    h = np.bitwise_xor(mix32_words_(h)[:, None], _element_words(numel))
+    mix32_words_(h)
+    h ^= h >> np.uint32(16)
+    return h.reshape(shape)
+
+
+@functools.lru_cache(maxsize=8)
+def _element_words(numel: int) -> np.ndarray:
+    """mix32(j + ELEMENT_SALT) for the flat indices j < numel, uint32 (memoised per state size)."""
+    return mix32_words_(np.arange(numel, dtype=np.uint32) + np.uint32(ELEMENT_SALT))
 
 
 @functools.lru_cache(maxsize=16)
