@@ -5,6 +5,7 @@ noise (determinism, batch-split independence), the law of the SDE samplers, comp
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 import sys
 import types
@@ -538,12 +539,13 @@ def test_element_keys_numpy_words_equal_the_torch_ops(seed: int) -> None:
     import numpy as np
     from gentool.core.diffusion.noise import element_keys, element_words
 
-    for first in (0, 3, 2**32 - 2, 2**40 + 1):
-        for shape in ((5,), (4, 3), (3, 2, 2, 2)):
-            words = element_words(seed, first, shape)
-            keys = element_keys(seed, first, shape, torch.device("cpu"))
-            assert words.dtype == np.uint32 and keys.dtype == torch.int32 and words.shape == tuple(keys.shape) == shape
-            assert np.array_equal(words, keys.numpy().view(np.uint32)), (first, shape)
+    cases = [*itertools.product((0, 3, 2**32 - 2, 2**40 + 1), ((5,), (4, 3), (3, 2, 2, 2))),
+             (65530, (70000,))]  # sample keys come in memoised blocks of 2^16 indices: this batch spans three
+    for first, shape in cases:
+        words = element_words(seed, first, shape)
+        keys = element_keys(seed, first, shape, torch.device("cpu"))
+        assert words.dtype == np.uint32 and keys.dtype == torch.int32 and words.shape == tuple(keys.shape) == shape
+        assert np.array_equal(words, keys.numpy().view(np.uint32)), (first, shape)
 
 
 def test_the_sampler_bench_times_a_new_batch_per_call() -> None:

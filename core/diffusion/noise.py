@@ -121,17 +121,33 @@ def element_words(seed: int, first: int, shape: tuple[int, ...]) -> np.ndarray:
     """`element_keys` on the CPU as numpy uint32 words: the same numbers in a few passes over uint32 words (each
     batch of a run has new samples, so this runs once per batch; memoised for repeated solves of one batch)."""
     batch, numel = shape[0], math.prod(shape[1:])
-    seed_word = np.uint32(mix32(seed & MASK ^ mix32((seed >> 32) & MASK)))
-    if first + batch <= 1 << 32:  # indices below 2^32: their high words are 0 (`sample_keys`' last xor is a no-op)
-        h = mix32_words_(np.arange(first, first + batch, dtype=np.uint32) ^ seed_word)
-    else:
-        index = np.arange(first, first + batch, dtype=np.uint64)
-        h = mix32_words_(index.astype(np.uint32) ^ seed_word)
-        h ^= (index >> np.uint64(32)).astype(np.uint32)
-    h = np.bitwise_xor(mix32_words_(h)[:, None], _element_words(numel))
+    h = np.bitwise_xor(sample_words(seed, first, batch)[:, None], _element_words(numel))
     mix32_words_(h)
     h ^= h >> np.uint32(16)
     return h.reshape(shape)
+
+
+SAMPLE_BLOCK = 1 << 16  # sample keys are made for this many consecutive global indices at once
+
+
+def sample_words(seed: int, first: int, batch: int) -> np.ndarray:
+    """`sample_keys` of the global indices first..first+batch-1 as uint32 words, sliced from memoised blocks of
+    `SAMPLE_BLOCK` indices (a run's batches are consecutive: most take a slice of a block already made)."""
+    start, stop = first // SAMPLE_BLOCK, (first + batch - 1) // SAMPLE_BLOCK + 1
+    blocks = [_sample_block(seed, b) for b in range(start, stop)]
+    words = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    offset = first - start * SAMPLE_BLOCK
+    return words[offset:offset + batch]
+
+
+@functools.lru_cache(maxsize=4)
+def _sample_block(seed: int, block: int) -> np.ndarray:
+    """`sample_keys` of the global indices of block `block` (read-only uint32 words)."""
+    index = np.arange(block * SAMPLE_BLOCK, (block + 1) * SAMPLE_BLOCK, dtype=np.uint64)
+    h = mix32_words_(index.astype(np.uint32) ^ np.uint32(mix32(seed & MASK ^ mix32((seed >> 32) & MASK))))
+    h ^= (index >> np.uint64(32)).astype(np.uint32)
+    mix32_words_(h).flags.writeable = False
+    return h
 
 
 @functools.lru_cache(maxsize=8)
