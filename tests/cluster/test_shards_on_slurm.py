@@ -14,8 +14,10 @@ from gentool.core.experiments.sweep import read_status
 from harness import Cluster, gentool, output, start_gentool, wait_until
 
 ARGS = ["sample", "--target", "gmm-ring", "--sampler", "euler-ancestral", "--steps", "30", "-n", "4000",
-        "--batch-size", "100", "--device", "cpu", "--no-progress", "--no-plots", "--seed", "7"]
-PARTS = ["0000-units-1-10", "0001-units-11-20", "0002-units-21-30", "0003-units-31-40"]
+        "--batch-size", "25", "--device", "cpu", "--no-progress", "--no-plots", "--seed", "7"]
+# 40 batches per shard: the kill that follows the victim's second committed batch (polled, on a busy 2-core
+# machine) lands long before the shard could finish; with 10 it once came after the last one.
+PARTS = ["0000-units-1-40", "0001-units-41-80", "0002-units-81-120", "0003-units-121-160"]
 
 
 def samples(run: Path) -> dict[str, bytes]:
@@ -52,7 +54,7 @@ def test_sample_shards_on_slurm_survive_a_killed_shard_and_merge_to_the_unsharde
     first_job = read_status(out / "parts")[PARTS[2]]["job_id"]
 
     res = gentool(*args)
-    assert res.returncode == 0 and "4 shards merged, 40 units" in res.stdout, output(res)
+    assert res.returncode == 0 and "4 shards merged, 160 units" in res.stdout, output(res)
     assert {p: (out / "parts" / p / "DONE.json").stat().st_mtime_ns for p in done} == done  # not re-run
     kept = {n: (victim / "units" / n).stat().st_mtime_ns for n in sorted(early)[:2]}
     assert kept == {n: early[n] for n in kept}  # the killed shard resumed from its committed batches
