@@ -321,28 +321,12 @@ def _needs_grad(x: torch.Tensor, sigmas: Any) -> bool:
 
 def resolve_options(sampler: str, options: Mapping[str, Any]) -> tuple[SamplerSpec, Mapping[str, Any], tuple | None]:
     """The spec of `sampler`, its options (defaults filled in, validated; read-only) and them as a sorted tuple
-    (a plan's key; None when an option is a tensor: a learned value, run on the differentiable path)."""
-    given = tuple(sorted(options.items()))
-    tensors = any(isinstance(v, torch.Tensor) for _, v in given)
-    if not tensors:
-        try:
-            return _resolved(sampler, given)
-        except TypeError:  # an unhashable value: resolved (and refused) below, unmemoised
-            pass
-    spec, opts = _resolve(sampler, options)
-    return spec, opts, None if tensors else tuple(sorted(opts.items()))
-
-
-def _resolve(sampler: str, options: Mapping[str, Any]) -> tuple[SamplerSpec, dict[str, Any]]:
+    (a plan's key; None when an option is a tensor: a learned value, run on the differentiable path). A run
+    resolves once (`prepare_sampler`), not per batch."""
     spec = SAMPLERS[choose("sampler", sampler, SAMPLERS)]
-    return spec, spec.resolve(options)
-
-
-@functools.lru_cache(maxsize=64)
-def _resolved(sampler: str, given: tuple[tuple[str, Any], ...]) -> tuple[SamplerSpec, Mapping[str, Any], tuple]:
-    """`resolve_options` for hashable options (memoised: a run solves with the same ones batch after batch)."""
-    spec, opts = _resolve(sampler, dict(given))
-    return spec, MappingProxyType(opts), tuple(sorted(opts.items()))
+    opts = spec.resolve(options)
+    tensors = any(isinstance(v, torch.Tensor) for v in opts.values())
+    return spec, MappingProxyType(opts), None if tensors else tuple(sorted(opts.items()))
 
 
 class CountingModel:
