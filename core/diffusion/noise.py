@@ -80,10 +80,15 @@ def xorshift16(h: int | torch.Tensor) -> int | torch.Tensor:
     return h ^ (h >> 16)
 
 
+def seed_word(seed: int) -> int:
+    """The seed (any int in [0, 2^64)) as one 32-bit word: mix32(low word xor mix32(high word))."""
+    return mix32((seed & MASK) ^ mix32((seed >> 32) & MASK))
+
+
 def sample_keys(seed: int, index: torch.Tensor) -> torch.Tensor:
-    """One 32-bit key per sample from the seed (any int in [0, 2^64)) and the samples' global indices."""
-    h = mix32(torch.full_like(index, seed & MASK) ^ mix32(torch.full_like(index, (seed >> 32) & MASK)))
-    return mix32(mix32(h ^ (index & MASK)) ^ ((index >> 32) & MASK))
+    """One 32-bit key per sample from the seed and the samples' global indices (int64):
+    mix32(mix32(seed_word xor low word) xor high word)."""
+    return mix32(mix32((index & MASK) ^ seed_word(seed)) ^ ((index >> 32) & MASK))
 
 
 ELEMENT_SALT = 0x632BE5AB
@@ -144,7 +149,7 @@ def sample_words(seed: int, first: int, batch: int) -> np.ndarray:
 def _sample_block(seed: int, block: int) -> np.ndarray:
     """`sample_keys` of the global indices of block `block` (read-only uint32 words)."""
     index = np.arange(block * SAMPLE_BLOCK, (block + 1) * SAMPLE_BLOCK, dtype=np.uint64)
-    h = mix32_words_(index.astype(np.uint32) ^ np.uint32(mix32(seed & MASK ^ mix32((seed >> 32) & MASK))))
+    h = mix32_words_(index.astype(np.uint32) ^ np.uint32(seed_word(seed)))
     h ^= (index >> np.uint64(32)).astype(np.uint32)
     mix32_words_(h).flags.writeable = False
     return h
