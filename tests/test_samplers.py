@@ -383,6 +383,41 @@ def test_a_prepared_sampler_serves_batch_after_batch(name: str) -> None:
     assert torch.equal(trajectory.xs[-1], sampler.run(target, X0, seed=3)[0])
 
 
+STOCHASTIC = [name for name in PLAN_SAMPLERS if SAMPLERS[name].noise]
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+@pytest.mark.parametrize("name", STOCHASTIC)
+def test_a_runs_noise_drawn_ahead_equals_each_batch_drawn_alone(name: str, dtype: torch.dtype) -> None:
+    """A run's consecutive batches take their default noise from draws made ahead with the next batches'
+    (`Readahead`); every batch equals the same batch solved alone, bit for bit: batches inside the block, a
+    short one, a jump back inside it, one across its end, one after a jump, another seed."""
+    target, sigmas, x = TARGETS["gmm-ring"], edm_grid(5), (80 * torch.randn(200, 2, dtype=F64)).to(dtype)
+    sampler = prepare_sampler(sigmas, name)
+    batches = [(0, 8), (8, 16), (16, 24), (24, 29), (40, 48), (56, 64), (64, 80), (80, 96), (150, 160)]
+    blocks = []
+    for seed, (a, b) in [(3, ab) for ab in batches] + [(4, (0, 8)), (4, (8, 16))]:
+        got = sampler.run(target, x[a:b], seed=seed, first_index=a)[0]
+        assert torch.equal(got, run_sampler(target, x[a:b], sigmas, name, seed=seed, first_index=a)[0]), (seed, a)
+        blocks.append(sampler.ahead.block and sampler.ahead.block[1:3])
+    assert blocks[:2] == [None, (8, 72)] and blocks[6] == (64, 192) and blocks[-1] == (8, 72)
+
+
+def test_a_readahead_keeps_to_its_budget() -> None:
+    """Draws are made ahead only while `batches` of them fit in `budget` bytes, and only for a batch that
+    follows the last one: a one-off solve draws nothing ahead."""
+    from gentool.core.diffusion.noise import Readahead
+
+    ahead, n = Readahead(batches=8, budget=3 * 10 * 4 * 64 * 4), range(0, 10)  # 3 batches of 4 x 64 float32 draws
+    alone = ahead.scaled_draws(1, 0, (4, 64), n, False)
+    assert ahead.block is None and alone.shape == (10, 4, 64)
+    ahead.scaled_draws(1, 4, (4, 64), n, False)
+    assert ahead.block[1:3] == (4, 16) and ahead.block[3].shape == (10, 12, 64)
+    tight = Readahead(budget=10 * 4 * 64 * 4)
+    tight.scaled_draws(1, 0, (4, 64), n, False), tight.scaled_draws(1, 4, (4, 64), n, False)
+    assert tight.block is None
+
+
 def test_a_prepared_sampler_follows_its_grid_changed_in_place() -> None:
     """A grid tensor changed in place after `prepare_sampler` (an optimiser step on a learned grid) is read and
     checked again, on the plan path and the differentiable one: no run uses stale values."""

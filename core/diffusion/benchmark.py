@@ -15,14 +15,18 @@ caller's job (`gentool bench samplers`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from gentool.core.diffusion.grids import edm_grid
+from gentool.core.diffusion.noise import Readahead
 from gentool.core.diffusion.samplers import (
     SAMPLERS,
+    PreparedSampler,
     default_noise,
     draw_all,
     prepare_sampler,
@@ -102,25 +106,33 @@ def ring_errors(cfg: SamplerBenchConfig, progress: Callable[..., None]) -> dict[
 
 def _contenders(cfg: SamplerBenchConfig, name: str, den: MLPDenoiser, x0: torch.Tensor, sigmas: torch.Tensor,
                 calls: int, pairs: tuple[tuple[float, float], ...]) -> dict[str, Callable[[], object]]:
-    """The timed functions of one case. Each call is a new batch of a run (the next `first_index`): its samples
-    are new, so their noise keys are made anew, as in `gentool sample`, not memoised from the last call."""
+    """The timed functions of one case. Each is a run of its own: each call is that run's next batch (the next
+    `first_index`), so its samples are new and their noise keys are made anew, as in `gentool sample`, not
+    memoised from the last call (and the eager solve's default noise is drawn a few batches ahead, as a run's)."""
     spec, grid, dev = SAMPLERS[name], sigmas.tolist(), x0.device
-    batches = itertools.count(1)
-    first = lambda: next(batches) * len(x0)  # noqa: E731 - the next batch's first sample
-    noise = lambda: default_noise(spec, x0, grid, cfg.seed, first()) if spec.noise else None  # noqa: E731
+    runs_first = lambda: functools.partial(next, itertools.count(len(x0), len(x0)))  # noqa: E731 - a run's batches
+    loop_first, noise_first, ahead = runs_first(), runs_first(), Readahead()
     sampler = prepare_sampler(sigmas, name)  # once per run, as `gentool sample` does: a batch is one `run`
     runs: dict[str, Callable[[], object]] = {
-        "eager": lambda: sampler.run(den, x0, seed=cfg.seed, first_index=first(), graph="off"),
-        "loop": lambda: run_definition(spec, den, x0, grid, noise(), spec.resolve({})),
+        "eager": _run_batches(sampler, den, x0, cfg.seed, runs_first(), graph="off"),
+        "loop": lambda: run_definition(spec, den, x0, grid, default_noise(spec, x0, grid, cfg.seed, loop_first())
+                                       if spec.noise else None, spec.resolve({})),
         "floor": model_floor(lambda t, x: den(x, t), x0, torch.full_like(x0[:, 0], SIGMA_MAX), calls),
     }
     if spec.noise:  # the default noise alone, as the eager solve draws it: the part of "eager" that is the RNG
-        runs["noise"] = lambda: noise_tensor(draw_all(noise(), pairs, x0))
+        runs["noise"] = lambda: noise_tensor(draw_all(default_noise(spec, x0, grid, cfg.seed, noise_first(), ahead),
+                                                      pairs, x0))
     if dev.type == "cuda":
-        runs["graph"] = lambda: sampler.run(den, x0, seed=cfg.seed, first_index=first(), graph="on")
+        runs["graph"] = _run_batches(prepare_sampler(sigmas, name), den, x0, cfg.seed, runs_first(), graph="on")
     if cfg.compile:
-        runs["compiled"] = lambda: sampler.run(den, x0, seed=cfg.seed, first_index=first(), compile=True)
+        runs["compiled"] = _run_batches(prepare_sampler(sigmas, name), den, x0, cfg.seed, runs_first(), compile=True)
     return runs
+
+
+def _run_batches(sampler: PreparedSampler, den: MLPDenoiser, x0: torch.Tensor, seed: int, first: Callable[[], int],
+                 **how: Any) -> Callable[[], object]:
+    """A run of `sampler` from x0: each call solves its next batch (`first()`: that batch's first sample)."""
+    return lambda: sampler.run(den, x0, seed=seed, first_index=first(), **how)
 
 
 def sampler_cases(cfg: SamplerBenchConfig) -> list[tuple[str, int, int]]:
