@@ -477,10 +477,21 @@ def test_compiled_equals_eager_every_sampler(name: str) -> None:
 
 
 def _compiled_vs_eager(name: str) -> None:
+    """Two consecutive batches of a run, eager and compiled: the same samples; the second compiled batch (a
+    stochastic sampler's noise then drawn ahead: strided views) reuses the code compiled for the first."""
+    from torch._dynamo.utils import counters
+
     den = make_target("gmm-ring")
     x0 = 80 * torch.randn(256, 2, generator=torch.Generator().manual_seed(0))
-    runs = [run_sampler(den, x0, edm_grid(10), name, compile=c, seed=1)[0] for c in (False, True)]
-    torch.testing.assert_close(runs[1], runs[0], rtol=1e-4, atol=1e-4)
+    runs, graphs = {}, []
+    for c in (False, True):
+        sampler = prepare_sampler(edm_grid(10), name)
+        for a in (0, 128):
+            runs[c, a] = sampler.run(den, x0[a:a + 128], seed=1, first_index=a, compile=c)[0]
+            graphs.append(counters["stats"]["unique_graphs"])
+    for a in (0, 128):
+        torch.testing.assert_close(runs[True, a], runs[False, a], rtol=1e-4, atol=1e-4)
+    assert graphs[3] == graphs[2], "the run's second batch compiled again"
 
 
 @pytest.mark.gpu

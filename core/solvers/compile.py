@@ -164,8 +164,11 @@ class CompiledPlan:
         return self.fns[key]
 
     def run(self, f: Field, x: torch.Tensor, noise: torch.Tensor | None, xs: torch.Tensor | None) -> torch.Tensor:
-        """The whole solve from x; the state after step i goes to xs[i + 1] if given (no host sync)."""
+        """The whole solve from x; the state after step i goes to xs[i + 1] if given (no host sync). The noise
+        is made contiguous first: compiled code specialises on its inputs' strides, and draws made ahead for a
+        run's batches (`Readahead`) are strided views, which would otherwise compile the segments again."""
         hist: tuple = ()
+        noise = None if noise is None else noise.contiguous()
         for seg in self.segments:
             rows = None if seg.noise_at is None else noise[seg.noise_at:seg.noise_at + seg.length * seg.shape[3]]
             n_times = seg.length * len(seg.shape[0])
