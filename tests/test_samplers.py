@@ -399,7 +399,8 @@ def test_a_runs_noise_drawn_ahead_equals_each_batch_drawn_alone(name: str, dtype
     for seed, (a, b) in [(3, ab) for ab in batches] + [(4, (0, 8)), (4, (8, 16))]:
         got = sampler.run(target, x[a:b], seed=seed, first_index=a)[0]
         assert torch.equal(got, run_sampler(target, x[a:b], sigmas, name, seed=seed, first_index=a)[0]), (seed, a)
-        blocks.append(sampler.ahead.block and sampler.ahead.block[1:3])
+        block = sampler.ahead.block
+        blocks.append(block and (block.first, block.end))
     assert blocks[:2] == [None, (8, 72)] and blocks[6] == (64, 192) and blocks[-1] == (8, 72)
 
 
@@ -412,7 +413,7 @@ def test_a_readahead_keeps_to_its_budget() -> None:
     alone = ahead.scaled_draws(1, 0, (4, 64), n, False)
     assert ahead.block is None and alone.shape == (10, 4, 64)
     ahead.scaled_draws(1, 4, (4, 64), n, False)
-    assert ahead.block[1:3] == (4, 16) and ahead.block[3].shape == (10, 12, 64)
+    assert (ahead.block.first, ahead.block.end) == (4, 16) and ahead.block.draws.shape == (10, 12, 64)
     tight = Readahead(budget=10 * 4 * 64 * 4)
     tight.scaled_draws(1, 0, (4, 64), n, False), tight.scaled_draws(1, 4, (4, 64), n, False)
     assert tight.block is None

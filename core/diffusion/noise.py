@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -247,24 +248,35 @@ class Readahead:
     def __init__(self, batches: int = READAHEAD_BATCHES, budget: int = READAHEAD_BYTES) -> None:
         self.batches, self.budget = batches, budget
         self.expect: tuple | None = None  # (key, first sample) of the batch that would follow the last one
-        self.block: tuple | None = None  # (key, first sample, end, draws (n, samples, ...)) made ahead
+        self.block: DrawBlock | None = None
 
     def scaled_draws(self, seed: int, first: int, shape: tuple[int, ...], draws: range, wide: bool) -> torch.Tensor:
         """`hashed_erfinv` of the samples first..first+B-1 (`shape` = (B, ...)): a slice of the block made
         ahead if it holds them (read-only: a view of the block), else made now (with the next batches' when
         this batch follows the last one)."""
-        batch, key = shape[0], (seed, shape[1:], draws.start, len(draws), wide)
-        follows, self.expect = self.expect == (key, first), (key, first + batch)
-        if self.block is not None:
-            block_key, start, end, z = self.block
-            if block_key == key and start <= first and first + batch <= end:
-                return z[:, first - start:first - start + batch]
-        ahead = min(self.batches, self.budget // (len(draws) * math.prod(shape) * (8 if wide else 4))) if follows else 1
-        z = hashed_erfinv(element_words(seed, first, (max(ahead, 1) * batch, *shape[1:])), draws, wide)
-        if ahead <= 1:
-            return z
-        self.block = (key, first, first + ahead * batch, z)
-        return z[:, :batch]
+        size, key = shape[0], (seed, shape[1:], draws.start, len(draws), wide)
+        follows, self.expect = self.expect == (key, first), (key, first + size)
+        block = self.block
+        if block is not None and block.key == key and block.first <= first and first + size <= block.end:
+            return block.draws[:, first - block.first:first - block.first + size]
+        batches = 1
+        if follows:
+            batches = max(1, min(self.batches, self.budget // (len(draws) * math.prod(shape) * (8 if wide else 4))))
+        z = hashed_erfinv(element_words(seed, first, (batches * size, *shape[1:])), draws, wide)
+        if batches > 1:
+            self.block = DrawBlock(key, first, first + batches * size, z)
+        return z[:, :size]
+
+
+@dataclass(frozen=True)
+class DrawBlock:
+    """Draws made ahead: `draws` (n, end - first, ...) of the samples first..end-1 for `key` (seed, element
+    shape, first draw, number of draws, wide)."""
+
+    key: tuple
+    first: int
+    end: int
+    draws: torch.Tensor
 
 
 class SeededNoise:
