@@ -609,6 +609,32 @@ def test_the_sampler_bench_times_a_new_batch_per_call() -> None:
     assert not torch.equal(first, second) and not torch.equal(*draws)
 
 
+def test_the_sampler_bench_times_a_whole_readahead_cycle_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stochastic sampler's timed eager call solves `RUN_BATCHES` consecutive batches, which make the noise
+    drawn ahead exactly once (so a best time cannot leave that batch out); a deterministic sampler's, one."""
+    from gentool.core.diffusion import noise
+    from gentool.core.diffusion.benchmark import RUN_BATCHES, MLPDenoiser, SamplerBenchConfig, _contenders
+
+    calls, made = [], []
+
+    class Counting(MLPDenoiser):
+        def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            calls.append(len(x))
+            return super().forward(x, sigma)
+
+    hashed = noise.hashed_erfinv
+    monkeypatch.setattr(noise, "hashed_erfinv", lambda *a: made.append(1) or hashed(*a))
+    x0, sigmas = X0[:8].float(), edm_grid(3)
+    for name, batches in (("euler-ancestral", RUN_BATCHES), ("euler", 1)):
+        nfe = run_sampler(MLPDenoiser(0), x0, sigmas, name)[1]
+        runs = _contenders(SamplerBenchConfig(batch_sizes=(8,)), name, Counting(0), x0, sigmas, nfe, ((80.0, 1.0),))
+        with torch.no_grad():
+            runs["eager"]()  # the run's first call: its first batch is made alone
+            calls.clear(), made.clear()
+            runs["eager"]()
+        assert len(calls) == batches * nfe and len(made) == (name == "euler-ancestral"), name
+
+
 @pytest.mark.parametrize("wide", [False, True])
 def test_seeded_noise_cpu_words_equal_the_torch_ops_every_device_runs(wide: bool) -> None:
     """On the CPU the hash runs in numpy on uint32 words; the torch int32 ops (CUDA's path, graph-safe) give

@@ -7,9 +7,11 @@ an eager loop on CPU), the sampler's definition run as a plain loop on tensors (
 `sampling.py` does) and, for a stochastic sampler, its default noise drawn alone (the RNG's share of eager);
 plus the endpoint RMSE of the sampler at that NFE on the gmm-ring (exact denoiser, float64) against the
 float64 reference solve (`reference_flow`: dopri5, rtol 1e-10) from the same noise. The timed denoiser is
-`D(x, sigma) = MLP([x, log sigma])`, 3->64->64->2 SiLU, float32. The gentool contenders time one batch of a
-sampler prepared once (`prepare_sampler`: options and grid checked), as a `gentool sample` run solves batch after
-batch: each call is the run's next batch (new samples, so new noise keys). Returns rows (dicts); rendering is the
+`D(x, sigma) = MLP([x, log sigma])`, 3->64->64->2 SiLU, float32. The gentool contenders time a sampler
+prepared once (`prepare_sampler`: options and grid checked), as a `gentool sample` run solves batch after batch:
+each timed call is the run's next batch (new samples, so new noise keys), or for a stochastic sampler its next
+`RUN_BATCHES` batches (a whole `Readahead` cycle: the noise a run makes once every few batches is counted in
+full, not left out of a best time); the per-step times divide by them. Returns rows (dicts); rendering is the
 caller's job (`gentool bench samplers`).
 """
 
@@ -23,7 +25,7 @@ from typing import Any
 
 import torch
 from gentool.core.diffusion.grids import edm_grid
-from gentool.core.diffusion.noise import Readahead
+from gentool.core.diffusion.noise import READAHEAD_BATCHES, Readahead
 from gentool.core.diffusion.samplers import (
     SAMPLERS,
     PreparedSampler,
@@ -45,6 +47,7 @@ GPU_BATCH_SIZES = (1024, 65536, 1048576)
 NFES = (10, 50)
 PLAN_SAMPLERS: tuple[str, ...] = tuple(name for name, spec in SAMPLERS.items() if spec.fn is not None)
 SIGMA_MAX = 80.0
+RUN_BATCHES = READAHEAD_BATCHES  # a stochastic sampler's batches per timed call: its noise drawn ahead, once
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,10 @@ def ring_errors(cfg: SamplerBenchConfig, progress: Callable[..., None]) -> dict[
 
 def _contenders(cfg: SamplerBenchConfig, name: str, den: MLPDenoiser, x0: torch.Tensor, sigmas: torch.Tensor,
                 calls: int, pairs: tuple[tuple[float, float], ...]) -> dict[str, Callable[[], object]]:
-    """The timed functions of one case. Each is a run of its own: each call is that run's next batch (the next
-    `first_index`), so its samples are new and their noise keys are made anew, as in `gentool sample`, not
-    memoised from the last call (and the eager solve's default noise is drawn a few batches ahead, as a run's)."""
+    """The timed functions of one case. Each is a run of its own: each call solves that run's next batch (the
+    next `first_index`), so its samples are new and their noise keys are made anew, as in `gentool sample`, not
+    memoised from the last call. A stochastic sampler's eager solve draws its default noise ahead, as a run's:
+    each of its calls solves `batches_per_call` batches, one whole cycle (every contender of the case alike)."""
     spec, grid, dev = SAMPLERS[name], sigmas.tolist(), x0.device
     runs_first = lambda: functools.partial(next, itertools.count(len(x0), len(x0)))  # noqa: E731 - a run's batches
     loop_first, noise_first, ahead = runs_first(), runs_first(), Readahead()
@@ -126,7 +130,21 @@ def _contenders(cfg: SamplerBenchConfig, name: str, den: MLPDenoiser, x0: torch.
         runs["graph"] = _run_batches(prepare_sampler(sigmas, name), den, x0, cfg.seed, runs_first(), graph="on")
     if cfg.compile:
         runs["compiled"] = _run_batches(prepare_sampler(sigmas, name), den, x0, cfg.seed, runs_first(), compile=True)
-    return runs
+    return {key: _repeated(fn, batches_per_call(name)) for key, fn in runs.items()}
+
+
+def batches_per_call(name: str) -> int:
+    """Batches per timed call of sampler `name`: `RUN_BATCHES` when it draws noise, else 1."""
+    return RUN_BATCHES if SAMPLERS[name].noise else 1
+
+
+def _repeated(fn: Callable[[], object], times: int) -> Callable[[], object]:
+    """`fn` called `times` times in a row (the last result)."""
+    def calls() -> object:
+        for _ in range(times - 1):
+            fn()
+        return fn()
+    return calls
 
 
 def _run_batches(sampler: PreparedSampler, den: MLPDenoiser, x0: torch.Tensor, seed: int, first: Callable[[], int],
@@ -153,7 +171,7 @@ def sampler_row(cfg: SamplerBenchConfig, device: torch.device, den: MLPDenoiser,
     with torch.no_grad():
         times = best_times(_contenders(cfg, name, den, x0, sigmas, plan.nfe, pairs), device, cfg.repeats,
                            clock=cfg.clock)
-    per_step = {k: v / steps for k, v in times.items()}
+    per_step = {k: v / (steps * batches_per_call(name)) for k, v in times.items()}
     return {"sampler": name, "batch": batch, "nfe": plan.nfe, "steps": steps, "clock": cfg.clock,
             "endpoint_rmse": error, **{f"{k}_s": v for k, v in per_step.items()}}
 
