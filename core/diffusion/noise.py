@@ -239,7 +239,7 @@ class Readahead:
     A run solves batch after batch of consecutive samples (each batch's first sample is the last one's end).
     Between model calls the host's caches are cold, and each library call that makes a batch's noise costs
     several times what it costs warm (1024 x 2 samples, 10 draws, after 10 calls of the bench's MLP: ~290 µs
-    made per batch, ~110 µs per batch made 8 batches at a time). So when a batch follows the last one, the
+    made per batch, ~170 µs per batch made 8 batches at a time). So when a batch follows the last one, the
     draws of it and the next batches (`batches` in all, at most `budget` bytes) are made at once, and each
     batch takes its slice: the same numbers (each is a hash of seed, sample, element and draw), fewer calls. A
     batch that does not follow (the first of a run, or a one-off solve) is made alone: nothing is drawn ahead
