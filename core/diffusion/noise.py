@@ -281,14 +281,14 @@ class DrawBlock:
 
 class SeededNoise:
     """The default noise: draw k (in call order) of the samples with global indices first..first+B-1. On the
-    CPU with a `Readahead` (a run's), its draws come from there (made with the next batches')."""
+    CPU the draws come from a `Readahead` (a run's, made with its next batches'; else one of its own, which
+    makes each draw alone); on a device from the element keys `keys` (torch ops, `NoiseRows` for a plan)."""
 
     def __init__(self, like: torch.Tensor, seed: int, first: int = 0, ahead: Readahead | None = None) -> None:
         self.shape, self.dtype = like.shape, like.dtype
         self.seed, self.first = int(seed), int(first)
-        self.ahead = ahead if like.is_cpu else None
-        key = (self.seed, self.first, self.shape)
-        self.keys = None if self.ahead else element_words(*key) if like.is_cpu else element_keys(*key, like.device)
+        self.ahead = ahead or Readahead()
+        self.keys = None if like.is_cpu else element_keys(self.seed, self.first, self.shape, like.device)
         self.count = 0
 
     def draws(self, n: int) -> torch.Tensor:
@@ -307,7 +307,7 @@ class SeededNoise:
         as `NoiseRows` of the element keys (the same numbers; a CUDA graph makes them inside its replay, for
         whichever seed and samples)."""
         n = len(pairs)
-        if not isinstance(self.keys, torch.Tensor):
+        if self.keys is None:
             return self.scaled_draws(n)
         salts = draw_salts(self.count, n, self.keys.dim(), self.keys.device)
         self.count += n
@@ -317,7 +317,7 @@ class SeededNoise:
     def _erfinv(self, n: int) -> torch.Tensor:
         draws, wide = range(self.count, self.count + n), self.dtype.itemsize > 4
         self.count += n
-        if self.ahead is not None:
+        if self.keys is None:
             return self.ahead.scaled_draws(self.seed, self.first, tuple(self.shape), draws, wide)
         return hashed_erfinv(self.keys, draws, wide)
 
@@ -476,7 +476,7 @@ class BrownianPath:
         pairs = float_pairs(pairs)
         fresh = not self.levy.coef
         matrix = self._increment_matrix(pairs)
-        if not isinstance(self.source.keys, torch.Tensor) or not fresh or not self.levy.used:
+        if self.source.keys is None or not fresh or not self.levy.used:
             return self._combined(matrix)
         keys = self.source.keys
         salts = draw_salts(0, self.levy.used, keys.dim(), keys.device)  # the path's draws 0..used-1 (`_draws`)
