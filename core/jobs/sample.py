@@ -200,6 +200,7 @@ class SampleSettings:
         """The sampler options set (not None); the sampler refuses those it does not take."""
         return {k: getattr(self, k) for k in option_declarations() if getattr(self, k, None) is not None}
 
+
 def _option_help(declared: list[tuple[str, Option]]) -> str:
     """One help text for an option name from every sampler's declaration of it."""
     groups: dict[int, tuple[Option, list[str]]] = {}
