@@ -9,6 +9,7 @@ import itertools
 import math
 import sys
 import types
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -633,6 +634,23 @@ def test_the_sampler_bench_times_a_whole_readahead_cycle_per_call(monkeypatch: p
             calls.clear(), made.clear()
             runs["eager"]()
         assert len(calls) == batches * nfe and len(made) == (name == "euler-ancestral"), name
+
+
+def test_a_bench_call_of_several_batches_gets_the_rounds_of_one_batch_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`best_times` sizes its rounds per unit of work: a call that solves 8 batches in 8 times the time is timed
+    over as many rounds as a call of one batch, so its best is taken over as many tries (not 8 times fewer)."""
+    from gentool.core.solvers import benchmark
+
+    now, calls = [0.0], []
+    monkeypatch.setitem(benchmark.CLOCKS, "fake", lambda: now[0])
+
+    def work(seconds: float) -> Callable[[], None]:
+        return lambda: (calls.append(seconds), now.__setitem__(0, now[0] + seconds))
+
+    for seconds, units in ((1 / 64, 1), (8 / 64, 8)):
+        calls.clear()
+        best = benchmark.best_times({"a": work(seconds)}, torch.device("cpu"), 3, clock="fake", units=units)
+        assert best == {"a": seconds} and len(calls) == 1 + math.ceil(benchmark.MIN_TIMED_S * 64)
 
 
 @pytest.mark.parametrize("wide", [False, True])

@@ -11,8 +11,8 @@ float64 reference solve (`reference_flow`: dopri5, rtol 1e-10) from the same noi
 prepared once (`prepare_sampler`: options and grid checked), as a `gentool sample` run solves batch after batch:
 each timed call is the run's next batch (new samples, so new noise keys), or for a stochastic sampler its next
 `RUN_BATCHES` batches (a whole `Readahead` cycle: the noise a run makes once every few batches is counted in
-full, not left out of a best time); the per-step times divide by them. Returns rows (dicts); rendering is the
-caller's job (`gentool bench samplers`).
+full, not left out of a best time), timed over as many rounds as one batch per call would be; the per-step
+times divide by them. Returns rows (dicts); rendering is the caller's job (`gentool bench samplers`).
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def sampler_row(cfg: SamplerBenchConfig, device: torch.device, den: MLPDenoiser,
                                batch, x0.dtype, device)  # the plan run_sampler will use (memoised)
     with torch.no_grad():
         times = best_times(_contenders(cfg, name, den, x0, sigmas, plan.nfe, pairs), device, cfg.repeats,
-                           clock=cfg.clock)
+                           clock=cfg.clock, units=batches_per_call(name))
     per_step = {k: v / (steps * batches_per_call(name)) for k, v in times.items()}
     return {"sampler": name, "batch": batch, "nfe": plan.nfe, "steps": steps, "clock": cfg.clock,
             "endpoint_rmse": error, **{f"{k}_s": v for k, v in per_step.items()}}

@@ -93,19 +93,22 @@ def _sync(device: torch.device) -> None:
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-MIN_TIMED_S = 0.25  # a contender's rounds add up to at least this much (fast cases run more than `repeats`)
+MIN_TIMED_S = 0.25  # a contender's rounds add up to at least this much per unit of work (fast cases run more rounds)
 MAX_ROUNDS = 200
 
 
 def best_times(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int,
-               warmup: bool = True, clock: str = "wall") -> dict[str, float]:
+               warmup: bool = True, clock: str = "wall", units: int = 1) -> dict[str, float]:
     """Best time (s) of each function over at least `repeats` rounds, after one warm-up run of each
     (`warmup=False` when the caller has just run each one already).
 
     The rounds interleave the functions (a, b, c, a, b, c, ...), so a burst of load on a shared machine
     slows one run of every contender instead of all runs of one of them. A fast case runs more rounds (as
-    `timeit`'s autorange): enough for the slowest warm-up to add up to `MIN_TIMED_S`, at most `MAX_ROUNDS`,
-    so that its best is not one lucky or unlucky draw. `clock="cpu"` measures the process's CPU time instead
+    `timeit`'s autorange): enough for the slowest warm-up to add up to `MIN_TIMED_S` per unit of work, at
+    most `MAX_ROUNDS`, so that its best is not one lucky or unlucky draw. `units`: the units of work in one
+    call (a sampler bench call that solves several batches): such a case gets as many rounds as a case whose
+    call is one unit of the same speed, not `units` times fewer (a best of a few long calls is a noisy
+    estimate of their least time). `clock="cpu"` measures the process's CPU time instead
     of wall time (CPU only): with one torch thread, time-slicing by other processes on a shared machine then
     does not count. Python's cyclic garbage collector is off during the rounds (as in `timeit`).
     """
@@ -113,7 +116,7 @@ def best_times(fns: dict[str, Callable[[], object]], device: torch.device, repea
     rounds = repeats
     if warmup:
         slowest = max(_timed(fn, device, timer) for fn in fns.values())
-        rounds = max(repeats, min(MAX_ROUNDS, math.ceil(MIN_TIMED_S / max(slowest, 1e-9))))
+        rounds = max(repeats, min(MAX_ROUNDS, math.ceil(MIN_TIMED_S * units / max(slowest, 1e-9))))
     best = dict.fromkeys(fns, float("inf"))
     gc.collect()
     enabled = gc.isenabled()
