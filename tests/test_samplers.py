@@ -583,17 +583,31 @@ def test_device_noise_rows_equal_the_cpu_draws(name: str) -> None:
 @pytest.mark.parametrize("seed", [0, 7, 2**32 + 5, 2**64 - 1])
 def test_element_keys_numpy_words_equal_the_torch_ops(seed: int) -> None:
     """The per-(sample, element) keys, made in numpy on the CPU (once per batch of a run) and in torch ops on a
-    device: the same 32-bit words, for global indices below, across and above 2^32 and states of any rank."""
+    device: the same 32-bit words, for global sample indices below, across and above 2^32 and 2^64, states of
+    any rank, and batches whose global element indices cross a multiple of 2^32 (a new high word)."""
     import numpy as np
     from gentool.core.diffusion.noise import element_keys, element_words
 
-    cases = [*itertools.product((0, 3, 2**32 - 2, 2**40 + 1), ((5,), (4, 3), (3, 2, 2, 2))),
-             (65530, (70000,))]  # sample keys come in memoised blocks of 2^16 indices: this batch spans three
+    cases = [*itertools.product((0, 3, 2**32 - 2, 2**40 + 1, 2**64 + 7), ((5,), (4, 3), (3, 2, 2, 2))),
+             (2**31 - 3, (8, 2)), (2**32 - 3, (7000, 3))]
     for first, shape in cases:
         words = element_words(seed, first, shape)
         keys = element_keys(seed, first, shape, torch.device("cpu"))
         assert words.dtype == np.uint32 and keys.dtype == torch.int32 and words.shape == tuple(keys.shape) == shape
         assert np.array_equal(words, keys.numpy().view(np.uint32)), (first, shape)
+
+
+def test_no_two_elements_of_a_run_share_their_noise() -> None:
+    """Each element's key is mix32 (a bijection) of its global index's low word, offset by its high word's: the
+    2^20 elements of a batch (here also of one across a multiple of 2^32 elements) all have distinct keys, so
+    no two draw the same numbers (32-bit keys hashed from (sample, element) pairs would repeat ~2^40 / 2^33 = 128
+    times here, and with them every draw of those elements)."""
+    import numpy as np
+    from gentool.core.diffusion.noise import element_words
+
+    for first, shape in ((0, (2**19, 2)), (5, (2**10, 3, 32, 32)), ((2**32 - 2**18) // 3, (2**19, 3))):
+        words = element_words(11, first, shape)
+        assert np.unique(words).size == words.size, (first, shape)
 
 
 def test_the_sampler_bench_times_a_new_batch_per_call() -> None:

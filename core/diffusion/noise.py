@@ -1,15 +1,15 @@
 """Noise samplers with k-diffusion's signature `noise_sampler(sigma, sigma_next) -> tensor` (standard normal,
 the state's shape).
 
-* `SeededNoise` (the default): every number is a hash of (seed, the sample's global index, the element's
-  index, the draw's index), turned into a normal by the inverse CDF (`hashed_erfinv`). So a sample's noise
-  does not depend on the batch it is drawn in, on how a run is split into batches, or on the device; and it
-  is pure tensor arithmetic (no generator state): on a device a plan gets it as `NoiseRows` (the element keys
-  and the ops), which a CUDA graph replays, drawing the noise of whichever seed and samples it is given. On
-  the CPU the integer hash runs in numpy on the tensors' memory (unsigned 32-bit words: native logical shifts
-  and wrapping products, so fewer calls than torch's int32 ops need); the numbers are the same. A run's
-  `Readahead` makes the CPU draws of its next few batches with the current one's (fewer library calls on
-  cold caches; the same numbers).
+* `SeededNoise` (the default): every number is a hash of (seed, the element's global index i numel + j, the
+  draw's index), turned into a normal by the inverse CDF (`hashed_erfinv`); no two elements share a key. So a
+  sample's noise does not depend on the batch it is drawn in, on how a run is split into batches, or on the
+  device; and it is pure tensor arithmetic (no generator state): on a device a plan gets it as `NoiseRows`
+  (the element keys and the ops), which a CUDA graph replays, drawing the noise of whichever seed and
+  samples it is given. On the CPU the integer hash runs in numpy on the tensors' memory (unsigned 32-bit
+  words: native logical shifts and wrapping products, so fewer calls than torch's int32 ops need); the
+  numbers are the same. A run's `Readahead` makes the CPU draws of its next few batches with the current
+  one's (fewer library calls on cold caches; the same numbers).
 * `BrownianPath` (the default of samplers with sub-step noise): a Brownian motion W over sigma, built point by
   point at the sigmas the sampler asks for by Lévy's construction (a new point beyond the known ones is an
   independent Gaussian increment, one between two known points a Brownian-bridge draw), from `SeededNoise`
@@ -97,18 +97,27 @@ def sample_keys(seed: int, index: torch.Tensor) -> torch.Tensor:
 ELEMENT_SALT = 0x632BE5AB
 
 
+def element_offset(seed: int, high: int | torch.Tensor) -> int | torch.Tensor:
+    """c(H) = seed_word xor mix32((H + ELEMENT_SALT) mod 2^32): what the element keys of the global element
+    indices with high word H are offset by (`element_keys`); Python ints or int64 tensors."""
+    return seed_word(seed) ^ mix32((high + ELEMENT_SALT) & MASK)
+
+
 @functools.lru_cache(maxsize=4)
 def element_keys(seed: int, first: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """One 32-bit key e per (sample, element) of a state of `shape` (B, ...), int32 of that shape:
 
-        e = mix32(k_i xor mix32(j + ELEMENT_SALT)),   k_i = `sample_keys`(seed, i)  (global index i, flat index j),
+        e = mix32(L xor c(H)),   g = i numel + j = H 2^32 + L   (global sample index i, flat element index j),
 
-    stored as `xorshift16(e)` (see `mix32_`), in torch ops on `device` (on the CPU, `element_words` makes the same
-    numbers in numpy). Memoised: a run draws for the same samples solve after solve."""
-    batch, numel = shape[0], math.prod(shape[1:])
-    keys = sample_keys(seed, torch.arange(first, first + batch, dtype=torch.int64, device=device))
-    elements = mix32(torch.arange(numel, dtype=torch.int64, device=device) + ELEMENT_SALT)
-    h = xorshift16(mix32(keys[:, None] ^ elements))
+    c = `element_offset`, stored as `xorshift16(e)` (see `mix32_`), in torch ops on `device` (on the CPU,
+    `element_words` makes the same numbers in numpy). mix32 is a bijection of 32-bit words, so the keys of
+    the first 2^32 elements of a run (and of any 2^32 consecutive ones sharing H) are all distinct: no two
+    elements share their noise. Memoised: a run draws for the same samples solve after solve."""
+    numel = math.prod(shape[1:])
+    base = first * numel
+    low = torch.arange(shape[0] * numel, dtype=torch.int64, device=device) + (base & MASK)
+    offset = element_offset(seed, (low >> 32) + ((base >> 32) & MASK))
+    h = xorshift16(mix32((low & MASK) ^ offset))
     return ((h ^ (1 << 31)) - (1 << 31)).to(torch.int32).reshape(shape)  # [0, 2^32) as the int32 words
 
 
@@ -128,40 +137,18 @@ def draw_salts(start: int, n: int, ndim: int, device: torch.device) -> torch.Ten
 def element_words(seed: int, first: int, shape: tuple[int, ...]) -> np.ndarray:
     """`element_keys` on the CPU as numpy uint32 words: the same numbers in a few passes over uint32 words (each
     batch of a run has new samples, so this runs once per batch; memoised for repeated solves of one batch)."""
-    batch, numel = shape[0], math.prod(shape[1:])
-    h = np.bitwise_xor(sample_words(seed, first, batch)[:, None], _element_words(numel))
+    n, base = math.prod(shape), first * math.prod(shape[1:])
+    low, high = base & MASK, base >> 32
+    if low + n <= 1 << 32:  # one high word (all but the batches that cross a multiple of 2^32 elements)
+        h = np.arange(low, low + n, dtype=np.uint32)
+        h ^= np.uint32(element_offset(seed, high))
+    else:
+        wide = np.arange(low, low + n, dtype=np.uint64)
+        high_words = ((wide >> np.uint64(32)) + np.uint64((high + ELEMENT_SALT) & MASK)).astype(np.uint32)
+        h = wide.astype(np.uint32) ^ mix32_words_(high_words) ^ np.uint32(seed_word(seed))
     mix32_words_(h)
     h ^= h >> np.uint32(16)
     return h.reshape(shape)
-
-
-SAMPLE_BLOCK = 1 << 16  # sample keys are made for this many consecutive global indices at once
-
-
-def sample_words(seed: int, first: int, batch: int) -> np.ndarray:
-    """`sample_keys` of the global indices first..first+batch-1 as uint32 words, sliced from memoised blocks of
-    `SAMPLE_BLOCK` indices (a run's batches are consecutive: most take a slice of a block already made)."""
-    start, stop = first // SAMPLE_BLOCK, (first + batch - 1) // SAMPLE_BLOCK + 1
-    blocks = [_sample_block(seed, b) for b in range(start, stop)]
-    words = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-    offset = first - start * SAMPLE_BLOCK
-    return words[offset:offset + batch]
-
-
-@functools.lru_cache(maxsize=4)
-def _sample_block(seed: int, block: int) -> np.ndarray:
-    """`sample_keys` of the global indices of block `block` (read-only uint32 words)."""
-    index = np.arange(block * SAMPLE_BLOCK, (block + 1) * SAMPLE_BLOCK, dtype=np.uint64)
-    h = mix32_words_(index.astype(np.uint32) ^ np.uint32(seed_word(seed)))
-    h ^= (index >> np.uint64(32)).astype(np.uint32)
-    mix32_words_(h).flags.writeable = False
-    return h
-
-
-@functools.lru_cache(maxsize=8)
-def _element_words(numel: int) -> np.ndarray:
-    """mix32(j + ELEMENT_SALT) for the flat indices j < numel, uint32 (memoised per state size)."""
-    return mix32_words_(np.arange(numel, dtype=np.uint32) + np.uint32(ELEMENT_SALT))
 
 
 @functools.lru_cache(maxsize=16)
