@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from gentool.cli.main import app
 from gentool.core.errors import BadInput
 from gentool.core.jobs import JOBS
@@ -205,3 +206,24 @@ def test_a_recipe_with_shards_runs_sharded_and_merges_to_the_unsharded_run(tmp_p
     res = runner.invoke(app, ["run", str(simplex), "--out", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "optimize simplex cannot be sharded; shardable:" in res.output, res.output
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("dim", [2, 16])
+def test_the_batch_size_does_not_change_the_samples(dim: int) -> None:
+    """Each sample takes its own whole blocks of the seed's randn stream (and its global index keys the sampler
+    noise), so the initial draws and the samples are the same for any batch size; for a sample size that is a
+    multiple of 16 the initial draws are one `randn((n, dim), generator)` (a pipeline's latents)."""
+    from gentool.core.nn import make_generator
+
+    spec, runs = JOBS["sample"], {}
+    for batch in (None, 3, 4):
+        config = spec.config(target="gaussian", dim=dim, n=10, batch_size=batch, steps=3, sampler="euler-ancestral")
+        job = spec.make(config, 5, "cpu")
+        while not job.done:
+            job.advance()
+        runs[batch] = job.samples()
+    for batch in (3, 4):
+        assert all(torch.equal(runs[None][k], runs[batch][k]) for k in ("x", "x0")), batch
+    if dim == 16:
+        z = torch.randn(10, dim, generator=make_generator(5), dtype=torch.float64)
+        assert torch.equal(runs[None]["x0"], z * runs[None]["sigmas"][0])

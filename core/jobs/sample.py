@@ -60,6 +60,7 @@ TUNED_TAKES = ("sampler", "steps", "grid", "schedule", "sigma_min", "sigma_max",
 
 
 DIM_DEFAULT = 2  # the dimension of the analytic targets unless dim says otherwise
+RANDN_BLOCK = 16  # torch's CPU randn makes normals in blocks of this many (`SampleJob._draws`)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ class SampleSettings:
     sampler: str = setting("dpmpp-2m", "Sampler.", choices=tuple(SAMPLERS))
     steps: int = setting(20, "Grid steps (σ levels; the last step goes to 0).")
     n: int = setting(10000, "Number of samples.", short="-n")
-    batch_size: int | None = setting(None, "Samples per batch, to bound memory (default: all at once).")
+    batch_size: int | None = setting(None, "Samples per batch, to bound memory (default: all at once); the samples "
+                                     "do not depend on it.")
     dim: int = setting(DIM_DEFAULT, "Dimension for the gaussian, gmm-random and point targets.",
                        applies={"source": ANY_DIM_TARGETS})
     grid: str = setting("edm", "σ grid (model: a diffusers model's own timesteps).", choices=SAMPLE_GRIDS)
@@ -425,12 +427,23 @@ class SampleJob(BatchedUnits, Reports):
         return z.reshape(shape)
 
     def initial_state(self, first: int, b: int) -> torch.Tensor:
-        """`x_0 = z sigma_0` (convention sigma) or `z sqrt(sigma_0^2 + 1)` (vp), z the init rows or standard
-        normal draws from the seeded generator (the next b of one stream, as a diffusers pipeline draws them)."""
-        z = self.init[first:first + b] if self.init is not None else torch.randn(
-            b, *self.source.shape, generator=self.g, dtype=self.dtype)
+        """`x_0 = z sigma_0` (convention sigma) or `z sqrt(sigma_0^2 + 1)` (vp), z the init rows or the next b
+        samples' draws from the seeded generator (`_draws`)."""
+        z = self.init[first:first + b] if self.init is not None else self._draws(b)
         s0 = float(self.sigmas[0])
         return (z * (s0 if self.config.convention == "sigma" else math.sqrt(s0**2 + 1))).to(self.device)
+
+    def _draws(self, b: int) -> torch.Tensor:
+        """The next b samples' standard normal draws from the seeded generator's stream: each sample takes the
+        next `padded` numbers (its size rounded up to a multiple of `RANDN_BLOCK`; torch's CPU randn makes its
+        normals in blocks of 16, so a draw that ends on a block's end leaves the stream where any split of it
+        would) and keeps the first ones. So a sample's z does not depend on the batch size, and for sample
+        sizes that are a multiple of 16 (images, latents) the run's z is a pipeline's `randn((n, ...),
+        generator)`, whatever the batches."""
+        numel = math.prod(self.source.shape)
+        padded = -(-numel // RANDN_BLOCK) * RANDN_BLOCK
+        z = torch.randn(b, padded, generator=self.g, dtype=self.dtype)
+        return (z if padded == numel else z[:, :numel]).reshape(b, *self.source.shape)
 
     def output(self, x: torch.Tensor) -> torch.Tensor:
         """The sample in the convention: x (sigma), or the VP sample `x / sqrt(sigma_N^2 + 1)` (vp)."""
@@ -448,9 +461,8 @@ class SampleJob(BatchedUnits, Reports):
         """Begin at batch `unit + 1` of the run (a shard): the seed's noise stream is advanced past the draws
         of batches 1..unit, so every later batch gets the same z as in the whole run."""
         for k in range(unit):
-            b = min(self.batch, self.config.n - k * self.batch)
             if self.init is None:
-                torch.randn(b, *self.source.shape, generator=self.g, dtype=self.dtype)
+                self._draws(min(self.batch, self.config.n - k * self.batch))
         self.skipped = unit
 
     @staticmethod
