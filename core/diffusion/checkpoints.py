@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from gentool.core.diffusion.denoisers import EDMPrecond
 from gentool.core.diffusion.discrete_denoiser import DiscreteDenoiser
-from gentool.core.diffusion.training import KIND, TrainConfig, build_denoiser
+from gentool.core.diffusion.training import KIND, LEGACY_MLP_NOISE_FEATURES, TrainConfig, build_denoiser
 from gentool.core.errors import BadInput
 from gentool.core.io import atomic_torch_save, load_torch_file
 
@@ -46,7 +46,8 @@ def denoiser_from_state(
     if missing:
         raise BadInput(f"checkpoint lacks {', '.join(missing)}; expected keys {', '.join(CHECKPOINT_KEYS)}")
     try:
-        model = build_denoiser(TrainConfig(**state["config"]), int(state["dim"]), float(state["sigma_data"]))
+        config = {"mlp_noise_features": LEGACY_MLP_NOISE_FEATURES, **state["config"]}  # older configs lack it
+        model = build_denoiser(TrainConfig(**config), int(state["dim"]), float(state["sigma_data"]))
         model.load_state_dict(state["ema" if ema else "model"])
     except BadInput as exc:
         raise BadInput(f"checkpoint config is invalid: {exc}") from None

@@ -78,11 +78,12 @@ def make_unet(dim: int, width: int, depth: int, num_classes: int | None = None) 
                        num_class_embeds=num_classes)
 
 
-def make_net(arch: str, dim: int, width: int, depth: int) -> nn.Module:
-    """Net `arch` ("mlp" any dim; "conv" and "unet" square images) for data of dimension `dim`."""
+def make_net(arch: str, dim: int, width: int, depth: int, mlp_noise_features: int) -> nn.Module:
+    """Net `arch` ("mlp" any dim; "conv" and "unet" square images) for data of dimension `dim` (the mlp with
+    `mlp_noise_features` noise-level features)."""
     choose("architecture", arch, ARCHS)
     if arch == "unet":
         return make_unet(dim, width, depth)
     if arch == "conv":
         return DenoiserConv(dim, width, depth)
-    return DenoiserMLP(dim, width, depth)
+    return DenoiserMLP(dim, width, depth, mlp_noise_features)
