@@ -164,6 +164,16 @@ def test_a_round_that_goes_non_finite_is_named_with_its_flow_time_and_knobs(tmp_
     assert ok.exit_code == 0, ok.output
 
 
+def test_an_exact_flow_whose_particle_covariance_breaks_down_is_a_named_numerical_failure(tmp_path) -> None:
+    """gaussian-2d at dt = 0.5: the explicit Euler rounds overshoot until the Gaussian fit of the cloud is not
+    positive definite; exit 3 naming the round and the exact mode's knobs, not a linalg traceback."""
+    res = runner.invoke(app, ["monoflow", "--mode", "exact", "--target", "gaussian-2d", "--dt", "0.5", "--steps",
+                              "20", "--eval-every", "5", "-n", "100", "--out", str(tmp_path / "g"), "--no-progress"])
+    line = res.output.strip().splitlines()[-1]
+    assert res.exit_code == 3 and "became non-finite in round" in line, res.output
+    assert "lower dt (now 0.5) or raise solver_steps (now 1)" in line and "Traceback" not in res.output
+
+
 # ---- issue 16: the official Gaussian toy, every h of the official code, the researcher's data ---------------
 
 TOY_COV = [[1.0, 0.8], [0.8, 0.89]]  # S Sᵀ, S = [[1, 0], [0.8, 0.5]]

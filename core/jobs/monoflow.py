@@ -396,6 +396,8 @@ class ParticleJob(_DataJob):
 class ExactJob(_MonoFlowJob):
     """Exact mode: the analytic target's log-density against a Gaussian fit of the cloud."""
 
+    hint = "lower dt or raise solver_steps"
+
     def __init__(self, config: MonoFlowJobConfig, seed: int, device: torch.device) -> None:
         super().__init__(config, seed, device)
         tg = analytic_target(config.target)

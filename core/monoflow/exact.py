@@ -19,7 +19,7 @@ from gentool.core.data import ring_mixture
 from gentool.core.errors import choose, require
 from gentool.core.metrics.gaussian import mean_cov
 from gentool.core.monoflow.h import HFunction
-from gentool.core.solvers import FIXED_METHODS, batch_odeint
+from gentool.core.solvers import FIXED_METHODS, NonFiniteState, batch_odeint
 
 LogProb = Callable[[torch.Tensor], torch.Tensor]
 
@@ -88,6 +88,8 @@ def exact_velocity(log_p: LogProb, h: HFunction, c: float = 0.0) -> Callable[[to
 
     def field(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         q = gaussian_fit(x)
+        if not bool(torch.isfinite(q.cov).all()) or int(torch.linalg.cholesky_ex(q.cov)[1]):
+            raise NonFiniteState("the particles' covariance is not positive definite", step=0, time=float(t[0]))
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(h(log_p(xg) - q.log_prob(xg), c).sum(), xg)
