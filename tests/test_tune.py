@@ -154,7 +154,8 @@ def test_sample_tuned_cli(tmp_path) -> None:
                                         (["--sampler", "euler", "--order", "2"], "does not take option 'order'"),
                                         (["--teacher-rtol", "1e-6"], "teacher_rtol applies to"),
                                         (["--learn", "grid", "--lr-coef", "0.01"], "lr_coef applies when learn"),
-                                        (["--dim", "3"], "dim applies to source")])
+                                        (["--dim", "3"], "dim applies to source"),
+                                        (["--steps", "0"], "steps must be an integer in [1, ")])
 def test_tune_refuses_bad_settings(tmp_path, args: list[str], match: str) -> None:
     res = invoke("tune", "--target", "gmm-ring", *args, "--out", str(tmp_path / "t"))
     assert res.exit_code == 2 and match in res.output, res.output

@@ -101,7 +101,7 @@ class TuneSettings:
         check_int("dim", self.dim, 1, 100_000)
         check_int("train_samples", self.train_samples, 1, 10**7)
         check_int("eval_samples", self.eval_samples, 1, 10**7)
-        check_int("steps", self.steps, 0, 10**7)
+        check_int("steps", self.steps, 1, 10**7)
         for name in ("lr_grid", "lr_coef"):
             check_float(name, getattr(self, name), 0.0, lo_open=True, hi=10.0)
         check_float("teacher_rtol", self.teacher_rtol, 0.0, lo_open=True, hi=0.1)
