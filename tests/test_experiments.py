@@ -215,6 +215,20 @@ def test_old_point_directories_are_reused_only_when_their_point_json_matches(tmp
     assert expand(recipe, tmp_path / "s")[0].point_id == _pid("frank-wolfe", 0)
 
 
+def test_a_rerun_with_other_settings_does_not_report_the_old_points_as_complete(tmp_path: Path) -> None:
+    """The smoke sweep (steps 5), then the full one (steps 20) into the same directory: the same point ids,
+    but their runs hold other settings, so the sweep is refused naming them (not "skipped, complete already"
+    with the old numbers); the same sweep again skips its complete points."""
+    path, out = _recipe(tmp_path), tmp_path / "s"
+    smoke = runner.invoke(app, ["sweep", str(path), "--smoke", "--executor", "debug", "--out", str(out)])
+    assert smoke.exit_code == 0, smoke.output
+    full = runner.invoke(app, ["sweep", str(path), "--executor", "debug", "--out", str(out)])
+    assert full.exit_code == 2 and "holds a point of another sweep" in full.output, full.output
+    assert "(other settings, seed or unit range: steps)" in full.output
+    again = runner.invoke(app, ["sweep", str(path), "--smoke", "--executor", "debug", "--out", str(out)])
+    assert again.exit_code == 0 and "8 skipped (complete already)" in again.output, again.output
+
+
 @pytest.mark.parametrize(("edit", "args", "needle"), [
     (('"projected-gradient", "softmax-gd"]', '"projected-gradient", "frank-wolfe"]'), [],
      "duplicate sweep points: {'method': 'frank-wolfe'} and {'method': 'frank-wolfe'}"),

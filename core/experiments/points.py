@@ -23,7 +23,7 @@ from typing import Any
 from gentool.core.config import config_dict, make_config
 from gentool.core.errors import BadInput, GentoolError, Interrupted
 from gentool.core.experiments.recipe import Recipe, grid_options, split_options
-from gentool.core.io import atomic_write_json, environment_info
+from gentool.core.io import atomic_write_json, environment_info, read_json
 from gentool.core.jobs import JOBS, RUNNABLE
 from gentool.core.run import execute, resolve_device
 from gentool.core.run.contract import UnitRange
@@ -185,6 +185,29 @@ def wait_until_unlocked(run_dir: Path, seconds: float) -> None:
         finally:
             os.close(fd)  # closing releases a lock taken here
         time.sleep(1.0)
+
+
+def check_point_dirs(points: list[Point], held: str) -> None:
+    """Refuse point directories whose `point.json` records other settings, seed or unit range than their point
+    (a complete one would otherwise be skipped as done and its results reported under the new settings);
+    `held` says what such a directory holds ("a shard of another run", "a point of another sweep")."""
+    for p in points:
+        try:
+            rec = read_json(Path(p.run_dir) / POINT)
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and "options" not in rec:
+            continue  # a legacy record (swept values only): `expand` matched it by those
+        want = json.loads(json.dumps([p.options, p.seed, p.run.get("units")]))
+        got = [rec.get("options"), rec.get("seed"), rec.get("run", {}).get("units")] if isinstance(rec, dict) else []
+        if got != want:
+            old = got[0] if got and isinstance(got[0], dict) else {}
+            changed = sorted(k for k in {**old, **want[0]} if old.get(k) != want[0].get(k))
+            if got and got[1] != want[1]:
+                changed.append("seed")
+            named = f": {', '.join(changed)}" if changed else ""
+            raise BadInput(f"{p.run_dir} holds {held} (other settings, seed or unit range{named}); delete "
+                           f"{Path(p.run_dir).parent} or choose another output directory")
 
 
 def run_point(point: Point, recipe_info: dict[str, Any], lock_wait_s: float = LOCK_WAIT_S) -> PointResult:

@@ -37,7 +37,6 @@ On CPU the merged `metrics.jsonl`, `samples.npz` and summary equal the unsharded
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ from typing import Any
 
 from gentool.core.config import config_dict, make_config
 from gentool.core.errors import BadInput
-from gentool.core.experiments.points import POINT, Point
+from gentool.core.experiments.points import Point, check_point_dirs
 from gentool.core.experiments.recipe import Recipe
 from gentool.core.experiments.sweep import SweepOutcome, executor_options, plan, run_sweep
 from gentool.core.io import atomic_write_json, load_torch_file, read_json, read_jsonl
@@ -156,7 +155,7 @@ def _setup(command: str, config: Any, seed: int, run: dict[str, Any], out: Path,
     recipe = Recipe(path=Path(f"{out.name}-shards"), command=command, options=config_dict(config), run=run,
                     slurm=dict(slurm or {}))
     opts = executor_options(recipe, points, executor, **(flags or {}))
-    check_parts(points)
+    check_point_dirs(points, "a shard of another run")
     return points, recipe, opts
 
 
@@ -194,20 +193,6 @@ def run_sharded(command: str, config: Any, seed: int, run: dict[str, Any], out: 
     outcome = run_sweep(recipe, points, out / PARTS, opts, progress=progress)
     complete = all((Path(p.run_dir) / DONE).is_file() for p in points)
     return outcome, merge(out) if complete and not outcome.stopped else None
-
-
-def check_parts(points: list[Point]) -> None:
-    """Refuse part directories that hold a shard of another run (their `point.json` records other settings,
-    seed or unit range): a complete one would otherwise be skipped and merged."""
-    for p in points:
-        try:
-            rec = read_json(Path(p.run_dir) / POINT)
-        except (OSError, ValueError):
-            continue
-        want = json.loads(json.dumps([p.options, p.seed, p.run.get("units")]))
-        if not isinstance(rec, dict) or [rec.get("options"), rec.get("seed"), rec.get("run", {}).get("units")] != want:
-            raise BadInput(f"{p.run_dir} holds a shard of another run (other settings, seed or unit range); delete "
-                           f"{Path(p.run_dir).parent} or choose another output directory")
 
 
 class MergedJob(CountedUnits):

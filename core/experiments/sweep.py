@@ -44,6 +44,7 @@ from gentool.core.experiments.points import (
     SKIPPED,
     Point,
     PointResult,
+    check_point_dirs,
     expand,
     is_complete,
     run_points,
@@ -157,6 +158,7 @@ def run_sweep(recipe: Recipe, points: list[Point], sweep_dir: str | Path, opts: 
     """Run every incomplete point (see the module docstring) and wait for them, at most `timeout_s`
     seconds; the sweep directory is locked meanwhile (a second `gentool sweep` into it is refused)."""
     sweep_dir = Path(sweep_dir)
+    check_point_dirs(points, "a point of another sweep")
     with open_run_dir(sweep_dir, "sweep") as rd:
         orphans = workers.stop(workers.recorded(sweep_dir))  # never two workers on one point
         info = recipe_info(recipe)
