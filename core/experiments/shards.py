@@ -54,6 +54,7 @@ from gentool.core.mad.families import VECTORISED_FAMILIES
 from gentool.core.progress import attach
 from gentool.core.run import RunResult, execute, resolve_device
 from gentool.core.run.contract import CountedUnits, Job, Row
+from gentool.core.run.device import use_threads
 from gentool.core.run.rundir import DONE, STATE, read_snapshot, snapshot_path
 
 PARTS = "parts"
@@ -288,6 +289,7 @@ def merge(out: str | Path, progress: Callable[..., None] | None = None) -> RunRe
         raise BadInput(f"cannot merge {out}: shard(s) {', '.join(missing)} not complete; re-run the same command "
                        "with its shards to finish them")
     spec = RUNNABLE[command]
+    use_threads(run.get("threads"))  # the run's threads: its metrics sum in the order the unsharded run's do
     job = spec.make(make_config(spec.config, stored), seed, resolve_device(run.get("device", "auto")))
     attach(job, progress)  # the merge's metrics and figures phases
     if plan.get("merge", "interleave") == "interleave":
