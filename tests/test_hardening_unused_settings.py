@@ -42,6 +42,11 @@ OTHER_VALUE = {"bandwidth": 0.5, "generator_mean": "1,1", "generator_matrix": "1
 
 
 
+COMMAND_VALUE = {("monoflow", "data"): "moons", ("monoflow", "data_mean"): "1,1", ("monoflow", "data_cov"): "1,0;0,1"}
+NEEDS = {("monoflow", "data_mean"): {"data": "gaussian"}, ("monoflow", "data_cov"): {"data": "gaussian"}}  # settings
+# a value of the probed setting needs besides
+
+
 def _declared() -> list[tuple[str, str, str, tuple[str, ...]]]:
     """(command, setting, choice it depends on, the choices that use it) for every `applies` declaration whose
     choice the command's config has (optimize compare inherits settings declared for simplex's method)."""
@@ -57,8 +62,10 @@ DECLARED = _declared()
 IDS = [f"{c} {n} ({k})" for c, n, k, _ in DECLARED]
 
 
-def _non_default(field: dataclasses.Field) -> Any:
+def _non_default(field: dataclasses.Field, command: str = "") -> Any:
     """A value of the setting other than its default (valid where the setting applies)."""
+    if (command, field.name) in COMMAND_VALUE:
+        return COMMAND_VALUE[command, field.name]
     if field.name in OTHER_VALUE:
         return OTHER_VALUE[field.name]
     default, choices = field.default, field.metadata.get("choices")
@@ -107,7 +114,7 @@ def test_a_setting_is_refused_where_it_does_not_apply(command: str, name: str, k
     """For every choice that does not use the setting: the rule refuses it naming the settings that choice
     takes; make_config refuses it naming the setting; at its default the setting is unused and accepted."""
     spec, fields = JOBS[command], _fields(command)
-    value = _non_default(fields[name])
+    value = _non_default(fields[name], command)
     for other in [c for c in choices_of(spec.config, key) if c not in allowed]:
         options = _options(command, name, key, other, others=False)
         cfg = make_config(spec.config, options)  # at its default the setting is unused
@@ -125,12 +132,12 @@ def test_a_setting_is_accepted_where_it_applies(command: str, name: str, key: st
     """For every choice that uses the setting, the rule accepts a given value; where the config builds with it,
     the value is kept."""
     spec, fields = JOBS[command], _fields(command)
-    value = _non_default(fields[name])
+    value, needs = _non_default(fields[name], command), NEEDS.get((command, name), {})
     built = 0
     for choice in allowed:
         check_applies(make_config(spec.config, _options(command, name, key, choice)), {name: value})
         try:
-            cfg = make_config(spec.config, {**_options(command, name, key, choice), name: value})
+            cfg = make_config(spec.config, {**_options(command, name, key, choice), **needs, name: value})
         except BadInput as exc:  # another check of the config (e.g. the energy mmd_kernel has no bandwidth)
             assert not str(exc).startswith(f"{name} applies to {key}"), exc
             continue
@@ -150,8 +157,11 @@ def test_given_defaults_and_resolved_values_never_trigger_the_rule() -> None:
 
 @pytest.mark.parametrize(("argv", "fragment"), [
     (["monoflow", "--dt", "0.1"], "dt applies to mode particles, exact, not 'generator'; mode 'generator' takes: "
-     "lr_g, generator, generator_mean, generator_matrix, latent_dim, k_gen, eps"),
+     "data, data_mean, data_cov, n_train, batch_size, lr_d, lr_g, beta1, beta2, hidden, depth, activation, "
+     "generator, generator_mean, generator_matrix, latent_dim, k_gen, eps, d_steps"),
     (["monoflow", "--mode", "exact", "--lr-g", "0.1"], "lr_g applies to mode generator, not 'exact'"),
+    (["monoflow", "--mode", "exact", "--hidden", "16"], "hidden applies to mode generator, particles, not 'exact'; "
+     "mode 'exact' takes: target, dt, solver_steps, method"),
     (["mad-loop", "--components", "3"], "components applies to family gmm, not 'gaussian'"),
     (["mad-loop", "--family", "kde", "--train-steps", "5"], "family 'kde' takes: bandwidth"),
     (["sample", "--model", "some/ckpt.pt", "--dim", "3"], "dim applies to "),

@@ -112,8 +112,9 @@ def test_cli_bad_input_exits_2(tmp_path, args: list[str], needle: str) -> None:
 
 
 def _cli(out, *extra: str, steps: int = 40):
-    return runner.invoke(app, ["monoflow", "--steps", str(steps), "--eval-every", "20", "-n", "300",
-                               "--batch-size", "64", "--out", str(out), *extra])
+    batch = [] if "exact" in extra else ["--batch-size", "64"]  # (exact mode has no minibatches)
+    return runner.invoke(app, ["monoflow", "--steps", str(steps), "--eval-every", "20", "-n", "300", *batch,
+                               "--out", str(out), *extra])
 
 
 def test_cli_generator_run_writes_outputs_and_resume_matches_straight_run(tmp_path) -> None:

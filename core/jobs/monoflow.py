@@ -54,6 +54,7 @@ from gentool.core.solvers import FIXED_METHODS
 MODES = ("generator", "particles", "exact")
 GENERATORS = ("mlp", "affine")
 AFFINE = {"mode": ("generator",), "generator": ("affine",)}  # the settings of the affine generator apply there
+LEARNED = {"mode": ("generator", "particles")}  # data and discriminator settings: not in exact mode
 
 
 def h_taking(param: str) -> tuple[str, ...]:
@@ -84,12 +85,13 @@ class MonoFlowJobConfig:
     mode: str = setting("generator", "generator: train g(z); particles: move a cloud along the estimated "
                         "field; exact: analytic log-ratio (Gaussian fit of q_t).", choices=MODES)
     data: str = setting("ring", f"Data (generator and particles modes): {', '.join(DATA)} (N(data_mean, "
-                        "data_cov)), or an array file (n, d): .npy/.npz/.csv/.txt, FILE.npz:NAME.", metavar="NAME")
+                        "data_cov)), or an array file (n, d): .npy/.npz/.csv/.txt, FILE.npz:NAME.", metavar="NAME",
+                        applies=LEARNED)
     data_mean: tuple[float, ...] | None = setting(None, "Mean of the gaussian data (default 0).",
-                                                  parse=vector_parser("data_mean"), metavar="VECTOR")
+                                                  parse=vector_parser("data_mean"), metavar="VECTOR", applies=LEARNED)
     data_cov: tuple[tuple[float, ...], ...] | None = setting(
         None, "Covariance of the gaussian data (default I): 'a,b;c,d' or an array file; the official toy is "
-        "'1,0.8;0.8,0.89'.", parse=matrix_parser("data_cov"), metavar="MATRIX")
+        "'1,0.8;0.8,0.89'.", parse=matrix_parser("data_cov"), metavar="MATRIX", applies=LEARNED)
     fresh_real: bool = setting(False, "Draw a fresh real minibatch from the data distribution at every "
                                "discriminator step (as the official 2-D toy) instead of from n_train fixed points.")
     target: str = setting("gaussian-1d", "Analytic target (exact mode).", choices=TARGETS,
@@ -104,16 +106,16 @@ class MonoFlowJobConfig:
     eval_every: int = setting(500, "Steps per unit: metrics, snapshot and checkpoint every this many.")
     n: int = setting(2000, "Particles (particles, exact) and samples used for the metrics.", short="-n")
     n_train: int | None = setting(None, f"Fixed training points drawn from the data (default {N_TRAIN}; not with "
-                                  "fresh_real or a data file).")
-    batch_size: int = setting(512, "Minibatch size.")
-    lr_d: float = setting(2e-4, "Discriminator Adam learning rate.")
+                                  "fresh_real or a data file).", applies=LEARNED)
+    batch_size: int = setting(512, "Minibatch size.", applies=LEARNED)
+    lr_d: float = setting(2e-4, "Discriminator Adam learning rate.", applies=LEARNED)
     lr_g: float = setting(1e-4, "Generator Adam learning rate.", applies={"mode": ("generator",)})
-    beta1: float = setting(0.5, "Adam beta1 (both networks).")
-    beta2: float = setting(0.999, "Adam beta2 (both networks).")
-    hidden: int = setting(256, "Hidden units of both networks (per hidden layer).")
-    depth: int = setting(2, "Hidden layers of both networks.")
+    beta1: float = setting(0.5, "Adam beta1 (both networks).", applies=LEARNED)
+    beta2: float = setting(0.999, "Adam beta2 (both networks).", applies=LEARNED)
+    hidden: int = setting(256, "Hidden units of both networks (per hidden layer).", applies=LEARNED)
+    depth: int = setting(2, "Hidden layers of both networks.", applies=LEARNED)
     activation: str = setting("leaky_relu", "Hidden activation of both networks (leaky_relu: slope 0.01; "
-                              "leaky_relu_0.2: the official code's).", choices=tuple(ACTIVATIONS))
+                              "leaky_relu_0.2: the official code's).", choices=tuple(ACTIVATIONS), applies=LEARNED)
     generator: str = setting("mlp", "Generator (generator mode): mlp, or affine g(z) = mean + matrix z.",
                              choices=GENERATORS, applies={"mode": ("generator",)})
     generator_mean: tuple[float, ...] | None = setting(None, "Initial mean of the affine generator (default 1, as "
@@ -127,7 +129,7 @@ class MonoFlowJobConfig:
     k_gen: int = setting(1, "Generator steps per discriminator step (k > 1: distillation loss).",
                          applies={"mode": ("generator",)})
     eps: float = setting(0.05, "Distillation step size (k_gen > 1).", applies={"mode": ("generator",)})
-    d_steps: int = setting(1, "Discriminator steps per generator step or particle round.")
+    d_steps: int = setting(1, "Discriminator steps per generator step or particle round.", applies=LEARNED)
     dt: float = setting(0.05, "Flow time per round (particles, exact).", applies={"mode": ("particles", "exact")})
     solver_steps: int = setting(1, "Solver steps per round (particles, exact).",
                                 applies={"mode": ("particles", "exact")})
