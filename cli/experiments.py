@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from gentool.cli._common import console, format_numbers, handle_errors, print_table, progress_bar, say
+from gentool.cli._common import console, format_numbers, handle_errors, print_table, progress_bar, say, warn
 from gentool.cli._jobs import _field_parameter, run_job, run_shards
 from gentool.core.config import check_path, coerce, config_fields, field_types, make_config
 from gentool.core.errors import BadInput, Interrupted, NumericalFailure, choose
 from gentool.core.experiments.executors import EXECUTORS
 from gentool.core.experiments.points import FAILED, RAN, RUNNING, SKIPPED
-from gentool.core.experiments.recipe import load_recipe, record_recipe, split_options
+from gentool.core.experiments.recipe import Recipe, load_recipe, record_recipe, split_options
 from gentool.core.experiments.report import (
     FORMATS,
     compare_runs,
@@ -91,7 +91,8 @@ def run_cmd(
     recipe: str = typer.Argument(..., help="Recipe TOML file."),
     smoke: bool = typer.Option(False, "--smoke", help="Apply the recipe's smoke-table overrides (CI size)."),
 ) -> None:
-    """Run a recipe's job with its options table (any sweep table is ignored; use `gentool sweep`).
+    """Run a recipe's job with its options table (a sweep table is left out, with a warning naming the swept
+    settings not given as arguments; use `gentool sweep` for the grid).
 
     Arguments after the recipe override it: `table.key=value` typed like the TOML value it replaces (e.g.
     `options.steps=10`, `options.sampler=heun`), or `--name value`, `--flag`, `--no-flag` for options; also
@@ -110,6 +111,7 @@ def run_cmd(
         raise BadInput(f"executor applies to a recipe with shards (shards = K, or the override shards=K); "
                        f"{recipe} runs in this process")
     config, run = split_options(rec.spec, extra, "arguments")
+    _warn_unswept(rec, {**config, **run})
     run = {**rec.run, **run}
     options = {**rec.options, **config}
     make_config(rec.spec.config, options)
@@ -126,6 +128,15 @@ def run_cmd(
         record_recipe(out, rec)
         raise
     record_recipe(out, rec)
+
+
+def _warn_unswept(rec: Recipe, given: dict[str, Any]) -> None:
+    """A warning when `gentool run` leaves out the recipe's sweep: the swept settings not given as arguments take
+    the options table's value (else the command's default), which need not be a point of the grid."""
+    swept = [k for k in rec.sweep if k not in given] + (["seed"] if rec.seeds and "seed" not in given else [])
+    if swept:
+        warn(f"{rec.name} sweeps over {', '.join(swept)}; gentool run runs one job with the options table's "
+             f"values (else the defaults) for them: give them as arguments, or run the grid with gentool sweep")
 
 
 def _with_resources(fn: Any) -> Any:

@@ -540,3 +540,14 @@ def test_a_shard_killed_mid_run_is_resumed_alone_and_the_merge_still_equals_the_
     assert (out / "parts" / "0000" / DONE).stat().st_mtime_ns == first_done  # the complete shard was not re-run
     assert {n: (second / "units" / n).stat().st_mtime_ns for n in early} == early  # resumed, not restarted
     _same_run(tmp_path / "plain", out)
+
+
+def test_run_warns_when_it_leaves_swept_settings_to_the_options_table(tmp_path: Path) -> None:
+    """`gentool run` on a recipe with a sweep runs one job: the swept settings not given as arguments are named
+    in a one-line warning; with all of them given there is none."""
+    path = _recipe(tmp_path)
+    res = runner.invoke(app, ["run", str(path), "--method", "softmax-gd", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "warning: simplex sweeps over seed; gentool run runs one job" in res.output
+    res = runner.invoke(app, ["run", str(path), "--method", "softmax-gd", "--seed", "1", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0 and "sweeps over" not in res.output, res.output
