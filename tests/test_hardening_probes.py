@@ -263,3 +263,20 @@ def test_every_command_is_probed() -> None:
                 value = OBJECTIVES.get(allowed[0], allowed[0])
                 assert flag in argv and (flag == "--model" or argv[argv.index(flag) + 1] == value), \
                     (command, field.name, argv)
+
+
+def test_a_module_function_objective_is_found_in_the_working_directory(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--objective mod:fn` with mod.py in the working directory imports it (a console script's sys.path does not
+    hold the working directory); a module that is nowhere names where it was looked for; sys.path is left as
+    it was."""
+    (tmp_path / "objective_in_cwd_probe.py").write_text("def good(p):\n    return (p ** 2).sum()\n")
+    monkeypatch.chdir(tmp_path)
+    path = list(__import__("sys").path)
+    res = runner.invoke(app, ["optimize", "simplex", "--objective", "objective_in_cwd_probe:good", "--dim", "4",
+                              "--out", str(tmp_path / "o"), "--no-progress"])
+    assert res.exit_code == 0 and "p=0.25, 0.25, 0.25, 0.25" in res.output, res.output
+    res = runner.invoke(app, ["optimize", "simplex", "--objective", "no_such_module_xyz:good", "--dim", "4",
+                              "--out", str(tmp_path / "p")])
+    assert res.exit_code == 2 and f"in the working directory {tmp_path}" in res.output, res.output
+    assert __import__("sys").path == path

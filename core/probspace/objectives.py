@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -143,17 +145,39 @@ def portfolio_objective(returns: Tensor) -> SimplexObjective:
                             lambda p: -(returns.T @ (1.0 / (returns @ p))) / m, returns.shape[1], smooth_ray=ray)
 
 
+def _names_module(exc: ModuleNotFoundError, module: str) -> bool:
+    """Whether `exc` is about `module` itself (or a package above it), not about something it imports."""
+    return exc.name is not None and (module == exc.name or module.startswith(exc.name + "."))
+
+
+def _import_module(module: str) -> Any:
+    """`module` from the Python path, else from the working directory (where `python -c "import m"` finds it; a
+    console script's path does not hold it)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        if not _names_module(exc, module) or cwd in sys.path:
+            raise
+        sys.path.insert(0, cwd)
+        try:
+            return importlib.import_module(module)
+        finally:
+            sys.path.remove(cwd)
+
+
 def import_function(spec: str, kind: str = "objective") -> Callable[..., Any]:
     """The function `module:function` names (`kind` names it in errors: objective, target)."""
     module, _, attr = spec.partition(":")
     if not module or not attr:
         raise BadInput(f"cannot import {kind} {spec!r}; expected module:function")
     try:
-        found = importlib.import_module(module)
+        found = _import_module(module)
     except ModuleNotFoundError as exc:
-        if exc.name != module:  # the user's module imports something missing
+        if not _names_module(exc, module):  # the user's module imports something missing
             raise BadInput(f"cannot import {kind} {spec!r}: importing {module!r} raised {_describe(exc)}") from None
-        raise BadInput(f"cannot import {kind} {spec!r} ({exc}); expected module:function") from None
+        raise BadInput(f"cannot import {kind} {spec!r} ({exc}; looked on the Python path and in the working "
+                       f"directory {os.getcwd()}); expected module:function") from None
     except Exception as exc:  # noqa: BLE001 - any error in the user's module (SyntaxError, RuntimeError, ...)
         raise BadInput(f"cannot import {kind} {spec!r}: importing {module!r} raised {_describe(exc)}") from None
     fn = getattr(found, attr, None)
