@@ -235,3 +235,12 @@ def test_tune_cli_writes_its_run_directory(tmp_path) -> None:
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["nfe"] == 3 and metrics["heldout_rmse"] == T.load_tuned(out).errors["heldout"]["tuned"]["rmse"]
+
+
+def test_a_non_finite_loss_names_its_iteration_and_the_knobs(tmp_path) -> None:
+    """Learning rates of 10 blow the schedule up: exit 3 naming the unit, the iteration and the settings to turn."""
+    res = invoke("tune", "--lr-grid", "10", "--lr-coef", "10", "--nfe", "4", "--train-samples", "32", "--eval-samples",
+                 "32", "--steps", "40", "--out", str(tmp_path / "t"))
+    line = res.output.strip().splitlines()[-1]
+    assert res.exit_code == 3 and "non-finite loss at iteration " in line, res.output
+    assert "use a larger sigma_min or smaller learning rates (lr_grid, lr_coef)" in line

@@ -140,7 +140,7 @@ class TuneJob:
     """State: the noises and teacher endpoints, the searched grid, and the trainer (parameters, Adam)."""
 
     command = "tune"
-    hint = "use a larger sigma_min or smaller learning rates"
+    hint = "use a larger sigma_min or smaller learning rates (lr_grid, lr_coef)"
 
     def __init__(self, config: TuneConfig, seed: int = 0, device: torch.device | str = "cpu") -> None:
         self.config, self.seed, self.device = config, int(seed), torch.device(device)

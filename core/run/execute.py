@@ -111,10 +111,18 @@ def _advance(job: Job, out: Path) -> list[Row]:
     bad = non_finite_keys(rows)
     if bad:
         hint = getattr(job, "hint", "")
-        raise NumericalFailure(f"{job.command} unit {unit}: non-finite {', '.join(bad)}"
+        raise NumericalFailure(f"{job.command} unit {unit}: non-finite {', '.join(bad)}{_first_bad(rows)}"
                                f"{'; ' + hint if hint else ''}; the run in {out} keeps its last good state "
                                f"(unit {unit - 1})")
     return rows
+
+
+def _first_bad(rows: list[Row]) -> str:
+    """" at <counter> <value>" of the first row holding a non-finite number, by its first integer entry (its
+    step, iteration or generation), or "" when it has none."""
+    row = next(r for r in rows if non_finite_keys([r]))
+    counter = next(((k, v) for k, v in row.items() if isinstance(v, int) and not isinstance(v, bool)), None)
+    return "" if counter is None else f" at {counter[0]} {counter[1]}"
 
 
 def execute(job: Job, out: str | Path, *, resume: str = "never", progress: ProgressFn | None = None,
