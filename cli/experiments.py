@@ -168,9 +168,9 @@ def sweep_cmd(
 
     A re-run skips complete points, waits for points whose Slurm job is still queued or running, resumes
     points killed mid-run from their last completed unit and starts the rest. Arguments after the recipe
-    override it: `table.key=value` (e.g. `sweep.sampler=[euler,heun]`, `slurm.time=120`, `options.n=500`),
+    override it: `table.key=value` (e.g. `sweep.sampler=\\[euler,heun]`, `slurm.time=120`, `options.n=500`),
     or `--name value` for every point's options; a swept setting cannot be overridden that way. Job resources
-    default to the recipe's [slurm] table; the options below win.
+    default to the recipe's \\[slurm] table; the options below win.
     """
     dotted, rest = split_args(list(ctx.args))
     rec = load_recipe(check_path("recipe", recipe, "the recipe", "file"), smoke=smoke, overrides=dotted)
