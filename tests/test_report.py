@@ -171,3 +171,13 @@ def test_compare_malformed_row_names_line(tmp_path: Path) -> None:
         fh.write('{"generation": 3, "mmd": }\n')
     res = _report("--compare", *runs, "--out", str(tmp_path / "cmp"))
     assert res.exit_code == 2 and "metrics.jsonl is corrupt (not valid JSON) at line 5" in res.stderr
+
+
+def test_unit_counters_and_sizes_are_not_metrics() -> None:
+    """A sample run's per-batch rows ({batch, samples, nfe, seconds}) and a bound run's (trajectories) hold
+    bookkeeping, not metrics: no table column and no figure for them."""
+    from gentool.core.experiments.report import metric_names
+
+    rows = [{"sampler": "euler", "batch": 1, "samples": 50, "nfe": 10, "seconds": 0.1, "trajectories": 8,
+             "sliced_w2": 0.2}]
+    assert metric_names(rows, ["sampler"]) == ["sliced_w2"]

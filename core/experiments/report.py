@@ -28,7 +28,8 @@ from gentool.core.io import atomic_write_json, atomic_write_text
 X_COLUMNS = ("generation", "step", "iter", "round")
 NFE_COLUMN = "nfe"
 POINT_SEED = "point seed"
-NOT_METRICS = {"seconds", "samples_per_s", "seed", "n_train", NFE_COLUMN, *X_COLUMNS}
+BOOKKEEPING = ("batch", "samples", "trajectories")  # a unit's counters and sizes (sample, bound rows)
+NOT_METRICS = {"seconds", "samples_per_s", "seed", "n_train", NFE_COLUMN, *X_COLUMNS, *BOOKKEEPING}
 
 
 def completed_runs(sweep_dir: str | Path) -> list[Path]:
