@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -214,10 +214,11 @@ SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
 )}
 
 
-def option_declarations() -> dict[str, list[tuple[str, Option]]]:
-    """Every option name with the samplers that take it and their declarations (for config fields)."""
+def option_declarations(samplers: Iterable[str] | None = None) -> dict[str, list[tuple[str, Option]]]:
+    """Every option name with the samplers that take it and their declarations (for config fields), of
+    `samplers` (default: all)."""
     out: dict[str, list[tuple[str, Option]]] = {}
-    for spec in SAMPLERS.values():
+    for spec in SAMPLERS.values() if samplers is None else (SAMPLERS[name] for name in samplers):
         for opt in spec.options:
             out.setdefault(opt.name, []).append((spec.name, opt))
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,10 +213,11 @@ def _option_help(declared: list[tuple[str, Option]]) -> str:
                     for opt, names in groups.values())
 
 
-def sampler_option_fields() -> list[tuple[str, Any, Any]]:
-    """A config field for every sampler option name (default None: the sampler's own default)."""
+def sampler_option_fields(samplers: Iterable[str] | None = None) -> list[tuple[str, Any, Any]]:
+    """A config field for every option name of `samplers` (default: all; default None: the sampler's own
+    default)."""
     out = []
-    for name, declared in option_declarations().items():
+    for name, declared in option_declarations(samplers).items():
         first = declared[0][1]
         out.append((name, first.kind | None, setting(None, _option_help(declared), choices=first.choices or None)))
     return out

@@ -117,11 +117,12 @@ class TuneSettings:
 
     def given_options(self) -> dict[str, Any]:
         """The base sampler's options set (not None); the sampler refuses those it does not take."""
-        return {name: getattr(self, name) for name, *_ in sampler_option_fields()
+        return {name: getattr(self, name) for name, *_ in sampler_option_fields(tunable_samplers())
                 if getattr(self, name, None) is not None}
 
 
-TuneConfig = dataclasses.make_dataclass("TuneConfig", sampler_option_fields(), bases=(TuneSettings,), frozen=True)
+TuneConfig = dataclasses.make_dataclass("TuneConfig", sampler_option_fields(tunable_samplers()), bases=(TuneSettings,),
+                                        frozen=True)
 TuneConfig.__module__ = __name__
 TuneConfig.__doc__ = TuneSettings.__doc__
 
