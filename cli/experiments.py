@@ -111,7 +111,7 @@ def run_cmd(
         raise BadInput(f"executor applies to a recipe with shards (shards = K, or the override shards=K); "
                        f"{recipe} runs in this process")
     config, run = split_options(rec.spec, extra, "arguments")
-    _warn_unswept(rec, {**config, **run})
+    given = {**config, **run}
     run = {**rec.run, **run}
     options = {**rec.options, **config}
     make_config(rec.spec.config, options)
@@ -128,6 +128,7 @@ def run_cmd(
         record_recipe(out, rec)
         raise
     record_recipe(out, rec)
+    _warn_unswept(rec, given)  # after the run (an error stays the one line printed)
 
 
 def _warn_unswept(rec: Recipe, given: dict[str, Any]) -> None:
