@@ -43,8 +43,8 @@ OTHER_VALUE = {"bandwidth": 0.5, "generator_mean": "1,1", "generator_matrix": "1
 
 
 COMMAND_VALUE = {("monoflow", "data"): "moons", ("monoflow", "data_mean"): "1,1", ("monoflow", "data_cov"): "1,0;0,1"}
-NEEDS = {("monoflow", "data_mean"): {"data": "gaussian"}, ("monoflow", "data_cov"): {"data": "gaussian"}}  # settings
-# a value of the probed setting needs besides
+NEEDS = {("monoflow", "data_mean"): {"data": "gaussian"}, ("monoflow", "data_cov"): {"data": "gaussian"},
+         ("monoflow", "eps"): {"k_gen": 2}}  # settings a value of the probed setting needs besides
 
 
 def _declared() -> list[tuple[str, str, str, tuple[str, ...]]]:
@@ -160,6 +160,7 @@ def test_given_defaults_and_resolved_values_never_trigger_the_rule() -> None:
      "data, data_mean, data_cov, n_train, batch_size, lr_d, lr_g, beta1, beta2, hidden, depth, activation, "
      "generator, generator_mean, generator_matrix, latent_dim, k_gen, eps, d_steps"),
     (["monoflow", "--mode", "exact", "--lr-g", "0.1"], "lr_g applies to mode generator, not 'exact'"),
+    (["monoflow", "--eps", "0.1"], "eps applies when k_gen > 1 (the distillation step)"),
     (["monoflow", "--mode", "exact", "--hidden", "16"], "hidden applies to mode generator, particles, not 'exact'; "
      "mode 'exact' takes: target, dt, solver_steps, method"),
     (["mad-loop", "--components", "3"], "components applies to family gmm, not 'gaussian'"),

@@ -54,6 +54,7 @@ from gentool.core.solvers import FIXED_METHODS
 MODES = ("generator", "particles", "exact")
 GENERATORS = ("mlp", "affine")
 AFFINE = {"mode": ("generator",), "generator": ("affine",)}  # the settings of the affine generator apply there
+EPS_DEFAULT = 0.05  # the distillation step size eps
 LEARNED = {"mode": ("generator", "particles")}  # data and discriminator settings: not in exact mode
 
 
@@ -128,7 +129,7 @@ class MonoFlowJobConfig:
                                      applies={"mode": ("generator",), "generator": ("mlp",)})
     k_gen: int = setting(1, "Generator steps per discriminator step (k > 1: distillation loss).",
                          applies={"mode": ("generator",)})
-    eps: float = setting(0.05, "Distillation step size (k_gen > 1).", applies={"mode": ("generator",)})
+    eps: float = setting(EPS_DEFAULT, "Distillation step size (k_gen > 1).", applies={"mode": ("generator",)})
     d_steps: int = setting(1, "Discriminator steps per generator step or particle round.", applies=LEARNED)
     dt: float = setting(0.05, "Flow time per round (particles, exact).", applies={"mode": ("particles", "exact")})
     solver_steps: int = setting(1, "Solver steps per round (particles, exact).",
@@ -176,6 +177,8 @@ class MonoFlowJobConfig:
                 "generator_mean and generator_matrix set the affine generator (generator affine)")
         require(not (affine and self.latent_dim is not None), "latent_dim is that of the mlp generator; the affine "
                 "generator's is the number of columns of generator_matrix")
+        require(self.k_gen > 1 or self.eps == EPS_DEFAULT, f"eps applies when k_gen > 1 (the distillation step); "
+                f"with k_gen {self.k_gen} the generator loss has no step size")
         if affine:
             self.affine_generator(self.data_dim())
 
