@@ -392,7 +392,8 @@ def check_float(name: str, value: Any, lo: float | None = None, hi: float | None
     if ok and hi is not None:
         ok = value < hi if hi_open else value <= hi
     if not ok:
-        raise BadInput(f"{name} must be a finite number {_interval(lo, hi, lo_open, hi_open)}, got {value!r}")
+        bounds = _interval(lo, hi, lo_open, hi_open)
+        raise BadInput(f"{name} must be a finite number{' ' + bounds if bounds else ''}, got {value!r}")
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[str]) -> None:

@@ -131,3 +131,12 @@ def test_an_empty_path_is_refused_by_every_command(tmp_path: Path, argv: list[st
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.exit_code == 2 and len(lines) == 1 and what in lines[0], res.output
     assert list(work.iterdir()) == []
+
+
+def test_an_unbounded_float_setting_names_nan_without_a_stray_space() -> None:
+    from gentool.core.config import check_float
+
+    with pytest.raises(BadInput, match=r"^tol must be a finite number, got nan$"):
+        check_float("tol", float("nan"))
+    with pytest.raises(BadInput, match=r"^lr must be a finite number > 0, got nan$"):
+        check_float("lr", float("nan"), 0.0, lo_open=True)
