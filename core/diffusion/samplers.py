@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -224,13 +225,20 @@ def option_declarations(samplers: Iterable[str] | None = None) -> dict[str, list
     return out
 
 
-def sampler_table() -> str:
-    """A fixed-width table of the samplers: name, NFE per step, observed order, options (defaults)."""
+def sampler_table(width: int = 76) -> str:
+    """A fixed-width table of the samplers: name, NFE per step, observed order, options (defaults), the options
+    wrapped onto indented lines to keep within `width` columns (an 80-column terminal's help)."""
     rows = [("sampler", "NFE/step", "order", "options")]
     for s in SAMPLERS.values():
         rows.append((s.name, s.nfe_per_step, s.order, ", ".join(o.describe() for o in s.options)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[3] for r in rows)
+    indent = sum(widths) + 2 * len(widths)
+    lines = []
+    for r in rows:
+        head = "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  "
+        parts = textwrap.wrap(r[3], max(20, width - indent)) or [""]
+        lines += [head + parts[0], *(" " * indent + part for part in parts[1:])]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _check_sigmas(sigmas: torch.Tensor | list[float]) -> tuple[float, ...]:
