@@ -99,7 +99,7 @@ ELEMENT_SALT = 0x632BE5AB
 
 def element_offset(seed: int, high: int | torch.Tensor) -> int | torch.Tensor:
     """c(H) = seed_word xor mix32((H + ELEMENT_SALT) mod 2^32): what the element keys of the global element
-    indices with high word H are offset by (`element_keys`); Python ints or int64 tensors."""
+    indices with high word H are offset by (`element_keys`); Python ints, int64 tensors or uint64 arrays."""
     return seed_word(seed) ^ mix32((high + ELEMENT_SALT) & MASK)
 
 
@@ -143,9 +143,9 @@ def element_words(seed: int, first: int, shape: tuple[int, ...]) -> np.ndarray:
         h = np.arange(low, low + n, dtype=np.uint32)
         h ^= np.uint32(element_offset(seed, high))
     else:
-        wide = np.arange(low, low + n, dtype=np.uint64)
-        high_words = ((wide >> np.uint64(32)) + np.uint64((high + ELEMENT_SALT) & MASK)).astype(np.uint32)
-        h = wide.astype(np.uint32) ^ mix32_words_(high_words) ^ np.uint32(seed_word(seed))
+        wide = np.arange(low, low + n, dtype=np.uint64)  # element_offset on uint64 words (wrapping products)
+        h = ((wide & np.uint64(MASK)) ^ element_offset(seed, (wide >> np.uint64(32)) + np.uint64(high & MASK))
+             ).astype(np.uint32)
     mix32_words_(h)
     h ^= h >> np.uint32(16)
     return h.reshape(shape)
