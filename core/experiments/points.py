@@ -196,7 +196,7 @@ def check_point_dirs(points: list[Point], held: str) -> None:
             rec = read_json(Path(p.run_dir) / POINT)
         except (OSError, ValueError):
             continue
-        if isinstance(rec, dict) and "options" not in rec:
+        if isinstance(rec, dict) and "params" in rec and "options" not in rec:
             continue  # a legacy record (swept values only): `expand` matched it by those
         want = json.loads(json.dumps([p.options, p.seed, p.run.get("units")]))
         got = [rec.get("options"), rec.get("seed"), rec.get("run", {}).get("units")] if isinstance(rec, dict) else []
