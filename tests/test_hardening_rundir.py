@@ -58,7 +58,8 @@ def done_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 ])
 def test_refused_resume_leaves_every_file_untouched(done_run: Path, extra: list[str], fragment: str) -> None:
     before = _snapshot(done_run)
-    assert fragment in _one_line(_invoke(*PARTICLES, *extra, "--out", str(done_run), "--resume"))
+    line = _one_line(_invoke(*PARTICLES, *extra, "--out", str(done_run), "--resume"))
+    assert fragment in line and "run these in a new output directory" in line, line
     assert _snapshot(done_run) == before
 
 

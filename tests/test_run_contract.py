@@ -129,6 +129,7 @@ def test_divergence_stops_with_exit_3(tmp_path: Path, args: list[str], knob: str
     assert res.exit_code == 3, res.output
     line = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")][-1]
     assert "unit " in line and knob in line and "keeps its last good state" in line, line
+    assert "with other settings, run in a new output directory" in line, line  # resuming keeps the settings
     assert not (out / "metrics.jsonl").exists() and not (out / "DONE.json").exists()
     state = out / "state.pt"
     if state.exists():  # the committed state is finite and resumable

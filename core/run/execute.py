@@ -69,7 +69,9 @@ def _prepare(rd: RunDirectory, job: Job, resume: str) -> tuple[list[Row], bool]:
     diffs = config_differences({**old["config"], "seed": old["seed"]}, {**new["config"], "seed": job.seed},
                                extendable_fields(type(job.config)))
     if diffs:
-        raise BadInput(f"cannot resume {rd.path}: settings differ from the stored run: {', '.join(diffs)}")
+        raise BadInput(f"cannot resume {rd.path}: settings differ from the stored run: {', '.join(diffs)}; a "
+                       "resumed run keeps its settings (a run length may grow): run these in a new output directory "
+                       "(or delete this one)")
     units, state = rd.load_state()  # everything is checked before the directory is touched
     if state is not None:
         _restore(rd, job, state)
@@ -106,15 +108,19 @@ def _advance(job: Job, out: Path) -> list[Row]:
     try:
         rows = job.advance()
     except NumericalFailure as exc:
-        raise type(exc)(f"{job.command} unit {unit}: {exc}; the run in {out} keeps its last good state "
-                        f"(unit {unit - 1})") from None
+        raise type(exc)(f"{job.command} unit {unit}: {exc}; {_kept(out, unit)}") from None
     bad = non_finite_keys(rows)
     if bad:
         hint = getattr(job, "hint", "")
         raise NumericalFailure(f"{job.command} unit {unit}: non-finite {', '.join(bad)}{_first_bad(rows)}"
-                               f"{'; ' + hint if hint else ''}; the run in {out} keeps its last good state "
-                               f"(unit {unit - 1})")
+                               f"{'; ' + hint if hint else ''}; {_kept(out, unit)}")
     return rows
+
+
+def _kept(out: Path, unit: int) -> str:
+    """What a numerical failure at `unit` leaves behind, and where a run with other settings goes."""
+    return (f"the run in {out} keeps its last good state (unit {unit - 1}); with other settings, run in a new "
+            "output directory (a resumed run keeps its settings; a run length may grow)")
 
 
 def _first_bad(rows: list[Row]) -> str:
