@@ -218,6 +218,39 @@ def test_straight_line_program_runs_non_finite_coefficients_as_the_step_loop(bad
         solve_plan(f, x0, plan)
 
 
+def test_a_plan_with_mixing_reads_the_draws_and_equals_the_plan_on_the_mixed_rows() -> None:
+    """`make_plan(mixing=M)`: noise row g is sum_j M[g][j] z_j; the plan reads the z_j its steps need (a draw two
+    rows of one combination share is one term, its weights summed; a step's draws need not follow the last
+    step's) and gives the plan on the rows M z, eagerly, stepwise and by the compiled path's segments (rounding
+    only)."""
+    from gentool.core.solvers.compile import segment_body, segments
+    from gentool.core.solvers.plan import K, X, Zk, make_plan, stage, step
+    from gentool.core.solvers.runner import run_steps
+
+    def by_segments(plan, f, x, noise):  # what a compiled plan runs, its segments' bodies left uncompiled
+        hist = ()
+        for seg in segments(plan):
+            times = plan.times[seg.time_at:seg.time_at + seg.length * len(seg.shape[0])]
+            states, hist = segment_body(seg.shape, seg.length)(f, x, hist, noise[seg.noise_rows], times, seg.coeffs)
+            x = states[-1]
+        return x
+
+    specs = [step([stage(1.0, {X: 1.0, Zk(0): 0.5})], {X: 0.3, K(0): 0.7, Zk(0): 0.2, Zk(1): -0.4}),
+             step([stage(0.5, {X: 1.0})], {X: 0.5, K(0): 0.5, Zk(0): 1.5})]
+    mixing = ((1.0, 0.0, 0.0), (2.0, 0.5, 0.0), (0.25, 0.0, -1.0))  # rows (0, 1): step 0; row 2: step 1
+    grid, f = (1.0, 0.5, 0.0), (lambda t, x: torch.sin(x) + t[:, None])
+    mixed = make_plan("mixed", specs, grid, 3, F64, "cpu", noise_scale=2.0, mixing=mixing)
+    plain = make_plan("plain", specs, grid, 3, F64, "cpu", noise_scale=2.0)
+    assert mixed.noise_draws == 3 and [st.noise for st in mixed.steps] == [(0, 1), (0, 2)]
+    assert len(mixed.steps[0].update.terms) == 4  # x, K(0), z_0 (from rows 0 and 1), z_1
+    x0 = torch.tensor([[1.0], [-2.0], [0.5]], dtype=F64)
+    z = torch.randn(3, 3, 1, generator=torch.Generator().manual_seed(2), dtype=F64)
+    rows = torch.einsum("gj,jbd->gbd", torch.tensor(mixing, dtype=F64), z)
+    want = run_steps(f, x0, plain, rows, None)[0]
+    for got in (mixed.program(f, x0, z.unbind(0)), run_steps(f, x0, mixed, z, None)[0], by_segments(mixed, f, x0, z)):
+        torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-14)
+
+
 class _NoCuda:
     """Stand-ins for torch.cuda's streams and graphs: capture runs the solve once, eagerly; replay does nothing."""
 

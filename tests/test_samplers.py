@@ -551,6 +551,34 @@ def test_brownian_path_has_the_law_of_brownian_motion_at_the_points_asked_for() 
         assert torch.equal(path(3.0, 1.0)[:, 0], (w[1.0] - w[3.0]) / math.sqrt(2.0))
 
 
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_a_plan_folds_a_new_brownian_paths_increments_into_its_coefficients(monkeypatch: pytest.MonkeyPatch,
+                                                                             compile: bool) -> None:
+    """dpmpp-sde's default noise is a new Brownian path: its plan reads the path's draws and combines them with
+    the increment coefficients in the kernels it runs anyway (`make_plan`'s mixing), instead of a matrix product
+    of increments per solve. Same samples as the plan on the increments (float64, rounding only), eagerly and
+    compiled; the path then holds the points asked for, so a second solve continues it as before."""
+    from gentool.core.diffusion import samplers
+    from gentool.core.diffusion.noise import BrownianPath
+
+    target, sigmas, x = TARGETS["gmm-ring"], edm_grid(6), X0
+    spec, grid = SAMPLERS["dpmpp-sde"], tuple(edm_grid(6).tolist())
+    options = tuple(sorted(spec.resolve({}).items()))
+    plan, pairs = sampler_plan("dpmpp-sde", grid, options, len(x), F64, x.device, math.sqrt(2.0), True)
+    assert plan.noise_draws == 2 * (len(grid) - 2) and len(pairs) == plan.noise_draws
+    assert [st.noise for st in plan.steps[:2]] == [(0, 1), (2, 3)]  # each step reads its own two draws
+    paths = {fold: BrownianPath(x, seed=4) for fold in (True, False)}
+    runs = {}
+    for fold, path in paths.items():
+        monkeypatch.setattr(samplers, "folds", samplers.folds if fold else (lambda noise: False))
+        runs[fold] = [run_sampler(target, x, sigmas, "dpmpp-sde", noise_sampler=path, compile=compile)[0]
+                      for _ in range(2)]
+    for folded, combined in zip(runs[True], runs[False], strict=True):
+        torch.testing.assert_close(folded, combined, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(runs[True][0], runs[True][1])  # the second solve took new noise on the same path
+    assert paths[True].levy.coef.keys() == paths[False].levy.coef.keys()
+
+
 @pytest.mark.parametrize("name", STOCHASTIC)
 def test_device_noise_rows_equal_the_cpu_draws(name: str) -> None:
     """On a device the default noise reaches the plan as `NoiseRows` (element keys in, the draws made by torch

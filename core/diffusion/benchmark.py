@@ -31,6 +31,7 @@ from gentool.core.diffusion.samplers import (
     PreparedSampler,
     default_noise,
     draw_all,
+    folds,
     prepare_sampler,
     run_definition,
     run_sampler,
@@ -124,13 +125,17 @@ def _contenders(cfg: SamplerBenchConfig, name: str, den: MLPDenoiser, x0: torch.
         "floor": model_floor(lambda t, x: den(x, t), x0, torch.full_like(x0[:, 0], SIGMA_MAX), calls),
     }
     if spec.noise:  # the default noise alone, as the eager solve draws it: the part of "eager" that is the RNG
-        runs["noise"] = lambda: noise_tensor(draw_all(default_noise(spec, x0, grid, cfg.seed, noise_first(), ahead),
-                                                      pairs, x0))
+        runs["noise"] = lambda: _draw(default_noise(spec, x0, grid, cfg.seed, noise_first(), ahead), pairs, x0)
     if dev.type == "cuda":
         runs["graph"] = _run_batches(prepare_sampler(sigmas, name), den, x0, cfg.seed, runs_first(), graph="on")
     if cfg.compile:
         runs["compiled"] = _run_batches(prepare_sampler(sigmas, name), den, x0, cfg.seed, runs_first(), compile=True)
     return {key: _repeated(fn, batches_per_call(name)) for key, fn in runs.items()}
+
+
+def _draw(noise: Any, pairs: tuple[tuple[float, float], ...], x0: torch.Tensor) -> torch.Tensor | None:
+    """A plan's draws from `noise`, made as the eager solve makes them (`folds`: a Brownian path's own draws)."""
+    return noise_tensor(draw_all(noise, pairs, x0, folds(noise)))
 
 
 def batches_per_call(name: str) -> int:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from gentool.core.errors import require
 from gentool.core.solvers.runner import NoiseRows
 
 MASK = 0xFFFFFFFF
@@ -399,12 +400,19 @@ def float_pairs(pairs: Sequence[tuple[float, float]]) -> tuple[tuple[float, floa
 
 
 @functools.lru_cache(maxsize=16)
+def brownian_increments(pairs: tuple[tuple[float, float], ...]) -> tuple[tuple[tuple[float, ...], ...], Levy]:
+    """The increment coefficients (len(pairs) rows of `draws` floats) of a new path asked for `pairs`, and the
+    construction after them (memoised: a sampler asks the same pairs solve after solve; a plan folds them into
+    its coefficients, `make_plan`'s mixing)."""
+    levy = Levy()
+    return tuple(map(tuple, levy.increment_rows(pairs))), levy
+
+
+@functools.lru_cache(maxsize=16)
 def fresh_increments(pairs: tuple[tuple[float, float], ...], dtype: torch.dtype, device: torch.device
                      ) -> tuple[torch.Tensor, Levy]:
-    """The increment coefficients (len(pairs), draws) of a new path asked for `pairs`, and the construction
-    after them (memoised: a sampler asks the same pairs solve after solve)."""
-    levy = Levy()
-    rows = levy.increment_rows(pairs)
+    """`brownian_increments` as a tensor (len(pairs), draws) on `device`, and the construction after them."""
+    rows, levy = brownian_increments(pairs)
     return torch.tensor(rows, dtype=dtype, device=device).reshape(len(pairs), levy.used), levy
 
 
@@ -419,8 +427,9 @@ class BrownianPath:
     which is the exact law of W at the points given the known ones (Lévy's construction), so sub-step and step
     increments that share points are consistent. The construction runs on the host on coefficient vectors
     (`Levy`); `increments` forms all the increments a sampler asks for at once (one batch of draws, one
-    matrix product). The numbers depend on the order of the points asked for (fixed by the sampler's
-    definition), the seed and each sample's global index, not on batching."""
+    matrix product), and a plan on a new path reads the draws themselves and folds the increment coefficients
+    into its own (`plan_draws`). The numbers depend on the order of the points asked for (fixed by the
+    sampler's definition), the seed and each sample's global index, not on batching."""
 
     def __init__(self, like: torch.Tensor, seed: int, first: int = 0, block: int = 16,
                  ahead: Readahead | None = None) -> None:
@@ -469,6 +478,28 @@ class BrownianPath:
         salts = draw_salts(0, self.levy.used, keys.dim(), keys.device)  # the path's draws 0..used-1 (`_draws`)
         return NoiseRows(keys, functools.partial(brownian_rows, salts=salts, dtype=self.dtype, matrix=matrix),
                          ("brownian", pairs, self.dtype))
+
+    @property
+    def fresh(self) -> bool:
+        """No point asked for yet: a plan may fold the increments it asks for into its coefficients."""
+        return not self.levy.coef
+
+    def plan_draws(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor | NoiseRows:
+        """For a new path and a plan that folds the increments of `pairs` into its coefficients (the rows of
+        `brownian_increments(pairs)` as its mixing): the draws z_0..z_{used-1} / sqrt(2) themselves (made now on
+        the CPU; on a device as `NoiseRows` of the element keys), the path then holding the points asked for.
+        No matrix product: the plan combines the draws in the kernels it runs anyway."""
+        require(self.fresh, "plan_draws needs a new Brownian path (no point asked for yet)")
+        _, self.levy = brownian_increments(float_pairs(pairs))
+        self.levy_shared, used = True, self.levy.used
+        if self.source.keys is None:
+            draws = self.source.scaled_draws(used)
+            self.z = draws.reshape(used, -1)
+            return draws
+        keys = self.source.keys  # the path's draws 0..used-1 (`_draws`, which makes them again if asked)
+        salts = draw_salts(0, used, keys.dim(), keys.device)
+        return NoiseRows(keys, functools.partial(erfinv_rows, salts=salts, dtype=self.dtype),
+                         ("seeded", 0, used, self.dtype))
 
     def scaled_increments(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor:
         """`increments(pairs)` / sqrt(2) (the consumer multiplies: see `SeededNoise.scaled_draws`)."""

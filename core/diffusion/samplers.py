@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from gentool.core.diffusion import sampler_defs as defs
 from gentool.core.diffusion.denoisers import Denoiser
-from gentool.core.diffusion.noise import BrownianPath, Readahead, SeededNoise
+from gentool.core.diffusion.noise import BrownianPath, Readahead, SeededNoise, brownian_increments, float_pairs
 from gentool.core.diffusion.tracing import record
 from gentool.core.errors import choose, require
 from gentool.core.progress import Progress
@@ -257,15 +257,18 @@ def _checked_grid(grid: tuple[float, ...]) -> tuple[float, ...]:
 
 @functools.lru_cache(maxsize=64)
 def sampler_plan(name: str, grid: tuple[float, ...], options: tuple[tuple[str, Any], ...], batch: int,
-                 dtype: torch.dtype, device: torch.device, noise_scale: float = 1.0
+                 dtype: torch.dtype, device: torch.device, noise_scale: float = 1.0, brownian: bool = False
                  ) -> tuple[Plan, tuple[tuple[float, float], ...]]:
     """The memoised plan of sampler `name` on `grid` (its definition run once on symbolic values; float64
     coefficients, stage times in `dtype`; noise rows to be multiplied by `noise_scale`) and the (sigma, sigma')
-    of its noise draws, in order."""
+    of its noise draws, in order. `brownian`: the noise draws are the increments of a new Brownian path,
+    folded into the plan's coefficients (`brownian_increments` as its mixing): the plan reads the path's
+    draws (`BrownianPath.plan_draws`)."""
     spec = SAMPLERS[name]
     rec = record(spec.fn, list(grid), {**dict(options), **spec.bound})
-    plan = make_plan((name, options, grid, batch, dtype, device, noise_scale), rec.steps, grid, batch, dtype, device,
-                     noise_scale)
+    mixing = brownian_increments(float_pairs(rec.noise_pairs))[0] if brownian and rec.noise_pairs else None
+    plan = make_plan((name, options, grid, batch, dtype, device, noise_scale, brownian), rec.steps, grid, batch,
+                     dtype, device, noise_scale, mixing)
     return plan, rec.noise_pairs
 
 
@@ -310,12 +313,21 @@ def noise_scale(noise: NoiseSampler | None) -> float:
     return noise.plan_scale if isinstance(noise, PLAN_NOISES) else 1.0
 
 
-def draw_all(noise: NoiseSampler, pairs: Sequence[tuple[float, float]], x: torch.Tensor
+def folds(noise: NoiseSampler | None) -> bool:
+    """Whether a plan folds the noise's increments into its coefficients (a new `BrownianPath`: `sampler_plan`
+    with brownian=True, `draw_all` with fold=True)."""
+    return isinstance(noise, BrownianPath) and noise.fresh
+
+
+def draw_all(noise: NoiseSampler, pairs: Sequence[tuple[float, float]], x: torch.Tensor, fold: bool = False
              ) -> torch.Tensor | NoiseRows | None:
     """Every draw of a plan, in order, (draws, *x.shape) on x's device, divided by `noise_scale(noise)` (the
-    default noises on a device: as `NoiseRows`, which a CUDA graph draws inside its replay)."""
+    default noises on a device: as `NoiseRows`, which a CUDA graph draws inside its replay); with `fold` (see
+    `folds`) the Brownian path's own draws, which the plan combines."""
     if not pairs:
         return None
+    if fold:
+        return noise.plan_draws(pairs)
     if isinstance(noise, PLAN_NOISES):
         return noise.plan_rows(pairs)
     return torch.stack([torch.as_tensor(noise(a, b)) for a, b in pairs]).to(device=x.device, dtype=x.dtype)
@@ -423,10 +435,12 @@ class PreparedSampler:
         if self.spec.fn is None:
             sol = _solve_ode(denoiser, x, grid, self.options, save, graph, compile, progress)
             return sol, int(sol.nfe[0]) if len(sol.nfe) else 0
-        plan, pairs = sampler_plan(self.spec.name, grid, self.key, x.shape[0], x.dtype, x.device, noise_scale(noise))
-        return solve_plan(DenoisedTerm(denoiser), x, plan, noise=draw_all(noise, pairs, x), save=save, graph=graph,
-                          compile=compile, progress=progress, scope=CacheScope(denoiser, "denoised"), label="sigma",
-                          hint=HINT), plan.nfe
+        fold = folds(noise)
+        plan, pairs = sampler_plan(self.spec.name, grid, self.key, x.shape[0], x.dtype, x.device, noise_scale(noise),
+                                   fold)
+        return solve_plan(DenoisedTerm(denoiser), x, plan, noise=draw_all(noise, pairs, x, fold), save=save,
+                          graph=graph, compile=compile, progress=progress, scope=CacheScope(denoiser, "denoised"),
+                          label="sigma", hint=HINT), plan.nfe
 
 
 def prepare_sampler(sigmas: torch.Tensor | list[float], sampler: str, **options: Any) -> PreparedSampler:

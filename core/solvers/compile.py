@@ -114,15 +114,15 @@ def _step_coefficients(step: Step) -> list[float]:
 
 @dataclass(frozen=True)
 class Segment:
-    """Steps first..first+length-1 of one shape: their coefficients (one tensor) and where their stage
-    times (rows of `Plan.times`) and noise rows start."""
+    """Steps first..first+length-1 of one shape: their coefficients (one tensor), where their stage times
+    (rows of `Plan.times`) start and the noise rows they read, in order (a slice when consecutive)."""
 
     first: int
     length: int
     shape: tuple
     time_at: int
     coeffs: torch.Tensor
-    noise_at: int | None
+    noise_rows: slice | list[int] | None
 
 
 def _lengths(run: int) -> list[int]:
@@ -133,7 +133,7 @@ def _lengths(run: int) -> list[int]:
 
 def segments(plan: Plan) -> list[Segment]:
     """The plan cut into segments of consecutive same-shape steps."""
-    out, i, time_at, noise_at = [], 0, 0, 0
+    out, i, time_at = [], 0, 0
     dtype, device = plan.times.dtype, plan.times.device
     while i < len(plan.steps):
         shape = plan.steps[i].shape
@@ -141,11 +141,16 @@ def segments(plan: Plan) -> list[Segment]:
         for length in _lengths(run):
             steps = plan.steps[i:i + length]
             coeffs = torch.tensor([c for st in steps for c in _step_coefficients(st)], dtype=dtype, device=device)
-            n_noise = shape[3]
-            out.append(Segment(i, length, shape, time_at, coeffs, noise_at if n_noise else None))
+            out.append(Segment(i, length, shape, time_at, coeffs, _rows([k for st in steps for k in st.noise])))
             i, time_at = i + length, time_at + sum(len(st.stages) for st in steps)
-            noise_at += length * n_noise
     return out
+
+
+def _rows(read: list[int]) -> slice | list[int] | None:
+    """The noise rows `read` as a selector of the noise tensor: a slice (a view) when they are consecutive."""
+    if not read:
+        return None
+    return slice(read[0], read[-1] + 1) if read == list(range(read[0], read[-1] + 1)) else read
 
 
 class CompiledPlan:
@@ -170,7 +175,7 @@ class CompiledPlan:
         hist: tuple = ()
         noise = None if noise is None else noise.contiguous()
         for seg in self.segments:
-            rows = None if seg.noise_at is None else noise[seg.noise_at:seg.noise_at + seg.length * seg.shape[3]]
+            rows = None if seg.noise_rows is None else noise[seg.noise_rows]
             n_times = seg.length * len(seg.shape[0])
             states, hist = self._fn(seg)(f, x, hist, rows, self.plan.times[seg.time_at:seg.time_at + n_times],
                                          seg.coeffs)

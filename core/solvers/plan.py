@@ -342,23 +342,48 @@ def _noise_count(spec: StepSpec) -> int:
     return max([spec.draws, *(r.index + 1 for c in combos for r, _ in c if r.slot is Slot.NOISE)])
 
 
-def _flat(ts: Terms, n_noise: int, n_stages: int, scales: Sequence[float], noise_scale: float
-          ) -> list[tuple[int, float]]:
+Mixing = tuple[tuple[float, ...], ...]  # (noise rows, draws): the rows as combinations of standard normal draws
+
+
+def _flat(ts: Terms, n_noise: int, n_stages: int, scales: Sequence[float], noise_scale: float,
+          mixes: Sequence[Sequence[tuple[int, float]]] | None = None) -> list[tuple[int, float]]:
     """Terms as (register index, coefficient), a read of H(j) scaled by the factor H(j) is stored with, a read
-    of a noise row by `noise_scale`."""
-    def weight(r: Reg, w: float) -> float:
-        return w * scales[r.index] if r.slot is Slot.HISTORY else w * noise_scale if r.slot is Slot.NOISE else w
-    return [(_index(r, len(scales), n_noise, n_stages), weight(r, w)) for r, w in ts]
+    of a noise row by `noise_scale`; with `mixes` (per noise row Z(k) of the step: (draw register k', c)
+    pairs) a read of Z(k) is the reads of its draws, c each (a register read twice: one term, weights summed)."""
+    out: dict[int, float] = {}
+    for r, w in ts:
+        if r.slot is Slot.NOISE and mixes is not None:
+            reads = [(1 + len(scales) + k, w * noise_scale * c) for k, c in mixes[r.index]]
+        else:
+            scale = scales[r.index] if r.slot is Slot.HISTORY else noise_scale if r.slot is Slot.NOISE else 1.0
+            reads = [(_index(r, len(scales), n_noise, n_stages), w * scale)]
+        for j, c in reads:
+            out[j] = out.get(j, 0.0) + c
+    return [(j, c) for j, c in out.items() if c != 0.0]
+
+
+def _step_draws(rows: range, mixing: Mixing | None) -> tuple[tuple[int, ...], list[list[tuple[int, float]]] | None]:
+    """The draws a step with noise rows `rows` reads (the rows themselves, or with `mixing` the draws their
+    combinations use, in order) and, with `mixing`, each row as (index among those draws, coefficient) pairs."""
+    if mixing is None:
+        return tuple(rows), None
+    draws = tuple(sorted({j for g in rows for j, c in enumerate(mixing[g]) if c}))
+    return draws, [[(draws.index(j), c) for j, c in enumerate(mixing[g]) if c] for g in rows]
 
 
 def make_plan(key: Hashable, specs: Sequence[StepSpec], grid: Sequence[float], batch: int,
-              dtype: torch.dtype, device: torch.device | str, noise_scale: float = 1.0) -> Plan:
+              dtype: torch.dtype, device: torch.device | str, noise_scale: float = 1.0,
+              mixing: Mixing | None = None) -> Plan:
     """Compile symbolic steps: register indices, kernel choice, and (B,) stage-time tensors (one allocation).
 
     A kept value may be stored scaled, H_j = (its value) / g_j (`normalised`); every read of H(j) then
     uses the coefficient w g_j, so the plan computes the same sums with fewer kernels. Likewise the noise
     rows the plan is given may be standard normals divided by `noise_scale` (a noise sampler that leaves
-    that multiply to its consumer); every read of one uses w noise_scale. `key` must tell such plans apart."""
+    that multiply to its consumer); every read of one uses w noise_scale. With `mixing` (one row per noise
+    row of the steps, one column per draw) the noise rows are combinations of standard normal draws
+    z_j (a Brownian path's increments): the plan reads the draws (`noise_draws` of them) and each read of
+    row g is the reads of the z_j with coefficients w mixing[g][j] (folded into the step's combinations: no
+    matrix product at run time). `key` must tell such plans apart."""
     if len(specs) != len(grid) - 1:
         raise ValueError(f"{len(specs)} steps for a grid of {len(grid)} points")
     times = [st.time for spec in specs for st in spec.stages]
@@ -366,16 +391,22 @@ def make_plan(key: Hashable, specs: Sequence[StepSpec], grid: Sequence[float], b
     flat_times = all_times.unbind(0)
     steps, draws, at, scales = [], 0, 0, []
     for spec in specs:
-        noise = _noise_count(spec)
+        rows = range(draws, draws + _noise_count(spec))
+        read, mixes = _step_draws(rows, mixing)
+        flat = functools.partial(_flat, n_noise=len(read), scales=scales, noise_scale=noise_scale, mixes=mixes)
         stages = []
         for s, st in enumerate(spec.stages):
-            stages.append(Stage(flat_times[at], combination(_flat(st.inputs, noise, s, scales, noise_scale))))
+            stages.append(Stage(flat_times[at], combination(flat(st.inputs, n_stages=s))))
             at += 1
         n = len(stages)
-        update = combination(_flat(spec.update, noise, n, scales, noise_scale))
-        kept = [normalised(_flat(k, noise, n, scales, noise_scale)) for k in spec.keep]
-        steps.append(Step(tuple(stages), update, tuple(c for c, _ in kept), tuple(range(draws, draws + noise))))
-        draws, scales = draws + noise, [g for _, g in kept]
+        update = combination(flat(spec.update, n_stages=n))
+        kept = [normalised(flat(k, n_stages=n)) for k in spec.keep]
+        steps.append(Step(tuple(stages), update, tuple(c for c, _ in kept), read))
+        draws, scales = rows.stop, [g for _, g in kept]
+    if mixing is not None:
+        if len(mixing) != draws:
+            raise ValueError(f"mixing has {len(mixing)} rows for {draws} noise rows")
+        draws = len(mixing[0]) if mixing else 0
     grid_tensor = torch.tensor([float(t) for t in grid], dtype=dtype, device=device)
     counts = torch.tensor([[len(times)], [len(steps)], [0]], dtype=torch.long, device=device)
     reached = torch.ones(1, dtype=torch.bool, device=device)
