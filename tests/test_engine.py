@@ -251,6 +251,35 @@ def test_a_plan_with_mixing_reads_the_draws_and_equals_the_plan_on_the_mixed_row
         torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-14)
 
 
+def test_a_stage_input_is_a_register_that_later_combinations_read() -> None:
+    """I(s), the input a stage evaluated the term on, is a register of the rest of its step (a noised state that
+    a Heun step reuses): the same values eagerly, stepwise and by the compiled path's segments as written out;
+    reading it before its stage is refused."""
+    from gentool.core.solvers.compile import segment_body, segments
+    from gentool.core.solvers.plan import I, K, X, Zk, make_plan, stage, step
+    from gentool.core.solvers.runner import run_steps
+
+    f, grid = (lambda t, x: torch.cos(x) * t[:, None]), (1.0, 0.5, 0.2)
+    x0 = torch.tensor([[1.0], [-2.0]], dtype=F64)
+    z = torch.randn(2, 2, 1, generator=torch.Generator().manual_seed(5), dtype=F64)
+    reads = [step([stage(1.0, {X: 1.0, Zk(0): 0.3}), stage(0.7, {I(0): 0.4, K(0): 0.6})],
+                  {I(0): 0.2, K(0): 0.5, K(1): 0.3, I(1): -0.1}) for _ in range(2)]
+    out = [step([stage(1.0, {X: 1.0, Zk(0): 0.3}), stage(0.7, {X: 0.4, Zk(0): 0.12, K(0): 0.6})],
+                {X: 0.2 - 0.04, Zk(0): 0.06 - 0.012, K(0): 0.5 - 0.06, K(1): 0.3}) for _ in range(2)]
+    plan, written = (make_plan(key, specs, grid, 2, F64, "cpu") for key, specs in (("i", reads), ("w", out)))
+    assert plan.steps[0].stages[1].inputs.kernels == 1 < written.steps[0].stages[1].inputs.kernels
+    want = run_steps(f, x0, written, z, None)[0]
+    hist, x = (), x0
+    for seg in segments(plan):
+        times = plan.times[seg.time_at:seg.time_at + seg.length * len(seg.shape[0])]
+        states, hist = segment_body(seg.shape, seg.length)(f, x, hist, z[seg.noise_rows], times, seg.coeffs)
+        x = states[-1]
+    for got in (plan.program(f, x0, z.unbind(0)), run_steps(f, x0, plan, z, None)[0], x):
+        torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-14)
+    with pytest.raises(ValueError, match=r"I\(0\) read before it is computed"):
+        make_plan("early", [step([stage(1.0, {I(0): 1.0})], {X: 1.0}), *reads[1:]], grid, 2, F64, "cpu")
+
+
 class _NoCuda:
     """Stand-ins for torch.cuda's streams and graphs: capture runs the solve once, eagerly; replay does nothing."""
 

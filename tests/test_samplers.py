@@ -551,6 +551,29 @@ def test_brownian_path_has_the_law_of_brownian_motion_at_the_points_asked_for() 
         assert torch.equal(path(3.0, 1.0)[:, 0], (w[1.0] - w[3.0]) / math.sqrt(2.0))
 
 
+def test_a_churned_heun_step_reuses_its_noised_state() -> None:
+    """edm-stochastic raises the noise level first, x^ = x + c z, then takes a Heun step from x^: the recorded
+    plan reads x^ as the first stage's input I(0) (one register) in the Euler predictor and the update instead of
+    writing out x and z in each: 4 kernels per churned step, not 6, the same samples as its definition."""
+    from gentool.core.diffusion.tracing import record
+    from gentool.core.solvers.plan import I, K, X, Zk, make_plan
+
+    grid, spec = edm_grid(6).tolist(), SAMPLERS["edm-stochastic"]
+    rec = record(spec.fn, grid, spec.resolve({}))
+    churned = [st for st in rec.steps if st.draws]
+    assert churned and all(dict(st.stages[0].inputs).keys() == {X, Zk(0)} for st in churned)
+    assert all(dict(st.stages[1].inputs).keys() == {I(0), K(0)} for st in churned)
+    assert all(dict(st.update).keys() == {I(0), K(0), K(1)} for st in churned)
+    plan = make_plan("edm", rec.steps, grid, 4, F64, "cpu")
+    assert [sum(c.kernels for c in (*(s.inputs for s in st.stages), st.update)) for st, recorded in
+            zip(plan.steps, rec.steps, strict=True) if recorded.draws] == [4] * len(churned)
+    ns = ListNoise(X0, 3)
+    plan_x = run_sampler(TARGETS["gmm-ring"], X0, edm_grid(6), "edm-stochastic", noise_sampler=ns)[0]
+    ns = ListNoise(X0, 3)
+    loop_x = run_definition(spec, TARGETS["gmm-ring"], X0, grid, ns, spec.resolve({}))[0]
+    torch.testing.assert_close(plan_x, loop_x, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_a_plan_folds_a_new_brownian_paths_increments_into_its_coefficients(monkeypatch: pytest.MonkeyPatch,
                                                                              compile: bool) -> None:

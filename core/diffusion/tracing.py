@@ -12,17 +12,20 @@ A combination becomes a recorded value of its own ("is materialised") when it is
 as a state, or read in a later step than the one that formed it; `Lin` objects are updated in place to
 point at it, so the definition's variables stay small. `record(...)` then cuts the record at the yields
 into the solver core's `StepSpec`s: within a step, values are the registers X (the previous state),
-K(s) (model outputs), Z(k) (noise draws) and H(j) (values kept from earlier steps, found by a backward
-liveness pass; what a step keeps may itself be a combination).
+K(s) (model outputs), I(s) (model inputs), Z(k) (noise draws) and H(j) (values kept from earlier steps,
+found by a backward liveness pass; what a step keeps may itself be a combination). A combination reads an
+earlier model input of its step as I(s) where that takes fewer terms than writing it out (a noised state
+that a Heun step reuses: one register instead of the state and the noise), else inlines it.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
-from gentool.core.solvers.plan import H, K, Reg, StepSpec, X, Zk, stage, step
+from gentool.core.solvers.plan import H, I, K, Reg, StepSpec, X, Zk, stage, step
 
 
 class Kind(Enum):
@@ -207,14 +210,17 @@ def _live_in(trace: Trace, states: list[int], n: int) -> list[list[int]]:
 
 
 def _local(trace: Trace, i: int, states: list[int], live: list[list[int]], expansion: dict[int, float],
-           scale: float = 1.0, out: dict[Reg, float] | None = None) -> dict[Reg, float]:
-    """`expansion` in the registers of step i: X, H(j), Z(k), K(s); combinations formed in step i inline."""
+           inputs: dict[int, Reg], scale: float = 1.0, out: dict[Reg, float] | None = None) -> dict[Reg, float]:
+    """`expansion` in the registers of step i: X, H(j), Z(k), K(s), and I(s) for the model inputs in `inputs`;
+    other combinations formed in step i inline."""
     out = {} if out is None else out
     draws, outputs = trace.draws[i], [c.output for c in trace.calls[i]]
     for r, c in expansion.items():
         v, w = trace.values[r], scale * c
         if r == states[i]:
             reg = X
+        elif r in inputs:
+            reg = inputs[r]
         elif r in live[i]:
             reg = H(live[i].index(r))
         elif v.kind is Kind.NOISE and r in draws:
@@ -222,7 +228,7 @@ def _local(trace: Trace, i: int, states: list[int], live: list[list[int]], expan
         elif v.kind is Kind.MODEL and r in outputs:
             reg = K(outputs.index(r))
         elif v.step == i and v.kind in (Kind.COMBINED, Kind.STATE):
-            _local(trace, i, states, live, v.expansion, w, out)
+            _local(trace, i, states, live, v.expansion, inputs, w, out)
             continue
         else:
             raise ValueError(f"value {r} ({v.kind.value}, step {v.step}) is not available in step {i}")
@@ -230,8 +236,26 @@ def _local(trace: Trace, i: int, states: list[int], live: list[list[int]], expan
     return out
 
 
+def _fewest(trace: Trace, i: int, states: list[int], live: list[list[int]], expansion: dict[int, float],
+            stages: int) -> dict[Reg, float]:
+    """`expansion` in the registers of step i with the fewest terms: each model input of its first `stages`
+    stages (a combination formed in step i) read as I(s) or written out (ties: written out)."""
+    calls = trace.calls[i][:stages]
+    formed = [(c.input, I(s)) for s, c in enumerate(calls)
+              if trace.values[c.input].step == i and trace.values[c.input].kind is Kind.COMBINED]
+    best = _local(trace, i, states, live, expansion, {})
+    for k in range(1, len(formed) + 1):
+        for chosen in itertools.combinations(formed, k):
+            terms = _local(trace, i, states, live, expansion, dict(chosen))
+            if len(terms) < len(best):
+                best = terms
+    return best
+
+
 def _step_spec(trace: Trace, i: int, states: list[int], live: list[list[int]]) -> StepSpec:
     *inputs, update = _step_expansions(trace, i, states)
-    stages = [stage(c.sigma, _local(trace, i, states, live, e)) for c, e in zip(trace.calls[i], inputs, strict=True)]
-    keep = [_local(trace, i, states, live, {r: 1.0}) for r in live[i + 1]]
-    return step(stages, _local(trace, i, states, live, update), keep, draws=len(trace.draws[i]))
+    n = len(inputs)
+    stages = [stage(c.sigma, _fewest(trace, i, states, live, e, s))
+              for s, (c, e) in enumerate(zip(trace.calls[i], inputs, strict=True))]
+    keep = [_fewest(trace, i, states, live, {r: 1.0}, n) for r in live[i + 1]]
+    return step(stages, _fewest(trace, i, states, live, update, n), keep, draws=len(trace.draws[i]))

@@ -93,7 +93,7 @@ def segment_body(shape: tuple, length: int) -> Callable[..., tuple[tuple[torch.T
             regs = [x, *hist, *(noise[i * n_noise + j] for j in range(n_noise))]
             for stage_shape in stage_shapes:
                 inputs, k = _combine(regs, stage_shape, coeffs, k)
-                regs.append(f(times[t], inputs))
+                regs += [inputs, f(times[t], inputs)]
                 t += 1
             x, k = _combine(regs, update_shape, coeffs, k)
             kept = []

@@ -6,9 +6,11 @@ A step maps the state x_i to x_{i+1} with a few *registers*:
     H(j)    values kept from earlier steps (multistep history), most recent first
     Z(k)    the k-th standard normal draw of this step (stochastic plans; drawn before the solve by a
             noise sampler, so every runner sees the same numbers); `Z` is Z(0)
+    I(s)    the input of stage s of this step (a value a later combination may reuse, e.g. a noised state)
     K(s)    the output of stage s of this step
 
-Stage s evaluates the term at a precomputed time,   K(s) = F(t_s, sum_r a_sr r)   (r over X, H, Z, K(<s)),
+Stage s evaluates the term at a precomputed time,   K(s) = F(t_s, I(s)),  I(s) = sum_r a_sr r   (r over X, H,
+Z, I(<s), K(<s)),
 the step ends with   x_{i+1} = sum_r b_r r   and keeps   H'_j = sum_r c_jr r   for the next step (most
 often a single register: no arithmetic).
 
@@ -40,11 +42,12 @@ class Slot(IntEnum):
     HISTORY = 1
     NOISE = 2
     STAGE = 3
+    INPUT = 4
 
 
 @dataclass(frozen=True)
 class Reg:
-    """A symbolic register: the state, the j-th kept value, the noise draw, or the s-th stage output."""
+    """A symbolic register: the state, the j-th kept value, the noise draw, or the s-th stage's output or input."""
 
     slot: Slot
     index: int = 0
@@ -67,6 +70,11 @@ def H(j: int) -> Reg:
 def K(s: int) -> Reg:
     """The output of stage s of the current step."""
     return Reg(Slot.STAGE, s)
+
+
+def I(s: int) -> Reg:  # noqa: E743 - the plan notation's name
+    """The input of stage s of the current step (what the term was evaluated on)."""
+    return Reg(Slot.INPUT, s)
 
 
 Terms = tuple[tuple[Reg, float], ...]
@@ -239,7 +247,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class Step:
-    """A compiled step. Registers: [x, *history, *noise rows `noise`, *stage outputs]."""
+    """A compiled step. Registers: [x, *history, *noise rows `noise`, then per stage its input and output]."""
 
     stages: tuple[Stage, ...]
     update: Combination
@@ -301,7 +309,7 @@ def straight_line(plan: Plan) -> Callable[..., torch.Tensor]:
         for s, stage in enumerate(st.stages):
             body += [*stage.inputs.statements(names, f"i{s}"), f"k{s} = f(T[{len(times)}], i{s})"]
             times.append(stage.time)
-            names.append(f"k{s}")
+            names += [f"i{s}", f"k{s}"]
         body += st.update.statements(names, "new")
         for j, keep in enumerate(st.keep):
             body += keep.statements(names, f"keep{j}")
@@ -332,8 +340,8 @@ def _index(reg: Reg, n_hist: int, n_noise: int, n_stages: int) -> int:
     if reg.slot is Slot.NOISE:
         return 1 + n_hist + reg.index
     if reg.index >= n_stages:
-        raise ValueError(f"K({reg.index}) read before it is computed")
-    return 1 + n_hist + n_noise + reg.index
+        raise ValueError(f"{'K' if reg.slot is Slot.STAGE else 'I'}({reg.index}) read before it is computed")
+    return 1 + n_hist + n_noise + 2 * reg.index + (reg.slot is Slot.STAGE)
 
 
 def _noise_count(spec: StepSpec) -> int:

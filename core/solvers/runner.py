@@ -58,12 +58,14 @@ def noise_tensor(noise: torch.Tensor | NoiseRows | None) -> torch.Tensor | None:
 
 def advance(f: Field, x: torch.Tensor, hist: History, step: Step, noise: Noise | None
             ) -> tuple[torch.Tensor, History]:
-    """One step: K(s) = f(t_s, sum a_sr r) for each stage, x' = sum b_r r, history' = the kept registers."""
+    """One step: I(s) = sum a_sr r, K(s) = f(t_s, I(s)) for each stage, x' = sum b_r r, history' = the kept
+    registers."""
     regs = [x, *hist]
     if step.noise:
         regs += [noise[k] for k in step.noise]
     for st in step.stages:
-        regs.append(f(st.time, st.inputs(regs)))
+        inputs = st.inputs(regs)
+        regs += [inputs, f(st.time, inputs)]
     return step.update(regs), tuple([keep(regs) for keep in step.keep])
 
 
