@@ -267,7 +267,8 @@ class Plan:
 
     `key` identifies the plan in caches (name, options, grid, batch, dtype, device); `grid` holds the
     times t_0..t_N (sigma for samplers); `times` (nfe, B) every stage time in order (each `Stage.time` is
-    a row of it); `noise_draws` standard normal states (B, ...) are consumed, one per step that uses Z;
+    a row of it); `noise_draws` standard normal states (B, ...) are consumed, one per Z(k) a step reads (with
+    mixing: the draws the rows combine; each step reads those in its `Step.noise`);
     `nfe` is the number of term evaluations per sample; `grid_tensor`, `counts` ((nfe, steps, 0) as a
     (3, 1) long tensor) and `reached` (one True) are the device tensors a `Solution` is built from.
     """
