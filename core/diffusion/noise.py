@@ -297,10 +297,14 @@ class SeededNoise:
         n = len(pairs)
         if self.keys is None:
             return self.scaled_draws(n)
-        salts = draw_salts(self.count, n, self.keys.dim(), self.keys.device)
         self.count += n
+        return self.key_rows(self.count - n, n)
+
+    def key_rows(self, start: int, n: int) -> NoiseRows:
+        """Draws start..start+n-1 / sqrt(2) as `NoiseRows` of the element keys (a device's; the count stays)."""
+        salts = draw_salts(start, n, self.keys.dim(), self.keys.device)
         return NoiseRows(self.keys, functools.partial(erfinv_rows, salts=salts, dtype=self.dtype),
-                         ("seeded", self.count - n, n, self.dtype))
+                         ("seeded", start, n, self.dtype))
 
     def _erfinv(self, n: int) -> torch.Tensor:
         draws, wide = range(self.count, self.count + n), self.dtype.itemsize > 4
@@ -470,7 +474,7 @@ class BrownianPath:
         """`scaled_increments(pairs)` for a plan: on a device and a new path, as `NoiseRows` of the element keys
         (its draws and the memoised increment matrix: what a CUDA graph replays), else made now."""
         pairs = float_pairs(pairs)
-        fresh = not self.levy.coef
+        fresh = self.fresh
         matrix = self._increment_matrix(pairs)
         if self.source.keys is None or not fresh or not self.levy.used:
             return self._combined(matrix)
@@ -496,10 +500,7 @@ class BrownianPath:
             draws = self.source.scaled_draws(used)
             self.z = draws.reshape(used, -1)
             return draws
-        keys = self.source.keys  # the path's draws 0..used-1 (`_draws`, which makes them again if asked)
-        salts = draw_salts(0, used, keys.dim(), keys.device)
-        return NoiseRows(keys, functools.partial(erfinv_rows, salts=salts, dtype=self.dtype),
-                         ("seeded", 0, used, self.dtype))
+        return self.source.key_rows(0, used)  # the path's draws 0..used-1 (`_draws` makes them again if asked)
 
     def scaled_increments(self, pairs: Sequence[tuple[float, float]]) -> torch.Tensor:
         """`increments(pairs)` / sqrt(2) (the consumer multiplies: see `SeededNoise.scaled_draws`)."""

@@ -362,7 +362,7 @@ def _flat(ts: Terms, n_noise: int, n_stages: int, scales: Sequence[float], noise
     out: dict[int, float] = {}
     for r, w in ts:
         if r.slot is Slot.NOISE and mixes is not None:
-            reads = [(1 + len(scales) + k, w * noise_scale * c) for k, c in mixes[r.index]]
+            reads = [(_index(Zk(k), len(scales), n_noise, n_stages), w * noise_scale * c) for k, c in mixes[r.index]]
         else:
             scale = scales[r.index] if r.slot is Slot.HISTORY else noise_scale if r.slot is Slot.NOISE else 1.0
             reads = [(_index(r, len(scales), n_noise, n_stages), w * scale)]
