@@ -6,7 +6,7 @@ DEMO_DIR ?= runs/demo
 
 .PHONY: setup demo test test-slow test-reproductions test-cluster lint bench clean
 
-$(BIN)/gentool: pyproject.toml
+$(BIN)/gentool: pyproject.toml core/diffusion/_noise.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU build of torch from this disk where no torch is present; GPU users keep theirs.

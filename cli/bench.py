@@ -42,7 +42,7 @@ from rich.table import Table
 bench_app = typer.Typer(help="Benchmarks (wall time against peers, printed as tables).", no_args_is_help=True)
 
 REPEATS_HELP = (f"Timed rounds, at least (the best is kept), after one warm-up; fast cases run more, until "
-                f"each contender's rounds add up to {MIN_TIMED_S} s per batch of a call (at most {MAX_ROUNDS}).")
+                f"each contender's rounds add up to {MIN_TIMED_S} s (at most {MAX_ROUNDS}).")
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:

@@ -20,6 +20,22 @@ def test_every_package_is_listed_in_pyproject() -> None:
     assert found == listed
 
 
+def test_the_c_extensions_are_built_wherever_a_c_compiler_is() -> None:
+    """Each of pyproject's ext-modules (optional: an install without a C compiler goes on without them) is
+    importable from its source's place under core/ when the machine has a C compiler."""
+    import importlib
+    import shutil
+    import sysconfig
+
+    modules = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["ext-modules"]
+    assert modules
+    for ext in modules:
+        assert [ROOT / src for src in ext["sources"]] == [ROOT / "core" / Path(*ext["name"].split(".")[2:])
+                                                          .with_suffix(".c")]
+        if shutil.which(sysconfig.get_config_var("CC").split()[0]):
+            assert importlib.import_module(ext["name"]).__name__ == ext["name"]
+
+
 def test_version_and_help() -> None:
     from gentool.cli.main import app
 

@@ -9,7 +9,6 @@ import itertools
 import math
 import sys
 import types
-from collections.abc import Callable
 
 import pytest
 import torch
@@ -384,42 +383,6 @@ def test_a_prepared_sampler_serves_batch_after_batch(name: str) -> None:
     assert torch.equal(trajectory.xs[-1], sampler.run(target, X0, seed=3)[0])
 
 
-STOCHASTIC = [name for name in PLAN_SAMPLERS if SAMPLERS[name].noise]
-
-
-@pytest.mark.parametrize("dtype", [F64, torch.float32])
-@pytest.mark.parametrize("name", STOCHASTIC)
-def test_a_runs_noise_drawn_ahead_equals_each_batch_drawn_alone(name: str, dtype: torch.dtype) -> None:
-    """A run's consecutive batches take their default noise from draws made ahead with the next batches'
-    (`Readahead`); every batch equals the same batch solved alone, bit for bit: batches inside the block, a
-    short one, a jump back inside it, one across its end, one after a jump, another seed."""
-    target, sigmas, x = TARGETS["gmm-ring"], edm_grid(5), (80 * torch.randn(200, 2, dtype=F64)).to(dtype)
-    sampler = prepare_sampler(sigmas, name)
-    batches = [(0, 8), (8, 16), (16, 24), (24, 29), (40, 48), (56, 64), (64, 80), (80, 96), (150, 160)]
-    blocks = []
-    for seed, (a, b) in [(3, ab) for ab in batches] + [(4, (0, 8)), (4, (8, 16))]:
-        got = sampler.run(target, x[a:b], seed=seed, first_index=a)[0]
-        assert torch.equal(got, run_sampler(target, x[a:b], sigmas, name, seed=seed, first_index=a)[0]), (seed, a)
-        block = sampler.ahead.block
-        blocks.append(block and (block.first, block.end))
-    assert blocks[:2] == [None, (8, 72)] and blocks[6] == (64, 192) and blocks[-1] == (8, 72)
-
-
-def test_a_readahead_keeps_to_its_budget() -> None:
-    """Draws are made ahead only while `batches` of them fit in `budget` bytes, and only for a batch that
-    follows the last one: a one-off solve draws nothing ahead."""
-    from gentool.core.diffusion.noise import Readahead
-
-    ahead, n = Readahead(batches=8, budget=3 * 10 * 4 * 64 * 4), range(0, 10)  # 3 batches of 4 x 64 float32 draws
-    alone = ahead.scaled_draws(1, 0, (4, 64), n, False)
-    assert ahead.block is None and alone.shape == (10, 4, 64)
-    ahead.scaled_draws(1, 4, (4, 64), n, False)
-    assert (ahead.block.first, ahead.block.end) == (4, 16) and ahead.block.draws.shape == (10, 12, 64)
-    tight = Readahead(budget=10 * 4 * 64 * 4)
-    tight.scaled_draws(1, 0, (4, 64), n, False), tight.scaled_draws(1, 4, (4, 64), n, False)
-    assert tight.block is None
-
-
 def test_a_prepared_sampler_follows_its_grid_changed_in_place() -> None:
     """A grid tensor changed in place after `prepare_sampler` (an optimiser step on a learned grid) is read and
     checked again, on the plan path and the differentiable one: no run uses stale values."""
@@ -481,8 +444,8 @@ def test_compiled_equals_eager_every_sampler(name: str) -> None:
 
 
 def _compiled_vs_eager(name: str) -> None:
-    """Two consecutive batches of a run, eager and compiled: the same samples; the second compiled batch (a
-    stochastic sampler's noise then drawn ahead: strided views) reuses the code compiled for the first."""
+    """Two consecutive batches of a run, eager and compiled: the same samples; the second compiled batch reuses
+    the code compiled for the first."""
     from torch._dynamo.utils import counters
 
     den = make_target("gmm-ring")
@@ -634,20 +597,51 @@ def test_device_noise_rows_equal_the_cpu_draws(name: str) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 7, 2**32 + 5, 2**64 - 1])
-def test_element_keys_numpy_words_equal_the_torch_ops(seed: int) -> None:
-    """The per-(sample, element) keys, made in numpy on the CPU (once per batch of a run) and in torch ops on a
-    device: the same 32-bit words, for global sample indices below, across and above 2^32 and 2^64, states of
-    any rank, and batches whose global element indices cross a multiple of 2^32 (a new high word)."""
-    import numpy as np
-    from gentool.core.diffusion.noise import element_keys, element_words
+@pytest.mark.parametrize("wide", [False, True])
+def test_the_cpu_noise_kernel_equals_the_torch_ops_every_device_runs(seed: int, wide: bool) -> None:
+    """On the CPU the element keys and uniforms of a block of draws come from one pass of the `_noise` kernel;
+    the torch int32 ops (CUDA's path, graph-safe) give bit-identical uniforms in (-1, 1), for global sample
+    indices below, across and above 2^32 and 2^64, states of any rank, batches whose global element indices
+    cross a multiple of 2^32 (a new high word), and draws far from 0."""
+    from gentool.core.diffusion import noise
 
+    assert noise.native is not None  # built by the install (`test_packaging` checks it is wherever a C compiler is)
     cases = [*itertools.product((0, 3, 2**32 - 2, 2**40 + 1, 2**64 + 7), ((5,), (4, 3), (3, 2, 2, 2))),
-             (2**31 - 3, (8, 2)), (2**32 - 3, (7000, 3))]
-    for first, shape in cases:
-        words = element_words(seed, first, shape)
-        keys = element_keys(seed, first, shape, torch.device("cpu"))
-        assert words.dtype == np.uint32 and keys.dtype == torch.int32 and words.shape == tuple(keys.shape) == shape
-        assert np.array_equal(words, keys.numpy().view(np.uint32)), (first, shape)
+             (2**31 - 3, (8, 2)), (2**32 - 3, (7000, 3)), (11, (4096, 3))]
+    for (first, shape), draws in itertools.product(cases, (range(0, 3), range(2**31 - 1, 2**31 + 4))):
+        made = noise.cpu_uniforms(seed, first, shape, draws, wide)
+        keys = noise.element_keys(seed, first, shape, torch.device("cpu"))
+        reference = noise.uniform_tensor(keys, noise.draw_salts(draws.start, len(draws), len(shape),
+                                                                torch.device("cpu")), wide)
+        assert made.shape == (len(draws), *shape) and made.dtype == reference.dtype
+        assert torch.equal(made, reference), (first, shape, draws)
+        assert float(made.abs().max()) < 1
+
+
+def test_without_the_cpu_noise_kernel_the_torch_ops_make_the_same_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernel was not built (no C compiler at install), the CPU draws the same numbers in torch ops:
+    a stochastic sampler's samples are bit for bit those of the kernel."""
+    from gentool.core.diffusion import noise
+
+    x, sigmas = X0.float(), edm_grid(6)
+    with_kernel = run_sampler(TARGETS["gmm-ring"], x, sigmas, "dpmpp-2m-sde", seed=4, first_index=9)[0]
+    monkeypatch.setattr(noise, "native", None)
+    assert torch.equal(run_sampler(TARGETS["gmm-ring"], x, sigmas, "dpmpp-2m-sde", seed=4, first_index=9)[0],
+                       with_kernel)
+
+
+def test_the_cpu_noise_kernel_refuses_buffers_it_cannot_fill() -> None:
+    """The kernel takes float32/float64 rows of equal length for 32-bit salts, else one ValueError line."""
+    import numpy as np
+    from gentool.core.diffusion import noise
+
+    salts = noise.salt_words(0, 3)
+    for out, message in ((np.empty((3, 4), np.int32), "float32 or float64"), (np.empty(7, np.float32), "equal"),
+                         (np.empty((3, 4), np.float32)[:, ::2], "contiguous")):
+        with pytest.raises((ValueError, BufferError), match=message):
+            noise.native.uniforms(out, salts, 0, 1, 2)
+    with pytest.raises(ValueError, match="32-bit"):
+        noise.native.uniforms(np.empty((3, 4), np.float32), salts.astype(np.int64), 0, 1, 2)
 
 
 def test_no_two_elements_of_a_run_share_their_noise() -> None:
@@ -656,10 +650,10 @@ def test_no_two_elements_of_a_run_share_their_noise() -> None:
     no two draw the same numbers (32-bit keys hashed from (sample, element) pairs would repeat ~2^40 / 2^33 = 128
     times here, and with them every draw of those elements)."""
     import numpy as np
-    from gentool.core.diffusion.noise import element_words
+    from gentool.core.diffusion.noise import element_keys
 
     for first, shape in ((0, (2**19, 2)), (5, (2**10, 3, 32, 32)), ((2**32 - 2**18) // 3, (2**19, 3))):
-        words = element_words(11, first, shape)
+        words = element_keys(11, first, shape, torch.device("cpu")).numpy()
         assert np.unique(words).size == words.size, (first, shape)
 
 
@@ -669,7 +663,7 @@ def test_the_sampler_bench_times_a_new_batch_per_call() -> None:
     from gentool.core.diffusion.benchmark import MLPDenoiser, SamplerBenchConfig, _contenders
 
     x0, sigmas = X0[:8].float(), edm_grid(3)
-    runs = _contenders(SamplerBenchConfig(batch_sizes=(8,)), "euler-ancestral", MLPDenoiser(0), x0, sigmas, 3,
+    runs = _contenders(SamplerBenchConfig(batch_sizes=(8,)), "euler-ancestral", MLPDenoiser(0), x0, sigmas,
                        ((80.0, 1.0),))
     with torch.no_grad():
         first, second = runs["eager"]()[0], runs["eager"]()[0]
@@ -677,65 +671,30 @@ def test_the_sampler_bench_times_a_new_batch_per_call() -> None:
     assert not torch.equal(first, second) and not torch.equal(*draws)
 
 
-def test_the_sampler_bench_times_a_whole_readahead_cycle_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A stochastic sampler's timed eager call solves `RUN_BATCHES` consecutive batches, which make the noise
-    drawn ahead exactly once (so a best time cannot leave that batch out); a deterministic sampler's, one."""
-    from gentool.core.diffusion import noise
-    from gentool.core.diffusion.benchmark import RUN_BATCHES, MLPDenoiser, SamplerBenchConfig, _contenders
+@pytest.mark.parametrize("name", ["euler", "dpmpp-sde"])
+def test_the_sampler_bench_floor_is_the_eager_solves_model_calls_on_their_inputs(name: str) -> None:
+    """The floor replays the eager solve's denoiser calls: as many, in order, on the same sigmas and states (a
+    model's time depends on its inputs' values, so a floor on one input is not a solve's floor)."""
+    from gentool.core.diffusion.benchmark import MLPDenoiser, SamplerBenchConfig, _contenders
 
-    calls, made = [], []
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    class Counting(MLPDenoiser):
+    class Recording(MLPDenoiser):
         def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            calls.append(len(x))
+            seen.append((sigma.clone(), x.clone()))
             return super().forward(x, sigma)
 
-    hashed = noise.hashed_erfinv
-    monkeypatch.setattr(noise, "hashed_erfinv", lambda *a: made.append(1) or hashed(*a))
-    x0, sigmas = X0[:8].float(), edm_grid(3)
-    for name, batches in (("euler-ancestral", RUN_BATCHES), ("euler", 1)):
-        nfe = run_sampler(MLPDenoiser(0), x0, sigmas, name)[1]
-        runs = _contenders(SamplerBenchConfig(batch_sizes=(8,)), name, Counting(0), x0, sigmas, nfe, ((80.0, 1.0),))
-        with torch.no_grad():
-            runs["eager"]()  # the run's first call: its first batch is made alone
-            calls.clear(), made.clear()
-            runs["eager"]()
-        assert len(calls) == batches * nfe and len(made) == (name == "euler-ancestral"), name
-
-
-def test_a_bench_call_of_several_batches_gets_the_rounds_of_one_batch_calls(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`best_times` sizes its rounds per unit of work: a call that solves 8 batches in 8 times the time is timed
-    over as many rounds as a call of one batch, so its best is taken over as many tries (not 8 times fewer)."""
-    from gentool.core.solvers import benchmark
-
-    now, calls = [0.0], []
-    monkeypatch.setitem(benchmark.CLOCKS, "fake", lambda: now[0])
-
-    def work(seconds: float) -> Callable[[], None]:
-        return lambda: (calls.append(seconds), now.__setitem__(0, now[0] + seconds))
-
-    for seconds, units in ((1 / 64, 1), (8 / 64, 8)):
-        calls.clear()
-        best = benchmark.best_times({"a": work(seconds)}, torch.device("cpu"), 3, clock="fake", units=units)
-        assert best == {"a": seconds} and len(calls) == 1 + math.ceil(benchmark.MIN_TIMED_S * 64)
-
-
-@pytest.mark.parametrize("wide", [False, True])
-def test_seeded_noise_cpu_words_equal_the_torch_ops_every_device_runs(wide: bool) -> None:
-    """On the CPU the hash runs in numpy on uint32 words; the torch int32 ops (CUDA's path, graph-safe) give
-    bit-identical uniforms in (-1, 1), keys spanning every sign and both ends of the 32-bit range."""
-    import numpy as np
-    from gentool.core.diffusion.noise import _uniform_words, draw_salts, element_keys, uniform_tensor
-
-    keys = torch.cat([element_keys(3, 5, (4096, 3), torch.device("cpu")).flatten(),
-                      torch.tensor([0, 1, -1, 2**31 - 1, -(2**31)], dtype=torch.int32)])
-    salts = draw_salts(2, 17, 1, torch.device("cpu"))
-    words = torch.from_numpy(_uniform_words(keys.numpy().view(np.uint32), salts.numpy().view(np.uint32), wide))
-    reference = uniform_tensor(keys, salts, wide)
-    assert words.shape == (17, len(keys))
-    assert words.dtype == reference.dtype == (torch.float64 if wide else torch.float32)
-    assert torch.equal(words, reference)
-    assert float(reference.abs().max()) < 1
+    x0, sigmas = X0[:8].float(), edm_grid(4)
+    runs = _contenders(SamplerBenchConfig(batch_sizes=(8,), seed=2), name, Recording(0), x0, sigmas, ((80.0, 1.0),))
+    recorded = list(seen)
+    seen.clear()
+    with torch.no_grad():
+        runs["floor"]()
+    nfe = run_sampler(MLPDenoiser(0), x0, sigmas, name)[1]
+    assert len(recorded) == len(seen) == nfe and len({float(s[0]) for s, _ in seen}) == nfe
+    for (s, x), (t, y) in zip(recorded, seen, strict=True):
+        assert torch.equal(s, t) and torch.equal(x, y)
+    assert not torch.equal(seen[0][1], seen[-1][1])
 
 
 def test_seeded_noise_float32_is_standard_normal_and_matches_float64() -> None:

@@ -2,17 +2,16 @@
 
 For each sampler x batch x NFE: microseconds per step of gentool eager (the recorded plan, `graph="off"`),
 gentool graph (CUDA only: the whole solve replayed from one CUDA graph), gentool compiled (`compile=True`;
-on CUDA also graph-captured), the model alone (the same number of denoiser calls: one CUDA graph on CUDA,
-an eager loop on CPU), the sampler's definition run as a plain loop on tensors (what k-diffusion's
-`sampling.py` does) and, for a stochastic sampler, its default noise drawn alone (the RNG's share of eager);
+on CUDA also graph-captured), the model alone (the eager solve's denoiser calls on their own inputs,
+recorded once, for the model's time depends on its inputs' values: one CUDA graph on CUDA, an eager loop on
+CPU), the sampler's definition run as a plain loop on tensors (what k-diffusion's `sampling.py` does) and,
+for a stochastic sampler, its default noise drawn alone (the RNG's share of eager);
 plus the endpoint RMSE of the sampler at that NFE on the gmm-ring (exact denoiser, float64) against the
 float64 reference solve (`reference_flow`: dopri5, rtol 1e-10) from the same noise. The timed denoiser is
 `D(x, sigma) = MLP([x, log sigma])`, 3->64->64->2 SiLU, float32. The gentool contenders time a sampler
 prepared once (`prepare_sampler`: options and grid checked), as a `gentool sample` run solves batch after batch:
-each timed call is the run's next batch (new samples, so new noise keys), or for a stochastic sampler its next
-`RUN_BATCHES` batches (a whole `Readahead` cycle: the noise a run makes once every few batches is counted in
-full, not left out of a best time), timed over as many rounds as one batch per call would be; the per-step
-times divide by them. Returns rows (dicts); rendering is the caller's job (`gentool bench samplers`).
+each timed call is the run's next batch (new samples, so new noise keys). Returns rows (dicts); rendering is
+the caller's job (`gentool bench samplers`).
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from typing import Any
 
 import torch
 from gentool.core.diffusion.grids import edm_grid
-from gentool.core.diffusion.noise import READAHEAD_BATCHES, Readahead
 from gentool.core.diffusion.samplers import (
     SAMPLERS,
     PreparedSampler,
@@ -40,7 +38,7 @@ from gentool.core.diffusion.samplers import (
 from gentool.core.diffusion.targets import make_target, reference_flow
 from gentool.core.errors import choose
 from gentool.core.nn import make_generator, mlp, seeded
-from gentool.core.solvers.benchmark import best_times, model_floor
+from gentool.core.solvers.benchmark import best_times, model_floor, recorded_inputs
 from gentool.core.solvers.runner import noise_tensor
 
 CPU_BATCH_SIZES = (1024, 16384)
@@ -48,7 +46,6 @@ GPU_BATCH_SIZES = (1024, 65536, 1048576)
 NFES = (10, 50)
 PLAN_SAMPLERS: tuple[str, ...] = tuple(name for name, spec in SAMPLERS.items() if spec.fn is not None)
 SIGMA_MAX = 80.0
-RUN_BATCHES = READAHEAD_BATCHES  # a stochastic sampler's batches per timed call: its noise drawn ahead, once
 
 
 @dataclass(frozen=True)
@@ -109,47 +106,33 @@ def ring_errors(cfg: SamplerBenchConfig, progress: Callable[..., None]) -> dict[
 
 
 def _contenders(cfg: SamplerBenchConfig, name: str, den: MLPDenoiser, x0: torch.Tensor, sigmas: torch.Tensor,
-                calls: int, pairs: tuple[tuple[float, float], ...]) -> dict[str, Callable[[], object]]:
+                pairs: tuple[tuple[float, float], ...]) -> dict[str, Callable[[], object]]:
     """The timed functions of one case. Each is a run of its own: each call solves that run's next batch (the
     next `first_index`), so its samples are new and their noise keys are made anew, as in `gentool sample`, not
-    memoised from the last call. A stochastic sampler's eager solve draws its default noise ahead, as a run's:
-    each of its calls solves `batches_per_call` batches, one whole cycle (every contender of the case alike)."""
-    spec, grid, dev = SAMPLERS[name], sigmas.tolist(), x0.device
+    memoised from the last call."""
+    spec, grid, dev, model = SAMPLERS[name], sigmas.tolist(), x0.device, lambda t, x: den(x, t)
     runs_first = lambda: functools.partial(next, itertools.count(len(x0), len(x0)))  # noqa: E731 - a run's batches
-    loop_first, noise_first, ahead = runs_first(), runs_first(), Readahead()
+    loop_first, noise_first = runs_first(), runs_first()
     sampler = prepare_sampler(sigmas, name)  # once per run, as `gentool sample` does: a batch is one `run`
     runs: dict[str, Callable[[], object]] = {
         "eager": _run_batches(sampler, den, x0, cfg.seed, runs_first(), graph="off"),
         "loop": lambda: run_definition(spec, den, x0, grid, default_noise(spec, x0, grid, cfg.seed, loop_first())
                                        if spec.noise else None, spec.resolve({})),
-        "floor": model_floor(lambda t, x: den(x, t), x0, torch.full_like(x0[:, 0], SIGMA_MAX), calls),
+        "floor": model_floor(model, recorded_inputs(model, lambda f: prepare_sampler(sigmas, name).run(
+            lambda x, sigma: f(sigma, x), x0, seed=cfg.seed, graph="off"))),
     }
     if spec.noise:  # the default noise alone, as the eager solve draws it: the part of "eager" that is the RNG
-        runs["noise"] = lambda: _draw(default_noise(spec, x0, grid, cfg.seed, noise_first(), ahead), pairs, x0)
+        runs["noise"] = lambda: _draw(default_noise(spec, x0, grid, cfg.seed, noise_first()), pairs, x0)
     if dev.type == "cuda":
         runs["graph"] = _run_batches(prepare_sampler(sigmas, name), den, x0, cfg.seed, runs_first(), graph="on")
     if cfg.compile:
         runs["compiled"] = _run_batches(prepare_sampler(sigmas, name), den, x0, cfg.seed, runs_first(), compile=True)
-    return {key: _repeated(fn, batches_per_call(name)) for key, fn in runs.items()}
+    return runs
 
 
 def _draw(noise: Any, pairs: tuple[tuple[float, float], ...], x0: torch.Tensor) -> torch.Tensor | None:
     """A plan's draws from `noise`, made as the eager solve makes them (`folds`: a Brownian path's own draws)."""
     return noise_tensor(draw_all(noise, pairs, x0, folds(noise)))
-
-
-def batches_per_call(name: str) -> int:
-    """Batches per timed call of sampler `name`: `RUN_BATCHES` when it draws noise, else 1."""
-    return RUN_BATCHES if SAMPLERS[name].noise else 1
-
-
-def _repeated(fn: Callable[[], object], times: int) -> Callable[[], object]:
-    """`fn` called `times` times in a row (the last result)."""
-    def calls() -> object:
-        for _ in range(times - 1):
-            fn()
-        return fn()
-    return calls
 
 
 def _run_batches(sampler: PreparedSampler, den: MLPDenoiser, x0: torch.Tensor, seed: int, first: Callable[[], int],
@@ -174,9 +157,8 @@ def sampler_row(cfg: SamplerBenchConfig, device: torch.device, den: MLPDenoiser,
     plan, pairs = sampler_plan(name, tuple(sigmas.tolist()), tuple(sorted(SAMPLERS[name].resolve({}).items())),
                                batch, x0.dtype, device)  # the plan run_sampler will use (memoised)
     with torch.no_grad():
-        times = best_times(_contenders(cfg, name, den, x0, sigmas, plan.nfe, pairs), device, cfg.repeats,
-                           clock=cfg.clock, units=batches_per_call(name))
-    per_step = {k: v / (steps * batches_per_call(name)) for k, v in times.items()}
+        times = best_times(_contenders(cfg, name, den, x0, sigmas, pairs), device, cfg.repeats, clock=cfg.clock)
+    per_step = {k: v / steps for k, v in times.items()}
     return {"sampler": name, "batch": batch, "nfe": plan.nfe, "steps": steps, "clock": cfg.clock,
             "endpoint_rmse": error, **{f"{k}_s": v for k, v in per_step.items()}}
 

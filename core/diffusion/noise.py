@@ -6,10 +6,8 @@ the state's shape).
   sample's noise does not depend on the batch it is drawn in, on how a run is split into batches, or on the
   device; and it is pure tensor arithmetic (no generator state): on a device a plan gets it as `NoiseRows`
   (the element keys and the ops), which a CUDA graph replays, drawing the noise of whichever seed and
-  samples it is given. On the CPU the integer hash runs in numpy on the tensors' memory (unsigned 32-bit
-  words: native logical shifts and wrapping products, so fewer calls than torch's int32 ops need); the
-  numbers are the same. A run's `Readahead` makes the CPU draws of its next few batches with the current
-  one's (fewer library calls on cold caches; the same numbers).
+  samples it is given. On the CPU the keys and hashes of a block of draws are made in one pass of a small C
+  kernel (`_noise.c`, `cpu_uniforms`; torch ops where it was not built); the numbers are the same.
 * `BrownianPath` (the default of samplers with sub-step noise): a Brownian motion W over sigma, built point by
   point at the sigmas the sampler asks for by Lévy's construction (a new point beyond the known ones is an
   independent Gaussian increment, one between two known points a Brownian-bridge draw), from `SeededNoise`
@@ -24,12 +22,16 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from gentool.core.errors import require
 from gentool.core.solvers.runner import NoiseRows
+
+try:  # the CPU kernel of the default noise (pyproject's ext-modules), where it was built
+    from gentool.core.diffusion import _noise as native
+except ImportError:  # no C compiler at install: the CPU makes the same numbers in torch ops
+    native = None
 
 MASK = 0xFFFFFFFF
 
@@ -65,20 +67,6 @@ def mix32_(h: torch.Tensor, start: int = 0) -> torch.Tensor:
     return h
 
 
-WORD_ROUNDS = tuple((np.uint32(shift), None if mult is None else np.uint32(mult)) for shift, mult in MIX32_ROUNDS)
-
-
-def mix32_words_(h: np.ndarray, start: int = 0) -> np.ndarray:
-    """`mix32_` on numpy uint32 words (`WORD_ROUNDS`: the rounds as numpy scalars, made once): logical
-    shifts and wrapping products are native, so no masks."""
-    for n, (shift, mult) in enumerate(WORD_ROUNDS):
-        if n >= start:
-            h ^= h >> shift
-        if mult is not None:
-            h *= mult
-    return h
-
-
 def xorshift16(h: int | torch.Tensor) -> int | torch.Tensor:
     """`h ^ (h >>> 16)` of nonnegative 32-bit words (Python ints or int64 tensors): mix32's first step."""
     return h ^ (h >> 16)
@@ -100,7 +88,7 @@ ELEMENT_SALT = 0x632BE5AB
 
 def element_offset(seed: int, high: int | torch.Tensor) -> int | torch.Tensor:
     """c(H) = seed_word xor mix32((H + ELEMENT_SALT) mod 2^32): what the element keys of the global element
-    indices with high word H are offset by (`element_keys`); Python ints, int64 tensors or uint64 arrays."""
+    indices with high word H are offset by (`element_keys`); Python ints or int64 tensors."""
     return seed_word(seed) ^ mix32((high + ELEMENT_SALT) & MASK)
 
 
@@ -111,7 +99,7 @@ def element_keys(seed: int, first: int, shape: tuple[int, ...], device: torch.de
         e = mix32(L xor c(H)),   g = i numel + j = H 2^32 + L   (global sample index i, flat element index j),
 
     c = `element_offset`, stored as `xorshift16(e)` (see `mix32_`), in torch ops on `device` (on the CPU,
-    `element_words` makes the same numbers in numpy). mix32 is a bijection of 32-bit words, so the keys of
+    `cpu_uniforms` makes them in its kernel). mix32 is a bijection of 32-bit words, so the keys of
     the first 2^32 elements of a run (and of any 2^32 consecutive ones sharing H) are all distinct: no two
     elements share their noise. Memoised: a run draws for the same samples solve after solve."""
     numel = math.prod(shape[1:])
@@ -134,45 +122,51 @@ def draw_salts(start: int, n: int, ndim: int, device: torch.device) -> torch.Ten
     return torch.tensor(salts, dtype=torch.int32, device=device).reshape(n, *(1,) * ndim)
 
 
-@functools.lru_cache(maxsize=4)
-def element_words(seed: int, first: int, shape: tuple[int, ...]) -> np.ndarray:
-    """`element_keys` on the CPU as numpy uint32 words: the same numbers in a few passes over uint32 words (each
-    batch of a run has new samples, so this runs once per batch; memoised for repeated solves of one batch)."""
-    n, base = math.prod(shape), first * math.prod(shape[1:])
-    low, high = base & MASK, base >> 32
-    if low + n <= 1 << 32:  # one high word (all but the batches that cross a multiple of 2^32 elements)
-        h = np.arange(low, low + n, dtype=np.uint32)
-        h ^= np.uint32(element_offset(seed, high))
-    else:
-        wide = np.arange(low, low + n, dtype=np.uint64)  # element_offset on uint64 words (wrapping products)
-        h = ((wide & np.uint64(MASK)) ^ element_offset(seed, (wide >> np.uint64(32)) + np.uint64(high & MASK))
-             ).astype(np.uint32)
-    mix32_words_(h)
-    h ^= h >> np.uint32(16)
-    return h.reshape(shape)
-
-
-@functools.lru_cache(maxsize=16)
-def salt_words(start: int, n: int, ndim: int) -> np.ndarray:
-    """`draw_salts` as numpy uint32 words (memoised)."""
-    return draw_salts(start, n, ndim, torch.device("cpu")).numpy().view(np.uint32)
-
-
-def hashed_erfinv(elem_keys: torch.Tensor | np.ndarray, draws: range, wide: bool) -> torch.Tensor:
-    """The default noise divided by sqrt(2), (len(draws), *elem_keys.shape): draw k of an element with key e is
+def hashed_erfinv(keys: torch.Tensor, draws: range, wide: bool) -> torch.Tensor:
+    """The default noise divided by sqrt(2), (len(draws), *keys.shape): draw k of an element with key e is
 
         z = sqrt(2) erfinv(u),   u = (h + 1/2) 2^-31 in (-1, 1),   h = mix32(e xor mix32(k + 0x9E3779B9)),
 
     h read as a signed 32-bit integer (inverse-CDF sampling: one hash and one transcendental per number), and
     this returns erfinv(u) (the consumer multiplies by sqrt(2), or folds it into its coefficients). Unless
     `wide` (float64), u keeps the top 24 bits of h (u = (h >> 8 + 1/2) 2^-23, exact in float32: |z| < 5.4),
-    else u is formed in float64 (|z| < 6.2). `elem_keys`: `element_keys` (a tensor, on its device) or
-    `element_words` (the CPU's numpy words: the same hashes in fewer calls)."""
-    if isinstance(elem_keys, np.ndarray):
-        u = torch.from_numpy(_uniform_words(elem_keys, salt_words(draws.start, len(draws), elem_keys.ndim), wide))
-    else:
-        u = uniform_tensor(elem_keys, draw_salts(draws.start, len(draws), elem_keys.dim(), elem_keys.device), wide)
-    return u.erfinv_()
+    else u is formed in float64 (|z| < 6.2). `keys`: `element_keys` (on any device); on the CPU
+    `cpu_erfinv` makes the same numbers from the seed and samples."""
+    return uniform_tensor(keys, draw_salts(draws.start, len(draws), keys.dim(), keys.device), wide).erfinv_()
+
+
+CPU = torch.device("cpu")
+
+
+@functools.lru_cache(maxsize=16)
+def salt_words(start: int, n: int) -> np.ndarray:
+    """`draw_salts` of draws start..start+n-1 as a flat array of uint32 words (memoised)."""
+    return draw_salts(start, n, 0, CPU).numpy().view(np.uint32)
+
+
+@functools.lru_cache(maxsize=16)
+def key_offsets(seed: int, high: int) -> tuple[int, int]:
+    """`element_offset` of the high words H and H + 1 (a batch's elements have one or the other)."""
+    return element_offset(seed, high & MASK), element_offset(seed, (high + 1) & MASK)
+
+
+def cpu_uniforms(seed: int, first: int, shape: tuple[int, ...], draws: range, wide: bool) -> torch.Tensor:
+    """`uniform_tensor` of the `element_keys` of samples first..first+B-1 (`shape` = (B, ...)) against the salts
+    of `draws`, (len(draws), *shape), on the CPU: in one pass of the `_noise` kernel (the same numbers; numpy
+    or torch ops make a pass per operation, ~6x slower between model calls), or in torch ops where the kernel
+    was not built."""
+    n, base = math.prod(shape), first * math.prod(shape[1:])
+    if native is None or n >= 1 << 32:
+        keys = element_keys(seed, first, shape, CPU)
+        return uniform_tensor(keys, draw_salts(draws.start, len(draws), len(shape), CPU), wide)
+    out = np.empty((len(draws), *shape), np.float64 if wide else np.float32)
+    native.uniforms(out, salt_words(draws.start, len(draws)), base & MASK, *key_offsets(seed, base >> 32))
+    return torch.from_numpy(out)
+
+
+def cpu_erfinv(seed: int, first: int, shape: tuple[int, ...], draws: range, wide: bool) -> torch.Tensor:
+    """`hashed_erfinv` of the samples first..first+B-1 on the CPU, from the seed (`cpu_uniforms`)."""
+    return cpu_uniforms(seed, first, shape, draws, wide).erfinv_()
 
 
 def _as(z: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -193,89 +187,21 @@ def brownian_rows(keys: torch.Tensor, salts: torch.Tensor, dtype: torch.dtype, m
 
 def uniform_tensor(keys: torch.Tensor, salts: torch.Tensor, wide: bool) -> torch.Tensor:
     """`hashed_erfinv`'s u from int32 element keys against draw salts (broadcast), in torch ops (any device,
-    graph-safe; on the CPU `_uniform_words` computes the same numbers): float64 (`wide`) or float32."""
+    graph-safe; on the CPU `cpu_uniforms` computes the same numbers): float64 (`wide`) or float32."""
     h = mix32_(keys ^ salts, start=1)
     if wide:  # one kernel: the integer words promote to the 0-d offset's float dtype, exactly
         return torch.add(HALF_ULP[torch.float64], h, alpha=2.0**-31)
     return torch.add(HALF_ULP[torch.float32], h.bitwise_right_shift_(8), alpha=2.0**-23)
 
 
-WORD_SHIFT, WORD_ODD, WORD_ULP = np.int32(7), np.int32(1), np.float32(2.0**-24)
-
-
-def _uniform_words(keys: np.ndarray, salts: np.ndarray, wide: bool) -> np.ndarray:
-    """`uniform_tensor` on the CPU in numpy, on uint32 words (native logical shifts and wrapping products, no
-    sign masks). All in numpy, constants made once: between model calls the caches are cold and each further
-    library or Python-level call costs (a torch conversion here measured ~40 µs slower per solve)."""
-    h = mix32_words_(np.bitwise_xor(salts, keys), start=1).view(np.int32)
-    if wide:
-        u = np.multiply(h, 2.0**-31)
-        u += 2.0**-32
-        return u
-    h >>= WORD_SHIFT  # ((h >> 7) | 1) 2^-24 = (h >> 8 + 1/2) 2^-23
-    h |= WORD_ODD
-    return np.multiply(h, WORD_ULP, dtype=np.float32)
-
-
-READAHEAD_BATCHES = 8  # a run's batches whose draws a `Readahead` makes at once
-READAHEAD_BYTES = 1 << 21  # at most this much of them
-
-
-class Readahead:
-    """The default noise's draws for a run's next batches, made together (on the CPU).
-
-    A run solves batch after batch of consecutive samples (each batch's first sample is the last one's end).
-    Between model calls the host's caches are cold, and each library call that makes a batch's noise costs
-    several times what it costs warm (1024 x 2 samples, 10 draws, after 10 calls of the bench's MLP: ~290 µs
-    made per batch, ~170 µs per batch made 8 batches at a time). So when a batch follows the last one, the
-    draws of it and the next batches (`batches` in all, at most `budget` bytes) are made at once, and each
-    batch takes its slice: the same numbers (each is a hash of seed, sample, element and draw), fewer calls. A
-    batch that does not follow (the first of a run, or a one-off solve) is made alone: nothing is drawn ahead
-    for a single solve."""
-
-    def __init__(self, batches: int = READAHEAD_BATCHES, budget: int = READAHEAD_BYTES) -> None:
-        self.batches, self.budget = batches, budget
-        self.expect: tuple | None = None  # (key, first sample) of the batch that would follow the last one
-        self.block: DrawBlock | None = None
-
-    def scaled_draws(self, seed: int, first: int, shape: tuple[int, ...], draws: range, wide: bool) -> torch.Tensor:
-        """`hashed_erfinv` of the samples first..first+B-1 (`shape` = (B, ...)): a slice of the block made
-        ahead if it holds them (read-only: a view of the block), else made now (with the next batches' when
-        this batch follows the last one)."""
-        size, key = shape[0], (seed, shape[1:], draws.start, len(draws), wide)
-        follows, self.expect = self.expect == (key, first), (key, first + size)
-        block = self.block
-        if block is not None and block.key == key and block.first <= first and first + size <= block.end:
-            return block.draws[:, first - block.first:first - block.first + size]
-        batches = 1
-        if follows:
-            batches = max(1, min(self.batches, self.budget // (len(draws) * math.prod(shape) * (8 if wide else 4))))
-        z = hashed_erfinv(element_words(seed, first, (batches * size, *shape[1:])), draws, wide)
-        if batches > 1:
-            self.block = DrawBlock(key, first, first + batches * size, z)
-        return z[:, :size]
-
-
-@dataclass(frozen=True)
-class DrawBlock:
-    """Draws made ahead: `draws` (n, end - first, ...) of the samples first..end-1 for `key` (seed, element
-    shape, first draw, number of draws, wide)."""
-
-    key: tuple
-    first: int
-    end: int
-    draws: torch.Tensor
-
-
 class SeededNoise:
     """The default noise: draw k (in call order) of the samples with global indices first..first+B-1. On the
-    CPU the draws come from a `Readahead` (a run's, made with its next batches'; else one of its own, which
-    makes each draw alone); on a device from the element keys `keys` (torch ops, `NoiseRows` for a plan)."""
+    CPU the draws are made from the seed (`cpu_erfinv`); on a device from the element keys `keys` (torch ops,
+    `NoiseRows` for a plan)."""
 
-    def __init__(self, like: torch.Tensor, seed: int, first: int = 0, ahead: Readahead | None = None) -> None:
+    def __init__(self, like: torch.Tensor, seed: int, first: int = 0) -> None:
         self.shape, self.dtype = like.shape, like.dtype
         self.seed, self.first = int(seed), int(first)
-        self.ahead = ahead or Readahead()
         self.keys = None if like.is_cpu else element_keys(self.seed, self.first, self.shape, like.device)
         self.count = 0
 
@@ -284,8 +210,7 @@ class SeededNoise:
         return _as(self._erfinv(n) * SQRT2, self.dtype)
 
     def scaled_draws(self, n: int) -> torch.Tensor:
-        """The next n draws divided by `SQRT2` (`hashed_erfinv`: the consumer multiplies; read-only: it may be a
-        view of draws made ahead)."""
+        """The next n draws divided by `SQRT2` (`hashed_erfinv`: the consumer multiplies)."""
         return _as(self._erfinv(n), self.dtype)
 
     plan_scale = SQRT2  # what `plan_rows` are to be multiplied by (a plan folds it into its coefficients)
@@ -310,7 +235,7 @@ class SeededNoise:
         draws, wide = range(self.count, self.count + n), self.dtype.itemsize > 4
         self.count += n
         if self.keys is None:
-            return self.ahead.scaled_draws(self.seed, self.first, tuple(self.shape), draws, wide)
+            return cpu_erfinv(self.seed, self.first, tuple(self.shape), draws, wide)
         return hashed_erfinv(self.keys, draws, wide)
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
@@ -435,9 +360,8 @@ class BrownianPath:
     into its own (`plan_draws`). The numbers depend on the order of the points asked for (fixed by the
     sampler's definition), the seed and each sample's global index, not on batching."""
 
-    def __init__(self, like: torch.Tensor, seed: int, first: int = 0, block: int = 16,
-                 ahead: Readahead | None = None) -> None:
-        self.source, self.block = SeededNoise(like, seed, first, ahead), max(1, int(block))
+    def __init__(self, like: torch.Tensor, seed: int, first: int = 0, block: int = 16) -> None:
+        self.source, self.block = SeededNoise(like, seed, first), max(1, int(block))
         self.shape, self.dtype, self.device = like.shape, like.dtype, like.device
         self.levy = Levy()
         self.levy_shared = False  # `levy` is a memoised construction, copied before it grows (`_own_levy`)

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from gentool.core.diffusion import sampler_defs as defs
 from gentool.core.diffusion.denoisers import Denoiser
-from gentool.core.diffusion.noise import BrownianPath, Readahead, SeededNoise, brownian_increments, float_pairs
+from gentool.core.diffusion.noise import BrownianPath, SeededNoise, brownian_increments, float_pairs
 from gentool.core.diffusion.tracing import record
 from gentool.core.errors import choose, require
 from gentool.core.progress import Progress
@@ -293,14 +293,12 @@ def _solve_ode(denoiser: Denoiser, x: torch.Tensor, grid: tuple[float, ...], opt
                     rejected=unknown, reached=torch.ones_like(nfe, dtype=torch.bool))
 
 
-def default_noise(spec: SamplerSpec, x: torch.Tensor, grid: Sequence[float], seed: int, first: int,
-                  ahead: Readahead | None = None) -> NoiseSampler:
+def default_noise(spec: SamplerSpec, x: torch.Tensor, grid: Sequence[float], seed: int, first: int) -> NoiseSampler:
     """The sampler's default noise: `BrownianPath` for samplers with sub-step noise (its draws in one block of
-    2 per grid step), else `SeededNoise`; both depend on (seed, each sample's global index) only (`ahead`: a
-    run's `Readahead`, which makes the draws of its next batches with this one's)."""
+    2 per grid step), else `SeededNoise`; both depend on (seed, each sample's global index) only."""
     if spec.noise == "brownian":
-        return BrownianPath(x, seed, first, block=2 * len(grid), ahead=ahead)
-    return SeededNoise(x, seed, first, ahead)
+        return BrownianPath(x, seed, first, block=2 * len(grid))
+    return SeededNoise(x, seed, first)
 
 
 PLAN_NOISES = (SeededNoise, BrownianPath)  # noises that make a plan's draws themselves (`plan_rows`, `plan_scale`)
@@ -379,9 +377,7 @@ def run_definition(spec: SamplerSpec, denoiser: Denoiser, x: torch.Tensor, sigma
 class PreparedSampler:
     """A sampler on one sigma grid with its options, checked and resolved once (`prepare_sampler`), for the
     batches of a run: `solve` / `run` do only a batch's work (its default noise, the memoised plan for its
-    size, dtype and device, the solve). `solve_sampler` / `run_sampler` are one `prepare_sampler` and one call.
-    Batches of consecutive samples (each `first_index` the last batch's end, as a run solves them) share its
-    `Readahead`: the default noise of the next few is made with theirs (the same numbers, made faster)."""
+    size, dtype and device, the solve). `solve_sampler` / `run_sampler` are one `prepare_sampler` and one call."""
 
     spec: SamplerSpec
     sigmas: torch.Tensor | tuple[float, ...]  # a tensor as given (one that requires grad: the differentiable path)
@@ -389,7 +385,6 @@ class PreparedSampler:
     version: int  # the tensor's version then (`Tensor._version`: an in-place change bumps it)
     options: Mapping[str, Any]
     key: tuple | None  # the options as a plan key; None when one is a tensor (the differentiable path)
-    ahead: Readahead = field(default_factory=Readahead, compare=False, repr=False)
 
     def solve(self, denoiser: Denoiser, x: torch.Tensor, *, seed: int | None = None,
               generator: torch.Generator | None = None, first_index: int = 0,
@@ -414,7 +409,7 @@ class PreparedSampler:
         choose("save", save, SAVES)
         spec, noise, grid = self.spec, noise_sampler, self._grid()
         if noise is None and spec.noise:
-            noise = default_noise(spec, x, grid, _seed(seed, generator), first_index, self.ahead)
+            noise = default_noise(spec, x, grid, _seed(seed, generator), first_index)
         if spec.fn is not None and (self.key is None or _needs_grad(x, self.sigmas)):
             return _solve_differentiable(spec, denoiser, x, self.sigmas, noise, self.options, save)
         if torch.is_grad_enabled():

@@ -2,8 +2,9 @@
 
 Returns rows (dicts); rendering is the caller's job (`gentool bench solvers`, `bench/solvers.py`).
 Fields: `mlp2` = MLP 2->64->64->2 on x, `mlp3` = MLP 3->256->256->256->2 on (x, t), both SiLU.
-The floor is the model alone (same number of calls, same batch): replayed from one CUDA graph on CUDA,
-an eager loop on CPU. Timings are the best of `repeats` runs after one warm-up run.
+The floor is the model alone on the inputs of gentool's own solve (the same calls, batch and values):
+replayed from one CUDA graph on CUDA, an eager loop on CPU. Timings are the best of `repeats` runs after one
+warm-up run.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import torch
 from gentool.core.errors import choose
 from gentool.core.nn import make_generator, mlp, seeded
 from gentool.core.solvers.api import ADAPTIVE_METHODS, FIXED_METHODS, batch_odeint
-from gentool.core.solvers.tableau import FIXED_TABLEAUS
 from gentool.core.solvers.term import Field
 
 FIELDS = ("mlp2", "mlp3")
@@ -93,22 +93,19 @@ def _sync(device: torch.device) -> None:
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-MIN_TIMED_S = 0.25  # a contender's rounds add up to at least this much per unit of work (fast cases run more rounds)
+MIN_TIMED_S = 0.25  # a contender's rounds add up to at least this much (fast cases run more rounds)
 MAX_ROUNDS = 200
 
 
 def best_times(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int,
-               warmup: bool = True, clock: str = "wall", units: int = 1) -> dict[str, float]:
+               warmup: bool = True, clock: str = "wall") -> dict[str, float]:
     """Best time (s) of each function over at least `repeats` rounds, after one warm-up run of each
     (`warmup=False` when the caller has just run each one already).
 
     The rounds interleave the functions (a, b, c, a, b, c, ...), so a burst of load on a shared machine
     slows one run of every contender instead of all runs of one of them. A fast case runs more rounds (as
-    `timeit`'s autorange): enough for the slowest warm-up to add up to `MIN_TIMED_S` per unit of work, at
-    most `MAX_ROUNDS`, so that its best is not one lucky or unlucky draw. `units`: the units of work in one
-    call (a sampler bench call that solves several batches): such a case gets as many rounds as a case whose
-    call is one unit of the same speed, not `units` times fewer (a best of a few long calls is a noisy
-    estimate of their least time). `clock="cpu"` measures the process's CPU time instead
+    `timeit`'s autorange): enough for the slowest warm-up to add up to `MIN_TIMED_S`, at most `MAX_ROUNDS`,
+    so that its best is not one lucky or unlucky draw. `clock="cpu"` measures the process's CPU time instead
     of wall time (CPU only): with one torch thread, time-slicing by other processes on a shared machine then
     does not count. Python's cyclic garbage collector is off during the rounds (as in `timeit`).
     """
@@ -116,7 +113,7 @@ def best_times(fns: dict[str, Callable[[], object]], device: torch.device, repea
     rounds = repeats
     if warmup:
         slowest = max(_timed(fn, device, timer) for fn in fns.values())
-        rounds = max(repeats, min(MAX_ROUNDS, math.ceil(MIN_TIMED_S * units / max(slowest, 1e-9))))
+        rounds = max(repeats, min(MAX_ROUNDS, math.ceil(MIN_TIMED_S / max(slowest, 1e-9))))
     best = dict.fromkeys(fns, float("inf"))
     gc.collect()
     enabled = gc.isenabled()
@@ -140,21 +137,38 @@ def _timed(fn: Callable[[], object], device: torch.device, timer: Callable[[], f
     return timer() - start
 
 
-def model_floor(f: Field, x: torch.Tensor, t: torch.Tensor, calls: int) -> Callable[[], object]:
-    """The model alone, `calls` times: one CUDA graph replay on CUDA, an eager loop on CPU."""
-    if x.device.type != "cuda":
+def recorded_inputs(f: Field, solve: Callable[[Field], object]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The inputs (t, x) of every call `solve` makes of `f`, in call order (copies): what a floor replays.
+    A model's time depends on its inputs' values (the sampler bench's MLP at batch 1024 on one CPU thread:
+    ~170 µs a call at sigma = 80, ~150 µs at sigma = 1 to 20), so a floor on one input is not a solve's."""
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def recording(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        calls.append((t.clone(), x.clone()))
+        return f(t, x)
+
+    with torch.no_grad():
+        solve(recording)
+    return calls
+
+
+def model_floor(f: Field, inputs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], object]:
+    """The model alone on `inputs` ((t, x) of each call, `recorded_inputs`), in order: one CUDA graph replay on
+    CUDA, an eager loop on CPU."""
+    if inputs[0][1].device.type != "cuda":
         def eager() -> None:
-            for _ in range(calls):
+            for t, x in inputs:
                 f(t, x)  # outputs dropped at once: the allocator reuses their memory (the cheapest pattern)
         return eager
-    side = torch.cuda.Stream(device=x.device)
-    side.wait_stream(torch.cuda.current_stream(x.device))
+    device = inputs[0][1].device
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
-        f(t, x)
-    torch.cuda.current_stream(x.device).wait_stream(side)
+        f(*inputs[0])
+    torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        for _ in range(calls):
+        for t, x in inputs:
             f(t, x)
     return graph.replay
 
@@ -175,13 +189,12 @@ def fixed_row(cfg: BenchConfig, device: torch.device, f: Field, case: tuple[str,
     grid = torch.linspace(1.0, 0.0, cfg.steps + 1).tolist()
     tgrid = torch.tensor(grid, device=device)
     x0 = torch.randn(batch, 2, generator=make_generator(cfg.seed, device), device=device)
-    nfe = FIXED_TABLEAUS[method].stages * cfg.steps
     times = {
         "gentool": lambda: batch_odeint(f, x0, tgrid, method),
         "torchdiffeq": lambda: torchdiffeq.odeint(
             lambda t, x: f(t.expand(x.shape[0]), x), x0, tgrid, method=METHOD_NAMES[method]),
         "hand": lambda: hand_loop(method, f, x0, grid),
-        "floor": model_floor(f, x0, tgrid[0].expand(batch), nfe),
+        "floor": model_floor(f, recorded_inputs(f, lambda g: batch_odeint(g, x0, tgrid, method, graph="off"))),
     }
     if cfg.compile:
         times["compiled"] = lambda: batch_odeint(f, x0, tgrid, method, compile=True)

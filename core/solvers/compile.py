@@ -170,8 +170,8 @@ class CompiledPlan:
 
     def run(self, f: Field, x: torch.Tensor, noise: torch.Tensor | None, xs: torch.Tensor | None) -> torch.Tensor:
         """The whole solve from x; the state after step i goes to xs[i + 1] if given (no host sync). The noise
-        is made contiguous first: compiled code specialises on its inputs' strides, and draws made ahead for a
-        run's batches (`Readahead`) are strided views, which would otherwise compile the segments again."""
+        is made contiguous first: compiled code specialises on its inputs' strides, and draws a caller gives
+        may be strided views, which would otherwise compile the segments again."""
         hist: tuple = ()
         noise = None if noise is None else noise.contiguous()
         for seg in self.segments:
