@@ -132,7 +132,12 @@ def hashed_erfinv(keys: torch.Tensor, draws: range, wide: bool) -> torch.Tensor:
     `wide` (float64), u keeps the top 24 bits of h (u = (h >> 8 + 1/2) 2^-23, exact in float32: |z| < 5.4),
     else u is formed in float64 (|z| < 6.2). `keys`: `element_keys` (on any device); on the CPU
     `cpu_erfinv` makes the same numbers from the seed and samples."""
-    return uniform_tensor(keys, draw_salts(draws.start, len(draws), keys.dim(), keys.device), wide).erfinv_()
+    return key_uniforms(keys, draws, wide).erfinv_()
+
+
+def key_uniforms(keys: torch.Tensor, draws: range, wide: bool) -> torch.Tensor:
+    """`uniform_tensor` of element keys against the salts of `draws`, (len(draws), *keys.shape)."""
+    return uniform_tensor(keys, draw_salts(draws.start, len(draws), keys.dim(), keys.device), wide)
 
 
 CPU = torch.device("cpu")
@@ -147,7 +152,7 @@ def salt_words(start: int, n: int) -> np.ndarray:
 @functools.lru_cache(maxsize=16)
 def key_offsets(seed: int, high: int) -> tuple[int, int]:
     """`element_offset` of the high words H and H + 1 (a batch's elements have one or the other)."""
-    return element_offset(seed, high & MASK), element_offset(seed, (high + 1) & MASK)
+    return element_offset(seed, high), element_offset(seed, high + 1)
 
 
 def cpu_uniforms(seed: int, first: int, shape: tuple[int, ...], draws: range, wide: bool) -> torch.Tensor:
@@ -157,8 +162,7 @@ def cpu_uniforms(seed: int, first: int, shape: tuple[int, ...], draws: range, wi
     was not built."""
     n, base = math.prod(shape), first * math.prod(shape[1:])
     if native is None or n >= 1 << 32:
-        keys = element_keys(seed, first, shape, CPU)
-        return uniform_tensor(keys, draw_salts(draws.start, len(draws), len(shape), CPU), wide)
+        return key_uniforms(element_keys(seed, first, shape, CPU), draws, wide)
     out = np.empty((len(draws), *shape), np.float64 if wide else np.float32)
     native.uniforms(out, salt_words(draws.start, len(draws)), base & MASK, *key_offsets(seed, base >> 32))
     return torch.from_numpy(out)
